@@ -1,0 +1,68 @@
+"""The ways messages leave the appliance: the outbox (record only), email over SMTP, WhatsApp and voice over
+HTTP providers. ``build_channels`` picks each medium's transport from the configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from appliance.breaker import CircuitBreaker
+from appliance.channels.http import ProviderClient
+from appliance.channels.message import Message, Outcome, Result, Transport
+from appliance.channels.outbox import deliver
+from appliance.channels.smtp import SmtpTransport
+from appliance.channels.voice import VoiceProvider
+from appliance.channels.whatsapp import WhatsAppTransport
+from appliance.config.crm import CrmConfig
+
+__all__ = ["Channels", "Message", "Outcome", "Result", "Transport", "build_channels", "deliver", "RecordOnly"]
+
+
+class RecordOnly:
+    """The ``outbox`` transport: the outbox row is the delivery (``deliver`` never calls ``send``)."""
+
+    name = "outbox"
+    idempotent = True
+
+    def send(self, messages: list[Message]) -> list[Result]:
+        raise RuntimeError("the outbox transport is handled by deliver()")
+
+
+@dataclass
+class Channels:
+    """One transport per medium; ``voice`` is None when calls are only recorded in the outbox."""
+
+    email: Transport
+    whatsapp: Transport
+    voice: VoiceProvider | None
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def for_campaign(self, channel: str) -> Transport:
+        return self.email if channel == "email" else self.whatsapp
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+
+
+def build_channels(crm: CrmConfig, sleep: Callable[[float], None]) -> Channels:
+    """Transports for this configuration. ``sleep`` waits between provider retries (``RunContext.sleep``, so
+    a stopping run is not held up by a long ``Retry-After``)."""
+    closers: list[Callable[[], None]] = []
+
+    def provider(name: str, config) -> ProviderClient:
+        breaker = CircuitBreaker(name, crm.breaker_threshold, crm.breaker_reset)
+        client = ProviderClient(name, config, breaker, crm.provider_max_retries, crm.provider_retry_max_wait, sleep)
+        closers.append(client.close)
+        return client
+
+    email: Transport = RecordOnly()
+    if crm.email_channel == "smtp" and crm.smtp is not None:
+        email = SmtpTransport(crm.smtp, CircuitBreaker("smtp", crm.breaker_threshold, crm.breaker_reset))
+    whatsapp: Transport = RecordOnly()
+    if crm.whatsapp_channel == "http" and crm.whatsapp is not None:
+        whatsapp = WhatsAppTransport(provider("whatsapp", crm.whatsapp))
+    voice = None
+    if crm.voice_channel == "http" and crm.voice is not None:
+        voice = VoiceProvider(provider("voice", crm.voice), crm.voice.caller_id)
+    return Channels(email, whatsapp, voice, closers)

@@ -1,0 +1,38 @@
+"""The ``appliance`` command: one subcommand per operator task (see ``appliance --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Modules that each add subcommands with ``register(subparsers)``.
+COMMAND_MODULES = (
+    "appliance.commands.run",
+    "appliance.commands.worker",
+    "appliance.commands.sidecar",
+    "appliance.commands.core",
+    "appliance.commands.demo",
+    "appliance.commands.control",
+    "appliance.commands.knowledge",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``appliance`` CLI, one module per area."""

@@ -1,0 +1,71 @@
+"""``appliance check-config`` and ``appliance migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from appliance.commands.common import config_or_exit, fail, print_json, secret_values
+from appliance.config import masked
+from appliance.logs import setup_logging
+from appliance.owner import iso, utcnow
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser("check-config", help="validate the configuration; print it (secrets masked) "
+                                                "and the next 5 run times of every job")
+    check.add_argument("--json", action="store_true", help="print one JSON document")
+    check.set_defaults(handler=check_config)
+    migrate = sub.add_parser("migrate", help="apply pending database migrations (advisory-locked)")
+    migrate.set_defaults(handler=run_migrations)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    config = config_or_exit()
+    now = utcnow()
+    doc = masked(config)
+    doc["jobs"] = [
+        {**job_doc, "describe": job.schedule.describe(), "next_runs": [iso(t) for t in job.schedule.next_runs(now, 5)]}
+        for job, job_doc in zip(config.jobs, doc["jobs"])
+    ]
+    if args.json:
+        print_json(doc)
+        return 0
+    for section in ("core", "crm", "sidecar", "knowledge"):
+        print(f"[{section}]")
+        _print_flat(doc[section], "  ")
+    print("[jobs]")
+    for job in doc["jobs"]:
+        state = "enabled" if job["enabled"] else "disabled"
+        print(f"  {job['name']}: {job['describe']} ({state}; lock_ttl={job['lock_ttl']:g}s, "
+              f"grace={job['grace']:g}s, max_retries={job['max_retries']}, source={job['source']})")
+        for when in job["next_runs"]:
+            print(f"      next: {when}")
+    return 0
+
+
+def _print_flat(values: dict, indent: str) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print_flat(value, indent + "  ")
+        else:
+            print(f"{indent}{key} = {value}")
+
+
+def run_migrations(args: argparse.Namespace) -> int:
+    config = config_or_exit(with_jobs=False)
+    setup_logging(config.core.log_format, config.core.log_level, "migrate", secret_values(config))
+    from appliance.clients import connect_db
+    from appliance.db.migrate import SchemaTooNew, current_version, migrate
+
+    try:
+        with connect_db(config) as conn:
+            applied = migrate(conn)
+            version = current_version(conn)
+    except SchemaTooNew as exc:
+        fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - report any connection or SQL error as one clear line
+        fail(f"migration failed: {type(exc).__name__}: {exc}")
+    logging.getLogger("appliance.migrate").info("schema at version %d (%d applied now)", version, len(applied))
+    return 0

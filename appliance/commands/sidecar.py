@@ -1,0 +1,25 @@
+"""``appliance sidecar``: health, metrics, admin API and dashboard under gunicorn (Supervisor program ``sidecar``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from appliance.commands.common import config_or_exit, secret_values, use_metrics_dir
+from appliance.logs import setup_logging
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("sidecar", help="serve /health, /metrics, the admin API and /admin on $PORT (3002)")
+    parser.set_defaults(handler=run_sidecar)
+
+
+def run_sidecar(args: argparse.Namespace) -> int:
+    """Serve until stopped; exits 2 on bad configuration. The sidecar needs no job settings, only what the
+    workers publish, so it starts even while a jobs file is being fixed."""
+    config = config_or_exit(with_jobs=False)
+    use_metrics_dir(config)
+    setup_logging(config.core.log_format, config.core.log_level, "sidecar", secret_values(config))
+    from appliance.sidecar.server import SidecarServer
+
+    SidecarServer(config).run()
+    return 0

@@ -1,0 +1,22 @@
+"""``appliance worker``: the scheduler loop that Supervisor runs as program ``worker``."""
+
+from __future__ import annotations
+
+import argparse
+
+from appliance.commands.common import config_or_exit, secret_values, use_metrics_dir
+from appliance.logs import setup_logging
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("worker", help="run the job scheduler loop in the foreground")
+    parser.set_defaults(handler=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    config = config_or_exit()
+    use_metrics_dir(config)
+    setup_logging(config.core.log_format, config.core.log_level, "worker", secret_values(config))
+    from appliance.worker.main import serve
+
+    return serve(config)

@@ -1,0 +1,119 @@
+"""Core settings: ports, connections, data directory, logging, leases, retries and alerts (seed 004 and 000 names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.config.env import EnvReader
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+HTTP_SCHEMES = ("http", "https")
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    enabled: bool
+    critical_threshold: int
+    slack_enabled: bool
+    slack_webhook_url: str
+    slack_channel: str
+    webhook_url: str
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    port: int
+    is_worker: bool
+    worker_enabled: bool
+    home: Path
+    redis_url: str
+    redis_embedded: bool
+    database_url: str
+    database_embedded: bool
+    qdrant_url: str
+    qdrant_url_set: bool
+    qdrant_api_key: str
+    qdrant_bin: str
+    log_format: str
+    log_level: str
+    shutdown_timeout: float
+    lock_ttl: float
+    max_retries: int
+    retry_backoff: float
+    schedule_timezone: str
+    worker_threads: int
+    heartbeat_ttl: float
+    history_limit: int
+    startup_wait: float
+    jobs_file: Path | None
+    jobs_enabled: tuple[str, ...]
+    alerts: AlertConfig
+
+    @property
+    def run_dir(self) -> Path:
+        """Sockets and pid files of embedded services."""
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "log"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """prometheus_client's multiprocess directory shared by the worker and the sidecar."""
+        return self.home / "metrics"
+
+    @property
+    def qdrant_path(self) -> Path:
+        """Storage of qdrant-client's embedded local mode."""
+        return self.home / "qdrant"
+
+
+def load_core(env: EnvReader) -> CoreConfig:
+    home = env.path("APPLIANCE_HOME", "./data").absolute()
+    redis_raw = env.raw("REDIS_URL")
+    redis_url = env.url("REDIS_URL", f"unix://{home}/run/redis.sock", REDIS_SCHEMES)
+    db_raw = env.raw("DATABASE_URL")
+    database_url = env.url("DATABASE_URL", f"postgresql:///appliance?host={home}/run&user=appliance", POSTGRES_SCHEMES)
+    qdrant_raw = env.raw("QDRANT_URL")
+    jobs_file = env.raw("APPLIANCE_JOBS_FILE")
+    if jobs_file is not None and not Path(jobs_file).is_file():
+        env.problem("APPLIANCE_JOBS_FILE", jobs_file, "the path of a readable TOML file")
+        jobs_file = None
+    return CoreConfig(
+        port=env.int("PORT", 3002, min=1, max=65535),
+        is_worker=env.bool("IS_WORKER", True),
+        worker_enabled=env.bool("WORKER_ENABLED", True),
+        home=home,
+        redis_url=redis_url,
+        redis_embedded=redis_raw is None,
+        database_url=database_url,
+        database_embedded=db_raw is None,
+        qdrant_url=env.url("QDRANT_URL", "http://localhost:6333", HTTP_SCHEMES),
+        qdrant_url_set=qdrant_raw is not None,
+        qdrant_api_key=env.secret("QDRANT_API_KEY"),
+        qdrant_bin=env.str("QDRANT_BIN", ""),
+        log_format=env.str("LOG_FORMAT", "auto", choices=("auto", "json", "text")),
+        log_level=env.str("LOG_LEVEL", "info", choices=("debug", "info", "warning", "error")),
+        shutdown_timeout=env.duration("SHUTDOWN_TIMEOUT", 5.0, unit="s", min=0.1),
+        lock_ttl=env.duration("LOCK_TTL", 60.0, unit="s", min=0.3),
+        max_retries=env.int("JOB_MAX_RETRIES", 3, min=0, max=20),
+        retry_backoff=env.duration("JOB_RETRY_BACKOFF_MS", 5.0, unit="ms", min=0.0),
+        schedule_timezone=env.tz("SCHEDULE_TIMEZONE", "UTC"),
+        worker_threads=env.int("WORKER_THREADS", 4, min=1, max=64),
+        heartbeat_ttl=env.duration("HEARTBEAT_TTL", 30.0, unit="s", min=1.0),
+        history_limit=env.int("HISTORY_LIMIT", 100, min=1, max=10000),
+        startup_wait=env.duration("STARTUP_WAIT", 30.0, unit="s", min=0.0),
+        jobs_file=Path(jobs_file) if jobs_file else None,
+        jobs_enabled=env.csv("JOBS_ENABLED"),
+        alerts=AlertConfig(
+            enabled=env.bool("ALERT_ENABLED", True),
+            critical_threshold=env.int("ALERT_CRITICAL_THRESHOLD", 3, min=1),
+            slack_enabled=env.bool("ALERT_SLACK_ENABLED", False),
+            slack_webhook_url=env.url("ALERT_SLACK_WEBHOOK_URL", "", HTTP_SCHEMES) if env.secret("ALERT_SLACK_WEBHOOK_URL") else "",
+            slack_channel=env.str("ALERT_SLACK_CHANNEL", ""),
+            webhook_url=env.url("ALERT_WEBHOOK_URL", "", HTTP_SCHEMES) if env.secret("ALERT_WEBHOOK_URL") else "",
+        ),
+    )

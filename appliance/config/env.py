@@ -1,0 +1,179 @@
+"""Typed reading of environment variables that collects every problem instead of stopping at the first.
+
+Sections of the configuration (core, crm, sidecar, knowledge) each take an ``EnvReader`` and read their
+variables through it; ``appliance.config.load_config`` raises one ``ConfigError`` listing all problems.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+T = TypeVar("T")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class EnvReader:
+    """Reads variables from ``environ``; ``NAME_FILE`` supplies a secret from a file.
+
+    Every getter returns a usable default when the value is bad, after recording the problem, so a section
+    can finish building and all problems are reported together.
+    """
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = dict(environ)
+        self.problems: list[str] = []
+        self.secret_names: set[str] = set()
+
+    # -- raw access -----------------------------------------------------------------------------------
+    def raw(self, name: str) -> str | None:
+        """The value of ``name``, or the contents of the file named by ``NAME_FILE``; None when unset."""
+        file_name = self.environ.get(f"{name}_FILE")
+        if file_name:
+            try:
+                return Path(file_name).read_text().strip()
+            except OSError as exc:
+                self.problem(f"{name}_FILE", file_name, f"a readable file ({exc.strerror})")
+                return None
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def problem(self, name: str, value: object, expected: str, secret: bool = False) -> None:
+        shown = "***" if secret else str(value)
+        self.problems.append(f"{name}={shown}: expected {expected}")
+
+    def _typed(self, name: str, default: T, expected: str, convert: Callable[[str], T]) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except (ValueError, TypeError):
+            self.problem(name, value, expected, secret=name in self.secret_names)
+            return default
+
+    # -- typed getters --------------------------------------------------------------------------------
+    def str(self, name: str, default: str = "", choices: tuple[str, ...] | None = None) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if choices and value.lower() not in choices:
+            self.problem(name, value, "one of " + ", ".join(choices))
+            return default
+        return value.lower() if choices else value
+
+    def secret(self, name: str, default: str = "") -> str:
+        """A secret: masked in ``check-config`` and in every error message."""
+        self.secret_names.add(name)
+        value = self.raw(name)
+        return default if value is None else value
+
+    def int(self, name: str, default: int, min: int | None = None, max: int | None = None) -> int:
+        bounds = _bounds_text(min, max)
+        value = self._typed(name, default, f"an integer{bounds}", lambda v: int(v, 10))
+        if (min is not None and value < min) or (max is not None and value > max):
+            self.problem(name, value, f"an integer{bounds}")
+            return default
+        return value
+
+    def float(self, name: str, default: float, min: float | None = None, max: float | None = None) -> float:
+        bounds = _bounds_text(min, max)
+        value = self._typed(name, default, f"a number{bounds}", float)
+        if (min is not None and value < min) or (max is not None and value > max):
+            self.problem(name, value, f"a number{bounds}")
+            return default
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        def convert(v: str) -> bool:
+            lowered = v.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(v)
+
+        return self._typed(name, default, "true or false", convert)
+
+    def duration(self, name: str, default: float, unit: str = "s", min: float | None = None) -> float:
+        """A duration in seconds. A bare number is in ``unit`` (seed 004 gives ms, s or min per variable);
+        a suffix (``500ms``, ``30s``, ``5m``, ``1h``, ``1d``) overrides it."""
+
+        def convert(v: str) -> float:
+            match = _DURATION.match(v)
+            if not match:
+                raise ValueError(v)
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or unit]
+
+        expected = f"a duration like 30, 500ms, 30s, 5m or 1h (bare numbers in {unit})"
+        if min is not None:
+            expected += f", at least {min:g}s"
+        value = self._typed(name, default, expected, convert)
+        if min is not None and value < min:
+            self.problem(name, self.raw(name), expected)
+            return default
+        return value
+
+    def url(self, name: str, default: str, schemes: tuple[str, ...], secret_password: bool = True) -> str:
+        """A URL whose scheme is one of ``schemes``; its password is masked wherever it is shown."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+            ok = parts.scheme in schemes and (bool(parts.netloc) or bool(parts.path) or bool(parts.query))
+        except ValueError:
+            ok = False
+        if not ok:
+            self.problem(name, redact_url(value), "a URL starting with " + " or ".join(f"{s}://" for s in schemes))
+            return default
+        return value
+
+    def tz(self, name: str, default: str = "UTC") -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem(name, value, "an IANA time zone such as UTC or Europe/Paris")
+            return default
+        return value
+
+    def csv(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.raw(name)
+        if value is None:
+            return default
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+
+    def path(self, name: str, default: str) -> Path:
+        value = self.raw(name)
+        return Path(value if value is not None else default)
+
+
+def _bounds_text(min: object, max: object) -> str:
+    if min is not None and max is not None:
+        return f" from {min} to {max}"
+    if min is not None:
+        return f" >= {min}"
+    if max is not None:
+        return f" <= {max}"
+    return ""
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)")
+_QUERY_SECRET = re.compile(r"(?i)(?P<head>[?&](?:password|api_key|apikey|token|secret)=)(?P<pw>[^&\s]+)")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with passwords in URLs (``scheme://user:PASSWORD@host``) and secret query values masked."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}***{m.group('at')}", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m.group('head')}***", text)

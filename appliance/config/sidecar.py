@@ -1,0 +1,65 @@
+"""Settings of the sidecar: admin authentication, health thresholds and the gunicorn server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.config.env import EnvReader
+
+#: A dependency check may never take longer than this, so ``/health`` answers within 1.5 s.
+MAX_CHECK_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    admin_token: str
+    jwt_secret: str
+    jwt_audience: str
+    jwt_issuer: str
+    #: Dead-man's switch: a job that has not succeeded within ``stale_factor`` x its period is stale.
+    stale_factor: float
+    #: Hard limit of one dependency check (Redis, PostgreSQL, Qdrant), at most ``MAX_CHECK_TIMEOUT``.
+    check_timeout: float
+    #: How long a check's result is reused before the dependency is asked again.
+    cache_ttl: float
+    #: Runs returned by ``/api/history`` without ``limit`` (and shown by the dashboard).
+    history_default: int
+    #: gunicorn worker processes and threads per worker.
+    workers: int
+    threads: int
+    #: Seconds between refreshes of the dashboard.
+    dashboard_refresh: float
+
+    @property
+    def admin_enabled(self) -> bool:
+        """The admin API and dashboard exist only when some credential is configured."""
+        return bool(self.admin_token or self.jwt_secret)
+
+
+def load_sidecar(env: EnvReader) -> SidecarConfig:
+    jwt_secret = env.secret("JWT_SECRET")
+    if jwt_secret and len(jwt_secret) < 32:
+        env.problem("JWT_SECRET", jwt_secret, "at least 32 characters (HS256 keys shorter than the hash are weak)",
+                    secret=True)
+    return SidecarConfig(
+        admin_token=env.secret("ADMIN_TOKEN"),
+        jwt_secret=jwt_secret,
+        jwt_audience=env.str("JWT_AUDIENCE", ""),
+        jwt_issuer=env.str("JWT_ISSUER", ""),
+        stale_factor=env.float("HEALTH_STALE_FACTOR", 3.0, min=1.0, max=1000.0),
+        check_timeout=_check_timeout(env),
+        cache_ttl=env.duration("HEALTH_CACHE_TTL", 1.0, unit="s", min=0.0),
+        history_default=env.int("SIDECAR_HISTORY_LIMIT", 50, min=1, max=1000),
+        workers=env.int("SIDECAR_WORKERS", 2, min=1, max=32),
+        threads=env.int("SIDECAR_THREADS", 4, min=1, max=64),
+        dashboard_refresh=env.duration("DASHBOARD_REFRESH", 5.0, unit="s", min=1.0),
+    )
+
+
+def _check_timeout(env: EnvReader) -> float:
+    value = env.duration("HEALTH_CHECK_TIMEOUT", 0.8, unit="s", min=0.05)
+    if value > MAX_CHECK_TIMEOUT:
+        env.problem("HEALTH_CHECK_TIMEOUT", env.raw("HEALTH_CHECK_TIMEOUT"),
+                    f"at most {MAX_CHECK_TIMEOUT:g}s (probes must answer within 1.5 s)")
+        return 0.8
+    return value

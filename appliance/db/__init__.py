@@ -1,0 +1,1 @@
+"""PostgreSQL schema: versioned migrations shipped as SQL files in ``migrations/``."""

@@ -1,0 +1,121 @@
+"""Embedded Redis and PostgreSQL: the command lines that run them on unix sockets under a directory of ours.
+
+Used by ``appliance run`` (as Supervisor programs) and by the test fixtures, so both start them the same way.
+PostgreSQL refuses to run as root; when we are root, its commands run as the ``postgres`` user (or
+``APPLIANCE_PG_USER``'s value passed in by the caller) and its directories are given to that user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+REDIS_SOCKET = "redis.sock"
+PG_DATABASE = "appliance"
+PG_USER = "appliance"
+
+
+def find_pg_bin(name: str) -> str:
+    """Path of a PostgreSQL server program (``initdb``, ``postgres``, ``pg_ctl``), newest version first."""
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_version_key, reverse=True)
+    found = candidates[0] if candidates else shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"PostgreSQL's {name} was not found (install the postgresql package)")
+    return found
+
+
+def _version_key(path: str) -> float:
+    try:
+        return float(Path(path).parts[4])
+    except (IndexError, ValueError):
+        return 0.0
+
+
+def run_as_user() -> str | None:
+    """The user PostgreSQL runs as when we are root (it refuses root); None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise RuntimeError("running as root and no 'postgres' user exists to run PostgreSQL")
+
+
+def as_user(argv: list[str], user: str | None) -> list[str]:
+    return argv if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
+
+
+def give_to(path: Path, user: str | None) -> None:
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        for root, dirs, files in os.walk(path):
+            os.chown(root, entry.pw_uid, entry.pw_gid)
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def redis_argv(data_dir: Path, socket_dir: Path, port: int = 0) -> list[str]:
+    """``redis-server`` on a unix socket (mode 700 directory) with append-only persistence in ``data_dir``."""
+    return [
+        shutil.which("redis-server") or "redis-server",
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--unixsocket", str(socket_dir / REDIS_SOCKET),
+        "--unixsocketperm", "700",
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--save", "",
+        "--daemonize", "no",
+        "--logfile", "",
+    ]
+
+
+def init_postgres(data_dir: Path, socket_dir: Path, user: str | None) -> bool:
+    """Create the cluster in ``data_dir`` if it does not exist yet; True when it was created."""
+    socket_dir.mkdir(parents=True, exist_ok=True)
+    if (data_dir / "PG_VERSION").exists():
+        give_to(socket_dir, user)
+        return False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    give_to(data_dir, user)
+    give_to(socket_dir, user)
+    subprocess.run(
+        as_user([find_pg_bin("initdb"), "-D", str(data_dir), "-U", PG_USER, "--auth=trust",
+                 "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"], user),
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    return True
+
+
+def postgres_argv(data_dir: Path, socket_dir: Path, user: str | None, port: int = 5432, listen: str = "") -> list[str]:
+    """The ``postgres`` server in the foreground, listening on a unix socket in ``socket_dir`` only
+    (``listen`` empty) or also on a loopback address."""
+    return as_user([
+        find_pg_bin("postgres"), "-D", str(data_dir),
+        "-k", str(socket_dir), "-p", str(port),
+        "-c", f"listen_addresses={listen}",
+        "-c", "fsync=on", "-c", "max_connections=100",
+    ], user)
+
+
+def postgres_url(socket_dir: Path, port: int = 5432, database: str = PG_DATABASE) -> str:
+    return f"postgresql:///{database}?host={socket_dir}&port={port}&user={PG_USER}"
+
+
+def ensure_database(socket_dir: Path, port: int = 5432, database: str = PG_DATABASE) -> bool:
+    """Create ``database`` if missing; True when it was created."""
+    import psycopg
+
+    with psycopg.connect(postgres_url(socket_dir, port, "postgres"), autocommit=True, connect_timeout=3) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            return False
+        conn.execute(f'CREATE DATABASE "{database}"')
+        return True

@@ -1,0 +1,59 @@
+"""Every Redis key the appliance uses, in one place.
+
+Lock keys are seed 004's bare ``lock:<job>`` so that ``redis-cli KEYS 'lock:*'`` and
+``redis-cli DEL lock:campaign-scheduler`` work as its runbook says. Everything else lives under
+``appliance:`` so it never collides with the application's own keys on a shared Redis.
+"""
+
+PREFIX = "appliance:"
+
+#: Pub/sub channel on which a worker is woken at once (trigger, pause, resume).
+CONTROL_CHANNEL = PREFIX + "control"
+#: Set of worker ids that have published a heartbeat (pruned when the heartbeat key is gone).
+WORKERS = PREFIX + "workers"
+#: Hash job -> JSON description published by workers (schedule, next runs, settings).
+JOBS = PREFIX + "jobs"
+#: Hash job -> JSON {"by", "at"} for paused jobs; absent means running.
+PAUSED = PREFIX + "paused"
+#: Hash job -> JSON of the run in progress {"worker", "run_id", "slot", "started", "attempt"}.
+RUNNING = PREFIX + "running"
+#: Hash job -> JSON of the last finished run.
+LAST_RUN = PREFIX + "last-run"
+#: Hash job -> epoch seconds of the last successful run.
+LAST_SUCCESS = PREFIX + "last-success"
+#: Hash "<job>:<outcome>" and "<job>:processed" -> counter, cluster-wide since the Redis was created.
+COUNTS = PREFIX + "counts"
+#: Hash id -> JSON dead letter; sorted set id by time of death for ordered listing.
+DLQ = PREFIX + "dlq"
+DLQ_INDEX = PREFIX + "dlq:index"
+#: Hash job -> JSON {"state": "ok"|"failing", "consecutive": n} for alert de-duplication.
+ALERTS = PREFIX + "alerts"
+#: Sorted set of recent admin actions (audit trail), score = epoch seconds.
+AUDIT = PREFIX + "audit"
+AUDIT_LIMIT = 1000
+
+
+def lock(job: str) -> str:
+    """The lease of ``job``: value is the owner token ``host:pid:started:nonce``."""
+    return f"lock:{job}"
+
+
+def slot(job: str) -> str:
+    """Hash beside the lock: ``claimed`` and ``done`` are the epoch ms of the last claimed and last finished
+    slot, so a replica whose clock lags never repeats a slot that already ran."""
+    return f"{PREFIX}slot:{job}"
+
+
+def heartbeat(worker_id: str) -> str:
+    """A worker's heartbeat, a JSON document with a TTL of ``HEARTBEAT_TTL``."""
+    return f"{PREFIX}heartbeat:{worker_id}"
+
+
+def history(job: str) -> str:
+    """List of the last ``HISTORY_LIMIT`` runs of ``job`` as JSON, newest first."""
+    return f"{PREFIX}history:{job}"
+
+
+def triggers(job: str) -> str:
+    """List of pending manual triggers of ``job`` (JSON), taken by exactly one worker with LPOP."""
+    return f"{PREFIX}triggers:{job}"

@@ -1,0 +1,28 @@
+"""How the knowledge indexer is set up, for ``/health`` and ``appliance check-config``: which embedder
+(OpenAI or the offline local one) and which Qdrant (server or embedded). Reads only the configuration."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appliance.config import Config
+
+
+def knowledge_status(config: "Config") -> dict:
+    from appliance.knowledge.embedder import LOCAL_MODEL
+
+    k = config.knowledge
+    local = k.local_embedder
+    status = {
+        "embedder": "local" if local else "openai",
+        "model": LOCAL_MODEL if local else k.embedding_model,
+        "dimensions": k.embedding_dimensions,
+        "offline": local,
+        "collection": k.collection,
+        "qdrant": "server" if config.core.qdrant_url_set else "embedded",
+    }
+    if local:
+        status["note"] = ("no OPENAI_API_KEY: documents are embedded by the local deterministic embedder "
+                          "(offline; matches shared words, not meaning)")
+    return status

@@ -1,0 +1,96 @@
+"""Logging: JSON lines in production, readable text in development; secrets never written.
+
+``LOG_FORMAT=auto`` picks text when stderr is a terminal and JSON otherwise (Supervisor, containers).
+Structured fields go in ``extra={"fields": {...}}`` and appear as JSON keys or ``key=value`` pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any, Iterable
+
+from appliance.config.env import redact_url
+from appliance.owner import iso
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "fields"}
+
+
+class Redactor(logging.Filter):
+    """Masks URL passwords and the configured secret values in every record."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def clean(self, text: str) -> str:
+        text = redact_url(text)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.clean(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.clean(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        fields = getattr(record, "fields", None)
+        if fields:
+            record.fields = {k: self.clean(v) if isinstance(v, str) else v for k, v in fields.items()}
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, process: str):
+        super().__init__()
+        self.process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        from datetime import datetime, timezone
+
+        doc: dict[str, Any] = {
+            "ts": iso(datetime.fromtimestamp(record.created, timezone.utc)),
+            "level": record.levelname.lower(),
+            "process": self.process,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        doc.update(getattr(record, "fields", None) or {})
+        if record.exc_text:
+            doc["error"] = record.exc_text
+        return json.dumps(doc, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, process: str):
+        super().__init__("%(asctime)s %(levelname)-7s " + process + " %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        if fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        return line
+
+
+def setup_logging(log_format: str, level: str, process: str, secrets: Iterable[str] = ()) -> None:
+    """Configure the root logger once for this process."""
+    if log_format == "auto":
+        log_format = "text" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(process) if log_format == "json" else TextFormatter(process))
+    handler.addFilter(Redactor(secrets))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "urllib3", "openai"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """``extra=`` argument carrying structured fields: ``log.info("run ended", extra=fields(job=...))``."""
+    return {"fields": values}

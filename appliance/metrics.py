@@ -1,0 +1,64 @@
+"""Prometheus metrics written by the worker and read by the sidecar.
+
+The worker and the sidecar's gunicorn workers are separate processes, so prometheus_client runs in its
+multiprocess mode: the entry point sets ``PROMETHEUS_MULTIPROC_DIR`` (``$APPLIANCE_HOME/metrics``) before this
+module is imported, each process writes its own files there, and the sidecar aggregates them.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OUTCOMES = ("success", "failure", "skipped_locked", "skipped_overlap", "missed", "paused", "cancelled", "retry")
+
+JOB_RUNS = Counter("appliance_job_runs", "Slots and runs by job and outcome.", ["job", "outcome"])
+JOB_DURATION = Histogram(
+    "appliance_job_duration_seconds", "Duration of job runs.", ["job"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+LAST_SUCCESS = Gauge("appliance_job_last_success_timestamp_seconds", "Unix time of the last successful run.",
+                     ["job"], multiprocess_mode="max")
+LOCK_LOST = Counter("appliance_lock_lost", "Runs whose lease was lost while running.", ["job"])
+RETRIES = Counter("appliance_job_retries", "Retries scheduled after a failed run.", ["job"])
+DEAD_LETTERS = Counter("appliance_dead_letters", "Runs moved to the dead-letter list after the last retry.", ["job"])
+ITEMS = Counter("appliance_items_processed", "Items of work done by runs (seed 004's jobsProcessed).", ["job"])
+SCHEDULE_LAG = Histogram("appliance_schedule_lag_seconds", "Delay between a slot's time and its run's start.",
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))
+BACKLOG = Gauge("appliance_backlog", "Work waiting, by kind (pending_recipients, queued_calls, "
+                "unindexed_documents): what an autoscaler scales on.", ["kind"], multiprocess_mode="mostrecent")
+EMBEDDING_TOKENS = Counter("appliance_embedding_tokens", "Tokens sent to the embeddings API.", ["model"])
+PROCESS_RSS = Gauge("appliance_process_resident_memory_bytes", "Resident memory of an appliance process.",
+                    ["process"], multiprocess_mode="liveall")
+PROCESS_CPU = Gauge("appliance_process_cpu_seconds", "CPU time used by an appliance process.",
+                    ["process"], multiprocess_mode="liveall")
+WORKER_START = Gauge("appliance_worker_start_time_seconds", "Unix time the worker process started.",
+                     multiprocess_mode="max")
+
+
+def sample_process(name: str) -> tuple[float, float]:
+    """Record this process's RSS (bytes) and CPU seconds under ``process=name``; returns both."""
+    rss = _rss_bytes()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    PROCESS_RSS.labels(name).set(rss)
+    PROCESS_CPU.labels(name).set(cpu)
+    return rss, cpu
+
+
+def _rss_bytes() -> float:
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+
+
+def mark_dead(directory) -> None:
+    """Drop this process's live gauges from the multiprocess files in ``directory`` (call on clean exit)."""
+    from prometheus_client import multiprocess
+
+    if os.path.isdir(directory):
+        multiprocess.mark_process_dead(os.getpid(), str(directory))

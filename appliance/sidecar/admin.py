@@ -1,0 +1,143 @@
+"""The admin API under ``/api`` (seed 002's status, triggers, next run times and history; seed 003's queue UI).
+
+Every route needs an admin credential (``appliance.sidecar.auth``); every change goes through
+``ClusterState`` exactly as the CLI's does and is written to the audit trail (who, what, when) and the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import BadRequest
+
+from appliance.logs import fields
+from appliance.sidecar.auth import admin_surface, require_admin
+from appliance.state import ClusterState
+
+log = logging.getLogger("appliance.sidecar.admin")
+
+bp = Blueprint("admin_api", __name__, url_prefix="/api")
+bp.before_request(admin_surface)
+
+MAX_LIMIT = 1000
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+
+
+def _state() -> ClusterState:
+    return current_app.extensions["appliance"].state
+
+
+def _audit(action: str, target: str, detail: str = "") -> None:
+    entry = _state().audit(g.caller.who, action, target, detail)
+    log.info("admin action", extra=fields(who=entry["who"], action=action, target=target, at=entry["at"],
+                                         detail=detail or None))
+
+
+def _limit(default: int) -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, not {raw!r}")
+    return int(raw)
+
+
+def _flag(name: str) -> bool:
+    raw = request.args.get(name, "").lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise BadRequest(f"{name} must be true or false, not {raw!r}")
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/jobs")
+@require_admin
+def jobs() -> Response:
+    """Jobs with schedule, next runs, last run, paused, running where, lock holder; plus live workers."""
+    state = _state()
+    return jsonify(jobs=state.jobs(), workers=state.workers())
+
+
+@bp.post("/jobs/<name>/trigger")
+@require_admin
+def trigger(name: str) -> tuple[Response, int]:
+    trigger_id = _state().trigger(name, by=g.caller.who)
+    _audit("job.trigger", name, trigger_id)
+    return jsonify(job=name, trigger_id=trigger_id), 202
+
+
+@bp.post("/jobs/<name>/pause")
+@require_admin
+def pause(name: str) -> Response:
+    _state().pause(name, by=g.caller.who)
+    _audit("job.pause", name)
+    return jsonify(job=name, paused=True)
+
+
+@bp.post("/jobs/<name>/resume")
+@require_admin
+def resume(name: str) -> Response:
+    _state().resume(name, by=g.caller.who)
+    _audit("job.resume", name)
+    return jsonify(job=name, paused=False)
+
+
+@bp.get("/history")
+@require_admin
+def history() -> Response:
+    job = request.args.get("job") or None
+    limit = _limit(current_app.extensions["appliance"].config.sidecar.history_default)
+    return jsonify(job=job, runs=_state().history(job, limit=limit))
+
+
+@bp.get("/locks")
+@require_admin
+def locks() -> Response:
+    return jsonify(locks=_state().locks())
+
+
+@bp.delete("/locks/<name>")
+@require_admin
+def clear_lock(name: str) -> Response:
+    """Same safety as ``appliance locks clear``: 409 while the holder is alive unless ``?force=true``."""
+    force = _flag("force")
+    info = _state().clear_lock(name, force=force)
+    _audit("lock.clear" + (".force" if force else ""), name, info["holder"])
+    return jsonify(cleared=info)
+
+
+@bp.get("/dead-letters")
+@require_admin
+def dead_letters() -> Response:
+    return jsonify(dead_letters=_state().dead_letters(limit=_limit(100)))
+
+
+@bp.post("/dead-letters/<dead_id>/retry")
+@require_admin
+def retry_dead_letter(dead_id: str) -> tuple[Response, int]:
+    trigger_id = _state().retry_dead_letter(dead_id, by=g.caller.who)
+    _audit("dlq.retry", dead_id, trigger_id)
+    return jsonify(id=dead_id, trigger_id=trigger_id), 202
+
+
+@bp.delete("/dead-letters/<dead_id>")
+@require_admin
+def drop_dead_letter(dead_id: str) -> Response:
+    entry: dict[str, Any] = _state().drop_dead_letter(dead_id)
+    _audit("dlq.drop", dead_id, entry.get("job") or "")
+    return jsonify(dropped=entry)
+
+
+@bp.get("/audit")
+@require_admin
+def audit() -> Response:
+    return jsonify(audit=_state().audit_log(limit=_limit(100)))

@@ -1,0 +1,128 @@
+"""The Flask application factory and the JSON error responses every route shares."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from urllib.parse import unquote, urlsplit
+
+import redis
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from appliance.clients import make_redis
+from appliance.commands.common import secret_values
+from appliance.logs import Redactor
+from appliance.config import Config
+from appliance.errors import Conflict, NotFound
+from appliance.sidecar.checks import failure
+from appliance.sidecar.health import Monitor
+from appliance.state import ClusterState
+
+log = logging.getLogger("appliance.sidecar")
+
+#: Admin requests wait at most this long for Redis, so a hung Redis cannot pin every request thread.
+ADMIN_REDIS_TIMEOUT = 2.0
+MASKED_TYPES = ("application/json", "text/plain", "text/html")
+
+
+@dataclass
+class Sidecar:
+    """What the routes share, kept in ``app.extensions["appliance"]``."""
+
+    config: Config
+    monitor: Monitor
+    state: ClusterState
+    metrics_dir: Path
+    #: The Prometheus registry, built on the first scrape.
+    registry: Any = None
+
+    def close(self) -> None:
+        self.monitor.close()
+        self.state.r.close()
+
+
+def create_app(config: Config, clock: Callable[[], float] = time.time, hostname: str | None = None) -> Flask:
+    """The sidecar: health, metrics, admin API and dashboard for ``config``.
+
+    ``clock`` (epoch seconds) is what the dead-man's switch measures job freshness against; ``hostname``
+    names the host whose worker heartbeat makes this sidecar healthy (default: this host).
+    """
+    from appliance.sidecar import admin, dashboard, health, metrics
+
+    config.core.metrics_dir.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    app.extensions["appliance"] = Sidecar(
+        config=config,
+        monitor=Monitor(config, clock=clock, hostname=hostname),
+        state=ClusterState(make_redis(config.core.redis_url, timeout=ADMIN_REDIS_TIMEOUT)),
+        metrics_dir=config.core.metrics_dir,
+    )
+    for blueprint in (health.bp, metrics.bp, admin.bp, dashboard.bp):
+        app.register_blueprint(blueprint)
+    _register_errors(app)
+    redactor = Redactor(secrets_of(config))
+
+    @app.after_request
+    def _mask(response: Response) -> Response:
+        # Run records, dead letters and error messages come from jobs; a job may have put a secret in them.
+        if not response.direct_passthrough and response.mimetype in MASKED_TYPES:
+            text = response.get_data(as_text=True)
+            clean = redactor.clean(text)
+            if clean != text:
+                response.set_data(clean)
+        return response
+
+    return app
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Values that must never appear in a response: configured secrets and the passwords in service URLs."""
+    values = secret_values(config)
+    for url in (config.core.redis_url, config.core.database_url, config.core.qdrant_url):
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            values.append(unquote(password))
+            values.append(password)
+    return values
+
+
+def _error(status: int, error: str, message: str) -> tuple[Response, int]:
+    return jsonify(error=error, message=message, status=status), status
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        response = exc.get_response()
+        body, _ = _error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"),
+                         exc.description or "")
+        response.set_data(body.get_data())
+        response.content_type = "application/json"
+        return response
+
+    @app.errorhandler(NotFound)
+    def not_found(exc: NotFound) -> tuple[Response, int]:
+        return _error(404, "not_found", str(exc))
+
+    @app.errorhandler(Conflict)
+    def conflict(exc: Conflict) -> tuple[Response, int]:
+        return _error(409, "conflict", str(exc))
+
+    @app.errorhandler(redis.RedisError)
+    def redis_down(exc: redis.RedisError) -> tuple[Response, int]:
+        log.warning("Redis unavailable: %s", failure(exc))
+        return _error(503, "service_unavailable", "Redis is unavailable; try again shortly")
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception) -> tuple[Response, int]:
+        log.error("unhandled error: %s", failure(exc), exc_info=exc)
+        return _error(500, "internal_error", "internal error; the sidecar log has the details")

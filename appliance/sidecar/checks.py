@@ -1,0 +1,150 @@
+"""Dependency checks with a hard timeout and a short cache, so probes stay fast whatever the dependencies do.
+
+A ``CachedProbe`` runs its check in a background thread. Callers wait for it at most until their deadline;
+a check that has not answered by then counts as ``down`` ("no answer within ..."), and that verdict is cached
+like any other. At most one check per dependency is in flight per process, so a flood of probes against a
+dependency that accepts connections and never replies costs one stuck thread, not one per request. A result
+older than the cache TTL but younger than twice it is served at once while a fresh check runs behind it
+(stale-while-revalidate), so a probe seldom waits for a dependency at all.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any, Callable
+
+import httpx
+import psycopg
+import redis
+
+from appliance import keys
+from appliance.config.env import redact_url
+from appliance.owner import iso, utcnow
+from appliance.state import ClusterState
+
+# libpq rounds connect timeouts below 2 s up to 2 s; the probe's own deadline is what bounds the answer.
+PG_CONNECT_TIMEOUT = 2
+
+
+class Status(str, Enum):
+    UP = "up"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+@dataclass(frozen=True)
+class Component:
+    """The state of one dependency as ``/health`` reports it."""
+
+    status: Status
+    message: str
+    latency_ms: float | None = None
+    checked_at: str = field(default_factory=lambda: iso(utcnow()))
+    #: Data read during the check (the Redis check reads the cluster state), never shown as is.
+    data: Any = None
+
+    def public(self) -> dict[str, Any]:
+        return {"status": self.status.value, "message": self.message,
+                "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 2),
+                "lastChecked": self.checked_at}
+
+
+def failure(exc: BaseException) -> str:
+    """A one-line description of ``exc`` with any URL password masked."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return redact_url(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+class CachedProbe:
+    """One dependency check: hard deadline, result cache, at most one run in flight."""
+
+    def __init__(self, name: str, check: Callable[[], Component], ttl: float, timeout: float,
+                 executor: ThreadPoolExecutor, clock: Callable[[], float] = time.monotonic):
+        self.name, self.check, self.ttl, self.timeout = name, check, ttl, timeout
+        self.executor, self.clock = executor, clock
+        self.runs = 0
+        self._lock = threading.Lock()
+        self._value: Component | None = None
+        self._at = 0.0
+        self._future: Future | None = None
+
+    def poll(self) -> Component | Future:
+        """The cached result, or the future of the check now in flight (started here if none is)."""
+        with self._lock:
+            age = self.clock() - self._at
+            if self._value is not None and age < self.ttl:
+                return self._value
+            if self._future is None:
+                self.runs += 1
+                self._future = self.executor.submit(self._run)
+            if self._value is not None and age < 2 * self.ttl:
+                return self._value
+            return self._future
+
+    def settle(self, pending: Component | Future, deadline: float) -> Component:
+        """``pending`` from ``poll()`` as a result, waiting for it at most until ``deadline`` (``clock()``)."""
+        if isinstance(pending, Component):
+            return pending
+        try:
+            return pending.result(timeout=max(0.0, deadline - self.clock()))
+        except FutureTimeout:
+            # The check keeps its place in flight: no second thread is started while this one hangs.
+            verdict = Component(Status.DOWN, f"no answer within {self.timeout:g}s")
+            with self._lock:
+                self._value, self._at = verdict, self.clock()
+            return verdict
+
+    def result(self, deadline: float) -> Component:
+        return self.settle(self.poll(), deadline)
+
+    def _run(self) -> Component:
+        started = time.perf_counter()
+        try:
+            value = self.check()
+        except Exception as exc:  # noqa: BLE001 - any failure of a check means the dependency is down
+            value = Component(Status.DOWN, failure(exc))
+        if value.latency_ms is None:
+            value = replace(value, latency_ms=(time.perf_counter() - started) * 1000)
+        with self._lock:
+            self._value, self._at, self._future = value, self.clock(), None
+        return value
+
+
+def check_redis(client: redis.Redis) -> Component:
+    """PING, then read the published jobs and live workers (``data``: ``{"jobs", "workers", "dead_letters"}``)."""
+    started = time.perf_counter()
+    client.ping()
+    latency = (time.perf_counter() - started) * 1000
+    state = ClusterState(client)
+    data = {"jobs": state.jobs(), "workers": state.workers(), "dead_letters": int(client.zcard(keys.DLQ_INDEX))}
+    return Component(Status.UP, f"connected (latency: {latency:.1f}ms)", latency, data=data)
+
+
+def check_database(url: str) -> Component:
+    """``SELECT 1`` on a new connection (a pooled one could hang on a half-dead socket with no timeout)."""
+    started = time.perf_counter()
+    with psycopg.connect(url, connect_timeout=PG_CONNECT_TIMEOUT, autocommit=True,
+                         application_name="appliance-sidecar") as conn:
+        conn.execute("SELECT 1").fetchone()
+    latency = (time.perf_counter() - started) * 1000
+    return Component(Status.UP, f"connected (latency: {latency:.1f}ms)", latency)
+
+
+def check_qdrant(http: httpx.Client, url: str) -> Component:
+    """``GET /readyz`` of a Qdrant server."""
+    started = time.perf_counter()
+    response = http.get(url.rstrip("/") + "/readyz")
+    latency = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        return Component(Status.DOWN, f"/readyz answered HTTP {response.status_code}", latency)
+    return Component(Status.UP, f"ready (latency: {latency:.1f}ms)", latency)
+
+
+def embedded_qdrant(path: str) -> Component:
+    """Qdrant in qdrant-client's local mode lives inside the worker process; its storage is not ours to open."""
+    return Component(Status.UP, f"embedded local mode at {path} (inside the worker process; not probed)")

@@ -1,0 +1,229 @@
+"""``/health``, ``/health/live`` and ``/health/ready``: seed 004's document plus per-component detail.
+
+Overall status:
+
+- ``unhealthy`` (HTTP 503) when a critical component is down: Redis, PostgreSQL, or the worker beside this
+  sidecar (no heartbeat younger than its TTL);
+- ``degraded`` (HTTP 200) when any other component is down or degraded (Qdrant), or a job is stale: it has not
+  succeeded within ``HEALTH_STALE_FACTOR`` x its period (the dead-man's switch);
+- ``ok`` (HTTP 200) otherwise.
+
+``/health/live`` does no I/O at all, so a liveness probe never restarts the container (and its Qdrant) because
+Redis is down; ``/health/ready`` runs the same checks as ``/health`` and answers 503 when unhealthy.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from functools import lru_cache
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import httpx
+from flask import Blueprint, Response, current_app, jsonify
+
+from appliance import __version__
+from appliance.clients import make_redis
+from appliance.config import Config
+from appliance.errors import ScheduleError
+from appliance.owner import iso, utcnow
+from appliance.schedules import Schedule, parse_schedule
+from appliance.sidecar.checks import (CachedProbe, Component, Status, check_database, check_qdrant, check_redis,
+                                      embedded_qdrant)
+
+#: Seed 004's keys in ``jobs`` and ``services``; other jobs appear under their own names.
+SEED_JOB_KEYS = {"campaign-scheduler": "campaign", "lead-reminder-scheduler": "leadReminder",
+                 "call-scheduler": "callScheduler"}
+CRITICAL = ("redis", "database", "worker")
+HTTP_STATUS = {"ok": 200, "degraded": 200, "unhealthy": 503}
+SERVICE_WORDS = {"redis": ("connected", "disconnected"), "database": ("connected", "disconnected"),
+                 "qdrant": ("healthy", "unhealthy")}
+
+bp = Blueprint("health", __name__)
+
+
+class Monitor:
+    """The dependency probes of one sidecar process and the evaluation of their results."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time, hostname: str | None = None):
+        side, core = config.sidecar, config.core
+        self.config, self.clock = config, clock
+        self.hostname = hostname or socket.gethostname()
+        self.started = time.monotonic()
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+        self.redis = make_redis(core.redis_url, timeout=side.check_timeout)
+        self.qdrant_embedded = not (core.qdrant_url_set or core.qdrant_bin)
+        headers = {"api-key": core.qdrant_api_key} if core.qdrant_api_key else {}
+        self.http = httpx.Client(timeout=side.check_timeout, headers=headers)
+        checks = {
+            "redis": lambda: check_redis(self.redis),
+            "database": lambda: check_database(core.database_url),
+            "qdrant": (lambda: embedded_qdrant(str(core.qdrant_path))) if self.qdrant_embedded
+            else (lambda: check_qdrant(self.http, core.qdrant_url)),
+        }
+        self.probes = {name: CachedProbe(name, check, side.cache_ttl, side.check_timeout, self.executor)
+                       for name, check in checks.items()}
+
+    def close(self) -> None:
+        """Release connections and threads (tests; gunicorn workers just exit)."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.redis.close()
+        self.http.close()
+
+    def uptime(self) -> int:
+        return int(time.monotonic() - self.started)
+
+    def components(self) -> dict[str, Component]:
+        """Every probe's result, all awaited together until one shared deadline."""
+        deadline = time.monotonic() + self.config.sidecar.check_timeout
+        pending = {name: probe.poll() for name, probe in self.probes.items()}
+        return {name: self.probes[name].settle(value, deadline) for name, value in pending.items()}
+
+    def report(self) -> dict[str, Any]:
+        """The ``/health`` document."""
+        return self.evaluate()[0]
+
+    def evaluate(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ``/health`` document and the cluster state read by the Redis check (empty when Redis is down)."""
+        components = self.components()
+        snapshot = components["redis"].data or {}
+        jobs = snapshot.get("jobs", [])
+        workers = snapshot.get("workers", [])
+        components["worker"] = self.worker_component(components["redis"], workers)
+        fresh = freshness(jobs, workers, self.clock(), self.config.sidecar.stale_factor)
+        status = overall(components, fresh)
+        services = {name: SERVICE_WORDS[name][components[name].status == Status.DOWN] for name in SERVICE_WORDS}
+        if self.qdrant_embedded:
+            services["qdrant"] = "embedded"
+        running = {key: False for key in SEED_JOB_KEYS.values()}
+        running.update({SEED_JOB_KEYS.get(job["name"], job["name"]): bool(job.get("running")) for job in jobs})
+        return {
+            "status": status,
+            "timestamp": iso(utcnow()),
+            "uptime": self.uptime(),
+            "version": __version__,
+            "services": services,
+            "jobs": running,
+            "components": {name: c.public() for name, c in components.items()},
+            "freshness": fresh,
+        }, snapshot
+
+    def worker_component(self, redis_result: Component, workers: list[dict[str, Any]]) -> Component:
+        """The worker beside this sidecar, judged by its heartbeat (key TTL = ``HEARTBEAT_TTL``)."""
+        core = self.config.core
+        if redis_result.status == Status.DOWN:
+            return Component(Status.DOWN, "unknown: Redis, where heartbeats live, is down")
+        live = [w for w in workers if w.get("heartbeat_age", 0) <= float(w.get("ttl") or core.heartbeat_ttl)]
+        if not (core.is_worker and core.worker_enabled):
+            if live:
+                return Component(Status.UP, f"worker disabled here (IS_WORKER/WORKER_ENABLED); "
+                                            f"{len(live)} live worker(s) in the cluster")
+            return Component(Status.DEGRADED, "worker disabled here and no live worker in the cluster")
+        mine = [w for w in live if w.get("host") == self.hostname]
+        if not mine:
+            return Component(Status.DOWN, f"no heartbeat younger than its TTL ({core.heartbeat_ttl:g}s) from a "
+                                          f"worker on {self.hostname}; {len(live)} live worker(s) elsewhere")
+        newest = min(mine, key=lambda w: w["heartbeat_age"])
+        return Component(Status.UP, f"worker {newest['id']} beat {newest['heartbeat_age']:.1f}s ago "
+                                    f"(TTL {float(newest.get('ttl') or core.heartbeat_ttl):g}s)")
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=256)
+def _schedule(text: str, tz: str) -> Schedule:
+    return parse_schedule(text, tz=tz)
+
+
+def due_since(job: dict[str, Any], now: float, factor: float) -> float:
+    """The slot a job must have succeeded at or after to be fresh: the last slot at or before ``now`` minus
+    ``factor`` periods, so quiet hours of a windowed schedule (hourly 08:00-20:00) do not make it stale."""
+    period = float(job.get("period_seconds") or 0)
+    cutoff = now - factor * period
+    try:
+        schedule = _schedule(job["schedule"], job.get("timezone") or "UTC")
+        slot = schedule.last_at_or_before(datetime.fromtimestamp(cutoff, timezone.utc))
+    except (KeyError, TypeError, ValueError, ScheduleError):
+        return cutoff
+    return slot.timestamp() if slot is not None else cutoff
+
+
+def freshness(jobs: list[dict[str, Any]], workers: list[dict[str, Any]], now: float,
+              factor: float) -> dict[str, dict[str, Any]]:
+    """Dead-man's switch per job: ``fresh``, ``stale``, ``paused``, ``disabled`` or ``unknown``.
+
+    A job that never succeeded is measured from the start of the oldest live worker that runs it; with no
+    such worker its freshness is ``unknown`` (the worker component already reports the missing heartbeat).
+    """
+    result = {}
+    for job in jobs:
+        name = job["name"]
+        period = float(job.get("period_seconds") or 0)
+        last = _epoch(job.get("last_success"))
+        entry: dict[str, Any] = {"last_success": job.get("last_success"), "period_seconds": period,
+                                 "allowed_seconds": round(factor * period, 3),
+                                 "age_seconds": None if last is None else round(now - last, 3)}
+        if not job.get("enabled", True):
+            entry["status"] = "disabled"
+        elif job.get("paused"):
+            entry["status"] = "paused"
+        else:
+            starts = [_epoch(w.get("started")) for w in workers if name in (w.get("jobs") or [])]
+            reference = last if last is not None else min((s for s in starts if s is not None), default=None)
+            if reference is None or period <= 0:
+                entry["status"] = "unknown"
+            else:
+                entry["status"] = "stale" if reference < due_since(job, now, factor) else "fresh"
+        result[name] = entry
+    return result
+
+
+def overall(components: dict[str, Component], fresh: dict[str, dict[str, Any]]) -> str:
+    if any(components[name].status == Status.DOWN for name in CRITICAL if name in components):
+        return "unhealthy"
+    if any(c.status != Status.UP for c in components.values()):
+        return "degraded"
+    if any(entry["status"] == "stale" for entry in fresh.values()):
+        return "degraded"
+    return "ok"
+
+
+def _monitor() -> Monitor:
+    return current_app.extensions["appliance"].monitor
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/health/live")
+def live() -> Response:
+    """No I/O: answers as long as this process serves requests."""
+    return jsonify(status="ok", timestamp=iso(utcnow()), uptime=_monitor().uptime())
+
+
+@bp.get("/health")
+def health() -> tuple[Response, int]:
+    report = _monitor().report()
+    return jsonify(report), HTTP_STATUS[report["status"]]
+
+
+@bp.get("/health/ready")
+def ready() -> tuple[Response, int]:
+    report = _monitor().report()
+    ready_now = report["status"] != "unhealthy"
+    body = {"status": report["status"], "ready": ready_now, "timestamp": report["timestamp"],
+            "components": {name: c["status"] for name, c in report["components"].items()}}
+    return jsonify(body), 200 if ready_now else 503
+

@@ -1,0 +1,146 @@
+"""``/metrics`` (seed 004's JSON, plus more) and ``/metrics/prometheus`` (text exposition).
+
+The Prometheus text aggregates what every appliance process wrote to the multiprocess directory
+(``$APPLIANCE_HOME/metrics``: the worker's runs, durations, retries, dead letters, backlog, CPU and RSS) and
+adds what only the sidecar knows, computed at scrape time from the cached health checks: component status,
+overall health, the dead-man's switch per job, live workers and heartbeat ages, pending dead letters, uptime.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from appliance import keys
+from appliance import metrics as worker_metrics
+from appliance.owner import iso, utcnow
+from appliance.sidecar.checks import Status
+
+#: seed 004's ``jobsProcessed`` and ``lastRun`` keys; every other job appears under its own name.
+PROCESSED_KEYS = {"campaign-scheduler": "campaigns", "lead-reminder-scheduler": "reminders", "call-scheduler": "calls"}
+LAST_RUN_KEYS = {"campaign-scheduler": "campaign", "lead-reminder-scheduler": "reminder", "call-scheduler": "call"}
+STATUS_VALUE = {Status.DOWN.value: 0, Status.DEGRADED.value: 1, Status.UP.value: 2}
+HEALTH_VALUE = {"unhealthy": 0, "degraded": 1, "ok": 2}
+
+bp = Blueprint("metrics", __name__)
+
+
+class SidecarCollector(Collector):
+    """Gauges computed from the sidecar's (cached) health report at scrape time."""
+
+    def __init__(self, sidecar: Any):
+        self.sidecar = sidecar
+
+    def collect(self) -> Iterator[Metric]:
+        monitor = self.sidecar.monitor
+        report, snapshot = monitor.evaluate()
+        up = GaugeMetricFamily("appliance_component_up", "1 when the component answers its check, else 0.",
+                               labels=["component"])
+        status = GaugeMetricFamily("appliance_component_status", "Component status: 0 down, 1 degraded, 2 up.",
+                                   labels=["component"])
+        for name, component in report["components"].items():
+            up.add_metric([name], 0 if component["status"] == Status.DOWN.value else 1)
+            status.add_metric([name], STATUS_VALUE[component["status"]])
+        yield up
+        yield status
+        yield GaugeMetricFamily("appliance_health_status", "Overall health: 0 unhealthy, 1 degraded, 2 ok.",
+                                value=HEALTH_VALUE[report["status"]])
+        yield GaugeMetricFamily("appliance_sidecar_uptime_seconds", "Seconds since the sidecar started.",
+                                value=monitor.uptime())
+        yield from self._jobs(report, snapshot)
+        if snapshot:
+            yield from self._cluster(snapshot)
+
+    def _jobs(self, report: dict[str, Any], snapshot: dict[str, Any]) -> Iterator[Metric]:
+        stale = GaugeMetricFamily("appliance_job_stale", "Dead-man's switch: 1 when the job has not succeeded "
+                                  "within HEALTH_STALE_FACTOR times its period.", labels=["job"])
+        running = GaugeMetricFamily("appliance_job_running", "1 while a run of the job is in progress.",
+                                    labels=["job"])
+        paused = GaugeMetricFamily("appliance_job_paused", "1 while the job is paused cluster-wide.", labels=["job"])
+        for job, entry in report["freshness"].items():
+            stale.add_metric([job], 1 if entry["status"] == "stale" else 0)
+            paused.add_metric([job], 1 if entry["status"] == "paused" else 0)
+        for job in snapshot.get("jobs", []):
+            running.add_metric([job["name"]], 1 if job.get("running") else 0)
+        yield from (stale, running, paused)
+
+    def _cluster(self, snapshot: dict[str, Any]) -> Iterator[Metric]:
+        yield GaugeMetricFamily("appliance_workers_live", "Workers whose heartbeat is present in Redis.",
+                                value=len(snapshot["workers"]))
+        ages = GaugeMetricFamily("appliance_worker_heartbeat_age_seconds", "Age of each live worker's heartbeat.",
+                                 labels=["worker"])
+        for worker in snapshot["workers"]:
+            ages.add_metric([worker["id"]], round(worker["heartbeat_age"], 3))
+        yield ages
+        yield GaugeMetricFamily("appliance_dead_letters_pending", "Dead letters waiting for retry or drop.",
+                                value=snapshot["dead_letters"])
+
+
+def build_registry(sidecar: Any) -> CollectorRegistry:
+    """A registry of the multiprocess files in ``sidecar.metrics_dir`` plus the sidecar's own gauges."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(sidecar.metrics_dir))
+    registry.register(SidecarCollector(sidecar))
+    return registry
+
+
+def _registry() -> CollectorRegistry:
+    sidecar = current_app.extensions["appliance"]
+    if sidecar.registry is None:
+        sidecar.registry = build_registry(sidecar)
+    return sidecar.registry
+
+
+def backlog(sidecar: Any) -> dict[str, float]:
+    """``appliance_backlog{kind}`` as the job pack last set it, read from the multiprocess files."""
+    collector = MultiProcessCollector(None, path=str(sidecar.metrics_dir))
+    result = {}
+    for metric in collector.collect():
+        if metric.name == "appliance_backlog":
+            for sample in metric.samples:
+                result[sample.labels["kind"]] = sample.value
+    return result
+
+
+@bp.get("/metrics/prometheus")
+def prometheus() -> Response:
+    worker_metrics.sample_process("sidecar")
+    return Response(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST,
+                    headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/metrics")
+def metrics_json() -> Response:
+    """Seed 004's ``jobsProcessed``, ``lastRun`` and ``uptime``; plus runs by outcome, dead letters, backlog."""
+    sidecar = current_app.extensions["appliance"]
+    counts = sidecar.state.counts()
+    jobs = sidecar.state.jobs()
+    names = sorted({job["name"] for job in jobs} | {key.rsplit(":", 1)[0] for key in counts})
+    processed = {key: 0 for key in PROCESSED_KEYS.values()}
+    processed.update({PROCESSED_KEYS.get(n, n): counts.get(f"{n}:processed", 0) for n in names})
+    last_run: dict[str, str | None] = {key: None for key in LAST_RUN_KEYS.values()}
+    last_run.update({LAST_RUN_KEYS.get(j["name"], j["name"]): (j.get("last_run") or {}).get("started")
+                     for j in jobs})
+    runs: dict[str, dict[str, int]] = {name: {} for name in names}
+    for key, value in counts.items():
+        job, _, outcome = key.rpartition(":")
+        if outcome != "processed":
+            runs.setdefault(job, {})[outcome] = value
+    body = {
+        "jobsProcessed": processed,
+        "lastRun": last_run,
+        "uptime": sidecar.monitor.uptime(),
+        "timestamp": iso(utcnow()),
+        "runs": runs,
+        "deadLetters": {"count": int(sidecar.state.r.zcard(keys.DLQ_INDEX))},
+        "workers": len(sidecar.state.workers()),
+        "backlog": backlog(sidecar),
+    }
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response

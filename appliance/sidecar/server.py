@@ -1,0 +1,80 @@
+"""gunicorn serving the sidecar, configured from ``Config`` (gunicorn's application API, no config file).
+
+Threads (``gthread``) so a slow admin request never blocks a probe; several processes so one busy process
+never stalls ``/health/live``. Each gunicorn worker builds its own app after the fork, so no Redis connection,
+HTTP client or thread pool is shared across processes. gunicorn's own log lines go through the appliance's
+logging (JSON in production, secrets masked).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gunicorn import glogging
+from gunicorn.app.base import BaseApplication
+
+from appliance.config import Config
+
+#: A request that takes longer than this is a bug; gunicorn restarts the worker serving it.
+REQUEST_TIMEOUT = 30
+KEEPALIVE = 5
+
+
+class AppendedLogger(glogging.Logger):
+    """gunicorn's logger with its handlers removed: records propagate to the root logger we configured."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
+
+
+def _mark_dead(metrics_dir: str):
+    def child_exit(server: Any, worker: Any) -> None:
+        # Drop the exited worker's live gauges (RSS, CPU) from the multiprocess files.
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+    return child_exit
+
+
+def options(config: Config) -> dict[str, Any]:
+    """gunicorn settings: ``0.0.0.0:$PORT``, graceful timeout ``SHUTDOWN_TIMEOUT`` (rounded up to whole s)."""
+    side = config.sidecar
+    return {
+        "bind": [f"0.0.0.0:{config.core.port}"],
+        "workers": side.workers,
+        "threads": side.threads,
+        "worker_class": "gthread",
+        "graceful_timeout": max(1, math.ceil(config.core.shutdown_timeout)),
+        "timeout": REQUEST_TIMEOUT,
+        "keepalive": KEEPALIVE,
+        "proc_name": "appliance-sidecar",
+        "logger_class": AppendedLogger,
+        "loglevel": config.core.log_level,
+        "accesslog": None,
+        "errorlog": "-",
+        "control_socket_disable": True,
+        "child_exit": _mark_dead(str(config.core.metrics_dir)),
+    }
+
+
+class SidecarServer(BaseApplication):
+    """``SidecarServer(config).run()`` serves until SIGTERM (graceful) or SIGINT/SIGQUIT (quick)."""
+
+    def __init__(self, config: Config):
+        self.appliance_config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in options(self.appliance_config).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from appliance.sidecar import create_app
+
+        return create_app(self.appliance_config)

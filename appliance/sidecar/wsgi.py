@@ -1,0 +1,19 @@
+"""The WSGI entry point for running the sidecar under any gunicorn command line::
+
+    gunicorn 'appliance.sidecar.wsgi:app'
+
+``appliance sidecar`` is the usual way (it sets the bind address, workers and timeouts from the
+configuration); this module exists for deployments that bring their own gunicorn settings. Bad
+configuration exits with code 2, listing every problem.
+"""
+
+from appliance.commands.common import config_or_exit, secret_values, use_metrics_dir
+from appliance.logs import setup_logging
+
+config = config_or_exit(with_jobs=False)
+use_metrics_dir(config)
+setup_logging(config.core.log_format, config.core.log_level, "sidecar", secret_values(config))
+
+from appliance.sidecar import create_app  # noqa: E402 - prometheus_client must see the metrics dir first
+
+app = create_app(config)

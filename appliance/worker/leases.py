@@ -1,0 +1,119 @@
+"""The keeper thread: renews every held lease at a third of its TTL and publishes the worker's heartbeat.
+
+Renewal is compare-and-expire, so only the owner extends a lease. When a renewal finds the lease gone
+(expired, Redis restarted, an operator's ``redis-cli DEL``) or cannot reach Redis before the lease would have
+expired, the run's cancel token is set: the job stops at its next checkpoint, and the loss is logged and
+counted as ``lock_lost``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import redis
+
+from appliance import locks
+from appliance.context import CancelToken
+from appliance.logs import fields
+
+log = logging.getLogger("appliance.worker.leases")
+
+
+@dataclass
+class Lease:
+    job: str
+    token: str
+    ttl: float
+    cancel: CancelToken
+    expires: float = 0.0  # monotonic time after which Redis has surely dropped the key
+    next_renew: float = 0.0
+    lost: bool = False
+    on_lost: Callable[["Lease"], None] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        now = time.monotonic()
+        self.expires = now + self.ttl
+        self.next_renew = now + self.ttl / 3
+
+
+class LeaseKeeper:
+    def __init__(self, scripts: locks.Scripts, heartbeat: Callable[[], None], heartbeat_every: float):
+        self.scripts = scripts
+        self.heartbeat = heartbeat
+        self.heartbeat_every = heartbeat_every
+        self._leases: dict[int, Lease] = {}
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._next_beat = 0.0
+        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def hold(self, lease: Lease) -> Lease:
+        with self._cond:
+            self._leases[id(lease)] = lease
+            self._cond.notify()
+        return lease
+
+    def drop(self, lease: Lease) -> None:
+        with self._cond:
+            self._leases.pop(id(lease), None)
+
+    def held(self) -> list[Lease]:
+        with self._cond:
+            return list(self._leases.values())
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=2)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                due = [lease for lease in self._leases.values() if lease.next_renew <= time.monotonic()]
+            for lease in due:
+                self._renew(lease)
+            if time.monotonic() >= self._next_beat:
+                self._beat()
+            with self._cond:
+                if self._stopping:
+                    return
+                wake = min([self._next_beat, *(lease.next_renew for lease in self._leases.values())])
+                self._cond.wait(max(0.0, wake - time.monotonic()))
+
+    def _beat(self) -> None:
+        try:
+            self.heartbeat()
+            self._next_beat = time.monotonic() + self.heartbeat_every
+        except redis.RedisError as exc:
+            log.debug("heartbeat failed: %s", exc)
+            self._next_beat = time.monotonic() + min(1.0, self.heartbeat_every)
+
+    def _renew(self, lease: Lease) -> None:
+        started = time.monotonic()
+        try:
+            ours = locks.renew(self.scripts, lease.job, lease.token, lease.ttl)
+        except redis.RedisError as exc:
+            if time.monotonic() < lease.expires:
+                lease.next_renew = time.monotonic() + min(0.5, lease.ttl / 10)
+                log.warning("could not renew lease, retrying", extra=fields(job=lease.job, error=str(exc)))
+                return
+            ours = False
+        if ours:
+            lease.expires = started + lease.ttl
+            lease.next_renew = started + lease.ttl / 3
+            return
+        self.drop(lease)
+        lease.lost = True
+        lease.cancel.cancel("lock lost")
+        if lease.on_lost:
+            lease.on_lost(lease)

@@ -1,0 +1,147 @@
+"""Worker benchmark: scheduling lag, lease throughput against redis-py's Lock, Redis round trips per slot,
+and the idle worker's CPU and RSS. Starts its own redis-server and PostgreSQL in temp dirs."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from redis.connection import Connection
+
+from appliance import locks
+from appliance.config import load_config
+from appliance.owner import make_token, new_run_id, utcnow
+from tests.services import PostgresServer, RedisServer
+from tests.worker.harness import WorkerProcess, worker_env, write_jobs_file
+
+LAGS: list[float] = []
+
+
+def record_lag(ctx) -> None:
+    LAGS.append(time.time() - ctx.slot.timestamp())
+
+
+class CountingConnection(Connection):
+    round_trips = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.round_trips += 1
+        return super().send_packed_command(command, check_health)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def bench_lag_and_round_trips(redis_url: str, home: Path, jobs: int, seconds: int) -> None:
+    """``jobs`` jobs every second for ``seconds``: lag from each slot to its job's first line."""
+    import threading
+
+    from appliance.worker.main import build
+
+    LAGS.clear()
+    names = [f"lag{i}" for i in range(jobs)]
+    jobs_file = write_jobs_file(home / f"lag{jobs}.toml", {
+        name: {"callable": "__main__:record_lag", "schedule": "1s"} for name in names})
+    env = {"APPLIANCE_HOME": str(home), "REDIS_URL": redis_url, "APPLIANCE_JOBS_FILE": str(jobs_file),
+           "JOBS_ENABLED": ",".join(names), "HEARTBEAT_TTL": "300", "LOG_LEVEL": "warning"}
+    config = load_config(env, env_file=None)
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+        redis_url, decode_responses=True, connection_class=CountingConnection))
+    worker, keeper = build(config, client, db=None)
+    worker.plan()
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    start_trips = CountingConnection.round_trips
+    thread.start()
+    time.sleep(seconds)
+    worker.stop()
+    thread.join(5)
+    worker.pool.wait_idle(5)
+    trips = CountingConnection.round_trips - start_trips
+    lags_ms = [lag * 1000 for lag in LAGS]
+    print(f"scheduling lag, {jobs} job(s) every 1s for {seconds}s, {len(lags_ms)} slots: "
+          f"p50 {percentile(lags_ms, 50):.2f} ms, p99 {percentile(lags_ms, 99):.2f} ms, max {max(lags_ms):.2f} ms")
+    print(f"  redis round trips per slot (happy path, incl. the loop's periodic refresh): "
+          f"{trips / max(len(LAGS), 1):.2f} ({trips} / {len(LAGS)} slots)")
+
+
+def bench_lock_throughput(redis_url: str, n: int = 5000) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    scripts = locks.register(client)
+    token = make_token(new_run_id(), utcnow())
+
+    def ours() -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            locks.acquire(scripts, "bench", token, 60, None)
+            locks.release(scripts, "bench", token)
+        return n / (time.perf_counter() - t0)
+
+    def redis_py() -> float:
+        lock = client.lock("lock:bench-redis-py", timeout=60)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            lock.acquire(blocking=False)
+            lock.release()
+        return n / (time.perf_counter() - t0)
+
+    rounds = [(ours(), redis_py()) for _ in range(3)]
+    best_ours = max(r[0] for r in rounds)
+    best_theirs = max(r[1] for r in rounds)
+    print(f"lock acquire+release per second: appliance {best_ours:,.0f}/s, redis-py Lock {best_theirs:,.0f}/s, "
+          f"ratio {best_ours / best_theirs:.2f} (best of 3 alternating rounds of {n})")
+
+
+def bench_idle(base_env: dict[str, str], home: Path, seconds: int = 60) -> None:
+    jobs_file = write_jobs_file(home / "idle.toml", {"hourly": {"callable": "tests.worker.sample_jobs:tick",
+                                                                 "schedule": "1h"}})
+    env = worker_env(base_env, jobs_file, ["hourly"], LOG_LEVEL="warning")
+    proc = WorkerProcess(env, home / "idle.log")
+    time.sleep(3)
+    cpu0 = _cpu_seconds(proc.pid)
+    time.sleep(seconds)
+    cpu1 = _cpu_seconds(proc.pid)
+    rss = _rss_kib(proc.pid)
+    proc.terminate()
+    print(f"idle worker over {seconds}s: CPU {cpu1 - cpu0:.3f}s ({(cpu1 - cpu0) / seconds * 100:.3f}% of a core), "
+          f"RSS {rss / 1024:.1f} MiB")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    redis_server = RedisServer().start()
+    postgres = PostgresServer().start()
+    home = Path(tempfile.mkdtemp(prefix="bench-worker-"))
+    try:
+        url = postgres.create_database("bench")
+        subprocess.run([sys.executable, "-m", "appliance", "migrate"], check=True, capture_output=True,
+                       env={**os.environ, "DATABASE_URL": url, "APPLIANCE_HOME": str(home)})
+        bench_lock_throughput(redis_server.url)
+        bench_lag_and_round_trips(redis_server.url, home, jobs=1, seconds=int(os.environ.get("BENCH_SECONDS", 300)))
+        bench_lag_and_round_trips(redis_server.url, home, jobs=10, seconds=30)
+        bench_idle({"APPLIANCE_HOME": str(home), "REDIS_URL": redis_server.url, "DATABASE_URL": url}, home)
+    finally:
+        redis_server.cleanup()
+        postgres.cleanup()
+
+
+if __name__ == "__main__":
+    main()

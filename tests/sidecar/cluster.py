@@ -1,0 +1,82 @@
+"""Producing the state workers publish, with the same ``ClusterState`` methods and lease scripts they use."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any
+
+import redis
+
+from appliance import locks
+from appliance.owner import iso, make_token, new_run_id, utcnow
+from appliance.state import ClusterState
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+JWT_SECRET = "test-jwt-secret-0123456789-abcdefghijklmnop"
+HISTORY_LIMIT = 100
+
+
+class Cluster:
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self.state = ClusterState(client)
+        self.scripts = locks.register(client)
+
+    def publish(self, name: str, schedule: str = "30s", period: float = 30.0, timezone: str = "UTC",
+                **extra: Any) -> dict[str, Any]:
+        """Publish one job's table entry, as a worker's heartbeat does."""
+        now = time.time()
+        info = {"name": name, "schedule": schedule, "describe": f"every {schedule}", "timezone": timezone,
+                "period_seconds": period, "lock_ttl": 60.0, "grace": period, "max_retries": 3, "enabled": True,
+                "description": f"test job {name}",
+                "next_runs": [iso_at(now + period * (i + 1)) for i in range(5)],
+                "published_at": iso(utcnow()), **extra}
+        self.state.publish_jobs({name: info})
+        return info
+
+    def beat(self, jobs: list[str], host: str | None = None, pid: int | None = None, ttl: float = 30.0,
+             started: float | None = None, running: list[str] | None = None) -> str:
+        """A heartbeat; by default from a worker on this host (the one beside the sidecar)."""
+        host = host or socket.gethostname()
+        pid = pid or os.getpid()
+        worker = f"{host}:{pid}"
+        info = {"host": host, "pid": pid, "started": iso_at(started or time.time()), "beat_at": time.time(),
+                "ttl": ttl, "version": "test", "jobs": sorted(jobs), "running": running or []}
+        self.state.beat(worker, info, ttl)
+        return worker
+
+    def start_run(self, job: str, trigger: str = "schedule", attempt: int = 1) -> dict[str, Any]:
+        """Take ``lock:<job>`` as a run of this host does; returns the run in progress."""
+        run_id = new_run_id()
+        started = utcnow()
+        token = make_token(run_id, started)
+        running = {"worker": f"{socket.gethostname()}:{os.getpid()}", "run_id": run_id, "slot": iso(started),
+                   "started": iso(started), "attempt": attempt, "trigger": trigger}
+        claim, _ = locks.acquire(self.scripts, job, token, 60.0, None, json.dumps(running))
+        assert claim == locks.Claim.OK, claim
+        return {**running, "token": token, "t0": time.time()}
+
+    def finish_run(self, job: str, run: dict[str, Any], outcome: str = "success", processed: int = 0,
+                   error: str | None = None, success_at: float | None = None) -> dict[str, Any]:
+        """Release the lease and record the run in one step (``locks.finish``); returns the run record."""
+        record = {"run_id": run["run_id"], "job": job, "slot": run["slot"], "trigger": run["trigger"],
+                  "attempt": run["attempt"], "worker": run["worker"], "started": run["started"],
+                  "finished": iso(utcnow()), "duration_ms": int((time.time() - run["t0"]) * 1000),
+                  "outcome": outcome, "processed": processed, "error": error, "fence": None}
+        if outcome == "success" and success_at is None:
+            success_at = time.time()
+        locks.finish(self.scripts, job, run["token"], json.dumps(record), outcome, None, HISTORY_LIMIT,
+                     success_at, processed)
+        return record
+
+    def run(self, job: str, outcome: str = "success", **kwargs: Any) -> dict[str, Any]:
+        return self.finish_run(job, self.start_run(job), outcome, **kwargs)
+
+
+def iso_at(epoch: float) -> str:
+    from datetime import datetime, timezone
+
+    return iso(datetime.fromtimestamp(epoch, timezone.utc))

@@ -1,0 +1,78 @@
+"""Fixtures of the sidecar tests: a configuration on this test's Redis and database, the Flask app, and
+helpers that produce what workers publish (job table, heartbeats, runs) through ``ClusterState`` and the
+lease scripts, so the tests do not depend on the worker loop."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import pytest
+
+from appliance.config import Config, load_config
+from appliance.sidecar import create_app
+from tests.sidecar.cluster import ADMIN_TOKEN, Cluster
+
+
+@pytest.fixture(scope="session")
+def sidecar_db(postgres_server) -> str:
+    """One database for the session: the sidecar only runs ``SELECT 1`` on it."""
+    return postgres_server.create_database("sidecar")
+
+
+@pytest.fixture
+def sidecar_env(tmp_path, redis_server, sidecar_db) -> dict[str, str]:
+    return {
+        "APPLIANCE_HOME": str(tmp_path / "home"),
+        "REDIS_URL": redis_server.url,
+        "DATABASE_URL": sidecar_db,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "info",
+        "HEALTH_CACHE_TTL": "0",
+    }
+
+
+@pytest.fixture
+def sidecar_config(sidecar_env) -> Callable[..., Config]:
+    def make(**overrides: str) -> Config:
+        env = {**sidecar_env, **overrides}
+        return load_config({k: v for k, v in env.items() if v is not None}, env_file=None, with_jobs=False)
+
+    return make
+
+
+@pytest.fixture
+def make_app(sidecar_config):
+    """``make_app(clock=..., **env_overrides)`` -> a fresh app, closed at the end of the test."""
+    apps = []
+
+    def make(clock: Callable[[], float] = time.time, **overrides: str):
+        apps.append(create_app(sidecar_config(**overrides), clock=clock))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        app.extensions["appliance"].close()
+
+
+@pytest.fixture
+def make_client(make_app):
+    """``make_client(clock=..., **env_overrides)`` -> a Flask test client of a fresh app."""
+    return lambda clock=time.time, **overrides: make_app(clock, **overrides).test_client()
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+@pytest.fixture
+def cluster(redis_server) -> Cluster:
+    return Cluster(redis_server.client())
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+

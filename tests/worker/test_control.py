@@ -1,0 +1,163 @@
+"""Retries, dead letters, pause/resume/trigger and alerts, driven through the CLI against a running worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from tests.services import free_port, wait_until
+from tests.worker.harness import WorkerProcess, records, worker_env, write_jobs_file
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture
+def cluster(tmp_path, app_env):
+    """Start a worker on the given jobs; returns (start, cli) helpers and stops the worker afterwards."""
+    started: list[WorkerProcess] = []
+    envs: dict[str, dict[str, str]] = {}
+
+    def start(jobs: dict, **extra: str) -> WorkerProcess:
+        env = worker_env(app_env, write_jobs_file(tmp_path / "jobs.toml", jobs), list(jobs), **extra)
+        envs["env"] = env
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        worker.wait_for_log("worker started")
+        return worker
+
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "appliance", *args], env=envs["env"], capture_output=True,
+                                text=True, timeout=60)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    yield start, cli
+    for worker in started:
+        if worker.alive():
+            worker.terminate()
+
+
+def test_failures_are_retried_with_backoff_then_dead_lettered_and_can_be_retried(cluster, redis_server):
+    start, cli = cluster
+    client = redis_server.client()
+    start({"flaky": {"callable": "tests.worker.sample_jobs:flaky", "schedule": "1h", "max_retries": 2}},
+          JOB_RETRY_BACKOFF_MS="200")
+    cli("jobs", "trigger", "flaky")
+    letters = wait_until(lambda: json.loads(cli("dlq", "list", "--json").stdout), 10, "a dead letter")
+    attempts = [r for r in records(client, "flaky") if r["event"] == "start"]
+    assert [r["attempt"] for r in attempts] == [1, 2, 3]
+    gaps = [b["t"] - a["t"] for a, b in zip(attempts, attempts[1:])]
+    assert 0.15 < gaps[0] < 0.4 and 0.8 < gaps[1] < 1.5, f"backoff 0.2 s then 1 s (±20%), got {gaps}"
+    (letter,) = letters
+    assert letter["job"] == "flaky" and letter["attempts"] == 3
+    assert "flaky job failed on purpose" in letter["error"] and "Traceback" in letter["traceback"]
+    client.hset("test:param:flaky", "fail", 0)
+    cli("dlq", "retry", letter["id"])
+    wait_until(lambda: [r for r in records(client, "flaky") if r["event"] == "end"], 5, "the retried run")
+    assert json.loads(cli("dlq", "list", "--json").stdout) == []
+    history = json.loads(cli("jobs", "history", "flaky", "--json").stdout)
+    assert [h["outcome"] for h in history][:4] == ["success", "failure", "failure", "failure"]
+
+
+def test_pause_stops_slots_cluster_wide_and_resume_does_not_burst(cluster, redis_server):
+    start, cli = cluster
+    client = redis_server.client()
+    start({"tick": {"callable": "tests.worker.sample_jobs:tick", "schedule": "1s"}})
+    wait_until(lambda: records(client, "tick"), 5, "first run")
+    cli("jobs", "pause", "tick")
+    time.sleep(0.5)
+    before = len(records(client, "tick"))
+    time.sleep(3)
+    assert len(records(client, "tick")) == before
+    assert int(client.hget("appliance:counts", "tick:paused")) >= 2
+    jobs = {j["name"]: j for j in json.loads(cli("jobs", "list", "--json").stdout)}
+    assert jobs["tick"]["paused"] is True and len(jobs["tick"]["next_runs"]) == 5
+    cli("jobs", "resume", "tick")
+    resumed = time.time()
+    time.sleep(2.5)
+    starts = [r for r in records(client, "tick") if r["event"] == "start" and r["t"] > resumed]
+    assert 1 <= len(starts) <= 3, "resume runs the next slots only, not the missed ones"
+
+
+def test_trigger_runs_once_now_and_jobs_run_runs_in_the_foreground(cluster, redis_server):
+    start, cli = cluster
+    client = redis_server.client()
+    start({"daily": {"callable": "tests.worker.sample_jobs:tick", "schedule": "03:00"}})
+    t0 = time.time()
+    cli("jobs", "trigger", "daily")
+    run = wait_until(lambda: [r for r in records(client, "daily") if r["event"] == "end"], 5, "triggered run")
+    assert run[0]["t"] - t0 < 2.0 and run[0]["trigger"] == "manual"
+    result = cli("jobs", "run", "daily", "--json")
+    assert json.loads(result.stdout)["outcome"] == "success"
+    assert [r["trigger"] for r in records(client, "daily") if r["event"] == "end"] == ["manual", "cli"]
+    client.set("lock:daily", "other pid=1 started=2020-01-01T00:00:00.000Z run=x", ex=30)
+    assert cli("jobs", "run", "daily", check=False).returncode == 3
+
+
+def test_locks_cli_lists_and_refuses_to_clear_a_live_holder(cluster, redis_server):
+    start, cli = cluster
+    client = redis_server.client()
+    client.hset("test:param:stubborn", "duration", 30)
+    start({"stubborn": {"callable": "tests.worker.sample_jobs:stubborn", "schedule": "1h"}})
+    cli("jobs", "trigger", "stubborn")
+    wait_until(lambda: records(client, "stubborn"), 5, "run started")
+    (held,) = json.loads(cli("locks", "list", "--json").stdout)
+    assert held["key"] == "lock:stubborn" and held["holder_alive"] is True
+    refused = cli("locks", "clear", "stubborn", check=False)
+    assert refused.returncode == 3 and "live worker" in refused.stderr
+    cli("locks", "clear", "stubborn", "--force")
+    assert not client.exists("lock:stubborn")
+    assert json.loads(client.zrange("appliance:audit", -1, -1)[0])["action"] == "lock.clear.force"
+
+
+def test_database_down_fails_runs_that_need_it_and_they_are_retried(cluster, redis_server):
+    start, cli = cluster
+    start({"needs-db": {"callable": "tests.worker.sample_jobs:needs_db", "schedule": "1h", "max_retries": 1}},
+          DATABASE_URL=f"postgresql://appliance@127.0.0.1:{free_port()}/nothing", JOB_RETRY_BACKOFF_MS="100")
+    cli("jobs", "trigger", "needs-db")
+    (letter,) = wait_until(lambda: json.loads(cli("dlq", "list", "--json").stdout), 20, "dead letter")
+    assert letter["attempts"] == 2 and letter["error"].startswith(("PoolTimeout", "OperationalError"))
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_alert_once_after_threshold_and_one_recovery(cluster, redis_server):
+    start, cli = cluster
+    client = redis_server.client()
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Hook.received = []
+    try:
+        start({"flaky": {"callable": "tests.worker.sample_jobs:flaky", "schedule": "1h", "max_retries": 0}},
+              ALERT_CRITICAL_THRESHOLD="2", ALERT_WEBHOOK_URL=f"http://127.0.0.1:{server.server_port}/hook")
+        for _ in range(4):
+            cli("jobs", "trigger", "flaky")
+            time.sleep(0.4)
+        wait_until(lambda: client.hget("appliance:counts", "flaky:failure") == "4", 5, "4 failures")
+        client.hset("test:param:flaky", "fail", 0)
+        cli("jobs", "trigger", "flaky")
+        wait_until(lambda: len(_Hook.received) >= 2, 5, "alert and recovery")
+        time.sleep(0.3)
+        assert [a["state"] for a in _Hook.received] == ["critical", "recovered"]
+        assert _Hook.received[0]["consecutive_failures"] == 2
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,134 @@
+"""The lease scripts and the cluster state against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from appliance import keys, locks
+from appliance.errors import Conflict, NotFound
+from appliance.locks import Claim
+from appliance.owner import make_token, new_run_id, parse_token, utcnow
+from appliance.state import ClusterState
+
+
+@pytest.fixture
+def r(redis_server):
+    return redis_server.client()
+
+
+@pytest.fixture
+def scripts(r):
+    return locks.register(r)
+
+
+def token() -> str:
+    return make_token(new_run_id(), utcnow())
+
+
+def test_owner_token_is_readable_and_parsable():
+    t = make_token("abc123", utcnow(), host="web-1", pid=42)
+    info = parse_token(t)
+    assert t.startswith("web-1 pid=42 started=") and t.endswith(" run=abc123")
+    assert (info.host, info.pid, info.run_id, info.worker_id) == ("web-1", 42, "abc123", "web-1:42")
+    assert parse_token("something else") is None
+
+
+def test_acquire_is_exclusive_and_answers_why(r, scripts):
+    a, b = token(), token()
+    assert locks.acquire(scripts, "job", a, 10, 1000)[0] is Claim.OK
+    claim, pttl = locks.acquire(scripts, "job", b, 10, 1000)
+    assert claim is Claim.RUNNING and 9000 < pttl <= 10000
+    assert locks.acquire(scripts, "job", b, 10, 2000)[0] is Claim.LOCKED
+    assert r.get("lock:job") == a
+    assert json.loads(r.hget(keys.RUNNING, "job")) == {}
+
+
+def test_a_finished_slot_is_never_run_again_even_by_a_late_replica(r, scripts):
+    a = token()
+    assert locks.acquire(scripts, "job", a, 10, 1000)[0] is Claim.OK
+    assert locks.finish(scripts, "job", a, json.dumps({"outcome": "success"}), "success", 1000, 10, 1.0, 3) == (True, 0)
+    assert locks.acquire(scripts, "job", token(), 10, 1000)[0] is Claim.DONE
+    assert locks.acquire(scripts, "job", token(), 10, 999)[0] is Claim.DONE
+    assert locks.acquire(scripts, "job", token(), 10, 2000)[0] is Claim.OK
+    assert r.hget(keys.COUNTS, "job:processed") == "3"
+    assert r.hget(keys.COUNTS, "job:success") == "1"
+    assert r.llen(keys.history("job")) == 1
+
+
+def test_release_and_renew_only_by_the_owner(r, scripts):
+    a, b = token(), token()
+    locks.acquire(scripts, "job", a, 1, None)
+    assert not locks.release(scripts, "job", b)
+    assert not locks.renew(scripts, "job", b, 10)
+    assert locks.renew(scripts, "job", a, 10)
+    assert r.pttl("lock:job") > 5000
+    assert locks.release(scripts, "job", a)
+    assert not r.exists("lock:job")
+
+
+def test_finish_after_losing_the_lease_leaves_the_new_holder_alone(r, scripts):
+    a, b = token(), token()
+    locks.acquire(scripts, "job", a, 10, 1000)
+    r.delete("lock:job")
+    locks.acquire(scripts, "job", b, 10, None)
+    assert locks.finish(scripts, "job", a, "{}", "success", 1000, 10, None, 0) == (False, 0)
+    assert r.get("lock:job") == b
+
+
+def test_history_is_capped(r, scripts):
+    for i in range(5):
+        t = token()
+        locks.acquire(scripts, "job", t, 10, i)
+        locks.finish(scripts, "job", t, json.dumps({"i": i, "started": str(i)}), "success", i, 3, None, 0)
+    assert [json.loads(v)["i"] for v in r.lrange(keys.history("job"), 0, -1)] == [4, 3, 2]
+
+
+def test_clear_lock_refuses_a_live_holder_unless_forced(r, scripts):
+    state = ClusterState(r)
+    live = make_token("run1", utcnow(), host="h", pid=7)
+    locks.acquire(scripts, "job", live, 30, None)
+    state.beat("h:7", {"beat_at": 0}, 30)
+    with pytest.raises(Conflict):
+        state.clear_lock("job")
+    info = state.clear_lock("job", force=True)
+    assert info["holder"] == live and info["holder_alive"] is True
+    assert not r.exists("lock:job")
+    with pytest.raises(NotFound):
+        state.clear_lock("job")
+    dead = make_token("run2", utcnow(), host="h", pid=8)
+    locks.acquire(scripts, "job", dead, 30, None)
+    assert state.clear_lock("job")["holder_alive"] is False
+
+
+def test_locks_listing_shows_holder_age_and_ttl(r, scripts):
+    locks.acquire(scripts, "call-scheduler", make_token("x", utcnow(), host="w", pid=3), 60, None)
+    (info,) = ClusterState(r).locks()
+    assert info["key"] == "lock:call-scheduler" and info["host"] == "w" and info["pid"] == 3
+    assert 59 < info["ttl_seconds"] <= 60 and 0 <= info["age_seconds"] < 5
+
+
+def test_triggers_are_taken_once(r):
+    state = ClusterState(r)
+    state.publish_jobs({"job": {"schedule": "1h"}})
+    trigger_id = state.trigger("job", by="test")
+    assert state.pending_triggers("job") == 1
+    assert state.take_trigger("job")["id"] == trigger_id
+    assert state.take_trigger("job") is None
+    with pytest.raises(NotFound):
+        state.trigger("nope", by="test")
+
+
+def test_dead_letters_list_retry_and_drop(r):
+    state = ClusterState(r)
+    state.publish_jobs({"job": {"schedule": "1h"}})
+    first = state.add_dead_letter({"job": "job", "error": "boom", "attempts": 4})
+    second = state.add_dead_letter({"job": "job", "error": "bang", "attempts": 4})
+    assert [d["id"] for d in state.dead_letters()] == [second, first]
+    state.retry_dead_letter(first, by="test")
+    assert state.take_trigger("job")["payload"]["dead_letter"] == first
+    state.drop_dead_letter(second)
+    assert state.dead_letters() == []
+    with pytest.raises(NotFound):
+        state.drop_dead_letter(second)

@@ -1,0 +1,178 @@
+"""Process tests: real worker processes against a real redis-server, as Supervisor would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from datetime import datetime
+
+import pytest
+
+from tests.services import wait_until
+from tests.worker.harness import WorkerProcess, records, worker_env, write_jobs_file
+
+pytestmark = pytest.mark.process
+
+TICK = {"callable": "tests.worker.sample_jobs:tick", "schedule": "1s"}
+
+
+def _start(tmp_path, app_env, n: int, jobs: dict, **extra: str) -> list[WorkerProcess]:
+    jobs_file = write_jobs_file(tmp_path / "jobs.toml", jobs)
+    env = worker_env(app_env, jobs_file, list(jobs), **extra)
+    return [WorkerProcess(env, tmp_path / f"worker-{i}.log") for i in range(n)]
+
+
+@pytest.mark.timeout(150)
+def test_three_replicas_run_each_slot_exactly_once_for_60s(tmp_path, app_env, redis_server):
+    """3 workers, a 1 s job that takes 0.2 s, 60 s: every slot once, never two runs at the same time."""
+    workers = _start(tmp_path, app_env, 3, {"tick": TICK})
+    for w in workers:
+        w.wait_for_log("worker started")
+    first_full = time.time() + 1.0
+    time.sleep(60)
+    last_full = time.time() - 1.0
+    for w in workers:
+        code, _ = w.terminate()
+        assert code == 0
+    runs = records(redis_server.client(), "tick")
+    starts = [r for r in runs if r["event"] == "start"]
+    slots = Counter(r["slot"] for r in starts)
+    assert max(slots.values()) == 1, f"slots run more than once: {[s for s, c in slots.items() if c > 1]}"
+    window = [s for s in slots if first_full <= datetime.fromisoformat(s).timestamp() <= last_full]
+    assert len(window) >= 55, f"expected every slot of ~58 s, got {len(window)}"
+    stamps = sorted(datetime.fromisoformat(s).timestamp() for s in window)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert all(abs(g - 1.0) < 1e-6 for g in gaps), f"missing slots: gaps {sorted(set(gaps))}"
+    assert len({r["pid"] for r in starts}) >= 2, "the slots should be spread over replicas"
+    by_time = sorted(runs, key=lambda r: r["t"])
+    depth = 0
+    for r in by_time:
+        depth += 1 if r["event"] == "start" else -1
+        assert depth <= 1, "two runs of the job overlapped"
+
+
+@pytest.mark.timeout(90)
+def test_kill9_of_holder_lets_another_replica_take_the_slot(tmp_path, app_env, redis_server):
+    """The holder dies mid-run: another replica re-runs that slot within lock TTL + grace."""
+    client = redis_server.client()
+    client.hset("test:param:slow", "duration", 30)
+    jobs = {"slow": {"callable": "tests.worker.sample_jobs:tick", "schedule": "20s", "lock_ttl": 2, "grace": 5}}
+    workers = _start(tmp_path, app_env, 2, jobs, HEARTBEAT_TTL="1")
+    for w in workers:
+        w.wait_for_log("worker started")
+    both_up = time.time()
+    first = wait_until(lambda: [r for r in records(client, "slow") if r["event"] == "start"
+                                and datetime.fromisoformat(r["slot"]).timestamp() > both_up], 30, "first run")[0]
+    holder = next(w for w in workers if w.pid == first["pid"])
+    other = next(w for w in workers if w is not holder)
+    killed_at = time.time()
+    holder.kill()
+    taken = wait_until(lambda: [r for r in records(client, "slow")
+                                if r["event"] == "start" and r["pid"] == other.pid and r["slot"] == first["slot"]],
+                       2 + 5 + 5, "takeover of the slot")[0]
+    assert taken["t"] - killed_at <= 2 + 5 + 1.0
+    code, _ = other.terminate()
+    assert code == 0
+
+
+@pytest.mark.timeout(60)
+def test_operator_del_of_a_stuck_lock_lets_the_next_slot_run(tmp_path, app_env, redis_server):
+    client = redis_server.client()
+    client.set("lock:tick", "dead-host pid=1 started=2020-01-01T00:00:00.000Z run=stuck", ex=3600)
+    (worker,) = _start(tmp_path, app_env, 1, {"tick": TICK})
+    worker.wait_for_log("worker started")
+    wait_until(lambda: int(client.hget("appliance:counts", "tick:skipped_locked") or 0) >= 2, 10, "skips")
+    assert records(client, "tick") == []
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "DEL", "lock:tick"], check=True, capture_output=True)
+    wait_until(lambda: [r for r in records(client, "tick") if r["event"] == "end"], 5, "a run after DEL")
+    code, _ = worker.terminate()
+    assert code == 0
+
+
+@pytest.mark.timeout(60)
+def test_worker_survives_a_redis_restart_and_resumes(tmp_path, app_env, redis_server):
+    client = redis_server.client()
+    client.hset("test:param:tick", "duration", 0.5)
+    (worker,) = _start(tmp_path, app_env, 1, {"tick": TICK})
+    worker.wait_for_log("worker started")
+    wait_until(lambda: records(client, "tick"), 5, "first run")
+    redis_server.kill()
+    time.sleep(3)
+    assert worker.alive()
+    redis_server.start()
+    restarted = time.time()
+    client = redis_server.client()
+    wait_until(lambda: [r for r in records(client, "tick") if r["event"] == "end" and r["t"] > restarted + 0.5],
+               10, "runs after the restart")
+    assert any(line.get("msg") == "Redis unavailable: slots are skipped until it returns" for line in worker.log_lines())
+    code, _ = worker.terminate()
+    assert code == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("job", ["steps", "stubborn"])
+def test_sigterm_during_a_run_exits_0_within_the_bound_and_releases_the_lock(tmp_path, app_env, redis_server, job):
+    """A job that checkpoints stops at once; one that ignores checkpoints is abandoned at SHUTDOWN_TIMEOUT."""
+    client = redis_server.client()
+    client.hset(f"test:param:{job}", mapping={"steps": 300, "step": 0.1, "duration": 60})
+    jobs = {job: {"callable": f"tests.worker.sample_jobs:{job}", "schedule": "1s", "lock_ttl": 60}}
+    (worker,) = _start(tmp_path, app_env, 1, jobs, SHUTDOWN_TIMEOUT="2")
+    wait_until(lambda: records(client, job), 15, "the run started")
+    assert client.exists(f"lock:{job}")
+    code, seconds = worker.terminate()
+    assert code == 0
+    assert seconds <= 2 + 1.5
+    assert not client.exists(f"lock:{job}")
+    if job == "steps":
+        assert client.hget("appliance:counts", f"{job}:cancelled") == "1"
+
+
+@pytest.mark.timeout(60)
+def test_a_run_longer_than_the_ttl_keeps_its_lock(tmp_path, app_env, redis_server):
+    client = redis_server.client()
+    client.hset("test:param:steps", mapping={"steps": 35, "step": 0.1})
+    jobs = {"steps": {"callable": "tests.worker.sample_jobs:steps", "schedule": "1h", "lock_ttl": 1}}
+    (worker,) = _start(tmp_path, app_env, 1, jobs)
+    worker.wait_for_log("worker started")
+    subprocess.run([*_cli(), "jobs", "trigger", "steps"], env=_env(tmp_path, app_env, jobs),
+                   check=True, capture_output=True)
+    wait_until(lambda: client.get("lock:steps"), 5, "the lease")
+    token = client.get("lock:steps")
+    seen = set()
+    deadline = time.time() + 3.0
+    while time.time() < deadline:
+        seen.add(client.get("lock:steps"))
+        time.sleep(0.05)
+    assert seen == {token}, "the lease changed or lapsed during a run 3x longer than its TTL"
+    wait_until(lambda: [r for r in records(client, "steps") if r["event"] == "end"], 5, "the run's end")
+    assert client.hget("appliance:counts", "steps:success") == "1"
+    assert client.hget("appliance:counts", "steps:lock_lost") is None
+    worker.terminate()
+
+
+@pytest.mark.timeout(60)
+def test_lock_deleted_during_a_run_cancels_it_at_the_next_checkpoint(tmp_path, app_env, redis_server):
+    client = redis_server.client()
+    client.hset("test:param:steps", mapping={"steps": 200, "step": 0.05})
+    jobs = {"steps": {"callable": "tests.worker.sample_jobs:steps", "schedule": "1h", "lock_ttl": 1.5}}
+    (worker,) = _start(tmp_path, app_env, 1, jobs)
+    worker.wait_for_log("worker started")
+    subprocess.run([*_cli(), "jobs", "trigger", "steps"], env=_env(tmp_path, app_env, jobs), check=True,
+                   capture_output=True)
+    wait_until(lambda: records(client, "steps"), 5, "the run started")
+    client.delete("lock:steps")
+    wait_until(lambda: client.hget("appliance:counts", "steps:cancelled") == "1", 3, "cancellation")
+    assert client.hget("appliance:counts", "steps:lock_lost") == "1"
+    assert not [r for r in records(client, "steps") if r["event"] == "end"]
+    worker.terminate()
+
+
+def _cli() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "appliance"]
+
+
+def _env(tmp_path, app_env, jobs) -> dict[str, str]:
+    return worker_env(app_env, tmp_path / "jobs.toml", list(jobs))
