@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -124,5 +125,16 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def internal(exc: Exception) -> tuple[Response, int]:
-        log.error("unhandled error: %s", failure(exc), exc_info=exc)
+        # One line, no traceback: the error and where it was raised are enough to find it, and a traceback's
+        # local values could carry a secret past the redactor.
+        log.error("unhandled error: %s at %s", failure(exc), _origin(exc))
         return _error(500, "internal_error", "internal error; the sidecar log has the details")
+
+
+def _origin(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of ``exc``'s traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown location"
+    last = frames[-1]
+    return f"{Path(last.filename).name}:{last.lineno} in {last.name}"
