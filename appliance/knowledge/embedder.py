@@ -138,7 +138,9 @@ class OpenAIEmbedder:
             raise EmbeddingRejected(f"embeddings API refused the input: {_message(exc)}") from None
         except openai.OpenAIError as exc:
             self.breaker.record_failure()
-            raise EmbeddingUnavailable(f"embeddings API failed: {type(exc).__name__}: {_message(exc)}") from None
+            status = getattr(exc, "status_code", None)
+            raise EmbeddingUnavailable(f"embeddings API failed: {type(exc).__name__}"
+                                       f"{f' (HTTP {status})' if status else ''}: {_message(exc)}") from None
         self.breaker.record_success()
         if response.usage is not None:
             EMBEDDING_TOKENS.labels(model).inc(response.usage.total_tokens)

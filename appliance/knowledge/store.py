@@ -2,8 +2,11 @@
 
 Server mode (``QDRANT_URL`` set: the Qdrant binary of the image, or any Qdrant server) uses gRPC when
 ``QDRANT_PREFER_GRPC`` is on. Otherwise qdrant-client's embedded local mode keeps the collection under
-``$APPLIANCE_HOME/qdrant``; that storage admits one open client at a time (a file lock), so callers open it
-for one unit of work and close it (see ``open_store``).
+``$APPLIANCE_HOME/qdrant``. That storage admits one open client at a time, per storage directory, across
+all processes and within one (a file lock that a second client of the same process cannot take either). So
+a process keeps one shared client per directory, counted by its users and serialised by a lock (local mode
+is not safe for concurrent writers), and closes it when its last user is done, which lets the CLI open the
+storage between two indexer runs of the worker (see ``open_store``).
 
 A collection records the embedder that filled it in its metadata; ``ensure`` refuses a collection whose
 vector size, distance or embedder differ from the configured ones, with the way out in the message.
@@ -12,12 +15,14 @@ vector size, distance or embedder differ from the configured ones, with the way 
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from qdrant_client import QdrantClient, models
 
@@ -62,18 +67,26 @@ class Hit:
 
 
 class KnowledgeStore:
-    def __init__(self, client: QdrantClient, collection: str, server: bool, upsert_batch: int = 256):
+    """The collection on one Qdrant client. Every operation holds ``guard`` (the shared local client's lock in
+    embedded mode, nothing in server mode); ``close`` hands the client back (idempotent)."""
+
+    def __init__(self, client: QdrantClient, collection: str, server: bool, upsert_batch: int = 256,
+                 guard: AbstractContextManager | None = None, release: Callable[[], None] | None = None):
         self.client = client
         self.collection = collection
         self.server = server
         self.upsert_batch = upsert_batch
+        self._guard = guard if guard is not None else nullcontext()
+        self._release = release or client.close
+        self._closed = False
 
     @property
     def mode(self) -> str:
         return "server" if self.server else "embedded"
 
     def exists(self) -> bool:
-        return self.client.collection_exists(self.collection)
+        with self._guard:
+            return self.client.collection_exists(self.collection)
 
     def ensure(self, identity: Identity) -> bool:
         """Create the collection if it is missing (True) or check that it fits ``identity`` (False).
@@ -81,6 +94,10 @@ class KnowledgeStore:
         Raises ``CollectionMismatch`` when it does not fit. An empty collection that records no embedder
         (created by hand) is adopted; a filled one is refused.
         """
+        with self._guard:
+            return self._ensure(identity)
+
+    def _ensure(self, identity: Identity) -> bool:
         if not self.exists():
             self.client.create_collection(
                 self.collection, vectors_config=models.VectorParams(size=identity.dimensions,
@@ -96,7 +113,8 @@ class KnowledgeStore:
 
     def check(self, identity: Identity) -> None:
         """Raise ``CollectionMismatch`` unless the existing collection fits ``identity`` (for readers)."""
-        self._check(self.client.get_collection(self.collection), identity, adopt=False)
+        with self._guard:
+            self._check(self.client.get_collection(self.collection), identity, adopt=False)
 
     def _check(self, info: models.CollectionInfo, identity: Identity, adopt: bool = True) -> None:
         vectors = info.config.params.vectors
@@ -133,22 +151,26 @@ class KnowledgeStore:
 
     def upsert(self, points: Sequence[models.PointStruct]) -> None:
         for start in range(0, len(points), self.upsert_batch):
-            self.client.upsert(self.collection, points=list(points[start:start + self.upsert_batch]), wait=True)
+            with self._guard:
+                self.client.upsert(self.collection, points=list(points[start:start + self.upsert_batch]), wait=True)
 
     def delete(self, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), self.upsert_batch):
             selector = models.PointIdsList(points=list(ids[start:start + self.upsert_batch]))
-            self.client.delete(self.collection, points_selector=selector, wait=True)
+            with self._guard:
+                self.client.delete(self.collection, points_selector=selector, wait=True)
 
     def count(self, tenant_id: int | None = None) -> int:
-        return self.client.count(self.collection, count_filter=_tenant_filter(tenant_id), exact=True).count
+        with self._guard:
+            return self.client.count(self.collection, count_filter=_tenant_filter(tenant_id), exact=True).count
 
     def search(self, vector: list[float], tenant_id: int | None, limit: int) -> list[Hit]:
         """The ``limit`` best documents of ``tenant_id`` (all tenants when None), best chunk of each."""
-        result = self.client.query_points_groups(
-            self.collection, group_by="document_id", query=vector, query_filter=_tenant_filter(tenant_id),
-            limit=limit, group_size=1, with_payload=True,
-        )
+        with self._guard:
+            result = self.client.query_points_groups(
+                self.collection, group_by="document_id", query=vector, query_filter=_tenant_filter(tenant_id),
+                limit=limit, group_size=1, with_payload=True,
+            )
         hits = []
         for group in result.groups:
             point = group.hits[0]
@@ -160,7 +182,9 @@ class KnowledgeStore:
         return hits
 
     def close(self) -> None:
-        self.client.close()
+        if not self._closed:
+            self._closed = True
+            self._release()
 
     def __enter__(self) -> "KnowledgeStore":
         return self
@@ -186,7 +210,8 @@ def server_mode(config: "Config") -> bool:
 def open_store(config: "Config", wait: float | None = None) -> KnowledgeStore:
     """A store on the configured Qdrant; the caller closes it.
 
-    Embedded mode waits up to ``wait`` seconds (default ``QDRANT_LOCAL_WAIT``) for another process to close
+    Embedded mode shares one client per storage directory among the stores open in this process, and
+    waits up to ``wait`` seconds (default ``QDRANT_LOCAL_WAIT``) for another process to close
     the local storage, then raises ``StorageBusy`` saying what to do.
     """
     k = config.knowledge
@@ -195,13 +220,54 @@ def open_store(config: "Config", wait: float | None = None) -> KnowledgeStore:
                               prefer_grpc=k.qdrant_prefer_grpc, grpc_port=k.qdrant_grpc_port,
                               timeout=max(1, round(k.qdrant_timeout)))
         return KnowledgeStore(client, k.collection, server=True, upsert_batch=k.upsert_batch_size)
-    path = config.core.qdrant_path
+    path = config.core.qdrant_path.resolve()
+    shared = _acquire_local(path, k.storage_wait if wait is None else wait)
+    return KnowledgeStore(shared.client, k.collection, server=False, upsert_batch=k.upsert_batch_size,
+                          guard=shared.lock, release=lambda: _release_local(path))
+
+
+@dataclass
+class _Shared:
+    """This process's one client on one local storage directory, and how many open stores use it."""
+
+    client: QdrantClient
+    users: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+_LOCAL: dict[Path, _Shared] = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+def _acquire_local(path: Path, wait: float) -> _Shared:
+    """The shared client on ``path``, opened if this process has none (waiting up to ``wait`` seconds for
+    another process to close the storage)."""
+    with _LOCAL_LOCK:
+        shared = _LOCAL.get(path)
+        if shared is None:
+            shared = _LOCAL[path] = _Shared(_open_waiting(path, wait))
+        shared.users += 1
+        return shared
+
+
+def _release_local(path: Path) -> None:
+    """One user fewer; the last one closes the client, unlocking the storage for other processes."""
+    with _LOCAL_LOCK:
+        shared = _LOCAL[path]
+        shared.users -= 1
+        if shared.users == 0:
+            del _LOCAL[path]
+            with shared.lock:
+                shared.client.close()
+
+
+def _open_waiting(path: Path, wait: float) -> QdrantClient:
     path.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + (k.storage_wait if wait is None else wait)
+    deadline = time.monotonic() + wait
     while True:
         client, error = _open_local(path)
         if client is not None:
-            return KnowledgeStore(client, k.collection, server=False, upsert_batch=k.upsert_batch_size)
+            return client
         if "already accessed" not in error:
             raise ApplianceError(f"cannot open Qdrant's local storage {path}: {error}")
         if time.monotonic() >= deadline:
