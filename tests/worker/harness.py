@@ -50,17 +50,21 @@ class WorkerProcess:
     def terminate(self, timeout: float = 15) -> tuple[int, float]:
         """SIGTERM; returns (exit code, seconds to exit)."""
         t0 = time.monotonic()
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
-        self._log.close()
+        try:
+            if self.alive():
+                self.proc.send_signal(signal.SIGTERM)
+            code = self.proc.wait(timeout)
+        finally:
+            self._log.close()
         return code, time.monotonic() - t0
 
     def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+        try:
+            if self.alive():
+                self.proc.kill()
+                self.proc.wait()
+        finally:
+            self._log.close()
 
     def log_lines(self) -> list[dict]:
         lines = []

@@ -40,8 +40,7 @@ def cluster(tmp_path, app_env):
 
     yield start, cli
     for worker in started:
-        if worker.alive():
-            worker.terminate()
+        worker.terminate()  # also closes the log of a worker that has exited already
 
 
 def test_failures_are_retried_with_backoff_then_dead_lettered_and_can_be_retried(cluster, redis_server):

@@ -17,16 +17,27 @@ pytestmark = pytest.mark.process
 TICK = {"callable": "tests.worker.sample_jobs:tick", "schedule": "1s"}
 
 
-def _start(tmp_path, app_env, n: int, jobs: dict, **extra: str) -> list[WorkerProcess]:
-    jobs_file = write_jobs_file(tmp_path / "jobs.toml", jobs)
-    env = worker_env(app_env, jobs_file, list(jobs), **extra)
-    return [WorkerProcess(env, tmp_path / f"worker-{i}.log") for i in range(n)]
+@pytest.fixture
+def start(tmp_path, app_env):
+    """``start(n, jobs, **env)`` starts n workers; any still running when the test ends are killed."""
+    started: list[WorkerProcess] = []
+
+    def make(n: int, jobs: dict, **extra: str) -> list[WorkerProcess]:
+        jobs_file = write_jobs_file(tmp_path / "jobs.toml", jobs)
+        env = worker_env(app_env, jobs_file, list(jobs), **extra)
+        workers = [WorkerProcess(env, tmp_path / f"worker-{len(started) + i}.log") for i in range(n)]
+        started.extend(workers)
+        return workers
+
+    yield make
+    for worker in started:
+        worker.kill()
 
 
 @pytest.mark.timeout(150)
-def test_three_replicas_run_each_slot_exactly_once_for_60s(tmp_path, app_env, redis_server):
+def test_three_replicas_run_each_slot_exactly_once_for_60s(start, redis_server):
     """3 workers, a 1 s job that takes 0.2 s, 60 s: every slot once, never two runs at the same time."""
-    workers = _start(tmp_path, app_env, 3, {"tick": TICK})
+    workers = start(3, {"tick": TICK})
     for w in workers:
         w.wait_for_log("worker started")
     first_full = time.time() + 1.0
@@ -53,12 +64,12 @@ def test_three_replicas_run_each_slot_exactly_once_for_60s(tmp_path, app_env, re
 
 
 @pytest.mark.timeout(90)
-def test_kill9_of_holder_lets_another_replica_take_the_slot(tmp_path, app_env, redis_server):
+def test_kill9_of_holder_lets_another_replica_take_the_slot(start, redis_server):
     """The holder dies mid-run: another replica re-runs that slot within lock TTL + grace."""
     client = redis_server.client()
     client.hset("test:param:slow", "duration", 30)
     jobs = {"slow": {"callable": "tests.worker.sample_jobs:tick", "schedule": "20s", "lock_ttl": 2, "grace": 5}}
-    workers = _start(tmp_path, app_env, 2, jobs, HEARTBEAT_TTL="1")
+    workers = start(2, jobs, HEARTBEAT_TTL="1")
     for w in workers:
         w.wait_for_log("worker started")
     both_up = time.time()
@@ -77,10 +88,10 @@ def test_kill9_of_holder_lets_another_replica_take_the_slot(tmp_path, app_env, r
 
 
 @pytest.mark.timeout(60)
-def test_operator_del_of_a_stuck_lock_lets_the_next_slot_run(tmp_path, app_env, redis_server):
+def test_operator_del_of_a_stuck_lock_lets_the_next_slot_run(start, redis_server):
     client = redis_server.client()
     client.set("lock:tick", "dead-host pid=1 started=2020-01-01T00:00:00.000Z run=stuck", ex=3600)
-    (worker,) = _start(tmp_path, app_env, 1, {"tick": TICK})
+    (worker,) = start(1, {"tick": TICK})
     worker.wait_for_log("worker started")
     wait_until(lambda: int(client.hget("appliance:counts", "tick:skipped_locked") or 0) >= 2, 10, "skips")
     assert records(client, "tick") == []
@@ -91,10 +102,10 @@ def test_operator_del_of_a_stuck_lock_lets_the_next_slot_run(tmp_path, app_env, 
 
 
 @pytest.mark.timeout(60)
-def test_worker_survives_a_redis_restart_and_resumes(tmp_path, app_env, redis_server):
+def test_worker_survives_a_redis_restart_and_resumes(start, redis_server):
     client = redis_server.client()
     client.hset("test:param:tick", "duration", 0.5)
-    (worker,) = _start(tmp_path, app_env, 1, {"tick": TICK})
+    (worker,) = start(1, {"tick": TICK})
     worker.wait_for_log("worker started")
     wait_until(lambda: records(client, "tick"), 5, "first run")
     redis_server.kill()
@@ -112,12 +123,12 @@ def test_worker_survives_a_redis_restart_and_resumes(tmp_path, app_env, redis_se
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("job", ["steps", "stubborn"])
-def test_sigterm_during_a_run_exits_0_within_the_bound_and_releases_the_lock(tmp_path, app_env, redis_server, job):
+def test_sigterm_during_a_run_exits_0_within_the_bound_and_releases_the_lock(start, redis_server, job):
     """A job that checkpoints stops at once; one that ignores checkpoints is abandoned at SHUTDOWN_TIMEOUT."""
     client = redis_server.client()
     client.hset(f"test:param:{job}", mapping={"steps": 300, "step": 0.1, "duration": 60})
     jobs = {job: {"callable": f"tests.worker.sample_jobs:{job}", "schedule": "1s", "lock_ttl": 60}}
-    (worker,) = _start(tmp_path, app_env, 1, jobs, SHUTDOWN_TIMEOUT="2")
+    (worker,) = start(1, jobs, SHUTDOWN_TIMEOUT="2")
     wait_until(lambda: records(client, job), 15, "the run started")
     assert client.exists(f"lock:{job}")
     code, seconds = worker.terminate()
@@ -129,11 +140,11 @@ def test_sigterm_during_a_run_exits_0_within_the_bound_and_releases_the_lock(tmp
 
 
 @pytest.mark.timeout(60)
-def test_a_run_longer_than_the_ttl_keeps_its_lock(tmp_path, app_env, redis_server):
+def test_a_run_longer_than_the_ttl_keeps_its_lock(start, tmp_path, app_env, redis_server):
     client = redis_server.client()
     client.hset("test:param:steps", mapping={"steps": 35, "step": 0.1})
     jobs = {"steps": {"callable": "tests.worker.sample_jobs:steps", "schedule": "1h", "lock_ttl": 1}}
-    (worker,) = _start(tmp_path, app_env, 1, jobs)
+    (worker,) = start(1, jobs)
     worker.wait_for_log("worker started")
     subprocess.run([*_cli(), "jobs", "trigger", "steps"], env=_env(tmp_path, app_env, jobs),
                    check=True, capture_output=True)
@@ -152,11 +163,11 @@ def test_a_run_longer_than_the_ttl_keeps_its_lock(tmp_path, app_env, redis_serve
 
 
 @pytest.mark.timeout(60)
-def test_lock_deleted_during_a_run_cancels_it_at_the_next_checkpoint(tmp_path, app_env, redis_server):
+def test_lock_deleted_during_a_run_cancels_it_at_the_next_checkpoint(start, tmp_path, app_env, redis_server):
     client = redis_server.client()
     client.hset("test:param:steps", mapping={"steps": 200, "step": 0.05})
     jobs = {"steps": {"callable": "tests.worker.sample_jobs:steps", "schedule": "1h", "lock_ttl": 1.5}}
-    (worker,) = _start(tmp_path, app_env, 1, jobs)
+    (worker,) = start(1, jobs)
     worker.wait_for_log("worker started")
     subprocess.run([*_cli(), "jobs", "trigger", "steps"], env=_env(tmp_path, app_env, jobs), check=True,
                    capture_output=True)
