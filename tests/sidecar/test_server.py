@@ -1,0 +1,140 @@
+"""``appliance sidecar`` for real: gunicorn processes probed over HTTP, with dependencies that hang.
+
+Redis hangs by SIGSTOP of the test's own redis-server (the kernel still accepts connections); PostgreSQL and
+Qdrant hang as a local TCP listener that accepts and never answers (no Qdrant binary exists here).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from appliance.config import load_config
+from appliance.sidecar.server import options
+from tests.sidecar.load import run_load
+from tests.sidecar.processes import SidecarProcess, SilentListener, process_env
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture
+def start_sidecar(tmp_path, sidecar_env):
+    """``start_sidecar(**env_overrides)`` -> a ready ``SidecarProcess``; stopped at the end of the test."""
+    started: list[SidecarProcess] = []
+
+    def start(**overrides: str) -> SidecarProcess:
+        base = {k: v for k, v in {**sidecar_env, **overrides}.items() if v is not None}
+        sidecar = SidecarProcess(process_env(base), tmp_path / f"sidecar-{len(started)}.log")
+        started.append(sidecar)
+        return sidecar.wait_ready()
+
+    yield start
+    for sidecar in started:
+        sidecar.stop()
+
+
+def _healthy(cluster, jobs=("tick",)) -> None:
+    for name in jobs:
+        cluster.publish(name)
+        cluster.run(name)
+    cluster.beat(jobs=list(jobs))
+
+
+def test_gunicorn_serves_probes_metrics_and_the_admin_api(start_sidecar, cluster):
+    _healthy(cluster)
+    sidecar = start_sidecar(SIDECAR_WORKERS="2")
+    with httpx.Client(base_url=sidecar.url, timeout=5) as http:
+        health = http.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+        assert health.headers["cache-control"] == "no-store"
+        assert http.get("/health/ready").json()["ready"] is True
+        assert "appliance_component_up" in http.get("/metrics/prometheus").text
+        assert http.get("/api/jobs").status_code == 401
+        jobs = http.get("/api/jobs", headers={"Authorization": "Bearer test-admin-token-0123456789"})
+        assert [job["name"] for job in jobs.json()["jobs"]] == ["tick"]
+    code, _ = sidecar.terminate()
+    assert code == 0
+
+
+def test_health_answers_in_time_while_every_dependency_hangs(start_sidecar, cluster, redis_server):
+    _healthy(cluster)
+    with SilentListener() as pg, SilentListener() as qdrant:
+        sidecar = start_sidecar(DATABASE_URL=f"postgresql://appliance@127.0.0.1:{pg.port}/appliance",
+                                QDRANT_URL=f"http://127.0.0.1:{qdrant.port}", HEALTH_CHECK_TIMEOUT="1",
+                                HEALTH_CACHE_TTL="1")
+        redis_server.pause()
+        try:
+            with httpx.Client(base_url=sidecar.url, timeout=10) as http:
+                timings = []
+                for _ in range(6):
+                    t0 = time.monotonic()
+                    response = http.get("/health")
+                    timings.append(time.monotonic() - t0)
+                    assert response.status_code == 503
+                    t0 = time.monotonic()
+                    assert http.get("/health/live").status_code == 200
+                    assert time.monotonic() - t0 < 0.2
+                    time.sleep(0.3)
+                body = response.json()
+        finally:
+            redis_server.resume()
+    assert max(timings) < 1.5, timings
+    assert {body["components"][name]["status"] for name in ("redis", "database", "qdrant")} == {"down"}
+    assert body["status"] == "unhealthy"
+
+
+def test_a_probe_flood_costs_only_a_few_dependency_checks(start_sidecar, cluster, redis_server):
+    """500 probes a second for 3 s against 2 gunicorn processes with a 1 s cache: each process checks Redis
+    about once a second, whatever the request rate (counted with the test Redis's own command statistics)."""
+    _healthy(cluster)
+    sidecar = start_sidecar(SIDECAR_WORKERS="2", SIDECAR_THREADS="4", HEALTH_CACHE_TTL="1")
+    before = _redis_checks(redis_server)
+    result = run_load(sidecar.url + "/health", seconds=3, threads=8, rate=500)
+    checks = _redis_checks(redis_server) - before
+    assert result.statuses == {200: result.requests}, result.statuses
+    assert result.requests >= 1000, result.rate
+    # 2 processes x (3 s / 1 s + 1 for the stale-while-revalidate refresh at the end) at most.
+    assert 1 <= checks <= 8, (checks, result.requests)
+
+
+def _redis_checks(redis_server) -> int:
+    """Redis health checks so far: each reads the dead-letter count once (ZCARD), nothing else does."""
+    with redis_server.client() as client:
+        stats = client.info("commandstats")
+    return int(stats.get("cmdstat_zcard", {}).get("calls", 0))
+
+
+def test_sigterm_lets_a_request_in_flight_finish(start_sidecar, cluster, redis_server):
+    """A /health waiting on a hung Redis still gets its answer after SIGTERM; then gunicorn exits 0 within
+    the graceful timeout (``SHUTDOWN_TIMEOUT``)."""
+    _healthy(cluster)
+    sidecar = start_sidecar(SIDECAR_WORKERS="1", HEALTH_CACHE_TTL="0", HEALTH_CHECK_TIMEOUT="1",
+                            SHUTDOWN_TIMEOUT="3")
+    answers: list[int] = []
+    redis_server.pause()
+    try:
+        thread = threading.Thread(target=lambda: answers.append(httpx.get(sidecar.url + "/health",
+                                                                          timeout=5).status_code))
+        thread.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        sidecar.proc.send_signal(signal.SIGTERM)
+        thread.join(5)
+        code = sidecar.proc.wait(5)
+        elapsed = time.monotonic() - t0
+    finally:
+        redis_server.resume()
+    assert answers == [503]
+    assert code == 0 and elapsed < 3 + 1, elapsed
+
+
+def test_graceful_timeout_comes_from_the_configuration(sidecar_config):
+    assert options(sidecar_config(SHUTDOWN_TIMEOUT="7"))["graceful_timeout"] == 7
+    assert options(sidecar_config(SHUTDOWN_TIMEOUT="2.5"))["graceful_timeout"] == 3
+    settings = options(load_config({"PORT": "3999", "SIDECAR_WORKERS": "3", "SIDECAR_THREADS": "5"},
+                                   env_file=None, with_jobs=False))
+    assert settings["bind"] == ["0.0.0.0:3999"] and settings["workers"] == 3 and settings["threads"] == 5
