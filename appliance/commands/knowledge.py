@@ -133,9 +133,31 @@ def reindex_command(args: argparse.Namespace) -> int:
     return _run_indexer(config, marked, total, tenant, args.json)
 
 
-def _run_indexer(config: Config, marked: int, total: int, tenant: int | None, as_json: bool) -> int:
+class PlainProgress:
+    """The progress bar's stand-in when stderr is not a terminal (logs, pipes): one line per batch, no
+    carriage returns."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        print(f"reindex: {self.done}/{self.total} documents", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, as_json: bool):
+    """A tqdm bar on a terminal, plain lines otherwise, nothing with ``--json`` (all on stderr)."""
     from tqdm import tqdm
 
+    if as_json or not sys.stderr.isatty():
+        return tqdm(disable=True) if as_json else PlainProgress(total)
+    return tqdm(total=total, unit="doc", desc="reindex", file=sys.stderr)
+
+
+def _run_indexer(config: Config, marked: int, total: int, tenant: int | None, as_json: bool) -> int:
     from appliance.clients import make_pool, make_redis
     from appliance.knowledge.services import PROGRESS
     from appliance.locks import Claim
@@ -147,7 +169,7 @@ def _run_indexer(config: Config, marked: int, total: int, tenant: int | None, as
     db = make_pool(config, max_size=2, name="appliance-cli")
     db.open(wait=False)
     worker, keeper = build(config, client, db)
-    bar = tqdm(total=total, unit="doc", desc="reindex", disable=as_json, file=sys.stderr)
+    bar = _progress(total, as_json)
     worker.runner.services[PROGRESS] = bar.update
     keeper.start()
     try:
