@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections import Counter
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -102,15 +104,20 @@ def test_operator_del_of_a_stuck_lock_lets_the_next_slot_run(start, redis_server
 
 
 @pytest.mark.timeout(60)
-def test_worker_survives_a_redis_restart_and_resumes(start, redis_server):
+def test_worker_survives_a_redis_restart_and_resumes(start, app_env, redis_server):
+    """Fail closed: while Redis is down slots are skipped and counted, without crash or busy loop."""
     client = redis_server.client()
     client.hset("test:param:tick", "duration", 0.5)
     (worker,) = start(1, {"tick": TICK})
     worker.wait_for_log("worker started")
     wait_until(lambda: records(client, "tick"), 5, "first run")
     redis_server.kill()
+    time.sleep(1)
+    cpu_before = _cpu_seconds(worker.pid)
     time.sleep(3)
     assert worker.alive()
+    assert _cpu_seconds(worker.pid) - cpu_before < 0.5, "the worker spins while Redis is down"
+    assert _runs_counted(app_env, "tick", "skipped_unavailable") >= 2, "skipped slots are counted"
     redis_server.start()
     restarted = time.time()
     client = redis_server.client()
@@ -187,3 +194,18 @@ def _cli() -> list[str]:
 
 def _env(tmp_path, app_env, jobs) -> dict[str, str]:
     return worker_env(app_env, tmp_path / "jobs.toml", list(jobs))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _runs_counted(app_env: dict[str, str], job: str, outcome: str) -> float:
+    """``appliance_job_runs_total{job, outcome}`` aggregated from the worker's multiprocess metrics files."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(Path(app_env["APPLIANCE_HOME"]) / "metrics"))
+    return registry.get_sample_value("appliance_job_runs_total", {"job": job, "outcome": outcome}) or 0.0
