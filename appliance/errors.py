@@ -14,7 +14,14 @@ class ConfigError(ApplianceError):
 
 
 class ScheduleError(ApplianceError, ValueError):
-    """A schedule expression could not be parsed; the message says what was expected."""
+    """A schedule expression could not be parsed; the message says what was expected.
+
+    ``reason`` is the message without the schedule text, for reports that name the text themselves.
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class LockLost(ApplianceError):

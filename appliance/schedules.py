@@ -115,7 +115,7 @@ def parse_schedule(text: str, tz: str | ZoneInfo = "UTC") -> Schedule:
     """Parse ``text`` in the IANA zone ``tz``; raises ``ScheduleError`` naming the text and what was expected."""
     zone = _zone(tz)
     if not isinstance(text, str) or not text.strip():
-        raise ScheduleError(f"invalid schedule {text!r}: {EXPECTED}")
+        raise ScheduleError(f"invalid schedule {text!r}: {EXPECTED}", EXPECTED)
     norm = re.sub(r" ?, ?", ",", " ".join(text.lower().split()))
     try:
         for parse in (_parse_interval, _parse_window, _parse_time):
@@ -125,8 +125,8 @@ def parse_schedule(text: str, tz: str | ZoneInfo = "UTC") -> Schedule:
         if looks_like_cron(norm):
             return Schedule(text, zone, *_parse_cron(" ".join(text.split()), zone))
     except ScheduleError as exc:
-        raise ScheduleError(f"invalid schedule {text!r}: {exc}") from None
-    raise ScheduleError(f"invalid schedule {text!r}: {EXPECTED}")
+        raise ScheduleError(f"invalid schedule {text!r}: {exc}", str(exc)) from None
+    raise ScheduleError(f"invalid schedule {text!r}: {EXPECTED}", EXPECTED)
 
 
 # -- parsing ---------------------------------------------------------------------------------------------

@@ -49,6 +49,10 @@ class EnvReader:
         shown = "***" if secret else str(value)
         self.problems.append(f"{name}={shown}: expected {expected}")
 
+    def invalid(self, name: str, value: object, message: str) -> None:
+        """Record a problem whose ``message`` says itself what was expected."""
+        self.problems.append(f"{name}={value}: {message}")
+
     def _typed(self, name: str, default: T, expected: str, convert: Callable[[str], T]) -> T:
         value = self.raw(name)
         if value is None:

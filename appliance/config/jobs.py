@@ -130,11 +130,13 @@ def resolve_jobs(specs: list[JobSpec], config: "Config", env: EnvReader) -> tupl
     for spec in specs:
         suffix = env_suffix(spec.name)
         tz = env.tz(f"TIMEZONE_{suffix}", spec.timezone or core.schedule_timezone)
-        text = env.raw(f"SCHEDULE_{suffix}") or spec.default_schedule(config)
+        override = env.raw(f"SCHEDULE_{suffix}")
+        text = override or spec.default_schedule(config)
         try:
             schedule = parse_schedule(text, tz=tz)
         except ScheduleError as exc:
-            env.problem(f"SCHEDULE_{suffix}", text, str(exc))
+            where = f"SCHEDULE_{suffix}" if override else f"{spec.extra.get('source', 'built-in')}[jobs.{spec.name}].schedule"
+            env.invalid(where, text, exc.reason)
             schedule = parse_schedule("1h", tz="UTC")
         enabled = env.bool(f"ENABLED_{suffix}", spec.enabled)
         if core.jobs_enabled:

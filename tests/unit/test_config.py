@@ -91,9 +91,11 @@ def test_bad_jobs_file_reports_each_bad_table(tmp_path):
     with pytest.raises(ConfigError) as err:
         load(APPLIANCE_JOBS_FILE=str(jobs), JOBS_ENABLED="a,zzz")
     text = "\n".join(err.value.problems)
-    for expected in ("[jobs.a].callable=no.such.module:f", "[jobs.b].schedule=(missing)", "SCHEDULE_C=every banana",
+    for expected in ("[jobs.a].callable=no.such.module:f", "[jobs.b].schedule=(missing)",
+                     f"{jobs}[jobs.c].schedule=every banana: expected an interval like 30s",
                      "[jobs.c]=colour", "JOBS_ENABLED=a,zzz"):
         assert expected in text, text
+    assert "expected invalid" not in text and "SCHEDULE_C" not in text
 
 
 def test_cli_exits_2_and_lists_every_problem():
