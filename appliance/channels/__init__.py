@@ -11,11 +11,16 @@ from appliance.channels.http import ProviderClient
 from appliance.channels.message import Message, Outcome, Result, Transport
 from appliance.channels.outbox import deliver
 from appliance.channels.smtp import SmtpTransport
-from appliance.channels.voice import VoiceProvider
+from appliance.channels.voice import VoiceProvider, VoiceTransport
 from appliance.channels.whatsapp import WhatsAppTransport
 from appliance.config.crm import CrmConfig
 
-__all__ = ["Channels", "Message", "Outcome", "Result", "Transport", "build_channels", "deliver", "RecordOnly"]
+__all__ = ["Channels", "Message", "Outcome", "Result", "Transport", "build_channels", "deliver", "RecordOnly",
+           "IDEMPOTENT_TRANSPORTS"]
+
+#: Transports (the outbox row's ``transport``) on which handing over the same key twice delivers once: an
+#: interrupted hand-off through them is simply repeated; through the others (SMTP) it becomes ``unknown``.
+IDEMPOTENT_TRANSPORTS = frozenset({"outbox", "http"})
 
 
 class RecordOnly:
@@ -30,11 +35,13 @@ class RecordOnly:
 
 @dataclass
 class Channels:
-    """One transport per medium; ``voice`` is None when calls are only recorded in the outbox."""
+    """One transport per medium. ``calls`` polls the voice provider for the state of placed calls; it is
+    None when calls are only recorded in the outbox (a recorded call is finished at once)."""
 
     email: Transport
     whatsapp: Transport
-    voice: VoiceProvider | None
+    voice: Transport
+    calls: VoiceProvider | None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def for_campaign(self, channel: str) -> Transport:
@@ -62,7 +69,9 @@ def build_channels(crm: CrmConfig, sleep: Callable[[float], None]) -> Channels:
     whatsapp: Transport = RecordOnly()
     if crm.whatsapp_channel == "http" and crm.whatsapp is not None:
         whatsapp = WhatsAppTransport(provider("whatsapp", crm.whatsapp))
-    voice = None
+    voice: Transport = RecordOnly()
+    calls = None
     if crm.voice_channel == "http" and crm.voice is not None:
-        voice = VoiceProvider(provider("voice", crm.voice), crm.voice.caller_id)
-    return Channels(email, whatsapp, voice, closers)
+        calls = VoiceProvider(provider("voice", crm.voice), crm.voice.caller_id)
+        voice = VoiceTransport(calls)
+    return Channels(email, whatsapp, voice, calls, closers)

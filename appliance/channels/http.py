@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 import httpx
 
-from appliance.breaker import CircuitBreaker
+from appliance.breaker import CircuitBreaker, CircuitOpen
+from appliance.channels.message import Message, Outcome, Result
 from appliance.config.crm import ProviderConfig
 from appliance.errors import ApplianceError
 
@@ -89,6 +90,27 @@ class ProviderClient:
         if self.max_retries:
             error.args = (f"{error.args[0]} (after {self.max_retries} retries)",)
         raise error
+
+
+def send_each(messages: list[Message], send_one: Callable[[Message], str]) -> list[Result]:
+    """Hand messages one by one to ``send_one``, which returns the provider's id for the message.
+
+    A refused message fails alone (4xx: FAILED; 429/5xx/network after retries: RETRY with the provider's
+    ``Retry-After``); once the circuit is open the rest are SKIPPED without calling the provider.
+    """
+    results: list[Result] = []
+    for index, message in enumerate(messages):
+        try:
+            provider_id = send_one(message)
+        except CircuitOpen as exc:
+            results += [Result(m.key, Outcome.SKIPPED, error=str(exc)) for m in messages[index:]]
+            break
+        except ProviderError as exc:
+            outcome = Outcome.RETRY if exc.transient else Outcome.FAILED
+            results.append(Result(message.key, outcome, error=str(exc), retry_after=exc.retry_after))
+            continue
+        results.append(Result(message.key, Outcome.SENT, provider_id))
+    return results
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> float | None:

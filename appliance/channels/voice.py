@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliance.channels.http import ProviderClient, ProviderError
-from appliance.channels.message import Message
+from appliance.channels.http import ProviderClient, ProviderError, send_each
+from appliance.channels.message import Message, Result
 
 #: Provider statuses of a call that has ended, and whether it counts as answered.
 FINAL_STATUSES = {"completed": True, "busy": False, "no-answer": False, "failed": False, "canceled": False}
@@ -53,3 +53,18 @@ class VoiceProvider:
     def status(self, provider_id: str) -> CallStatus:
         answer = self.client.request("GET", f"/calls/{provider_id}")
         return CallStatus(provider_id, str(answer.get("status") or "queued"))
+
+
+
+class VoiceTransport:
+    """The voice provider seen as a ``Transport``, so dials go through the outbox like messages: SENT means
+    the provider accepted the call (the result's ``provider_id`` is its call id), not that anyone answered."""
+
+    name = "http"
+    idempotent = True
+
+    def __init__(self, provider: VoiceProvider):
+        self.provider = provider
+
+    def send(self, messages: list[Message]) -> list[Result]:
+        return send_each(messages, lambda message: self.provider.dial(message).provider_id)
