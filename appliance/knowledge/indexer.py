@@ -44,14 +44,12 @@ class Summary:
     created_collection: bool = False
     seconds_chunking: float = 0.0
     seconds_embedding: float = 0.0
-    seconds_writing: float = 0.0
+    seconds_upserting: float = 0.0  # Qdrant: upserts and deletes of points
+    seconds_database: float = 0.0  # PostgreSQL: high-water marks and index state
     pending: int = 0
 
     def as_dict(self) -> dict:
-        data = asdict(self)
-        for key in ("seconds_chunking", "seconds_embedding", "seconds_writing"):
-            data[key] = round(data[key], 4)
-        return data
+        return {key: round(value, 4) if key.startswith("seconds_") else value for key, value in asdict(self).items()}
 
 
 def run(ctx: RunContext) -> dict:
@@ -124,16 +122,18 @@ def index_batch(ctx: RunContext, conn: psycopg.Connection, store: KnowledgeStore
     t2 = time.perf_counter()
     counts = {doc.id: len(chunks.get(doc.id, ())) for doc in batch if doc.id not in failed}
     may_exist = documents.raise_high_water(conn, counts)
+    t3 = time.perf_counter()
     points = [_point(doc, chunk, vectors[doc.id][chunk.index], len(chunks[doc.id]))
               for doc in batch if doc.id in may_exist and doc.id in vectors for chunk in chunks[doc.id]]
     store.upsert(points)
     store.delete([point_id(doc_id, i) for doc_id, n in may_exist.items() for i in range(counts[doc_id], n)])
-    t3 = time.perf_counter()
+    t4 = time.perf_counter()
     by_id = {doc.id: doc for doc in batch}
     with conn.transaction():
         check_fence(conn, ctx.job, ctx.fence)
         documents.mark_indexed(conn, [(doc_id, by_id[doc_id].version, counts[doc_id]) for doc_id in may_exist])
         documents.mark_failed(conn, [(doc_id, by_id[doc_id].version, reason) for doc_id, reason in failed.items()])
+    t5 = time.perf_counter()
     for doc_id, reason in failed.items():
         ctx.log.warning("document not indexed: %s", reason, extra=fields(document_id=doc_id))
     summary.documents += len(may_exist)
@@ -142,7 +142,8 @@ def index_batch(ctx: RunContext, conn: psycopg.Connection, store: KnowledgeStore
     summary.failed += len(failed)
     summary.seconds_chunking += t1 - t0
     summary.seconds_embedding += t2 - t1
-    summary.seconds_writing += t3 - t2
+    summary.seconds_upserting += t4 - t3
+    summary.seconds_database += (t3 - t2) + (t5 - t4)
 
 
 def embed(embedder: Embedder, docs: list[Document], chunks: dict[int, list[Chunk]]
