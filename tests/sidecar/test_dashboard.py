@@ -1,0 +1,123 @@
+"""``/admin`` in headless Chromium (Debian's ``chromium`` driven by Playwright) against a real gunicorn sidecar
+and a real worker: sign in once per tab, trigger a job and see its run appear, pause and resume it, and watch
+the page refresh itself. A screenshot is saved to ``test-artifacts/sidecar/dashboard.png``."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import _require
+from tests.services import wait_until
+from tests.sidecar.cluster import ADMIN_TOKEN
+from tests.sidecar.processes import SidecarProcess, process_env
+from tests.worker.harness import REPO, WorkerProcess, write_jobs_file
+
+pytestmark = [pytest.mark.browser, pytest.mark.process]
+
+CHROMIUM = "chromium"
+ARTIFACTS = REPO / "test-artifacts" / "sidecar"
+
+
+@pytest.fixture
+def appliance(tmp_path, app_env, sidecar_env):
+    """A worker running job ``tick`` (hourly, so every run here is a trigger) and the sidecar beside it."""
+    jobs_file = write_jobs_file(tmp_path / "jobs.toml",
+                                {"tick": {"callable": "tests.sidecar.jobs:work", "schedule": "1h"}})
+    base = {**app_env, "APPLIANCE_HOME": sidecar_env["APPLIANCE_HOME"], "APPLIANCE_JOBS_FILE": str(jobs_file),
+            "ADMIN_TOKEN": ADMIN_TOKEN, "DASHBOARD_REFRESH": "1"}
+    worker = WorkerProcess(process_env(base, JOBS_ENABLED="tick"), tmp_path / "worker.log")
+    sidecar = SidecarProcess(process_env(base), tmp_path / "sidecar.log")
+    try:
+        worker.wait_for_log("worker started")
+        yield sidecar.wait_ready()
+    finally:
+        sidecar.stop()
+        worker.terminate()
+
+
+@pytest.fixture
+def browser():
+    _require(CHROMIUM)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=shutil.which(CHROMIUM), headless=True)
+        yield chromium
+        chromium.close()
+
+
+def _history_rows(page, trigger: str):
+    return page.locator("#history tbody tr[data-run-id]").filter(has_text=trigger)
+
+
+def test_dashboard_signs_in_once_triggers_pauses_and_refreshes(appliance, browser, cluster):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(appliance.url + "/admin")
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#board")).to_be_hidden()
+
+    page.fill("#token", "wrong-token")
+    page.click("#login button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text("invalid credential")
+
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#login button[type=submit]")
+    row = page.locator('#jobs tbody tr[data-job="tick"]')
+    expect(row).to_be_visible()
+    expect(page.locator("#status")).to_contain_text("health: ok")
+
+    # Kept for the tab: a reload does not ask again.
+    page.reload()
+    expect(row).to_be_visible()
+    expect(page.locator("#login")).to_be_hidden()
+
+    row.get_by_role("button", name="Trigger").click()
+    expect(_history_rows(page, "manual").filter(has_text="success")).to_have_count(1, timeout=10_000)
+    assert cluster.state.counts()["tick:success"] == 1
+
+    row.get_by_role("button", name="Pause").click()
+    expect(row.get_by_role("button", name="Resume")).to_be_visible()
+    expect(row).to_contain_text("paused")
+    assert cluster.state.paused() == {"tick"}
+    row.get_by_role("button", name="Resume").click()
+    expect(row.get_by_role("button", name="Pause")).to_be_visible()
+    assert cluster.state.paused() == set()
+
+    # A run started elsewhere (the CLI) shows up without touching the page.
+    cluster.state.trigger("tick", by="cli")
+    expect(_history_rows(page, "manual")).to_have_count(2, timeout=10_000)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    # Another tab of a new session has no token and asks for it.
+    other = browser.new_context().new_page()
+    other.goto(appliance.url + "/admin")
+    expect(other.locator("#login")).to_be_visible()
+    other.context.close()
+    context.close()
+    assert errors == []
+
+
+def test_dashboard_audit_names_the_actions_taken_from_the_page(appliance, browser, cluster):
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(appliance.url + "/admin")
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#login button[type=submit]")
+    row = page.locator('#jobs tbody tr[data-job="tick"]')
+    row.get_by_role("button", name="Trigger").click()
+    expect(_history_rows(page, "manual")).to_have_count(1, timeout=10_000)
+    context.close()
+    wait_until(lambda: cluster.state.audit_log(), 5, "an audit entry")
+    (entry,) = cluster.state.audit_log()
+    assert (entry["who"], entry["action"], entry["target"]) == ("admin-token", "job.trigger", "tick")
