@@ -1,7 +1,63 @@
-"""Subcommands of this area are registered here (placeholder until the area lands)."""
+"""``appliance run``: the image's CMD and what ``./scripts/run`` ends with.
+
+Validate the configuration (exit 2 listing every problem), choose embedded or external services, create
+the directories, apply the database migrations (advisory-locked), then replace this process with
+supervisord in the foreground (``appliance.supervise.pid1``), which runs the programs of
+``supervisord.conf``. Exit codes: 2 bad configuration, 1 a start step failed, otherwise supervisord's
+(0 stopped on request, 3 a critical program went FATAL).
+"""
+
+from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+
+from appliance.commands.common import config_or_exit, fail, secret_values
+from appliance.config import set_process_env
+from appliance.errors import ConfigError
+from appliance.logs import fields, setup_logging
+
+log = logging.getLogger("appliance.run")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Adds no subcommand yet."""
+    parser = sub.add_parser("run", help="start the appliance: migrations, then supervisord in the foreground "
+                                        "running qdrant, worker and sidecar (and embedded redis/postgres)")
+    parser.set_defaults(handler=run_appliance)
+
+
+def run_appliance(args: argparse.Namespace) -> int:
+    config = config_or_exit()
+    setup_logging(config.core.log_format, config.core.log_level, "run", secret_values(config))
+    from appliance.supervise.plan import plan_services, supervisor_env
+    from appliance.supervise.prepare import StartupError, fatal_marker, make_dirs, migrate_database
+
+    try:
+        plan = plan_services(config)
+        env = supervisor_env(config, plan)
+    except ConfigError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc))
+    log.info("services", extra=fields(**plan.describe()))
+    if plan.qdrant == "embedded":
+        log.info("no Qdrant binary (QDRANT_BIN unset, none on PATH): the qdrant program stays stopped and the "
+                 "worker uses qdrant-client's embedded local mode", extra=fields(path=str(config.core.qdrant_path)))
+    try:
+        make_dirs(config, plan)
+        applied = migrate_database(config, plan)
+    except (StartupError, OSError) as exc:
+        fail(str(exc))
+    log.info("database schema up to date", extra=fields(applied=",".join(applied) or "none"))
+    for name, value in env.items():
+        set_process_env(name, value)
+    argv = [sys.executable, "-m", "appliance.supervise.pid1", str(fatal_marker(config.core.run_dir)),
+            "-n", "-c", str(plan.supervisor_conf)]
+    log.info("starting supervisord", extra=fields(conf=str(plan.supervisor_conf)))
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.execv(argv[0], argv)
+    return 1

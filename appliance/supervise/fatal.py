@@ -1,0 +1,66 @@
+"""Supervisor event listener: a critical program that goes FATAL stops the whole appliance.
+
+A program is FATAL when it kept exiting during start (``startretries`` used up), for example a worker whose
+configuration is invalid (exit 2). Running on without it is worse than stopping: the container looks
+alive while no job runs. So the listener records which program failed in a marker file and sends SIGTERM
+to supervisord (its parent), which stops the other programs in order; ``appliance.supervise.pid1`` then
+sees the marker and exits non-zero, and the orchestrator restarts or reports the container.
+
+Run by supervisord as ``[eventlistener:fatal]``: ``python -m appliance.supervise.fatal MARKER PROGRAM,...``.
+It speaks Supervisor's listener protocol on stdin/stdout; its own messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from supervisor import childutils
+
+
+def handle(headers: dict[str, str], payload: str, critical: set[str], marker: Path, stop) -> bool:
+    """React to one event; True when it stopped the appliance. ``stop`` ends supervisord."""
+    if headers.get("eventname") != "PROCESS_STATE_FATAL":
+        return False
+    event = childutils.get_headers(payload)
+    name = event.get("processname", "")
+    if name not in critical:
+        return False
+    record = {"program": name, "group": event.get("groupname", name), "at": time.time()}
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(marker)
+    print(f"fatal: program {name} went FATAL (it kept exiting at start); stopping the appliance",
+          file=sys.stderr, flush=True)
+    stop()
+    return True
+
+
+def listen(critical: set[str], marker: Path, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    """Serve events until supervisord closes our stdin (it does when it shuts down)."""
+    parent = os.getppid()
+    while True:
+        headers, payload = childutils.listener.wait(stdin, stdout)
+        handle(headers, payload, critical, marker, lambda: os.kill(parent, signal.SIGTERM))
+        childutils.listener.ok(stdout)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m appliance.supervise.fatal MARKER_FILE PROGRAM[,PROGRAM...]", file=sys.stderr)
+        return 2
+    marker, names = Path(argv[0]), {n.strip() for n in argv[1].split(",") if n.strip()}
+    try:
+        listen(names, marker)
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

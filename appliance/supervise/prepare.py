@@ -1,0 +1,122 @@
+"""Everything ``appliance run`` does before supervisord starts: directories, log files, the embedded
+PostgreSQL cluster, and the database migrations.
+
+Migrations run here, before any program starts, so the worker never runs a job against an old schema.
+They hold PostgreSQL's advisory lock (``appliance.db.migrate``), so replicas starting together apply each
+migration once. With the embedded PostgreSQL, the server is started just long enough to create the
+database and migrate, then stopped again (fast shutdown) and handed to Supervisor's ``postgres`` program.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+from appliance import embedded
+from appliance.clients import connect_db, wait_for
+from appliance.config import Config
+from appliance.errors import ApplianceError
+from appliance.logs import fields
+from appliance.supervise.plan import LOG_FILES, POSTGRES_DIR, REDIS_DIR, Plan, qdrant_dirs
+
+log = logging.getLogger("appliance.run")
+
+#: Name of the file the FATAL listener writes under the run directory (see ``appliance.supervise.fatal``).
+FATAL_MARKER = "fatal.json"
+#: How long the temporary PostgreSQL gets to start or stop around the migrations.
+PG_START_TIMEOUT = 30.0
+PG_STOP_TIMEOUT = 15.0
+
+
+class StartupError(ApplianceError):
+    """A step before supervisord failed; the message says which and why (no secrets)."""
+
+
+def make_dirs(config: Config, plan: Plan) -> None:
+    """Data, run, log and metrics directories, and every program's log file (so the ``logs`` program
+    follows them all from the first line). Removes a FATAL marker left by the previous run."""
+    core = config.core
+    for path in (core.home, core.run_dir, core.log_dir, core.metrics_dir, core.home / REDIS_DIR):
+        path.mkdir(parents=True, exist_ok=True)
+    if plan.qdrant == "server":
+        for path in qdrant_dirs(core.home):
+            path.mkdir(parents=True, exist_ok=True)
+    for name in LOG_FILES:
+        (core.log_dir / name).touch()
+    (core.run_dir / FATAL_MARKER).unlink(missing_ok=True)
+
+
+def migrate_database(config: Config, plan: Plan) -> list[str]:
+    """Apply pending migrations; returns their names. Starts and stops the embedded server when needed."""
+    if not plan.postgres_embedded:
+        return _migrate(config)
+    core = config.core
+    user = embedded.run_as_user()
+    data = core.home / POSTGRES_DIR
+    try:
+        if embedded.init_postgres(data, core.run_dir, user):
+            log.info("created the embedded PostgreSQL cluster", extra=fields(path=str(data)))
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        raise StartupError(f"could not create the embedded PostgreSQL cluster in {data}: {_reason(exc)}") from None
+    server = subprocess.Popen(embedded.postgres_argv(data, core.run_dir, user),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_database(config, lambda: embedded.ensure_database(core.run_dir), server)
+        return _migrate(config)
+    finally:
+        _stop_postgres(server)
+
+
+def _migrate(config: Config) -> list[str]:
+    from appliance.db.migrate import migrate
+
+    _wait_for_database(config, lambda: connect_db(config).close())
+    try:
+        with connect_db(config) as conn:
+            applied = migrate(conn)
+    except (psycopg.Error, ApplianceError) as exc:
+        raise StartupError(f"database migration failed: {type(exc).__name__}: {exc}") from None
+    return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+def _wait_for_database(config: Config, probe, server: subprocess.Popen | None = None) -> None:
+    """Wait for ``probe`` to succeed; with ``server`` (the temporary embedded PostgreSQL), stop waiting at
+    once when it exits, and report its last words."""
+    def check() -> None:
+        if server is None or server.poll() is None:
+            probe()
+
+    timeout = PG_START_TIMEOUT if server is not None else config.core.startup_wait
+    up = wait_for("PostgreSQL", check, timeout, log, interval=0.2)
+    if server is not None and server.poll() is not None:
+        said = server.stderr.read().decode(errors="replace")[-500:] if server.stderr else ""
+        raise StartupError(f"the embedded PostgreSQL exited at start: {said.strip()}")
+    if not up:
+        raise StartupError(f"PostgreSQL was not reachable within {timeout:.0f}s")
+
+
+def _stop_postgres(server: subprocess.Popen) -> None:
+    """SIGINT is PostgreSQL's fast shutdown: it ends sessions and checkpoints, so the next start is clean."""
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(PG_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    if server.stderr is not None:
+        server.stderr.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, subprocess.CalledProcessError) and exc.stderr:
+        return exc.stderr.decode(errors="replace").strip()[-500:]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def fatal_marker(run_dir: Path) -> Path:
+    return run_dir / FATAL_MARKER
