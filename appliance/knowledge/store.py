@@ -216,9 +216,11 @@ def open_store(config: "Config", wait: float | None = None) -> KnowledgeStore:
     """
     k = config.knowledge
     if server_mode(config):
+        # No version check: qdrant-client runs it in a background thread at construction and only warns,
+        # spuriously whenever the server is still starting (the worker waits for its /readyz instead).
         client = QdrantClient(url=config.core.qdrant_url, api_key=config.core.qdrant_api_key or None,
                               prefer_grpc=k.qdrant_prefer_grpc, grpc_port=k.qdrant_grpc_port,
-                              timeout=max(1, round(k.qdrant_timeout)))
+                              timeout=max(1, round(k.qdrant_timeout)), check_compatibility=False)
         return KnowledgeStore(client, k.collection, server=True, upsert_batch=k.upsert_batch_size)
     path = config.core.qdrant_path.resolve()
     shared = _acquire_local(path, k.storage_wait if wait is None else wait)
