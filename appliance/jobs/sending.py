@@ -53,7 +53,7 @@ def claim(conn: "psycopg.Connection", ctx: "RunContext", queue: SendQueue, limit
           scope: sql.Composable = sql.SQL("TRUE"), params: dict[str, Any] | None = None,
           returning: sql.Composable = sql.SQL("id")) -> list[tuple]:
     """Claim up to ``limit`` due pending rows matching ``scope`` (oldest first), skipping rows another
-    transaction holds; returns ``returning`` of each claimed row."""
+    transaction holds; returns ``returning`` (which starts with ``id``) of each claimed row, by id."""
     query = sql.SQL("""
         UPDATE {table} SET status = 'sending', claim_fence = %(fence)s, claimed_at = %(now)s,
                attempts = attempts + 1
@@ -63,7 +63,8 @@ def claim(conn: "psycopg.Connection", ctx: "RunContext", queue: SendQueue, limit
                      ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
         RETURNING {returning}""").format(table=sql.Identifier(queue.table), scope=scope, returning=returning)
     with fenced(conn, ctx):
-        return conn.execute(query, {**(params or {}), "fence": ctx.fence, "now": now, "limit": limit}).fetchall()
+        rows = conn.execute(query, {**(params or {}), "fence": ctx.fence, "now": now, "limit": limit}).fetchall()
+    return sorted(rows, key=lambda row: row[0])
 
 
 _SETTLE = """
@@ -71,7 +72,7 @@ WITH r AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(outcomes)s::text[], %(providers)s::text[], %(errors)s::text[],
                          %(waits)s::float8[]) AS r(id, outcome, provider_id, error, wait)
 ), n AS (
-    SELECT t.id, r.*, t.attempts - (r.outcome = 'skipped')::int AS made
+    SELECT r.*, t.attempts - (r.outcome = 'skipped')::int AS made
     FROM {table} t JOIN r ON r.id = t.id
     WHERE t.status = 'sending' AND t.claim_fence = %(claimed_by)s
 )

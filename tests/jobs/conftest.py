@@ -1,0 +1,73 @@
+"""Fixtures of the job pack tests: a connection pool on the test's migrated database, run contexts the way
+the worker builds them (fences issued by PostgreSQL), a real SMTP server and a local provider server."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from appliance.context import RunContext
+from appliance.fencing import issue_fence
+from appliance.owner import utcnow
+from tests.conftest import _require
+from tests.jobs.providers import ProviderServer
+from tests.jobs.smtp import SmtpServer, make_certificate
+
+
+@pytest.fixture
+def pool(migrated_db):
+    pool = ConnectionPool(migrated_db, min_size=1, max_size=6, open=True, kwargs={"autocommit": False})
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def sql(migrated_db):
+    """Run one statement in its own connection and return its rows (or nothing)."""
+    import psycopg
+
+    def run(query: str, params=None):
+        with psycopg.connect(migrated_db, autocommit=True) as conn:
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description else None
+
+    return run
+
+
+@pytest.fixture
+def make_ctx(make_config, pool):
+    """``make_ctx(job, **env)``: a RunContext for one run of ``job`` with these environment overrides."""
+
+    def make(job: str, **env: str) -> RunContext:
+        def fence() -> int:
+            with pool.connection() as conn:
+                return issue_fence(conn, job)
+
+        return RunContext(job=job, slot=utcnow(), run_id=uuid.uuid4().hex, attempt=1, owner="test",
+                          config=make_config(**env), redis=None, db=pool,
+                          log=logging.LoggerAdapter(logging.getLogger(f"test.{job}"), {}), _fence_source=fence)
+
+    return make
+
+
+@pytest.fixture
+def provider():
+    server = ProviderServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    _require("openssl")
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def smtp_server(certificate):
+    server = SmtpServer(*certificate).start()
+    yield server
+    server.stop()
