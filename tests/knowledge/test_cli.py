@@ -93,3 +93,19 @@ def test_reindex_one_tenant_with_plain_progress(cli, indexed, kconfig, sql, tena
     assert "reindex:" not in everything.stderr
     with open_store(kconfig()) as store:
         assert store.count(tenants[0]) == 2 and store.count(tenants[1]) == 1
+
+
+def test_status_says_which_embedder_and_qdrant_and_counts_documents(cli, indexed, sql):
+    sql("INSERT INTO knowledge_documents (tenant_id, title, body) SELECT tenant_id, 'New', 'pending' "
+        "FROM knowledge_documents LIMIT 1")
+    result = cli("status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert (status["embedder"], status["model"], status["offline"], status["qdrant"]) == \
+        ("local", "local-hash-v1", True, "embedded")
+    assert "no OPENAI_API_KEY" in status["note"]
+    assert status["documents"] == {"total": 4, "indexed": 3, "failed": 0, "pending": 1, "deletions_pending": 0}
+    remote = json.loads(cli("status", "--json", OPENAI_API_KEY="sk-x", QDRANT_URL="http://127.0.0.1:1").stdout)
+    assert (remote["embedder"], remote["model"], remote["offline"], remote["qdrant"]) == \
+        ("openai", "text-embedding-3-small", False, "server")
+    assert "note" not in remote and "sk-x" not in json.dumps(remote)
