@@ -8,14 +8,12 @@ containing ``REFUSE`` is answered 400, as the real API answers an input it rejec
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from appliance.knowledge.embedder import LocalEmbedder
+from tests.knowledge.local_http import JsonHandler, LocalServer
 
 REFUSE = "REFUSE"
 
@@ -36,22 +34,18 @@ class Seen:
     authorization: str
 
 
-class EmbeddingsServer:
+class EmbeddingsServer(LocalServer):
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
         self.requests: list[Seen] = []
         self.failing: Reply | None = None  # served for every request while set
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", 0))
-                request = json.loads(self.rfile.read(length))
+                request = self.read_json()
                 if self.path != "/v1/embeddings":
-                    self._send(404, {}, {"error": {"message": "not found"}})
+                    self.send_json(404, {"error": {"message": "not found"}})
                     return
                 inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
                 server.requests.append(Seen(time.monotonic(), inputs, request["model"], request.get("dimensions"),
@@ -60,40 +54,19 @@ class EmbeddingsServer:
                 if reply is None and any(REFUSE in text for text in inputs):
                     reply = Reply(400, body={"error": {"message": "input refused by policy", "type": "invalid_request_error"}})
                 if reply is not None:
-                    self._send(reply.status, reply.headers, reply.body)
+                    self.send_json(reply.status, reply.body, reply.headers)
                     return
                 size = request.get("dimensions") or 1536
                 vectors = LocalEmbedder(size).embed(inputs)
                 tokens = sum(len(text.split()) for text in inputs)
-                self._send(200, {}, {
+                self.send_json(200, {
                     "object": "list", "model": request["model"],
                     "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
                 })
 
-            def _send(self, status: int, headers: dict[str, str], body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="openai-server", daemon=True)
+        super().__init__(Handler, "openai-server")
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def start(self) -> "EmbeddingsServer":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+        return f"{self.origin}/v1"

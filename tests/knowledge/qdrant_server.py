@@ -5,34 +5,28 @@ live in memory; each new one is a second newer than the previous, so "newest" is
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.knowledge.local_http import JsonHandler, LocalServer
 
 _SNAPSHOTS = re.compile(r"^/collections/([^/]+)/snapshots(?:/([^/]+))?$")
 _EXISTS = re.compile(r"^/collections/([^/]+)/exists$")
 
 
-class QdrantSnapshotServer:
+class QdrantSnapshotServer(LocalServer):
     def __init__(self, collections: set[str]) -> None:
         self.collections = collections
         self.snapshots: dict[str, list[dict]] = {name: [] for name in collections}
         self._clock = datetime(2026, 1, 1, tzinfo=timezone.utc)
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 self._answer(server.get(self.path.split("?")[0]))
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.read_json()
                 self._answer(server.create(self.path.split("?")[0]))
 
             def do_DELETE(self) -> None:
@@ -40,23 +34,16 @@ class QdrantSnapshotServer:
 
             def _answer(self, reply: tuple[int, object]) -> None:
                 status, result = reply
-                body = {"result": result, "status": "ok", "time": 0.0}
-                if status != 200:
-                    body = {"status": {"error": str(result)}, "time": 0.0}
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                if status == 200:
+                    self.send_json(status, {"result": result, "status": "ok", "time": 0.0})
+                else:
+                    self.send_json(status, {"status": {"error": str(result)}, "time": 0.0})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="qdrant-server", daemon=True)
+        super().__init__(Handler, "qdrant-server")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self.origin
 
     def get(self, path: str) -> tuple[int, object]:
         if match := _EXISTS.match(path):
@@ -85,12 +72,3 @@ class QdrantSnapshotServer:
             return 404, f"snapshot {match[2]} not found"
         self.snapshots[match[1]] = kept
         return 200, True
-
-    def start(self) -> "QdrantSnapshotServer":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)

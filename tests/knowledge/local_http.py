@@ -1,0 +1,52 @@
+"""What the local HTTP servers of these tests share: a threaded loopback server and JSON answers."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive (as the clients use it), silent, answering JSON."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def read_json(self) -> object:
+        length = int(self.headers.get("content-length", 0))
+        return json.loads(self.rfile.read(length)) if length else None
+
+    def send_json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class LocalServer:
+    """``handler`` served on a free loopback port from a daemon thread, between ``start()`` and ``stop()``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name=name, daemon=True)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
