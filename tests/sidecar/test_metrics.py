@@ -4,6 +4,7 @@ metrics of real worker processes aggregated from the multiprocess directory."""
 from __future__ import annotations
 
 import shutil
+import time
 import subprocess
 
 import pytest
@@ -120,3 +121,18 @@ def test_metrics_of_two_worker_processes_are_aggregated(tmp_path, app_env, sidec
     assert body["backlog"] == {"queued_calls": sidecar_jobs.QUEUED_CALLS}
     assert body["jobsProcessed"]["alpha"] == 2 * sidecar_jobs.PROCESSED
     assert body["runs"]["beta"]["success"] == 1
+
+
+def test_json_answers_in_time_with_a_503_while_redis_hangs(make_client, cluster, redis_server):
+    """A SIGSTOPped redis-server accepts connections and never replies."""
+    cluster.publish("tick")
+    client = make_client(HEALTH_CHECK_TIMEOUT="0.5")
+    redis_server.pause()
+    try:
+        t0 = time.monotonic()
+        response = client.get("/metrics")
+        elapsed = time.monotonic() - t0
+    finally:
+        redis_server.resume()
+    assert response.status_code == 503 and response.get_json()["error"] == "service_unavailable"
+    assert elapsed < 1.0, elapsed
