@@ -109,3 +109,12 @@ def test_status_says_which_embedder_and_qdrant_and_counts_documents(cli, indexed
     assert (remote["embedder"], remote["model"], remote["offline"], remote["qdrant"]) == \
         ("openai", "text-embedding-3-small", False, "server")
     assert "note" not in remote and "sk-x" not in json.dumps(remote)
+
+
+def test_reindex_while_the_worker_holds_the_lock_marks_and_exits_3(cli, indexed, redis_server, sql):
+    redis_server.client().set("lock:knowledge-indexer", "worker-1 pid=1 started=x run=y", px=60_000)
+    result = cli("reindex", "--tenant", "acme")
+    assert result.returncode == 3 and result.stdout == ""
+    assert "lock:knowledge-indexer is held" in result.stderr and "2 documents are marked" in result.stderr
+    pending = sql("SELECT count(*) FROM knowledge_documents WHERE indexed_version IS NULL")[0][0]
+    assert pending == 2  # marked, left for the lock holder's run
