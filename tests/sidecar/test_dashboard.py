@@ -9,7 +9,6 @@ import shutil
 import pytest
 
 from tests.conftest import _require
-from tests.services import wait_until
 from tests.sidecar.cluster import ADMIN_TOKEN
 from tests.sidecar.processes import SidecarProcess, process_env
 from tests.worker.harness import REPO, WorkerProcess, write_jobs_file
@@ -106,18 +105,24 @@ def test_dashboard_signs_in_once_triggers_pauses_and_refreshes(appliance, browse
     assert errors == []
 
 
-def test_dashboard_audit_names_the_actions_taken_from_the_page(appliance, browser, cluster):
+def test_dashboard_retries_a_dead_letter_and_the_worker_runs_it(appliance, browser, cluster):
     from playwright.sync_api import expect
 
+    dead_id = cluster.state.add_dead_letter({"job": "tick", "slot": "2026-01-01T00:00:00Z", "attempts": 3,
+                                            "error": "RuntimeError: <b>gave up</b>"})
     context = browser.new_context()
     page = context.new_page()
     page.goto(appliance.url + "/admin")
     page.fill("#token", ADMIN_TOKEN)
     page.click("#login button[type=submit]")
-    row = page.locator('#jobs tbody tr[data-job="tick"]')
-    row.get_by_role("button", name="Trigger").click()
-    expect(_history_rows(page, "manual")).to_have_count(1, timeout=10_000)
+    row = page.locator(f'#dead-letters tbody tr[data-dead-id="{dead_id}"]')
+    # The error is shown as text, never as markup.
+    expect(row.locator("td.error")).to_have_text("RuntimeError: <b>gave up</b>")
+    row.get_by_role("button", name="Retry").click()
+    expect(row).to_have_count(0)
+    expect(_history_rows(page, f"dead-letter retry {dead_id}").filter(has_text="success")).to_have_count(
+        1, timeout=10_000)
     context.close()
-    wait_until(lambda: cluster.state.audit_log(), 5, "an audit entry")
+    assert cluster.state.dead_letters() == []
     (entry,) = cluster.state.audit_log()
-    assert (entry["who"], entry["action"], entry["target"]) == ("admin-token", "job.trigger", "tick")
+    assert (entry["who"], entry["action"], entry["target"]) == ("admin-token", "dlq.retry", dead_id)
