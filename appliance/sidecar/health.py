@@ -28,6 +28,7 @@ from appliance import __version__
 from appliance.clients import make_redis
 from appliance.config import Config
 from appliance.errors import ScheduleError
+from appliance.knowledge.status import knowledge_status
 from appliance.owner import iso, utcnow
 from appliance.schedules import Schedule, parse_schedule
 from appliance.sidecar.checks import (CachedProbe, Component, Status, check_database, check_qdrant, check_redis,
@@ -55,6 +56,8 @@ class Monitor:
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
         self.redis = make_redis(core.redis_url, timeout=side.check_timeout)
         self.qdrant_embedded = not (core.qdrant_url_set or core.qdrant_bin)
+        # Which embedder and Qdrant the indexer uses depends only on the configuration: computed once.
+        self.knowledge = knowledge_status(config)
         headers = {"api-key": core.qdrant_api_key} if core.qdrant_api_key else {}
         self.http = httpx.Client(timeout=side.check_timeout, headers=headers)
         checks = {
@@ -108,6 +111,7 @@ class Monitor:
             "jobs": running,
             "components": {name: c.public() for name, c in components.items()},
             "freshness": fresh,
+            "knowledge": self.knowledge,
         }, snapshot
 
     def worker_component(self, redis_result: Component, workers: list[dict[str, Any]]) -> Component:

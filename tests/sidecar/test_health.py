@@ -240,3 +240,11 @@ def test_ready_is_200_when_ok(client, cluster):
     body = response.get_json()
     assert body["ready"] is True and body["components"]["redis"] == "up"
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_health_tells_which_embedder_the_indexer_uses(make_client, cluster):
+    healthy_cluster(cluster)
+    body = make_client().get("/health").get_json()
+    assert body["knowledge"]["embedder"] == "local" and body["knowledge"]["offline"] is True
+    body = make_client(OPENAI_API_KEY="sk-test-key-123456").get("/health").get_json()
+    assert body["knowledge"]["embedder"] == "openai" and "sk-test" not in str(body)

@@ -1,0 +1,46 @@
+"""The sidecar's settings (``appliance/config/sidecar.py``): defaults, limits, and every problem at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.config import ConfigError, load_config
+
+BASE = {"APPLIANCE_HOME": "/tmp/appliance-sidecar-config"}
+
+
+def load(**env: str):
+    return load_config({**BASE, **env}, env_file=None, with_jobs=False).sidecar
+
+
+def test_defaults():
+    side = load()
+    assert (side.stale_factor, side.check_timeout, side.cache_ttl) == (3.0, 0.8, 1.0)
+    assert (side.workers, side.threads, side.history_default, side.dashboard_refresh) == (2, 4, 50, 5.0)
+    assert not side.admin_enabled
+
+
+@pytest.mark.parametrize(("env", "enabled"), [
+    ({"ADMIN_TOKEN": "t0ken-abc"}, True),
+    ({"JWT_SECRET": "x" * 32}, True),
+    ({"ADMIN_TOKEN": ""}, False),
+])
+def test_admin_surface_exists_only_with_a_credential(env, enabled):
+    assert load(**env).admin_enabled is enabled
+
+
+def test_units_are_accepted():
+    side = load(HEALTH_CHECK_TIMEOUT="500ms", HEALTH_CACHE_TTL="2s", DASHBOARD_REFRESH="10")
+    assert (side.check_timeout, side.cache_ttl, side.dashboard_refresh) == (0.5, 2.0, 10.0)
+
+
+def test_every_bad_setting_is_reported_together_without_the_secret():
+    with pytest.raises(ConfigError) as err:
+        load(HEALTH_CHECK_TIMEOUT="2", HEALTH_STALE_FACTOR="0.5", JWT_SECRET="short-secret-value",
+             SIDECAR_WORKERS="0", SIDECAR_THREADS="many", DASHBOARD_REFRESH="0.1", HEALTH_CACHE_TTL="-1")
+    text = "\n".join(err.value.problems)
+    for name in ("HEALTH_CHECK_TIMEOUT", "HEALTH_STALE_FACTOR", "JWT_SECRET", "SIDECAR_WORKERS", "SIDECAR_THREADS",
+                 "DASHBOARD_REFRESH", "HEALTH_CACHE_TTL"):
+        assert name in text, (name, text)
+    assert "at most 1s" in text
+    assert "short-secret-value" not in text
