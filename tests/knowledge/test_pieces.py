@@ -83,3 +83,18 @@ def test_knowledge_settings_are_validated_together():
                          with_jobs=False).knowledge
     assert (config.chunk_size, config.chunk_overlap, config.local_embedder) == (300, 50, True)
     assert config.collection == "bharat_crm_knowledge" and config.embedding_dimensions == 1536
+
+
+def test_without_an_api_key_the_local_embedder_is_used_and_says_so(caplog):
+    from appliance.knowledge.embedder import OpenAIEmbedder, make_breaker, make_embedder
+
+    local = load_config({}, env_file=None, with_jobs=False).knowledge
+    with caplog.at_level("WARNING", logger="appliance.knowledge.embedder"):
+        embedder = make_embedder(local, make_breaker(local))
+    assert isinstance(embedder, LocalEmbedder) and embedder.identity.dimensions == 1536
+    assert any("no OPENAI_API_KEY" in r.getMessage() and "local-hash-v1" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    remote = load_config({"OPENAI_API_KEY": "sk-x"}, env_file=None, with_jobs=False).knowledge
+    openai_embedder = make_embedder(remote, make_breaker(remote))
+    assert isinstance(openai_embedder, OpenAIEmbedder) and not caplog.records
+    openai_embedder.client.close()
