@@ -56,7 +56,8 @@ def create_app(config: Config, clock: Callable[[], float] = time.time, hostname:
     from appliance.sidecar import admin, dashboard, health, metrics
 
     config.core.metrics_dir.mkdir(parents=True, exist_ok=True)
-    app = Flask(__name__)
+    # No app-wide static route: the dashboard blueprint serves its own files under its security headers.
+    app = Flask(__name__, static_folder=None)
     app.json.sort_keys = False
     app.extensions["appliance"] = Sidecar(
         config=config,
