@@ -7,6 +7,8 @@ Qdrant hang as a local TCP listener that accepts and never answers (no Qdrant bi
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,7 +20,7 @@ from appliance.sidecar.server import options
 from tests.sidecar.load import run_load
 from tests.services import wait_until
 from tests.sidecar.processes import SidecarProcess, SilentListener, process_env
-from tests.worker.harness import WorkerProcess, write_jobs_file
+from tests.worker.harness import REPO, WorkerProcess, write_jobs_file
 
 pytestmark = pytest.mark.process
 
@@ -176,3 +178,11 @@ def _status(http: httpx.Client, wanted: str) -> dict | None:
     body = response.json()
     assert response.status_code == (503 if body["status"] == "unhealthy" else 200)
     return body if body["status"] == wanted else None
+
+
+def test_bad_configuration_exits_2_listing_every_problem(sidecar_env):
+    env = process_env({**sidecar_env, "HEALTH_CHECK_TIMEOUT": "5", "SIDECAR_WORKERS": "none"})
+    result = subprocess.run([sys.executable, "-m", "appliance", "sidecar"], env=env, cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "HEALTH_CHECK_TIMEOUT" in result.stderr and "SIDECAR_WORKERS" in result.stderr
