@@ -30,9 +30,12 @@ _SETTLE = """
 WITH r AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(outcomes)s::text[], %(providers)s::text[], %(errors)s::text[],
                          %(waits)s::float8[], %(recorded)s::bool[]) AS r(id, outcome, provider_id, error, wait, recorded)
+), c AS MATERIALIZED (
+    -- fetched by primary key first, so the planner cannot pick the partial index of dialling calls per id
+    SELECT id, tenant_id, dialed_at, attempts, status, claim_fence FROM calls WHERE id = ANY(%(ids)s::bigint[])
 ), m AS (
     SELECT r.*, c.tenant_id, c.dialed_at, c.attempts - (r.outcome = 'skipped')::int AS made
-    FROM calls c JOIN r ON r.id = c.id WHERE c.status = 'dialing' AND c.claim_fence = %(claimed_by)s
+    FROM c JOIN r ON r.id = c.id WHERE c.status = 'dialing' AND c.claim_fence = %(claimed_by)s
 ), n AS (
     SELECT m.*, CASE WHEN m.outcome = 'sent' THEN CASE WHEN m.recorded THEN 'completed' ELSE 'dialing' END
                      WHEN m.outcome IN ('failed', 'unknown') OR m.made >= %(max)s THEN 'failed'

@@ -4,19 +4,47 @@ of the batch goes on."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+from email_validator.syntax import validate_email_local_part
+
+#: Longest address email-validator accepts (RFC 3696 errata, as the library applies it).
+MAX_ADDRESS_LENGTH = 254
 
 
 def check_email(address: str) -> tuple[str, str | None]:
     """(normalised address, None) when ``address`` is a valid email address, else (address, reason).
 
-    Syntax only: no DNS look-up, so a run never waits on a resolver for each recipient.
+    Syntax only: no DNS look-up, so a run never waits on a resolver for each recipient. Campaigns send to
+    many addresses on few domains, and checking a domain costs the library a hundred times more than
+    checking a local part, so each domain's verdict is cached and plain ASCII addresses are checked as two
+    parts; anything else goes through the library's whole check.
     """
+    local, at, domain = address.rpartition("@")
+    if at and address.isascii() and len(address) <= MAX_ADDRESS_LENGTH and '"' not in local:
+        normalized_domain = _domain(domain)
+        if normalized_domain is not None:
+            try:
+                validate_email_local_part(local)
+            except EmailNotValidError:
+                pass
+            else:
+                return f"{local}@{normalized_domain}", None
     try:
         return validate_email(address, check_deliverability=False).normalized, None
     except EmailNotValidError as exc:
         return address, f"invalid email address: {exc}"
+
+
+@lru_cache(maxsize=4096)
+def _domain(domain: str) -> str | None:
+    """The library's normalised form of ``domain``, or None when it rejects it."""
+    try:
+        return validate_email(f"postmaster@{domain}", check_deliverability=False).ascii_domain
+    except EmailNotValidError:
+        return None
 
 
 def check_phone(number: str) -> tuple[str, str | None]:

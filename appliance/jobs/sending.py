@@ -71,10 +71,14 @@ _SETTLE = """
 WITH r AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(outcomes)s::text[], %(providers)s::text[], %(errors)s::text[],
                          %(waits)s::float8[]) AS r(id, outcome, provider_id, error, wait)
+), c AS MATERIALIZED (
+    -- rows fetched by primary key first: joined on status and fence instead, the planner may walk the
+    -- partial index of 'sending' rows once per id
+    SELECT id, attempts, status, claim_fence FROM {table} WHERE id = ANY(%(ids)s::bigint[])
 ), n AS (
-    SELECT r.*, t.attempts - (r.outcome = 'skipped')::int AS made
-    FROM {table} t JOIN r ON r.id = t.id
-    WHERE t.status = 'sending' AND t.claim_fence = %(claimed_by)s
+    SELECT r.*, c.attempts - (r.outcome = 'skipped')::int AS made
+    FROM c JOIN r ON r.id = c.id
+    WHERE c.status = 'sending' AND c.claim_fence = %(claimed_by)s
 )
 UPDATE {table} t SET
     attempts = n.made,
