@@ -245,3 +245,16 @@ def test_no_store_on_admin_responses(client, cluster, auth):
     cluster.publish("tick")
     assert client.get("/api/jobs", headers=auth).headers["Cache-Control"] == "no-store"
     assert json.loads(client.get("/api/locks", headers=auth).get_data()) == {"locks": []}
+
+
+def test_dashboard_page_is_served_with_a_strict_content_security_policy(client):
+    response = client.get("/admin")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    page = response.get_data(as_text=True)
+    assert ADMIN_TOKEN not in page and "<script>" not in page
+    script = client.get("/admin/static/dashboard.js")
+    script.close()
+    assert script.status_code == 200 and script.mimetype == "text/javascript"

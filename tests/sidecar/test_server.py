@@ -18,7 +18,7 @@ import pytest
 from appliance.config import load_config
 from appliance.sidecar.server import options
 from tests.sidecar.load import run_load
-from tests.services import wait_until
+from tests.services import free_port, wait_until
 from tests.sidecar.processes import SidecarProcess, SilentListener, process_env
 from tests.worker.harness import REPO, WorkerProcess, write_jobs_file
 
@@ -186,3 +186,18 @@ def test_bad_configuration_exits_2_listing_every_problem(sidecar_env):
                             text=True, timeout=60)
     assert result.returncode == 2
     assert "HEALTH_CHECK_TIMEOUT" in result.stderr and "SIDECAR_WORKERS" in result.stderr
+
+
+def test_the_wsgi_module_serves_under_a_plain_gunicorn_command_line(tmp_path, sidecar_env, cluster):
+    _healthy(cluster)
+    port = free_port()
+    log = open(tmp_path / "gunicorn.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "appliance.sidecar.wsgi:app"],
+                            env=process_env(sidecar_env), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        response = wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=2), 20, "gunicorn")
+        assert response.status_code == 200 and response.json()["status"] == "ok", response.text
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        log.close()
