@@ -8,7 +8,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -17,9 +16,9 @@ from werkzeug.exceptions import HTTPException
 
 from appliance.clients import make_redis
 from appliance.commands.common import secret_values
-from appliance.logs import Redactor
 from appliance.config import Config
 from appliance.errors import Conflict, NotFound
+from appliance.logs import Redactor
 from appliance.sidecar.checks import failure
 from appliance.sidecar.health import Monitor
 from appliance.state import ClusterState

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import socket
 import time
-from functools import lru_cache
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Callable
 
 import httpx
