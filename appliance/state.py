@@ -2,7 +2,8 @@
 
 Nothing here imports the worker's runtime, so the sidecar uses this module directly. Every value is JSON.
 Run records (``history``, ``last_run``) have the keys ``run_id, job, slot, trigger, attempt, worker, started,
-finished, duration_ms, outcome, processed, error, fence``; times are ISO 8601 UTC strings.
+finished, duration_ms, outcome, processed, error, fence, summary`` (``summary``: the JSON object the job
+returned, or null); times are ISO 8601 UTC strings.
 """
 
 from __future__ import annotations

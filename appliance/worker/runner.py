@@ -32,8 +32,11 @@ log = logging.getLogger("appliance.worker.run")
 
 _INSERT_RUN = (
     "INSERT INTO job_runs (run_id, job, slot, trigger, attempt, fence, worker, started_at, finished_at,"
-    " duration_ms, outcome, processed, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " duration_ms, outcome, processed, error, summary)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+#: A returned summary larger than this (as JSON) is not stored; the run record says so instead.
+SUMMARY_LIMIT = 4096
 
 
 def epoch_ms(dt: datetime) -> int:
@@ -143,9 +146,9 @@ class Runner:
             base["by"] = trigger["by"]
         log.info("run started", extra=fields(**base))
         t0 = time.perf_counter()
-        outcome, error, trace = "success", "", ""
+        outcome, error, trace, summary = "success", "", "", None
         try:
-            job.func(ctx)
+            summary = _summary(job.func(ctx))
         except Cancelled as exc:
             outcome, error = "cancelled", str(exc) or cancel.reason
         except LockLost as exc:
@@ -160,7 +163,7 @@ class Runner:
         final = outcome == "success" or (outcome == "failure" and not retry)
         record = {**base, "worker": self.worker_id, "started": iso(started), "finished": iso(utcnow()),
                   "duration_ms": round(duration * 1000, 3), "outcome": outcome, "processed": ctx.processed_count,
-                  "error": error or None, "fence": ctx._fence}
+                  "error": error or None, "fence": ctx._fence, "summary": summary}
         streak = self._finish(job, token, record, slot_ms if final else None, ctx, lease)
         log.log(logging.INFO if outcome == "success" else logging.WARNING, "run ended",
                 extra=fields(**base, duration_ms=record["duration_ms"], outcome=outcome, error=error or None,
@@ -238,12 +241,24 @@ class Runner:
         """Durable history in PostgreSQL; best effort, since the Redis history already holds the run."""
         if self.db is None:
             return
+        summary = record["summary"]
         try:
             with self.db.connection(timeout=2) as conn:
                 conn.execute(_INSERT_RUN, (
                     record["run_id"], record["job"], slot, record["trigger"], record["attempt"], record["fence"],
                     record["worker"], record["started"], record["finished"], record["duration_ms"],
                     record["outcome"], record["processed"], record["error"],
+                    None if summary is None else json.dumps(summary),
                 ))
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down must not fail the run's bookkeeping
             log.debug("run history not stored in PostgreSQL: %s", type(exc).__name__)
+
+
+def _summary(returned: Any) -> dict[str, Any] | None:
+    """What a job returned, when it is a small JSON object; stored with its run record."""
+    if not isinstance(returned, dict):
+        return None
+    text = json.dumps(returned, default=str)
+    if len(text) > SUMMARY_LIMIT:
+        return {"truncated": f"the summary was {len(text)} bytes of JSON; at most {SUMMARY_LIMIT} are kept"}
+    return json.loads(text)

@@ -25,11 +25,14 @@ def _record(ctx, event: str, **extra) -> None:
 
 
 def tick(ctx) -> None:
-    """Sleeps ``duration`` seconds (default 0.2) between a start and an end record; no checkpoints."""
+    """Sleeps ``duration`` seconds (default 0.2) between a start and an end record; no checkpoints. Returns a
+    summary ``{"slept": duration}``."""
     _record(ctx, "start")
-    time.sleep(_param(ctx, "duration", 0.2))
+    duration = _param(ctx, "duration", 0.2)
+    time.sleep(duration)
     _record(ctx, "end")
     ctx.processed(1)
+    return {"slept": duration}
 
 
 def steps(ctx) -> None:

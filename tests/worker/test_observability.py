@@ -74,13 +74,16 @@ def test_job_table_history_and_heartbeats_are_readable_by_the_cli(running, migra
     newest = history[0]
     assert {"started", "finished", "outcome", "duration_ms", "worker", "error", "slot"} <= set(newest)
     assert newest["worker"] == tick["last_run"]["worker"]
+    assert newest["summary"] == {"slept": 0.2}, "what the job returned is stored with its run"
     failed = json.loads(_cli(env, "jobs", "history", "flaky", "--json"))[0]
     assert failed["outcome"] == "failure" and "flaky job failed on purpose" in failed["error"]
     with psycopg.connect(migrated_db) as conn:
         rows = dict(conn.execute("SELECT job, count(*) FROM job_runs GROUP BY job").fetchall())
         outcome = conn.execute("SELECT outcome, error FROM job_runs WHERE job = 'flaky' LIMIT 1").fetchone()
+        summary = conn.execute("SELECT summary FROM job_runs WHERE job = 'tick' LIMIT 1").fetchone()[0]
     assert rows.get("tick", 0) >= 2 and rows.get("flaky", 0) >= 1
     assert outcome[0] == "failure" and "failed on purpose" in outcome[1]
+    assert summary == {"slept": 0.2}
 
 
 def test_no_secret_reaches_logs_or_cli_output(running):
