@@ -47,9 +47,14 @@ def available() -> list[Migration]:
     return found
 
 
-def migrate(conn: psycopg.Connection) -> list[Migration]:
-    """Apply every pending migration; return those applied. ``conn`` must be in autocommit mode."""
-    migrations = available()
+def migrate(conn: psycopg.Connection, migrations: list[Migration] | None = None) -> list[Migration]:
+    """Apply every pending migration (default: the package's); return those applied.
+
+    ``conn`` must be in autocommit mode. Each migration runs in its own transaction, so a failing one leaves
+    the database at the version before it; callers running at the same time wait on an advisory lock and
+    then find nothing left to do. Raises ``SchemaTooNew`` when the database knows a newer version.
+    """
+    migrations = available() if migrations is None else sorted(migrations, key=lambda m: m.version)
     conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
     try:
         conn.execute(
