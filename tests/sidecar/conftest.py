@@ -68,8 +68,10 @@ def client(make_client):
 
 
 @pytest.fixture
-def cluster(redis_server) -> Cluster:
-    return Cluster(redis_server.client())
+def cluster(redis_server):
+    client = redis_server.client()
+    yield Cluster(client)
+    client.close()
 
 
 @pytest.fixture

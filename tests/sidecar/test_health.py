@@ -229,7 +229,8 @@ def test_checks_are_cached_so_probe_floods_cost_few_checks(make_client, cluster,
 
 def _checks(redis_server) -> int:
     """Redis health checks so far: each reads the dead-letter count once (ZCARD), nothing else does."""
-    stats = redis_server.client().info("commandstats")
+    with redis_server.client() as client:
+        stats = client.info("commandstats")
     return int(stats.get("cmdstat_zcard", {}).get("calls", 0))
 
 
