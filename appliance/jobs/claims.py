@@ -38,10 +38,15 @@ def run_session(ctx: "RunContext") -> Iterator[psycopg.Connection]:
     fence = ctx.fence  # issued first: issuing takes a pooled connection of its own
     with ctx.db.connection() as conn:
         conn.autocommit = True
+        # no server-side prepared statements: after five runs of a prepared statement PostgreSQL may switch
+        # to a generic plan, and for the batch statements (arrays of a thousand ids) that plan is 15 times
+        # slower than the one made for the actual values
+        threshold, conn.prepare_threshold = conn.prepare_threshold, None
         conn.execute("SELECT pg_advisory_lock(%s, %s)", lock_key(ctx.job, fence))
         try:
             yield conn
         finally:
+            conn.prepare_threshold = threshold
             if not conn.closed:
                 try:
                     conn.execute("SELECT pg_advisory_unlock_all()")

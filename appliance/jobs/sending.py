@@ -72,8 +72,7 @@ WITH r AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(outcomes)s::text[], %(providers)s::text[], %(errors)s::text[],
                          %(waits)s::float8[]) AS r(id, outcome, provider_id, error, wait)
 ), c AS MATERIALIZED (
-    -- rows fetched by primary key first: joined on status and fence instead, the planner may walk the
-    -- partial index of 'sending' rows once per id
+    -- rows fetched by primary key first, so no plan can walk the partial index of 'sending' rows per id
     SELECT id, attempts, status, claim_fence FROM {table} WHERE id = ANY(%(ids)s::bigint[])
 ), n AS (
     SELECT r.*, c.attempts - (r.outcome = 'skipped')::int AS made
