@@ -16,6 +16,7 @@ Templates use ``$name`` / ``${name}`` placeholders (``string.Template``), filled
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from string import Template
 from typing import TYPE_CHECKING
@@ -64,7 +65,7 @@ def process(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, n
             "ORDER BY started_at, id").fetchall():
         if time.monotonic() >= deadline:
             break
-        campaign = _Campaign(campaign_id, tenant_id, channel, subject, template)
+        campaign = _Campaign(campaign_id, tenant_id, channel, Template(subject), Template(template))
         send_campaign(conn, ctx, campaign, channels, queue, deadline, now)
     pending = conn.execute("SELECT count(*) FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id "
                            "WHERE r.status = 'pending' AND c.status IN ('scheduled', 'sending')").fetchone()[0]
@@ -86,15 +87,18 @@ def start_due(conn: "psycopg.Connection", ctx: "RunContext", now: datetime) -> l
     return [c for c, _ in started]
 
 
+@dataclass(frozen=True)
 class _Campaign:
-    def __init__(self, campaign_id: int, tenant_id: int, channel: str, subject: str, template: str):
-        self.id, self.tenant_id, self.channel, self.subject = campaign_id, tenant_id, channel, subject
-        self.template = Template(template)
+    id: int
+    tenant_id: int
+    channel: str
+    subject: Template
+    template: Template
 
     def message(self, queue: SendQueue, row_id: int, contact: str, name: str, variables: dict) -> Message:
         fields = {**(variables or {}), "name": name or (variables or {}).get("name", "")}
         return Message(queue.key(row_id), self.tenant_id, self.channel, contact,
-                       Template(self.subject).safe_substitute(fields), self.template.safe_substitute(fields),
+                       self.subject.safe_substitute(fields), self.template.safe_substitute(fields),
                        {"campaign_id": self.id})
 
 

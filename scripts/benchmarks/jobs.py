@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             times = bench_call_tick(pool, url)
             print(f"call-scheduler tick with {QUEUED_CALLS:,} queued due calls over {CALL_TENANTS} tenants "
                   f"(dials {CALL_TENANTS}x3 per tick): median {statistics.median(times):.0f} ms, "
-                  f"max {max(times):.0f} ms over {len(times)} ticks")
+                  f"max {max(times):.0f} ms over {len(times)} ticks ({', '.join(f'{t:.0f}' for t in times)} ms)")
     finally:
         postgres.cleanup()
 

@@ -1,4 +1,5 @@
-"""Contact checks: the per-domain cache in ``check_email`` gives exactly the library's verdict and form."""
+"""Contact checks (the per-domain cache in ``check_email`` gives exactly the library's verdict and form), and the
+pack's job declarations."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ def test_check_email_agrees_with_email_validator(address):
 def test_check_phone(number, expected):
     normalized, problem = check_phone(number)
     assert (normalized, problem is None) == ((expected, True) if expected else (number, False))
+
+
+def test_the_pack_declares_seed_004s_jobs_with_their_defaults(make_config):
+    config = make_config(LEAD_REMINDER_INTERVAL="15")
+    schedules = {job.name: job.schedule.text for job in config.jobs}
+    assert {name: schedules[name] for name in ("campaign-scheduler", "lead-reminder-scheduler", "call-scheduler",
+                                               "trial-expiration", "call-cleanup")} == {
+        "campaign-scheduler": "* * * * *", "lead-reminder-scheduler": "15m", "call-scheduler": "30s",
+        "trial-expiration": "0 * * * *", "call-cleanup": "02:00"}
+    from appliance.jobs import JOBS
+
+    assert all(spec.needs == ("db",) for spec in JOBS)
