@@ -58,13 +58,17 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 class SmtpServer:
-    def __init__(self, cert: Path, key: Path):
+    """``implicit``: TLS from the first byte (SMTPS, as port 465); otherwise plain with STARTTLS required."""
+
+    def __init__(self, cert: Path, key: Path, implicit: bool = False):
         self.recorder = Recorder()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
         self.port = free_port()
-        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, tls_context=context,
-                                     require_starttls=True, authenticator=_authenticate, auth_require_tls=True)
+        # aiosmtpd does not count implicit TLS as TLS for AUTH, so that server takes mail without a login
+        tls = {"ssl_context": context} if implicit else {"tls_context": context, "require_starttls": True,
+                                                          "authenticator": _authenticate, "auth_require_tls": True}
+        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, **tls)
         self.client_context = ssl.create_default_context(cafile=str(cert))
 
     def start(self) -> "SmtpServer":

@@ -11,11 +11,12 @@ from appliance.channels import Message, Outcome, build_channels, deliver
 from appliance.channels.http import ProviderClient, retry_after_seconds
 from appliance.channels.smtp import SmtpTransport
 from appliance.config.crm import ProviderConfig, SmtpConfig
-from tests.jobs.smtp import PASSWORD, USER
+from tests.jobs.smtp import PASSWORD, USER, SmtpServer
 
 
-def smtp_transport(server, user=USER, password=PASSWORD, threshold=5, timeout=5.0) -> SmtpTransport:
-    config = SmtpConfig("localhost", server.port, "starttls", user, password, "CRM <crm@example.com>", timeout)
+def smtp_transport(server, user=USER, password=PASSWORD, threshold=5, timeout=5.0,
+                   security="starttls") -> SmtpTransport:
+    config = SmtpConfig("localhost", server.port, security, user, password, "CRM <crm@example.com>", timeout)
     return SmtpTransport(config, CircuitBreaker("smtp", threshold, 60), server.client_context)
 
 
@@ -32,6 +33,15 @@ def test_smtp_sends_over_starttls_with_login_and_a_refused_recipient_fails_alone
     received = smtp_server.recorder.messages
     assert [m["To"] for m in received] == ["a@example.com", "b@example.com"]
     assert received[0]["Message-ID"] == "<k.1@example.com>" == results[0].provider_id
+
+
+def test_smtp_over_implicit_tls(certificate):
+    server = SmtpServer(*certificate, implicit=True).start()
+    try:
+        (result,) = smtp_transport(server, user="", security="tls").send([mail("k:9", "a@example.com")])
+    finally:
+        server.stop()
+    assert result.outcome is Outcome.SENT and [m["To"] for m in server.recorder.messages] == ["a@example.com"]
 
 
 def test_smtp_with_a_wrong_password_is_retried_later_and_opens_the_breaker(smtp_server):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from appliance.channels import Channels, build_channels
-from appliance.errors import Cancelled
+from appliance.errors import Cancelled, LockLost
 from appliance.jobs import campaigns
 from appliance.jobs.claims import run_session
 from appliance.jobs.sending import claim, reconcile
@@ -154,3 +155,33 @@ def test_two_workers_on_one_large_campaign_send_each_recipient_once(tmp_path, ap
     assert recipient_states(sql, c) == {"sent": 1500}
     runs = sql("SELECT count(*) FROM job_runs WHERE job = 'campaign-scheduler' AND processed > 0")
     assert runs[0][0] >= 2, "the campaign took several runs, each within its budget"
+
+
+def test_two_runs_at_once_after_a_lost_lease_never_send_a_recipient_twice(make_ctx, sql, provider):
+    """A newer run starts while the older one is still sending (its lease was lost): the older run's claims
+    are left alone while it lives, its results cannot commit, and the next run takes them from the outbox."""
+    provider.delay = 0.02
+    env = {**FAST, "CAMPAIGN_BATCH_SIZE": "10", "WHATSAPP_CHANNEL": "http", "WHATSAPP_API_URL": provider.url,
+           "WHATSAPP_API_TOKEN": "test-token"}
+    t = tenant(sql)
+    c = campaign(sql, t, phones(60), channel="whatsapp")
+    outcomes: dict[str, str] = {}
+
+    def run(name: str) -> None:
+        try:
+            campaigns.run(make_ctx("campaign-scheduler", **env))
+            outcomes[name] = "finished"
+        except LockLost:
+            outcomes[name] = "lock lost"
+
+    older = threading.Thread(target=run, args=("older",))
+    older.start()
+    wait_until(lambda: len(provider.delivered) >= 3, 10, "the older run to be sending")
+    newer = threading.Thread(target=run, args=("newer",))
+    newer.start()
+    older.join(30)
+    newer.join(30)
+    assert outcomes == {"older": "lock lost", "newer": "finished"}
+    campaigns.run(make_ctx("campaign-scheduler", **env))
+    assert recipient_states(sql, c) == {"sent": 60}
+    assert len(provider.delivered) == 60 and set(provider.delivered.values()) == {1}
