@@ -150,3 +150,28 @@ def test_whatsapp_campaign_through_the_provider_sends_each_recipient_once(make_c
     assert len(provider.delivered) == 25 and set(provider.delivered.values()) == {1}
     ids = sql("SELECT provider_message_id FROM campaign_recipients ORDER BY id")
     assert all(i.startswith("msg-") for (i,) in ids)
+
+
+def test_transient_failures_are_retried_until_max_attempts_then_fail_with_the_reason(make_ctx, sql, provider):
+    provider.plan = [(503, {})] * 6
+    t = tenant(sql)
+    c = campaign(sql, t, phones(3), channel="whatsapp")
+    campaigns.run(make_ctx("campaign-scheduler", WHATSAPP_CHANNEL="http", WHATSAPP_API_URL=provider.url,
+                           WHATSAPP_API_TOKEN="test-token", PROVIDER_MAX_RETRIES="0", CAMPAIGN_MAX_ATTEMPTS="2",
+                           CAMPAIGN_RETRY_BACKOFF="0", PROVIDER_BREAKER_THRESHOLD="100", **FAST))
+    rows = sql("SELECT status, attempts, error FROM campaign_recipients")
+    assert rows == [("failed", 2, "gave up after 2 attempts: whatsapp: HTTP 503: planned 503")] * 3
+    assert provider.delivered == {} and sql("SELECT status FROM campaigns WHERE id = %s", (c,)) == [("completed",)]
+
+
+def test_a_long_retry_after_puts_the_recipient_back_until_then(make_ctx, sql, provider):
+    provider.plan = [(429, {"Retry-After": "120"})]
+    t = tenant(sql)
+    c = campaign(sql, t, phones(1), channel="whatsapp")
+    campaigns.run(make_ctx("campaign-scheduler", WHATSAPP_CHANNEL="http", WHATSAPP_API_URL=provider.url,
+                           WHATSAPP_API_TOKEN="test-token", PROVIDER_RETRY_MAX_WAIT="1", **FAST))
+    ((status, attempts, wait),) = sql("SELECT status, attempts, extract(epoch FROM next_attempt_at - claimed_at) "
+                                      "FROM campaign_recipients")
+    assert (status, attempts) == ("pending", 1) and 119 <= float(wait) <= 121
+    assert len(provider.requests) == 1, "a wait longer than PROVIDER_RETRY_MAX_WAIT is left to a later run"
+    assert sql("SELECT status FROM campaigns WHERE id = %s", (c,)) == [("sending",)]
