@@ -55,6 +55,8 @@ def run(ctx: "RunContext") -> None:
 
 
 def process(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, now=utcnow) -> None:
+    """Reconcile, start due campaigns, send within the run budget, report the backlog. ``conn`` is the run's
+    session (``run_session``); ``now`` is the clock."""
     crm = ctx.config.crm
     queue = recipients_queue(crm)
     reconcile(conn, ctx, queue, now())

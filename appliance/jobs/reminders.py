@@ -41,6 +41,8 @@ def run(ctx: "RunContext") -> None:
 
 
 def process(conn: "psycopg.Connection", ctx: "RunContext", channels: "Channels", now=utcnow) -> None:
+    """Reconcile, create the due reminders, send them in batches, report the backlog. ``conn`` is the run's
+    session (``run_session``); ``now`` is the clock."""
     crm = ctx.config.crm
     queue = SendQueue("reminders", "reminder", crm.campaign_max_attempts, crm.campaign_retry_backoff)
     reconcile(conn, ctx, queue, now())
