@@ -61,12 +61,12 @@ RETURNING c.id, c.tenant_id, c.lead_id, c.phone, c.attempts
 """
 
 
-def run(ctx: "RunContext") -> None:
-    """The job: one tick (see the module docstring)."""
+def run(ctx: "RunContext") -> dict[str, int]:
+    """The job: one tick (see the module docstring); returns its counts."""
     channels = build_channels(ctx.config.crm, ctx.sleep)
     try:
         with run_session(ctx) as conn:
-            tick(conn, ctx, channels, utcnow())
+            return tick(conn, ctx, channels, utcnow())
     finally:
         channels.close()
 

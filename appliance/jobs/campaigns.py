@@ -16,6 +16,7 @@ Templates use ``$name`` / ``${name}`` placeholders (``string.Template``), filled
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from string import Template
@@ -44,23 +45,24 @@ def recipients_queue(crm: "CrmConfig") -> SendQueue:
     return SendQueue("campaign_recipients", KEY_PREFIX, crm.campaign_max_attempts, crm.campaign_retry_backoff)
 
 
-def run(ctx: "RunContext") -> None:
-    """The job: one pass over due and sending campaigns (see the module docstring)."""
+def run(ctx: "RunContext") -> dict[str, int]:
+    """The job: one pass over due and sending campaigns (see the module docstring); returns its summary."""
     channels = build_channels(ctx.config.crm, ctx.sleep)
     try:
         with run_session(ctx) as conn:
-            process(conn, ctx, channels)
+            return process(conn, ctx, channels)
     finally:
         channels.close()
 
 
-def process(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, now=utcnow) -> None:
+def process(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, now=utcnow) -> dict[str, int]:
     """Reconcile, start due campaigns, send within the run budget, report the backlog. ``conn`` is the run's
-    session (``run_session``); ``now`` is the clock."""
+    session (``run_session``); ``now`` is the clock. Returns counts: reconciled, started, and recipients per
+    outcome."""
     crm = ctx.config.crm
     queue = recipients_queue(crm)
-    reconcile(conn, ctx, queue, now())
-    start_due(conn, ctx, now())
+    summary: Counter[str] = Counter(reconciled=reconcile(conn, ctx, queue, now()))
+    summary["started"] = len(start_due(conn, ctx, now()))
     deadline = time.monotonic() + crm.campaign_run_budget
     for campaign_id, tenant_id, channel, subject, template in conn.execute(
             "SELECT id, tenant_id, channel, subject, template FROM campaigns WHERE status = 'sending' "
@@ -68,10 +70,11 @@ def process(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, n
         if time.monotonic() >= deadline:
             break
         campaign = _Campaign(campaign_id, tenant_id, channel, Template(subject), Template(template))
-        send_campaign(conn, ctx, campaign, channels, queue, deadline, now)
+        summary.update(send_campaign(conn, ctx, campaign, channels, queue, deadline, now))
     pending = conn.execute("SELECT count(*) FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id "
                            "WHERE r.status = 'pending' AND c.status IN ('scheduled', 'sending')").fetchone()[0]
     ctx.set_backlog("campaign_recipients_pending", pending)
+    return dict(summary)
 
 
 def start_due(conn: "psycopg.Connection", ctx: "RunContext", now: datetime) -> list[int]:
@@ -105,10 +108,12 @@ class _Campaign:
 
 
 def send_campaign(conn: "psycopg.Connection", ctx: "RunContext", campaign: _Campaign, channels: Channels,
-                  queue: SendQueue, deadline: float, now=utcnow) -> None:
-    """Batches of one campaign until it is done, paused, cancelled, rate-limited or the budget is spent."""
+                  queue: SendQueue, deadline: float, now=utcnow) -> Counter[str]:
+    """Batches of one campaign until it is done, paused, cancelled, rate-limited or the budget is spent;
+    returns how many recipients ended with each outcome."""
     crm = ctx.config.crm
     transport = channels.for_campaign(campaign.channel)
+    done: Counter[str] = Counter()
     scope = sql.SQL("campaign_id = %(campaign)s")
     returning = sql.SQL("id, contact, name, variables")
     while True:
@@ -116,16 +121,16 @@ def send_campaign(conn: "psycopg.Connection", ctx: "RunContext", campaign: _Camp
         status = conn.execute("SELECT status FROM campaigns WHERE id = %s", (campaign.id,)).fetchone()
         if not status or status[0] != "sending":
             ctx.log.info("campaign %d is %s: stopping", campaign.id, status[0] if status else "gone")
-            return
+            return done
         room = min(crm.campaign_batch_size, allowance(conn, campaign.tenant_id, crm.campaign_rate_limit))
         if room == 0:
             ctx.log.info("tenant %d reached its send rate limit: campaign %d continues later",
                          campaign.tenant_id, campaign.id)
-            return
+            return done
         rows = claim(conn, ctx, queue, room, now(), scope, {"campaign": campaign.id}, returning)
         if not rows:
             _complete_if_done(conn, ctx, campaign)
-            return
+            return done
         messages, refused = {}, {}
         for row_id, contact, name, variables in rows:
             address, problem = check_contact(campaign.channel, contact)
@@ -135,8 +140,9 @@ def send_campaign(conn: "psycopg.Connection", ctx: "RunContext", campaign: _Camp
                 messages[row_id] = campaign.message(queue, row_id, address, name, variables)
         counts = send(conn, ctx, queue, transport, messages, refused, now())
         ctx.processed(counts.get(Outcome.SENT, 0))
+        done.update({outcome.value: n for outcome, n in counts.items()})
         if counts.get(Outcome.SKIPPED) or time.monotonic() >= deadline:
-            return  # the provider's circuit is open, or the run's time is up: the next run continues
+            return done  # the provider's circuit is open, or the run's time is up: the next run continues
         ctx.sleep(crm.campaign_batch_delay)
 
 

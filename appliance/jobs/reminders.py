@@ -11,6 +11,7 @@ owner, and leads of suspended tenants, get none.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from psycopg import sql
@@ -30,23 +31,24 @@ if TYPE_CHECKING:
 BATCH = 500
 
 
-def run(ctx: "RunContext") -> None:
-    """The job: create the due reminders, then send them."""
+def run(ctx: "RunContext") -> dict[str, int]:
+    """The job: create the due reminders, then send them; returns its summary."""
     channels = build_channels(ctx.config.crm, ctx.sleep)
     try:
         with run_session(ctx) as conn:
-            process(conn, ctx, channels)
+            return process(conn, ctx, channels)
     finally:
         channels.close()
 
 
-def process(conn: "psycopg.Connection", ctx: "RunContext", channels: "Channels", now=utcnow) -> None:
+def process(conn: "psycopg.Connection", ctx: "RunContext", channels: "Channels", now=utcnow) -> dict[str, int]:
     """Reconcile, create the due reminders, send them in batches, report the backlog. ``conn`` is the run's
-    session (``run_session``); ``now`` is the clock."""
+    session (``run_session``); ``now`` is the clock. Returns counts: reconciled, created, and reminders per
+    outcome."""
     crm = ctx.config.crm
     queue = SendQueue("reminders", "reminder", crm.campaign_max_attempts, crm.campaign_retry_backoff)
-    reconcile(conn, ctx, queue, now())
-    created = create_due(conn, ctx, now())
+    summary: Counter[str] = Counter(reconciled=reconcile(conn, ctx, queue, now()))
+    created = summary["created"] = create_due(conn, ctx, now())
     if created:
         ctx.log.info("%d follow-ups came due", created)
     returning = sql.SQL("id, lead_id, agent_id, due_at")
@@ -58,10 +60,12 @@ def process(conn: "psycopg.Connection", ctx: "RunContext", channels: "Channels",
         messages, refused = _messages(conn, queue, rows)
         counts = send(conn, ctx, queue, channels.email, messages, refused, now())
         ctx.processed(counts.get(Outcome.SENT, 0))
+        summary.update({outcome.value: n for outcome, n in counts.items()})
         if counts.get(Outcome.SKIPPED):
             break
     pending = conn.execute("SELECT count(*) FROM reminders WHERE status = 'pending'").fetchone()[0]
     ctx.set_backlog("reminders_pending", pending)
+    return dict(summary)
 
 
 def create_due(conn: "psycopg.Connection", ctx: "RunContext", now) -> int:

@@ -33,7 +33,7 @@ RETURNING tenant_id
 """
 
 
-def run(ctx: "RunContext", now: "datetime | None" = None) -> int:
+def run(ctx: "RunContext", now: "datetime | None" = None) -> dict[str, int]:
     """The job; returns how many tenants were suspended."""
     at = now or utcnow()
     total = 0
@@ -48,4 +48,4 @@ def run(ctx: "RunContext", now: "datetime | None" = None) -> int:
             ctx.processed(len(expired))
             if len(expired) < BATCH:
                 break
-    return total
+    return {"suspended": total}

@@ -62,8 +62,8 @@ def test_trials_expire_once_with_one_event_row(make_ctx, sql):
     sql("UPDATE tenants SET trial_ends_at = now() + interval '1 day' WHERE id = %s", (running,))
     paying = tenant(sql, "Paying", plan="pro")
     sql("UPDATE tenants SET trial_ends_at = now() - interval '1 day' WHERE id = %s", (paying,))
-    assert trials.run(make_ctx("trial-expiration")) == 1
-    assert trials.run(make_ctx("trial-expiration")) == 0
+    assert trials.run(make_ctx("trial-expiration")) == {"suspended": 1}
+    assert trials.run(make_ctx("trial-expiration")) == {"suspended": 0}
     assert dict(sql("SELECT name, status FROM tenants")) == {"Ended": "suspended", "Running": "active",
                                                              "Paying": "active"}
     assert sql("SELECT tenant_id, kind FROM activity") == [(ended, "trial-expired")]
