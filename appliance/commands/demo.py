@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass, field
 
 from appliance.commands.common import config_or_exit, fail, print_json
 
+#: Jobs whose default schedules would keep them from the demo for up to a day; ``--trigger`` runs them now.
+TRIGGERED = ("lead-reminder-scheduler", "trial-expiration", "call-cleanup")
 #: Advisory lock key held while seeding.
 SEED_LOCK_KEY = 0x64656D6F
 ALWAYS = {day: ["00:00-24:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
@@ -52,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     seed = sub.add_parser("seed-demo", help="create demo tenants, leads, campaigns, calls and an ended trial "
                                             "(idempotent)")
     seed.add_argument("--json", action="store_true", help="print one JSON document")
+    seed.add_argument("--trigger", action="store_true",
+                      help=f"also ask the running worker to run {', '.join(TRIGGERED)} once now")
     seed.set_defaults(handler=seed_demo)
 
 
@@ -69,13 +74,42 @@ def seed_demo(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - one clear line, no traceback, for any connection or SQL error
         fail(f"seed-demo failed: {type(exc).__name__}: {exc}")
     result = {"created": created, "existing": [t.name for t in TENANTS if t.name not in created]}
+    if args.trigger:
+        result["triggered"] = _trigger(config)
     if args.json:
         print_json(result)
     else:
         print(json.dumps(result))
-        print("campaign-scheduler and call-scheduler pick the demo up within a minute; to see the others now: "
-              "appliance jobs run lead-reminder-scheduler | trial-expiration | call-cleanup")
+        if not args.trigger:
+            print("campaign-scheduler and call-scheduler pick the demo up within a minute; to see the others now: "
+                  "appliance seed-demo --trigger, or appliance jobs run " + " | ".join(TRIGGERED))
     return 0
+
+
+def _trigger(config) -> list[str]:
+    """Trigger the jobs whose default schedules are hourly or daily; the ones the cluster does not know (no
+    worker has published them yet) or an unreachable Redis are reported on stderr, not fatal."""
+    import redis
+
+    from appliance.clients import make_redis
+    from appliance.errors import NotFound
+    from appliance.state import ClusterState
+
+    client = make_redis(config.core.redis_url)
+    state = ClusterState(client)
+    done = []
+    try:
+        for job in TRIGGERED:
+            try:
+                state.trigger(job, "seed-demo", reason="demo")
+                done.append(job)
+            except NotFound as exc:
+                print(f"appliance: not triggered: {exc}", file=sys.stderr)
+    except redis.RedisError as exc:
+        print(f"appliance: not triggered, Redis unavailable: {exc}", file=sys.stderr)
+    finally:
+        client.close()
+    return done
 
 
 def seed_tenant(conn, demo: DemoTenant) -> bool:

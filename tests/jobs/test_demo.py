@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
+from appliance.commands.demo import TRIGGERED
 from appliance.jobs import calls, campaigns, cleanup, reminders, trials
-from tests.worker.harness import REPO
+from tests.services import wait_until
+from tests.worker.harness import REPO, WorkerProcess, worker_env, write_jobs_file
 
 TABLES = ("tenants", "agents", "leads", "campaigns", "campaign_recipients", "calls", "activity")
 
@@ -44,3 +46,22 @@ def test_seed_demo_twice_adds_nothing_the_second_time_and_every_job_then_works(a
     assert sql("SELECT count(*) FROM campaign_recipients WHERE status = 'failed'") == [(4,)], "the typos"
     assert sql("SELECT count(*) FROM campaigns WHERE status = 'completed'") == [(2,)]
     assert sql("SELECT status FROM tenants WHERE plan = 'trial'") == [("suspended",)]
+
+
+@pytest.mark.process
+def test_seed_demo_trigger_makes_a_running_worker_do_the_hourly_and_daily_jobs_now(tmp_path, app_env, sql):
+    env = worker_env(app_env, write_jobs_file(tmp_path / "jobs.toml", {}), list(TRIGGERED))
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        worker.wait_for_log("worker started", 20)
+        result = subprocess.run([sys.executable, "-m", "appliance", "seed-demo", "--trigger", "--json"], cwd=REPO,
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["triggered"] == list(TRIGGERED)
+        wait_until(lambda: sql("SELECT count(DISTINCT job) FROM job_runs WHERE processed > 0 AND job = ANY(%s)",
+                               (list(TRIGGERED),)) == [(3,)], 30, "each triggered job to do work")
+    finally:
+        worker.terminate()
+    assert sql("SELECT status FROM tenants WHERE plan = 'trial'") == [("suspended",)]
+    assert sql("SELECT count(*) FROM reminders WHERE status = 'sent'")[0][0] > 0
+    assert sql("SELECT count(*) FROM calls WHERE finished_at < now() - interval '100 days'") == [(0,)]
