@@ -1,0 +1,79 @@
+"""``Dockerfile.worker`` built and run for real with podman (``@pytest.mark.container``; part of the
+default run, which ``./scripts/test`` prepares by installing podman, buildah, debootstrap and runc).
+
+No registry is reachable here: the base image is made locally with debootstrap (``tests/appliance/image.py``)
+and passed as ``PYTHON_IMAGE``, and the build skips the Qdrant stage (``QDRANT=none``), so the appliance runs
+Qdrant in qdrant-client's embedded local mode, with its own embedded Redis and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+
+from tests.appliance import image
+from tests.appliance.harness import REPO
+from tests.conftest import _require
+from tests.services import free_port, wait_until
+
+pytestmark = pytest.mark.container
+
+
+@pytest.fixture
+def built_image() -> str:
+    for program in ("podman", "debootstrap", "runc"):
+        _require(program)
+    return image.build(REPO, image.ensure_base_image())
+
+
+def test_image_runs_the_appliance_and_stops_cleanly(built_image):
+    """/health from the host, supervisorctl with no flags inside, podman stop exits 0 within 10 s, and the
+    programs' lines in podman logs."""
+    name = f"appliance-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    image.podman("run", "-d", "--name", name, "--network", "host", "-e", f"PORT={port}", built_image)
+    try:
+        def healthy():
+            response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=3)
+            return response.json() if response.status_code == 200 else None
+
+        try:
+            health = wait_until(healthy, 90, "/health of the container", interval=0.5)
+        except TimeoutError:
+            raise AssertionError(image.podman("logs", name, check=False).stdout[-4000:]) from None
+        assert health["status"] == "ok", health
+        assert health["services"]["qdrant"] == "embedded"
+        assert image.podman("healthcheck", "run", name, check=False).returncode == 0
+
+        def programs() -> dict[str, str]:
+            out = image.podman("exec", name, "supervisorctl", "status", check=False).stdout
+            return dict(line.split()[:2] for line in out.splitlines() if line.strip())
+
+        def all_running() -> dict[str, str] | None:
+            states = programs()
+            return states if all(states.get(p) == "RUNNING" for p in ("redis", "postgres", "worker", "sidecar")) \
+                else None
+
+        try:
+            states = wait_until(all_running, 30, "RUNNING programs", interval=0.5)
+        except TimeoutError:
+            raise AssertionError(f"supervisorctl status: {programs()}") from None
+        assert states["qdrant"] == "STOPPED", states
+        user = image.podman("exec", name, "id", "-u").stdout.strip()
+        assert user == "10001"
+
+        started = time.monotonic()
+        image.podman("stop", name, timeout=30)
+        seconds = time.monotonic() - started
+        state = json.loads(image.podman("inspect", name).stdout)[0]["State"]
+        assert state["ExitCode"] == 0, state
+        assert seconds < 10, f"podman stop took {seconds:.1f}s"
+        logs = image.podman("logs", name).stdout
+        assert '"process": "worker"' in logs and '"msg": "worker started"' in logs
+        assert "stopped: worker" in logs or "stopped: worker" in image.podman("logs", name).stderr
+    finally:
+        image.podman("rm", "-f", "-v", name, check=False)
