@@ -10,6 +10,7 @@ import pytest
 
 from appliance.commands.demo import TRIGGERED
 from appliance.jobs import calls, campaigns, cleanup, reminders, trials
+from appliance.state import ClusterState
 from tests.services import wait_until
 from tests.worker.harness import REPO, WorkerProcess, worker_env, write_jobs_file
 
@@ -49,19 +50,27 @@ def test_seed_demo_twice_adds_nothing_the_second_time_and_every_job_then_works(a
 
 
 @pytest.mark.process
-def test_seed_demo_trigger_makes_a_running_worker_do_the_hourly_and_daily_jobs_now(tmp_path, app_env, sql):
-    env = worker_env(app_env, write_jobs_file(tmp_path / "jobs.toml", {}), list(TRIGGERED))
+def test_seed_demo_trigger_makes_a_running_worker_do_the_hourly_and_daily_jobs_now(tmp_path, app_env, sql,
+                                                                                   redis_server):
+    env = worker_env(app_env, write_jobs_file(tmp_path / "jobs.toml", {}), list(TRIGGERED), LOG_LEVEL="debug")
     worker = WorkerProcess(env, tmp_path / "worker.log")
+    state = ClusterState(redis_server.client())
     try:
         worker.wait_for_log("worker started", 20)
+        wait_until(lambda: set(TRIGGERED) <= set(state.job_names()), 20, "the worker to publish its jobs")
         result = subprocess.run([sys.executable, "-m", "appliance", "seed-demo", "--trigger", "--json"], cwd=REPO,
                                 env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["triggered"] == list(TRIGGERED)
-        wait_until(lambda: sql("SELECT count(DISTINCT job) FROM job_runs WHERE processed > 0 AND job = ANY(%s)",
-                               (list(TRIGGERED),)) == [(3,)], 30, "each triggered job to do work")
+        try:
+            wait_until(lambda: sql("SELECT count(DISTINCT job) FROM job_runs WHERE processed > 0 AND job = ANY(%s)",
+                                   (list(TRIGGERED),)) == [(3,)], 30, "each triggered job to do work")
+        except TimeoutError as exc:
+            runs = sql("SELECT job, outcome, processed, error FROM job_runs")
+            raise AssertionError(f"{exc}; job_runs: {runs}; log:\n{worker.log_path.read_text()[-4000:]}") from None
     finally:
         worker.terminate()
+        state.r.close()
     assert sql("SELECT status FROM tenants WHERE plan = 'trial'") == [("suspended",)]
     assert sql("SELECT count(*) FROM reminders WHERE status = 'sent'")[0][0] > 0
     assert sql("SELECT count(*) FROM calls WHERE finished_at < now() - interval '100 days'") == [(0,)]
