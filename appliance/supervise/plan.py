@@ -7,7 +7,8 @@ supervisord, and every program inherits them).
 Services:
 
 - Redis and PostgreSQL are embedded (programs ``redis`` and ``postgres`` on unix sockets under
-  ``APPLIANCE_HOME/run``) exactly when ``REDIS_URL`` / ``DATABASE_URL`` are not set.
+  ``APPLIANCE_HOME/run``, defined in ``config/supervisor/*.conf``) exactly when ``REDIS_URL`` /
+  ``DATABASE_URL`` are not set; otherwise those programs are not defined at all.
 - Qdrant is ``server`` (program ``qdrant`` supervised here) when a Qdrant binary exists (``QDRANT_BIN`` or
   ``qdrant`` on ``PATH``) and ``QDRANT_URL`` is unset or names this machine; ``external`` when ``QDRANT_URL``
   names another host; otherwise ``embedded``: qdrant-client's local mode inside the worker, and the
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: Where the image keeps the files that a checkout keeps in its root (``Dockerfile.worker`` copies them).
 INSTALLED_SUPERVISOR_CONF = Path("/etc/supervisor/supervisord.conf")
 INSTALLED_QDRANT_CONF = Path("/etc/qdrant/config.yaml")
+INSTALLED_PROGRAMS = Path("/etc/supervisor/conf.d")
 #: The image's Qdrant volume (seed 004); on a host the server's storage lives under ``APPLIANCE_HOME``.
 IMAGE_QDRANT_STORAGE = Path("/qdrant/storage")
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -62,6 +64,13 @@ class Plan:
     qdrant_url: str
     supervisor_conf: Path
     qdrant_conf: Path
+
+    @property
+    def includes(self) -> tuple[Path, ...]:
+        """The embedded programs' files that ``supervisord.conf``'s ``[include]`` reads (only those used)."""
+        names = [name for name, used in (("redis", self.redis_embedded), ("postgres", self.postgres_embedded)) if used]
+        return tuple(locate(REPO / "config" / "supervisor" / f"{n}.conf", INSTALLED_PROGRAMS / f"{n}.conf")
+                     for n in names)
 
     def describe(self) -> dict[str, str]:
         return {
@@ -139,9 +148,8 @@ def supervisor_env(config: Config, plan: Plan, python: str = sys.executable) -> 
         "APPLIANCE_HOME": str(core.home),
         "APPLIANCE_PYTHON": python,
         "APPLIANCE_STOP_WAIT": str(stop_wait(config)),
-        "APPLIANCE_REDIS_AUTOSTART": _flag(plan.redis_embedded),
+        "APPLIANCE_SUPERVISOR_INCLUDES": " ".join(str(path) for path in plan.includes),
         "APPLIANCE_REDIS_COMMAND": shlex.join(embedded.redis_argv(core.home / REDIS_DIR, core.run_dir)),
-        "APPLIANCE_POSTGRES_AUTOSTART": _flag(plan.postgres_embedded),
         "APPLIANCE_POSTGRES_COMMAND": _postgres_command(core.home / POSTGRES_DIR, core.run_dir, pg_user)
         if plan.postgres_embedded else "postgres",
         "APPLIANCE_QDRANT_AUTOSTART": _flag(plan.qdrant == "server"),

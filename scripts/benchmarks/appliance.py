@@ -1,0 +1,100 @@
+"""Appliance benchmark: time from ``appliance run`` to ``/health`` ok with an external Redis and PostgreSQL
+(goal <= 5 s), the RSS of supervisord + worker + sidecar, and SIGTERM-to-exit time (goal <= SHUTDOWN_TIMEOUT
++ 2 s), idle and while a job that ignores checkpoints is running (the worst case the worker allows).
+
+Starts its own redis-server and PostgreSQL in temp dirs; Qdrant runs in qdrant-client's embedded mode.
+    python scripts/benchmarks/appliance.py [ROUNDS]      (default 3 rounds of each)
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# This file is named after its area, which is also the package's name: drop its own directory from the
+# import path so `appliance` means the package, not this script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from tests.appliance.harness import Appliance, appliance_home, base_env  # noqa: E402
+from tests.services import PostgresServer, RedisServer, wait_until  # noqa: E402
+from tests.worker.harness import records, write_jobs_file  # noqa: E402
+
+SHUTDOWN_TIMEOUT = 5.0
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, in MiB."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        todo.extend(int(c) for c in children)
+    return total / 1024
+
+
+def one_round(redis_server: RedisServer, database_url: str, busy: bool) -> dict[str, float]:
+    home = appliance_home()
+    home.mkdir(parents=True)
+    jobs = write_jobs_file(home / "jobs.toml", {"slow": {"callable": "tests.worker.sample_jobs:stubborn",
+                                                         "schedule": "1s", "lock_ttl": 120}})
+    extra = {"APPLIANCE_JOBS_FILE": str(jobs), "JOBS_ENABLED": "slow"} if busy else {}
+    env = base_env(home, REDIS_URL=redis_server.url, DATABASE_URL=database_url, PATH="/usr/bin:/bin",
+                   SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT), LOG_LEVEL="warning", **extra)
+    redis_server.client().delete("test:runs")
+    started = time.monotonic()
+    app = Appliance(env)
+    try:
+        wait_until(lambda: app.health().status_code == 200 and app.health().json()["status"] == "ok", 60,
+                   "/health ok", interval=0.05)
+        to_health = time.monotonic() - started
+        states = app.wait_states({"worker": "RUNNING", "sidecar": "RUNNING"})
+        rss = rss_mib(app.proc.pid) if not busy else 0.0
+        parts = {name: rss_mib(states[name][1]) for name in ("worker", "sidecar")}
+        if busy:
+            client = redis_server.client()
+            wait_until(lambda: records(client, "slow"), 30, "the slow job running")
+            client.close()
+        code, to_exit = app.terminate(30)
+        if code != 0:
+            raise RuntimeError(f"appliance exited {code}:\n{app.output()[-2000:]}")
+        return {"to_health": to_health, "rss": rss, "worker": parts["worker"], "sidecar": parts["sidecar"],
+                "to_exit": to_exit}
+    finally:
+        app.close()
+
+
+def report(label: str, values: list[float], unit: str) -> None:
+    print(f"  {label}: median {statistics.median(values):.2f} {unit} "
+          f"(min {min(values):.2f}, max {max(values):.2f}, n={len(values)})")
+
+
+def main(argv: list[str]) -> int:
+    rounds = int(argv[0]) if argv else 3
+    redis_server = RedisServer().start()
+    postgres = PostgresServer().start()
+    try:
+        url = postgres.create_database("bench")
+        idle = [one_round(redis_server, url, busy=False) for _ in range(rounds)]
+        busy = [one_round(redis_server, url, busy=True) for _ in range(rounds)]
+    finally:
+        redis_server.cleanup()
+        postgres.cleanup()
+    print(f"appliance run, external Redis and PostgreSQL, embedded Qdrant, SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT:g}s")
+    report("appliance run -> /health ok (first round migrates)", [r["to_health"] for r in idle], "s")
+    report("RSS supervisord + worker + sidecar (all processes)", [r["rss"] for r in idle], "MiB")
+    report("  of which worker", [r["worker"] for r in idle], "MiB")
+    report("  of which sidecar (gunicorn master + workers)", [r["sidecar"] for r in idle], "MiB")
+    report("SIGTERM -> exit, idle", [r["to_exit"] for r in idle], "s")
+    report("SIGTERM -> exit, a job ignoring checkpoints running", [r["to_exit"] for r in busy], "s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
