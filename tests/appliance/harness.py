@@ -135,6 +135,18 @@ class Appliance:
                 found.append((int(entry.name), cmdline))
         return found
 
+    def zombies(self) -> list[int]:
+        """Exited children of supervisord that it has not reaped."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] == "Z" and int(fields[1]) == self.proc.pid:
+                found.append(int(entry.name))
+        return found
+
     def close(self) -> None:
         """Stop whatever is left of what this test started, then close files."""
         if self.proc.poll() is None:

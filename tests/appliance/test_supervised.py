@@ -76,6 +76,10 @@ def test_embedded_services_supervised_qdrant_restart_and_sigterm(appliances, tmp
         _wait_run_by(client, new_pid)
 
     assert (home / "log" / "worker-error.log").read_text().count('"msg": "worker started"') == 2
+    qdrant = app.ctl("restart", "qdrant")
+    assert "qdrant: started" in qdrant.stdout, qdrant.stdout + qdrant.stderr
+    assert app.wait_states({"qdrant": "RUNNING"})["qdrant"][1] != states["qdrant"][1]
+    assert app.zombies() == [], "supervisord (PID 1 in a container) must reap every child"
     code, seconds = app.terminate()
     assert code == 0, app.output()[-3000:]
     assert seconds < 10, f"stop took {seconds:.1f}s"
