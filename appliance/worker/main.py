@@ -114,7 +114,9 @@ def serve(config: Config) -> int:
     client = make_redis(config.core.redis_url)
     needs = {need for job in config.enabled_jobs for need in job.needs}
     wait_for_services(config, client, needs)
-    db = make_pool(config)
+    # Two connections per concurrent run (its work, and its fence or history row) plus two spare, so
+    # bookkeeping never waits behind the jobs themselves.
+    db = make_pool(config, max_size=2 * max(config.core.worker_threads, len(config.enabled_jobs)) + 2)
     db.open(wait=False)
     metrics.WORKER_START.set(time.time())
     worker, keeper = build(config, client, db)

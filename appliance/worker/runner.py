@@ -251,7 +251,8 @@ class Runner:
                     None if summary is None else json.dumps(summary),
                 ))
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down must not fail the run's bookkeeping
-            log.debug("run history not stored in PostgreSQL: %s", type(exc).__name__)
+            log.warning("run history not stored in PostgreSQL (it stays in Redis)",
+                        extra=fields(job=record["job"], run_id=record["run_id"], error=type(exc).__name__))
 
 
 def _summary(returned: Any) -> dict[str, Any] | None:
