@@ -41,17 +41,22 @@ def handle(headers: dict[str, str], payload: str, critical: set[str], marker: Pa
     return True
 
 
-def listen(critical: set[str], marker: Path, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+def stop_parent() -> None:
+    """SIGTERM to supervisord (our parent): it stops every program in order, then exits."""
+    os.kill(os.getppid(), signal.SIGTERM)
+
+
+def listen(critical: set[str], marker: Path, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+           stop=stop_parent) -> None:
     """Serve events until supervisord starts shutting down.
 
     Leaving at SUPERVISOR_STATE_CHANGE_STOPPING rather than waiting for our own SIGTERM matters for the stop
     time: supervisord stops one program group per turn of its one-second poll loop, and a listener that is
     already gone when its turn comes costs nothing.
     """
-    parent = os.getppid()
     while True:
         headers, payload = childutils.listener.wait(stdin, stdout)
-        handle(headers, payload, critical, marker, lambda: os.kill(parent, signal.SIGTERM))
+        handle(headers, payload, critical, marker, stop)
         childutils.listener.ok(stdout)
         if headers.get("eventname") == "SUPERVISOR_STATE_CHANGE_STOPPING":
             return

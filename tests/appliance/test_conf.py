@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import configparser
+import io
 import json
 import math
 import signal
@@ -153,3 +154,19 @@ def test_run_refuses_a_qdrant_bin_that_does_not_exist():
     done = _run(base_env(home, QDRANT_BIN="/nonexistent/qdrant"))
     assert done.returncode == 2
     assert "QDRANT_BIN=/nonexistent/qdrant" in done.stderr
+
+
+def test_fatal_listener_speaks_the_protocol_and_leaves_when_supervisord_stops(tmp_path):
+    """Supervisor's listener protocol over pipes: READY, an event, RESULT OK; it returns on STOPPING."""
+    def event(name: str, payload: str, serial: int) -> str:
+        return (f"ver:3.0 server:supervisor serial:{serial} pool:fatal poolserial:{serial} eventname:{name} "
+                f"len:{len(payload)}\n{payload}")
+
+    stdin = io.StringIO(event("PROCESS_STATE_FATAL", "processname:sidecar groupname:sidecar from_state:BACKOFF", 1)
+                        + event("SUPERVISOR_STATE_CHANGE_STOPPING", "", 2))
+    stdout = io.StringIO()
+    marker = tmp_path / "fatal.json"
+    stops = []
+    fatal.listen({"sidecar"}, marker, stdin, stdout, stop=lambda: stops.append(1))
+    assert stops == [1] and json.loads(marker.read_text())["program"] == "sidecar"
+    assert stdout.getvalue() == "READY\nRESULT 2\nOKREADY\nRESULT 2\nOK"
