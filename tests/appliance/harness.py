@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -162,3 +163,4 @@ class Appliance:
             except (ProcessLookupError, PermissionError):
                 pass
         self._out.close()
+        shutil.rmtree(self.home.parent, ignore_errors=True)

@@ -19,7 +19,7 @@ from appliance.config import load_config
 from appliance.errors import ConfigError
 from appliance.supervise import fatal
 from appliance.supervise.plan import CRITICAL, LOG_FILES, plan_services, stop_wait, supervisor_env
-from tests.appliance.harness import REPO, STANDIN_QDRANT, appliance_home, base_env
+from tests.appliance.harness import REPO, STANDIN_QDRANT, base_env
 
 CONF = REPO / "supervisord.conf"
 
@@ -141,16 +141,16 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
-def test_run_refuses_bad_configuration_with_exit_2():
-    home = appliance_home()
+def test_run_refuses_bad_configuration_with_exit_2(tmp_path):
+    home = tmp_path / "home"
     done = _run(base_env(home, PORT="abc", SHUTDOWN_TIMEOUT="soon"))
     assert done.returncode == 2
     assert "PORT=abc" in done.stderr and "SHUTDOWN_TIMEOUT=soon" in done.stderr
     assert not (home / "run").exists()
 
 
-def test_run_refuses_a_qdrant_bin_that_does_not_exist():
-    home = appliance_home()
+def test_run_refuses_a_qdrant_bin_that_does_not_exist(tmp_path):
+    home = tmp_path / "home"
     done = _run(base_env(home, QDRANT_BIN="/nonexistent/qdrant"))
     assert done.returncode == 2
     assert "QDRANT_BIN=/nonexistent/qdrant" in done.stderr
