@@ -171,7 +171,8 @@ def _qdrant_server_env(config: Config, plan: Plan) -> dict[str, str]:
     env = {
         "QDRANT_URL": plan.qdrant_url,
         "QDRANT__SERVICE__HTTP_PORT": str(port),
-        "QDRANT__SERVICE__GRPC_PORT": str(port + 1),
+        # The same setting the knowledge store's client dials (QDRANT_GRPC_PORT, default 6334).
+        "QDRANT__SERVICE__GRPC_PORT": str(config.knowledge.qdrant_grpc_port),
         "QDRANT__STORAGE__STORAGE_PATH": str(storage),
         "QDRANT__STORAGE__SNAPSHOTS_PATH": str(snapshots),
     }

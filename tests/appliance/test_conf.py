@@ -104,15 +104,17 @@ def test_qdrant_mode(tmp_path, env, binary, mode):
     if mode == "server":
         port = int(env.get("QDRANT_URL", "http://x:6333").rsplit(":", 1)[1])
         assert exported["QDRANT__SERVICE__HTTP_PORT"] == str(port)
+        assert exported["QDRANT__SERVICE__GRPC_PORT"] == "6334"
         assert exported["QDRANT_URL"].endswith(f":{port}")
     else:
         assert "QDRANT_URL" not in exported
 
 
 def test_qdrant_api_key_reaches_only_the_server_overrides(tmp_path):
-    config = _config(tmp_path, QDRANT_API_KEY="k3y-value")
+    config = _config(tmp_path, QDRANT_API_KEY="k3y-value", QDRANT_GRPC_PORT="7334")
     exported = supervisor_env(config, plan_services(config, which=lambda _: "/usr/local/bin/qdrant"))
     assert exported["QDRANT__SERVICE__API_KEY"] == "k3y-value"
+    assert exported["QDRANT__SERVICE__GRPC_PORT"] == "7334"
     assert not any("k3y-value" in value for name, value in exported.items() if name != "QDRANT__SERVICE__API_KEY")
 
 
