@@ -8,11 +8,11 @@ answers to give before the normal one: ``(status, headers)`` pairs such as ``(42
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.local_http import JsonHandler, LocalServer
 
 
 class ProviderServer:
@@ -25,22 +25,18 @@ class ProviderServer:
         self.answers: dict[str, dict] = {}
         self.plan: list[tuple[int, dict[str, str]]] = []
         self.call_status: dict[str, str] = {}  # provider call id -> status returned by GET
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.server = LocalServer(self._handler(), "provider")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self.server.origin
 
     def start(self) -> "ProviderServer":
-        self.thread.start()
+        self.server.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+        self.server.stop()
 
     def _answer(self, method: str, path: str, key: str | None, body: dict) -> tuple[int, dict, dict]:
         with self.lock:
@@ -62,32 +58,21 @@ class ProviderServer:
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def _reply(self, method: str) -> None:
                 if self.headers.get("Authorization") != f"Bearer {server.token}":
                     status, headers, payload = 401, {}, {"error": {"message": "bad token"}}
                 else:
-                    length = int(self.headers.get("Content-Length") or 0)
-                    body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+                    body = self.read_json() or {}
                     if server.delay:
                         time.sleep(server.delay)
                     status, headers, payload = server._answer(method, self.path, self.headers.get("Idempotency-Key"), body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(status, payload, headers)
 
             def do_POST(self) -> None:
                 self._reply("POST")
 
             def do_GET(self) -> None:
                 self._reply("GET")
-
-            def log_message(self, *args) -> None:
-                pass
 
         return Handler

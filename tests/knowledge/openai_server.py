@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from appliance.knowledge.embedder import LocalEmbedder
-from tests.knowledge.local_http import JsonHandler, LocalServer
+from tests.local_http import JsonHandler, LocalServer
 
 REFUSE = "REFUSE"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from tests.knowledge.local_http import JsonHandler, LocalServer
+from tests.local_http import JsonHandler, LocalServer
 
 _SNAPSHOTS = re.compile(r"^/collections/([^/]+)/snapshots(?:/([^/]+))?$")
 _EXISTS = re.compile(r"^/collections/([^/]+)/exists$")
