@@ -18,6 +18,10 @@ from appliance.config import Config
 
 #: A request that takes longer than this is a bug; gunicorn restarts the worker serving it.
 REQUEST_TIMEOUT = 30
+#: The sidecar's graceful window is SHUTDOWN_TIMEOUT but at most this many seconds. Its requests are probes
+#: and admin calls that end within a second or two, and supervisord stops the sidecar and then the worker one
+#: after the other: both full windows in a row would not fit in `docker stop`'s 10 s.
+GRACEFUL_CAP = 2
 KEEPALIVE = 5
 
 
@@ -42,15 +46,21 @@ def _mark_dead(metrics_dir: str):
     return child_exit
 
 
+def graceful_timeout(config: Config) -> int:
+    """Whole seconds gunicorn gives requests in flight on SIGTERM: ``SHUTDOWN_TIMEOUT`` rounded up, at most
+    ``GRACEFUL_CAP``."""
+    return max(1, min(GRACEFUL_CAP, math.ceil(config.core.shutdown_timeout)))
+
+
 def options(config: Config) -> dict[str, Any]:
-    """gunicorn settings: ``0.0.0.0:$PORT``, graceful timeout ``SHUTDOWN_TIMEOUT`` (rounded up to whole s)."""
+    """gunicorn settings: ``0.0.0.0:$PORT``, graceful timeout from ``graceful_timeout``."""
     side = config.sidecar
     return {
         "bind": [f"0.0.0.0:{config.core.port}"],
         "workers": side.workers,
         "threads": side.threads,
         "worker_class": "gthread",
-        "graceful_timeout": max(1, math.ceil(config.core.shutdown_timeout)),
+        "graceful_timeout": graceful_timeout(config),
         "timeout": REQUEST_TIMEOUT,
         "keepalive": KEEPALIVE,
         "proc_name": "appliance-sidecar",

@@ -122,10 +122,17 @@ def plan_services(config: Config, which: Callable[[str], str | None] = shutil.wh
 
 
 def stop_wait(config: Config) -> int:
-    """supervisord's ``stopwaitsecs`` for the worker and the sidecar: their own graceful window
-    (``SHUTDOWN_TIMEOUT``, which gunicorn's graceful timeout also uses, rounded up) plus one second to
-    release leases and close pools, so supervisord never SIGKILLs a process that is still keeping its word."""
+    """supervisord's ``stopwaitsecs`` for the worker: its graceful window (``SHUTDOWN_TIMEOUT`` rounded up)
+    plus one second to release leases and close pools, so supervisord never SIGKILLs a process that is still
+    keeping its word."""
     return math.ceil(config.core.shutdown_timeout) + 1
+
+
+def sidecar_stop_wait(config: Config) -> int:
+    """supervisord's ``stopwaitsecs`` for the sidecar: gunicorn's graceful timeout plus one second."""
+    from appliance.sidecar.server import graceful_timeout
+
+    return graceful_timeout(config) + 1
 
 
 def qdrant_dirs(home: Path) -> tuple[Path, Path]:
@@ -148,6 +155,7 @@ def supervisor_env(config: Config, plan: Plan, python: str = sys.executable) -> 
         "APPLIANCE_HOME": str(core.home),
         "APPLIANCE_PYTHON": python,
         "APPLIANCE_STOP_WAIT": str(stop_wait(config)),
+        "APPLIANCE_SIDECAR_STOP_WAIT": str(sidecar_stop_wait(config)),
         "APPLIANCE_SUPERVISOR_INCLUDES": " ".join(str(path) for path in plan.includes),
         "APPLIANCE_REDIS_COMMAND": shlex.join(embedded.redis_argv(core.home / REDIS_DIR, core.run_dir)),
         "APPLIANCE_POSTGRES_COMMAND": _postgres_command(core.home / POSTGRES_DIR, core.run_dir, pg_user)

@@ -155,5 +155,11 @@ def shutdown(worker: Worker, keeper: LeaseKeeper, db, timeout: float) -> int:
         db.close(timeout=1)
     metrics.mark_dead(worker.config.core.metrics_dir)
     log.info("worker stopped", extra=fields(clean=finished, seconds=round(time.monotonic() - started, 3)))
+    if not finished:
+        # A run that ignored its checkpoints is still executing; its lease is released already. Leave now
+        # instead of letting interpreter shutdown wait on it (or on anything it started), so the stop keeps
+        # the SHUTDOWN_TIMEOUT bound that supervisord's stopwaitsecs is built on.
+        logging.shutdown()
+        os._exit(0)
     return 0
 
