@@ -5,7 +5,8 @@
 Starts its own redis-server and PostgreSQL in temp dirs. Qdrant is supervised as in the image (the stand-in
 executable of tests/appliance answers its probes; no registry here carries the real binary), and the
 embedded-mode case is measured too: there the stopped `qdrant` program costs supervisord one more turn.
-    python scripts/benchmarks/appliance.py [ROUNDS]      (default 3 rounds of each)
+    scripts/bench appliance, or PYTHONPATH=. .venv/bin/python -P scripts/benchmarks/appliance.py [ROUNDS]
+    (default 3 rounds of each)
 """
 
 from __future__ import annotations
@@ -15,13 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-# This file is named after its area, which is also the package's name: drop its own directory from the
-# import path so `appliance` means the package, not this script.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from tests.appliance.harness import STANDIN_QDRANT, Appliance, appliance_home, base_env  # noqa: E402
-from tests.services import PostgresServer, RedisServer, free_port, wait_until  # noqa: E402
-from tests.worker.harness import records, write_jobs_file  # noqa: E402
+from tests.appliance.harness import STANDIN_QDRANT, Appliance, appliance_home, base_env
+from tests.services import PostgresServer, RedisServer, free_port, wait_until
+from tests.worker.harness import records, write_jobs_file
 
 SHUTDOWN_TIMEOUT = 5.0
 
