@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from appliance.channels import Channels, Message, Outcome, Result, build_channels, deliver
+from appliance.channels import Channels, Message, Outcome, Result, deliver
 from appliance.channels.outbox import lookup
 from appliance.jobs.callstate import poll, settle_calls
-from appliance.jobs.claims import fenced, orphaned_fences, run_session
+from appliance.jobs.claims import fenced, orphaned_fences, run_resources
 from appliance.jobs.contacts import check_phone
 from appliance.jobs.hours import BusinessHours
 from appliance.jobs.sending import from_outbox
@@ -63,12 +63,8 @@ RETURNING c.id, c.tenant_id, c.lead_id, c.phone, c.attempts
 
 def run(ctx: "RunContext") -> dict[str, int]:
     """The job: one tick (see the module docstring); returns its counts."""
-    channels = build_channels(ctx.config.crm, ctx.sleep)
-    try:
-        with run_session(ctx) as conn:
-            return tick(conn, ctx, channels, utcnow())
-    finally:
-        channels.close()
+    with run_resources(ctx) as (conn, channels):
+        return tick(conn, ctx, channels, utcnow())
 
 
 def tick(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, now: "datetime") -> dict[str, int]:

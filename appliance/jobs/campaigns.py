@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from appliance.channels import Channels, Message, Outcome, build_channels
-from appliance.jobs.claims import fenced, run_session
+from appliance.channels import Channels, Message, Outcome
+from appliance.jobs.claims import fenced, run_resources
 from appliance.jobs.contacts import check_contact
 from appliance.jobs.ratelimit import allowance
 from appliance.jobs.sending import SendQueue, claim, reconcile, send
@@ -47,12 +47,8 @@ def recipients_queue(crm: "CrmConfig") -> SendQueue:
 
 def run(ctx: "RunContext") -> dict[str, int]:
     """The job: one pass over due and sending campaigns (see the module docstring); returns its summary."""
-    channels = build_channels(ctx.config.crm, ctx.sleep)
-    try:
-        with run_session(ctx) as conn:
-            return process(conn, ctx, channels)
-    finally:
-        channels.close()
+    with run_resources(ctx) as (conn, channels):
+        return process(conn, ctx, channels)
 
 
 def process(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, now=utcnow) -> dict[str, int]:

@@ -22,6 +22,7 @@ import psycopg
 from appliance.fencing import check_fence
 
 if TYPE_CHECKING:
+    from appliance.channels import Channels
     from appliance.context import RunContext
 
 _INT4 = 2**31
@@ -54,6 +55,19 @@ def run_session(ctx: "RunContext") -> Iterator[psycopg.Connection]:
                 except psycopg.Error:
                     # the connection broke: the server ended the session and its locks with it
                     pass
+
+
+@contextmanager
+def run_resources(ctx: "RunContext") -> Iterator[tuple[psycopg.Connection, "Channels"]]:
+    """The run's session (``run_session``) and the channels it sends through, both closed when it ends."""
+    from appliance.channels import build_channels
+
+    channels = build_channels(ctx.config.crm, ctx.sleep)
+    try:
+        with run_session(ctx) as conn:
+            yield conn, channels
+    finally:
+        channels.close()
 
 
 @contextmanager

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from appliance.channels import Message, Outcome, build_channels
-from appliance.jobs.claims import fenced, run_session
+from appliance.channels import Message, Outcome
+from appliance.jobs.claims import fenced, run_resources
 from appliance.jobs.contacts import check_email
 from appliance.jobs.sending import SendQueue, claim, reconcile, send
 from appliance.owner import iso, utcnow
@@ -33,12 +33,8 @@ BATCH = 500
 
 def run(ctx: "RunContext") -> dict[str, int]:
     """The job: create the due reminders, then send them; returns its summary."""
-    channels = build_channels(ctx.config.crm, ctx.sleep)
-    try:
-        with run_session(ctx) as conn:
-            return process(conn, ctx, channels)
-    finally:
-        channels.close()
+    with run_resources(ctx) as (conn, channels):
+        return process(conn, ctx, channels)
 
 
 def process(conn: "psycopg.Connection", ctx: "RunContext", channels: "Channels", now=utcnow) -> dict[str, int]:
