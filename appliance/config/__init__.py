@@ -8,7 +8,7 @@ and raised together as one ``ConfigError``; entry points turn it into exit code 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,6 +33,10 @@ class Config:
     knowledge: KnowledgeConfig
     jobs: tuple[JobSettings, ...] = ()
     secret_names: frozenset[str] = frozenset()
+    #: (name, value) of every declared secret that is set, and of every URL setting: what
+    #: ``appliance.redaction.Redactor.from_config`` masks. Never printed (``masked`` leaves them out).
+    secret_values: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    url_values: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def job(self, name: str) -> JobSettings:
         for job in self.jobs:
@@ -83,7 +87,9 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: str | Path |
         config = Config(**{**_shallow(config), "jobs": resolve_jobs(specs, config, env)})
     if env.problems:
         raise ConfigError(env.problems)
-    return Config(**{**_shallow(config), "secret_names": frozenset(env.secret_names)})
+    return Config(**{**_shallow(config), "secret_names": frozenset(env.secret_names),
+                     "secret_values": tuple(sorted(env.secret_values.items())),
+                     "url_values": tuple(sorted(env.url_values.items()))})
 
 
 def _shallow(obj: Any) -> dict[str, Any]:
@@ -98,7 +104,7 @@ def masked(config: Config) -> dict[str, Any]:
             return value.text
         if is_dataclass(value):
             return {f.name: convert(getattr(value, f.name), f.name) for f in fields(value)
-                    if f.name not in ("secret_names", "func")}
+                    if f.name not in ("secret_names", "secret_values", "url_values", "func")}
         if isinstance(value, (tuple, list)):
             return [convert(v) for v in value]
         if isinstance(value, Path):

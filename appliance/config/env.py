@@ -29,6 +29,9 @@ class EnvReader:
         self.environ = dict(environ)
         self.problems: list[str] = []
         self.secret_names: set[str] = set()
+        #: Values of the declared secrets and of every URL setting, by name: the secret registry's source.
+        self.secret_values: dict[str, str] = {}
+        self.url_values: dict[str, str] = {}
 
     # -- raw access -----------------------------------------------------------------------------------
     def raw(self, name: str) -> str | None:
@@ -77,6 +80,8 @@ class EnvReader:
         """A secret: masked in ``check-config`` and in every error message."""
         self.secret_names.add(name)
         value = self.raw(name)
+        if value is not None:
+            self.secret_values[name] = value
         return default if value is None else value
 
     def int(self, name: str, default: int, min: int | None = None, max: int | None = None) -> int:
@@ -130,6 +135,8 @@ class EnvReader:
         value = self.raw(name)
         if value is None:
             return default
+        if secret_password:
+            self.url_values[name] = value
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises ValueError on a malformed port
