@@ -9,37 +9,37 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any, Iterable
+from typing import Any
 
-from appliance.config.env import redact_url
 from appliance.owner import iso
+from appliance.redaction import Redactor
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "fields"}
 
 
-class Redactor(logging.Filter):
-    """Masks URL passwords and the configured secret values in every record."""
+class RedactFilter(logging.Filter):
+    """Masks, through the secret registry, the message, the exception text and the fields of every record."""
 
-    def __init__(self, secrets: Iterable[str] = ()):
+    def __init__(self, redactor: Redactor):
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def clean(self, text: str) -> str:
-        text = redact_url(text)
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.clean(record.getMessage())
+        clean = self.redactor.text
+        record.msg = clean(record.getMessage())
         record.args = None
         if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = self.clean(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = clean(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         fields = getattr(record, "fields", None)
         if fields:
-            record.fields = {k: self.clean(v) if isinstance(v, str) else v for k, v in fields.items()}
+            record.fields = self.redactor.value({k: _plain(v) for k, v in fields.items()})
         return True
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as the formatters will show it, so an object whose ``str()`` carries a secret is masked too."""
+    return value if isinstance(value, (str, int, float, bool, type(None), dict, list, tuple)) else str(value)
 
 
 class JsonFormatter(logging.Formatter):
@@ -75,13 +75,14 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(log_format: str, level: str, process: str, secrets: Iterable[str] = ()) -> None:
-    """Configure the root logger once for this process."""
+def setup_logging(log_format: str, level: str, process: str, redactor: Redactor | None = None) -> None:
+    """Configure the root logger once for this process; ``redactor`` (the secret registry,
+    ``Redactor.from_config(config)``) masks every record. Without one, URL passwords are still masked."""
     if log_format == "auto":
         log_format = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(process) if log_format == "json" else TextFormatter(process))
-    handler.addFilter(Redactor(secrets))
+    handler.addFilter(RedactFilter(redactor or Redactor()))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -14,6 +14,7 @@ import html
 import json
 import re
 import sys
+import threading
 from typing import Any, Iterable, Mapping, TextIO
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
@@ -135,18 +136,22 @@ class RedactingStream:
         self.target = target
         self.redactor = redactor
         self._pending = ""
+        # Job threads print concurrently; the pending text must not be lost between them.
+        self._lock = threading.Lock()
 
     def write(self, s: str) -> int:
-        self._pending += s
-        if "\n" in self._pending:
-            done, _, self._pending = self._pending.rpartition("\n")
-            self.target.write(self.redactor.text(done) + "\n")
+        with self._lock:
+            self._pending += s
+            if "\n" in self._pending:
+                done, _, self._pending = self._pending.rpartition("\n")
+                self.target.write(self.redactor.text(done) + "\n")
         return len(s)
 
     def flush(self) -> None:
-        if self._pending:
-            self.target.write(self.redactor.text(self._pending))
-            self._pending = ""
+        with self._lock:
+            if self._pending:
+                self.target.write(self.redactor.text(self._pending))
+                self._pending = ""
         self.target.flush()
 
     def isatty(self) -> bool:
@@ -160,8 +165,11 @@ class RedactingStream:
 
 
 def guard_output(redactor: Redactor) -> None:
-    """Route this process's stdout and stderr through ``redactor`` (the CLI's printed results and messages)."""
-    if not isinstance(sys.stdout, RedactingStream):
-        sys.stdout = RedactingStream(sys.stdout, redactor)
-    if not isinstance(sys.stderr, RedactingStream):
-        sys.stderr = RedactingStream(sys.stderr, redactor)
+    """Route this process's stdout and stderr through ``redactor`` (the CLI's printed results and messages);
+    called again, it only changes the registry."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, RedactingStream):
+            stream.redactor = redactor
+        else:
+            setattr(sys, name, RedactingStream(stream, redactor))

@@ -8,6 +8,8 @@ from typing import Any, NoReturn
 
 from appliance.config import Config, load_config, redact_url, set_process_env
 from appliance.errors import ConfigError
+from appliance.logs import setup_logging
+from appliance.redaction import Redactor, guard_output
 
 EXIT_CONFIG = 2
 
@@ -15,10 +17,14 @@ EXIT_CONFIG = 2
 def config_or_exit(with_jobs: bool = True) -> Config:
     """The validated configuration; on bad input, print every problem to stderr and exit with code 2."""
     try:
-        return load_config(with_jobs=with_jobs)
+        config = load_config(with_jobs=with_jobs)
     except ConfigError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+    # Everything a command prints from here on (results, messages, a job's own output) passes the registry,
+    # including records stored before secrets were masked at write time.
+    guard_output(Redactor.from_config(config))
+    return config
 
 
 def use_metrics_dir(config: Config) -> None:
@@ -27,11 +33,9 @@ def use_metrics_dir(config: Config) -> None:
     set_process_env("PROMETHEUS_MULTIPROC_DIR", str(config.core.metrics_dir))
 
 
-def secret_values(config: Config) -> list[str]:
-    """The configured secret values, so log output can mask them wherever they appear."""
-    c = config
-    return [v for v in (c.sidecar.admin_token, c.sidecar.jwt_secret, c.knowledge.openai_api_key,
-                        c.core.qdrant_api_key, c.core.alerts.slack_webhook_url, c.core.alerts.webhook_url) if v]
+def setup_logs(config: Config, process: str) -> None:
+    """This process's logging, masked by the configuration's secret registry."""
+    setup_logging(config.core.log_format, config.core.log_level, process, Redactor.from_config(config))
 
 
 def print_json(value: Any) -> None:

@@ -7,9 +7,8 @@ import getpass
 import socket
 from typing import Any, Callable
 
-from appliance.commands.common import config_or_exit, fail, print_json, secret_values, use_metrics_dir
+from appliance.commands.common import config_or_exit, fail, print_json, setup_logs, use_metrics_dir
 from appliance.errors import Conflict, NotFound
-from appliance.logs import setup_logging
 from appliance.state import ClusterState
 
 EXIT_CONFLICT = 3
@@ -122,7 +121,7 @@ def jobs_history(args: argparse.Namespace) -> int:
 def jobs_run(args: argparse.Namespace) -> int:
     config = config_or_exit()
     use_metrics_dir(config)
-    setup_logging(config.core.log_format, config.core.log_level, "cli", secret_values(config))
+    setup_logs(config, "cli")
     from appliance.commands.oneshot import run_once
 
     return run_once(config, args.name, _who(), args.json)

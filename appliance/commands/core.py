@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from appliance.commands.common import config_or_exit, fail, print_json, secret_values
+from appliance.commands.common import config_or_exit, fail, print_json, setup_logs
 from appliance.config import masked
-from appliance.logs import setup_logging
 from appliance.owner import iso, utcnow
 
 
@@ -55,7 +54,7 @@ def _print_flat(values: dict, indent: str) -> None:
 
 def run_migrations(args: argparse.Namespace) -> int:
     config = config_or_exit(with_jobs=False)
-    setup_logging(config.core.log_format, config.core.log_level, "migrate", secret_values(config))
+    setup_logs(config, "migrate")
     from appliance.clients import connect_db
     from appliance.db.migrate import SchemaTooNew, current_version, migrate
 

@@ -13,7 +13,7 @@ import socket
 import sys
 from typing import Any
 
-from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, print_json, secret_values, use_metrics_dir
+from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, print_json, setup_logs, use_metrics_dir
 from appliance.config import Config
 from appliance.errors import ApplianceError, NotFound
 
@@ -115,9 +115,7 @@ def _snippet(text: str) -> str:
 def reindex_command(args: argparse.Namespace) -> int:
     config = config_or_exit()
     use_metrics_dir(config)
-    from appliance.logs import setup_logging
-
-    setup_logging(config.core.log_format, config.core.log_level, "cli", secret_values(config))
+    setup_logs(config, "cli")
     tenant = _tenant_id(config, args.tenant)
     import psycopg
 

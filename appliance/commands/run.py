@@ -14,10 +14,10 @@ import logging
 import os
 import sys
 
-from appliance.commands.common import config_or_exit, fail, secret_values
+from appliance.commands.common import config_or_exit, fail, setup_logs
 from appliance.config import set_process_env
 from appliance.errors import ConfigError
-from appliance.logs import fields, setup_logging
+from appliance.logs import fields
 
 log = logging.getLogger("appliance.run")
 
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_appliance(args: argparse.Namespace) -> int:
     config = config_or_exit()
-    setup_logging(config.core.log_format, config.core.log_level, "run", secret_values(config))
+    setup_logs(config, "run")
     from appliance.supervise.plan import plan_services, supervisor_env
     from appliance.supervise.prepare import StartupError, fatal_marker, make_dirs, migrate_database
 

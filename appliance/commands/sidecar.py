@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from appliance.commands.common import config_or_exit, secret_values, use_metrics_dir
-from appliance.logs import setup_logging
+from appliance.commands.common import config_or_exit, setup_logs, use_metrics_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +17,7 @@ def run_sidecar(args: argparse.Namespace) -> int:
     workers publish, so it starts even while a jobs file is being fixed."""
     config = config_or_exit(with_jobs=False)
     use_metrics_dir(config)
-    setup_logging(config.core.log_format, config.core.log_level, "sidecar", secret_values(config))
+    setup_logs(config, "sidecar")
     from appliance.sidecar.server import SidecarServer
 
     SidecarServer(config).run()

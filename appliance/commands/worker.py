@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from appliance.commands.common import config_or_exit, secret_values, use_metrics_dir
-from appliance.logs import setup_logging
+from appliance.commands.common import config_or_exit, setup_logs, use_metrics_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     config = config_or_exit()
     use_metrics_dir(config)
-    setup_logging(config.core.log_format, config.core.log_level, "worker", secret_values(config))
+    setup_logs(config, "worker")
     from appliance.worker.main import serve
 
     return serve(config)

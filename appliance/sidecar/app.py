@@ -8,17 +8,16 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import unquote, urlsplit
 
 import redis
 from flask import Flask, Response, jsonify
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
 from appliance.clients import make_redis
-from appliance.commands.common import secret_values
 from appliance.config import Config
 from appliance.errors import Conflict, NotFound
-from appliance.logs import Redactor
+from appliance.redaction import Redactor
 from appliance.sidecar.checks import failure
 from appliance.sidecar.health import Monitor
 from appliance.state import ClusterState
@@ -27,7 +26,8 @@ log = logging.getLogger("appliance.sidecar")
 
 #: Admin requests wait at most this long for Redis, so a hung Redis cannot pin every request thread.
 ADMIN_REDIS_TIMEOUT = 2.0
-MASKED_TYPES = ("application/json", "text/plain", "text/html")
+#: Every textual body is masked: pages, JSON, Prometheus text and OpenMetrics alike.
+MASKED_TYPES = ("application/json", "application/openmetrics-text")
 
 
 @dataclass
@@ -67,33 +67,26 @@ def create_app(config: Config, clock: Callable[[], float] = time.time, hostname:
     for blueprint in (health.bp, metrics.bp, admin.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     _register_errors(app)
-    redactor = Redactor(secrets_of(config))
+    redactor = Redactor.from_config(config)
 
     @app.after_request
     def _mask(response: Response) -> Response:
         # Run records, dead letters and error messages come from jobs; a job may have put a secret in them.
-        if not response.direct_passthrough and response.mimetype in MASKED_TYPES:
+        if not response.direct_passthrough and _textual(response.mimetype):
             text = response.get_data(as_text=True)
-            clean = redactor.clean(text)
+            clean = redactor.text(text)
             if clean != text:
                 response.set_data(clean)
+        headers = [(name, redactor.text(value)) for name, value in response.headers.items()]
+        if headers != list(response.headers.items()):
+            response.headers = Headers(headers)
         return response
 
     return app
 
 
-def secrets_of(config: Config) -> list[str]:
-    """Values that must never appear in a response: configured secrets and the passwords in service URLs."""
-    values = secret_values(config)
-    for url in (config.core.redis_url, config.core.database_url, config.core.qdrant_url):
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            password = None
-        if password:
-            values.append(unquote(password))
-            values.append(password)
-    return values
+def _textual(mimetype: str) -> bool:
+    return mimetype.startswith("text/") or mimetype in MASKED_TYPES
 
 
 def _error(status: int, error: str, message: str) -> tuple[Response, int]:

@@ -7,12 +7,11 @@ configuration); this module exists for deployments that bring their own gunicorn
 configuration exits with code 2, listing every problem.
 """
 
-from appliance.commands.common import config_or_exit, secret_values, use_metrics_dir
-from appliance.logs import setup_logging
+from appliance.commands.common import config_or_exit, setup_logs, use_metrics_dir
 
 config = config_or_exit(with_jobs=False)
 use_metrics_dir(config)
-setup_logging(config.core.log_format, config.core.log_level, "sidecar", secret_values(config))
+setup_logs(config, "sidecar")
 
 from appliance.sidecar import create_app  # noqa: E402 - prometheus_client must see the metrics dir first
 

@@ -19,6 +19,7 @@ from appliance import keys
 from appliance.config.core import AlertConfig
 from appliance.logs import fields
 from appliance.owner import iso, utcnow
+from appliance.redaction import Redactor
 
 log = logging.getLogger("appliance.alerts")
 
@@ -28,10 +29,16 @@ _FAILED = "return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)"
 
 
 class Alerter:
-    def __init__(self, client: redis.Redis, config: AlertConfig, timeout: float = 5.0):
+    """``redactor`` (``Redactor.from_config(config)``) masks the alert's text before it leaves the process: a
+    failing run's error may quote a secret, and a webhook is outside the log's redaction. Without one, URL
+    passwords are still masked."""
+
+    def __init__(self, client: redis.Redis, config: AlertConfig, timeout: float = 5.0,
+                 redactor: Redactor | None = None):
         self.config = config
         self._failed = client.register_script(_FAILED)
         self.timeout = timeout
+        self.redactor = redactor or Redactor()
 
     def failed(self, job: str, error: str) -> None:
         if not self.config.enabled:
@@ -50,6 +57,7 @@ class Alerter:
 
     def _send(self, state: str, job: str, text: str, streak: int) -> None:
         level = logging.ERROR if state == "critical" else logging.INFO
+        text = self.redactor.text(text)
         log.log(level, "ALERT %s: %s", state, text, extra=fields(alert=state, job=job, consecutive_failures=streak))
         payload = {"state": state, "job": job, "message": text, "consecutive_failures": streak, "at": iso(utcnow())}
         targets: list[tuple[str, dict[str, Any]]] = []
