@@ -57,6 +57,22 @@ class CoreConfig:
         return self.home / "run"
 
     @property
+    def secrets_dir(self) -> Path:
+        """Secrets the appliance generates itself (mode 0700, files 0600)."""
+        return self.home / "secrets"
+
+    @property
+    def database_password_file(self) -> Path | None:
+        """The embedded PostgreSQL's generated password; None with an external ``DATABASE_URL``."""
+        return self.secrets_dir / "postgres-password" if self.database_embedded else None
+
+    @property
+    def database_passfile(self) -> Path:
+        """The same password in libpq's passfile format, which the embedded ``DATABASE_URL`` names, so the
+        URL itself carries no password."""
+        return self.secrets_dir / "postgres.pgpass"
+
+    @property
     def log_dir(self) -> Path:
         return self.home / "log"
 
@@ -76,7 +92,8 @@ def load_core(env: EnvReader) -> CoreConfig:
     redis_raw = env.raw("REDIS_URL")
     redis_url = env.url("REDIS_URL", f"unix://{home}/run/redis.sock", REDIS_SCHEMES)
     db_raw = env.raw("DATABASE_URL")
-    database_url = env.url("DATABASE_URL", f"postgresql:///appliance?host={home}/run&user=appliance", POSTGRES_SCHEMES)
+    database_url = env.url("DATABASE_URL", f"postgresql:///appliance?host={home}/run&user=appliance"
+                                           f"&passfile={home}/secrets/postgres.pgpass", POSTGRES_SCHEMES)
     qdrant_raw = env.raw("QDRANT_URL")
     jobs_file = env.raw("APPLIANCE_JOBS_FILE")
     if jobs_file is not None and not Path(jobs_file).is_file():
