@@ -6,6 +6,11 @@ import argparse
 import importlib
 import sys
 
+from appliance.errors import UntrustedService
+
+#: Exit code of a refused server certificate: like bad configuration, restarting will not help.
+EXIT_UNTRUSTED = 2
+
 #: Modules that each add subcommands with ``register(subparsers)``.
 COMMAND_MODULES = (
     "appliance.commands.run",
@@ -32,6 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A refused server certificate is a configuration problem: one line and exit 2 (Supervisor marks the
+        # program FATAL instead of restarting it), never a traceback.
+        from appliance.clients import untrusted
+
+        refused = str(exc) if isinstance(exc, UntrustedService) else untrusted(exc)
+        if refused is None:
+            raise
+        print(f"appliance: {refused}", file=sys.stderr)
+        return EXIT_UNTRUSTED
 
 
 if __name__ == "__main__":

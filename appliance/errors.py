@@ -28,6 +28,11 @@ class LockLost(ApplianceError):
     """The run's lease was lost (expired, Redis restarted, or deleted by an operator)."""
 
 
+class UntrustedService(ApplianceError):
+    """Redis or PostgreSQL presented a certificate that does not verify: retrying cannot fix it, so the
+    process stops (exit code 2) with one line saying what to check."""
+
+
 class NotFound(ApplianceError):
     """An unknown job, lock or dead letter was named."""
 

@@ -116,7 +116,7 @@ class Redactor:
 def _password_file(config: Any) -> list[str]:
     """The generated password of the embedded PostgreSQL, when the configuration names its file and the file
     exists (it is created at the first start; before that there is nothing to mask)."""
-    path = getattr(config.core, "database_password_file", None)
+    path = config.core.database_password_file
     if path is None:
         return []
     try:

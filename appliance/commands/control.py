@@ -7,7 +7,7 @@ import getpass
 import socket
 from typing import Any, Callable
 
-from appliance.commands.common import config_or_exit, fail, print_json, setup_logs, use_metrics_dir
+from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, print_json, setup_logs, use_metrics_dir
 from appliance.errors import Conflict, NotFound
 from appliance.state import ClusterState
 
@@ -73,7 +73,10 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except Conflict as exc:
         fail(str(exc), EXIT_CONFLICT)
     except redis.RedisError as exc:
-        fail(f"Redis unavailable: {exc}")
+        from appliance.clients import untrusted
+
+        refused = untrusted(exc)
+        fail(refused, EXIT_CONFIG) if refused else fail(f"Redis unavailable: {exc}")
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.config.connections import load_database_url, load_redis_url
 from appliance.config.env import EnvReader
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 HTTP_SCHEMES = ("http", "https")
 
@@ -90,10 +90,11 @@ class CoreConfig:
 def load_core(env: EnvReader) -> CoreConfig:
     home = env.path("APPLIANCE_HOME", "./data").absolute()
     redis_raw = env.raw("REDIS_URL")
-    redis_url = env.url("REDIS_URL", f"unix://{home}/run/redis.sock", REDIS_SCHEMES)
+    redis_url = load_redis_url(env, f"unix://{home}/run/redis.sock")
     db_raw = env.raw("DATABASE_URL")
     database_url = env.url("DATABASE_URL", f"postgresql:///appliance?host={home}/run&user=appliance"
                                            f"&passfile={home}/secrets/postgres.pgpass", POSTGRES_SCHEMES)
+    database_url = load_database_url(env, database_url, embedded=db_raw is None)
     qdrant_raw = env.raw("QDRANT_URL")
     jobs_file = env.raw("APPLIANCE_JOBS_FILE")
     if jobs_file is not None and not Path(jobs_file).is_file():

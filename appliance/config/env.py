@@ -181,7 +181,7 @@ def _bounds_text(min: object, max: object) -> str:
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)")
-_QUERY_SECRET = re.compile(r"(?i)(?P<head>[?&](?:password|api_key|apikey|token|secret)=)(?P<pw>[^&\s]+)")
+_QUERY_SECRET = re.compile(r"(?i)(?P<head>[?&](?:[a-z_]*password|api_key|apikey|token|secret)=)(?P<pw>[^&\s]+)")
 
 
 def redact_url(text: str) -> str:
