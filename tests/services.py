@@ -48,10 +48,12 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.05):
 class RedisServer:
     """A ``redis-server`` on a loopback port and a unix socket, with append-only persistence."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
         self.dir = short_tmpdir("rds-")
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        #: More ``redis-server`` options (TLS ports, replication), appended to the command line.
+        self.extra_args = extra_args
 
     @property
     def url(self) -> str:
@@ -62,7 +64,7 @@ class RedisServer:
         return f"unix://{self.dir / embedded.REDIS_SOCKET}"
 
     def start(self) -> "RedisServer":
-        argv = embedded.redis_argv(self.dir, self.dir, port=self.port)
+        argv = embedded.redis_argv(self.dir, self.dir, port=self.port) + list(self.extra_args)
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: self.client().ping(), 10, "redis-server")
         return self
@@ -105,7 +107,9 @@ class RedisServer:
 class PostgresServer:
     """A PostgreSQL cluster made with ``initdb`` in a temp dir, on a unix socket and a loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+        #: More ``postgres -c`` settings (TLS), appended to the command line.
+        self.extra_args = extra_args
         self.dir = short_tmpdir("pg-")
         self.data = self.dir / "data"
         self.port = free_port()
@@ -124,7 +128,7 @@ class PostgresServer:
             os.chmod(self.dir, 0o755)
         embedded.init_postgres(self.data, self.dir, self.user)
         argv = embedded.postgres_argv(self.data, self.dir, self.user, port=self.port, listen="127.0.0.1")
-        argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", *self.extra_args]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: psycopg.connect(self.url("postgres"), connect_timeout=1).close() or True, 30, "postgres")
         return self

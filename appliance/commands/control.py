@@ -76,7 +76,9 @@ def _guarded(action: Callable[[], Any]) -> Any:
         from appliance.clients import untrusted
 
         refused = untrusted(exc)
-        fail(refused, EXIT_CONFIG) if refused else fail(f"Redis unavailable: {exc}")
+        if refused:
+            fail(refused, EXIT_CONFIG)
+        fail(f"Redis unavailable: {exc}")
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:

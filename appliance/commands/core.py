@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from appliance.commands.common import config_or_exit, fail, print_json, setup_logs
+from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, print_json, setup_logs
 from appliance.config import masked
 from appliance.owner import iso, utcnow
 
@@ -55,7 +55,7 @@ def _print_flat(values: dict, indent: str) -> None:
 def run_migrations(args: argparse.Namespace) -> int:
     config = config_or_exit(with_jobs=False)
     setup_logs(config, "migrate")
-    from appliance.clients import connect_db
+    from appliance.clients import connect_db, untrusted
     from appliance.db.migrate import SchemaTooNew, current_version, migrate
 
     try:
@@ -65,6 +65,9 @@ def run_migrations(args: argparse.Namespace) -> int:
     except SchemaTooNew as exc:
         fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - report any connection or SQL error as one clear line
+        refused = untrusted(exc)
+        if refused:
+            fail(refused, EXIT_CONFIG)
         fail(f"migration failed: {type(exc).__name__}: {exc}")
     logging.getLogger("appliance.migrate").info("schema at version %d (%d applied now)", version, len(applied))
     return 0

@@ -82,6 +82,7 @@ def load_redis_url(env: EnvReader, default: str) -> str:
     """``REDIS_URL`` (plain, TLS, unix socket or Sentinel) with the ``REDIS_TLS_*`` files added."""
     raw = env.raw("REDIS_URL")
     if raw is not None and is_sentinel(raw):
+        env.url_names.add("REDIS_URL")
         env.url_values["REDIS_URL"] = raw
         try:
             parse_sentinel_url(raw)

@@ -14,6 +14,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 T = TypeVar("T")
 
+#: Set by ``appliance.supervise.launch``: secrets the operator set that this program is not given.
+WITHHELD_NAMES = "APPLIANCE_WITHHELD_SECRETS"
+#: What such a secret reads as: set (so the program reports the feature as configured), but unusable.
+WITHHELD = "(withheld)"
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -29,9 +34,12 @@ class EnvReader:
         self.environ = dict(environ)
         self.problems: list[str] = []
         self.secret_names: set[str] = set()
+        self.withheld = frozenset(n for n in self.environ.get(WITHHELD_NAMES, "").split(",") if n)
         #: Values of the declared secrets and of every URL setting, by name: the secret registry's source.
         self.secret_values: dict[str, str] = {}
         self.url_values: dict[str, str] = {}
+        #: Every URL setting read, set or not (its password is a secret wherever it is shown).
+        self.url_names: set[str] = set()
 
     # -- raw access -----------------------------------------------------------------------------------
     def raw(self, name: str) -> str | None:
@@ -79,6 +87,8 @@ class EnvReader:
     def secret(self, name: str, default: str = "") -> str:
         """A secret: masked in ``check-config`` and in every error message."""
         self.secret_names.add(name)
+        if name in self.withheld:
+            return WITHHELD
         value = self.raw(name)
         if value is not None:
             self.secret_values[name] = value
@@ -132,6 +142,7 @@ class EnvReader:
 
     def url(self, name: str, default: str, schemes: tuple[str, ...], secret_password: bool = True) -> str:
         """A URL whose scheme is one of ``schemes``; its password is masked wherever it is shown."""
+        self.url_names.add(name)
         value = self.raw(name)
         if value is None:
             return default
