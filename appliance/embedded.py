@@ -1,8 +1,12 @@
 """Embedded Redis and PostgreSQL: the command lines that run them on unix sockets under a directory of ours.
 
 Used by ``appliance run`` (as Supervisor programs) and by the test fixtures, so both start them the same way.
-PostgreSQL refuses to run as root; when we are root, its commands run as the ``postgres`` user (or
-``APPLIANCE_PG_USER``'s value passed in by the caller) and its directories are given to that user.
+PostgreSQL refuses to run as root; when we are root, its commands run as the ``postgres`` user and its
+directories are given to that user.
+
+Both listen on a unix socket only (no TCP port), in a 0700 directory, and the sockets themselves are 0700:
+only the appliance's own user (and root) can reach them. Who may log in to PostgreSQL, and how, is
+``appliance.pgaccess``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from pathlib import Path
 
 REDIS_SOCKET = "redis.sock"
 PG_DATABASE = "appliance"
+#: The application role: owns its database, is not a superuser.
 PG_USER = "appliance"
+#: The cluster's bootstrap superuser: no password, rejected by pg_hba.conf (see ``appliance.pgaccess``).
+PG_SUPERUSER = "postgres"
+#: Only the socket's owner may connect (PostgreSQL's default is 0777, relying on the directory alone).
+SOCKET_MODE = "0700"
 
 
 def find_pg_bin(name: str) -> str:
@@ -77,18 +86,30 @@ def redis_argv(data_dir: Path, socket_dir: Path, port: int = 0) -> list[str]:
     ]
 
 
+def private_dir(path: Path, user: str | None = None) -> None:
+    """``path`` created if missing, mode 0700, owned by ``user`` when given (not recursive: files already
+    inside keep their owners)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
 def init_postgres(data_dir: Path, socket_dir: Path, user: str | None) -> bool:
-    """Create the cluster in ``data_dir`` if it does not exist yet; True when it was created."""
-    socket_dir.mkdir(parents=True, exist_ok=True)
+    """Create the cluster in ``data_dir`` if it does not exist yet; True when it was created.
+
+    ``socket_dir`` becomes a 0700 directory of PostgreSQL's user. The new cluster rejects every connection
+    until ``appliance.pgaccess.secure_cluster`` has set its roles, password and ``pg_hba.conf``.
+    """
+    private_dir(socket_dir, user)
     if (data_dir / "PG_VERSION").exists():
-        give_to(socket_dir, user)
         return False
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     give_to(data_dir, user)
-    give_to(socket_dir, user)
     subprocess.run(
-        as_user([find_pg_bin("initdb"), "-D", str(data_dir), "-U", PG_USER, "--auth=trust",
+        as_user([find_pg_bin("initdb"), "-D", str(data_dir), "-U", PG_SUPERUSER, "--auth=reject",
                  "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"], user),
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
@@ -102,20 +123,12 @@ def postgres_argv(data_dir: Path, socket_dir: Path, user: str | None, port: int 
         find_pg_bin("postgres"), "-D", str(data_dir),
         "-k", str(socket_dir), "-p", str(port),
         "-c", f"listen_addresses={listen}",
+        "-c", f"unix_socket_permissions={SOCKET_MODE}",
+        "-c", "password_encryption=scram-sha-256",
         "-c", "fsync=on", "-c", "max_connections=100",
     ], user)
 
 
-def postgres_url(socket_dir: Path, port: int = 5432, database: str = PG_DATABASE) -> str:
-    return f"postgresql:///{database}?host={socket_dir}&port={port}&user={PG_USER}"
-
-
-def ensure_database(socket_dir: Path, port: int = 5432, database: str = PG_DATABASE) -> bool:
-    """Create ``database`` if missing; True when it was created."""
-    import psycopg
-
-    with psycopg.connect(postgres_url(socket_dir, port, "postgres"), autocommit=True, connect_timeout=3) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
-            return False
-        conn.execute(f'CREATE DATABASE "{database}"')
-        return True
+def postgres_url(socket_dir: Path, passfile: Path, port: int = 5432, database: str = PG_DATABASE) -> str:
+    """The application role's URL on the unix socket; the password comes from libpq's ``passfile``."""
+    return f"postgresql:///{database}?host={socket_dir}&port={port}&user={PG_USER}&passfile={passfile}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from appliance import embedded
+from appliance import embedded, pgaccess
 
 
 def free_port() -> int:
@@ -118,15 +118,25 @@ class PostgresServer:
         self._n = 0
 
     def url(self, database: str = embedded.PG_DATABASE) -> str:
-        return embedded.postgres_url(self.dir, self.port, database)
+        return embedded.postgres_url(self.dir, self.passfile, self.port, database)
 
     def tcp_url(self, database: str = embedded.PG_DATABASE) -> str:
-        return f"postgresql://{embedded.PG_USER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{embedded.PG_USER}@127.0.0.1:{self.port}/{database}?passfile={self.passfile}"
+
+    @property
+    def passfile(self) -> Path:
+        return self.dir / "pgpass"
+
+    def secure(self) -> None:
+        """The appliance's own access rules (``appliance.pgaccess``), plus CREATEDB for the application role,
+        so that tests can have a database each (which their role then owns, as in the appliance)."""
+        password = pgaccess.load_password(self.dir / "password", self.passfile)
+        pgaccess.secure_cluster(self.data, self.user, password)
+        pgaccess.single_user(self.data, self.user, "postgres", f'ALTER ROLE "{embedded.PG_USER}" CREATEDB\n\n')
 
     def start(self) -> "PostgresServer":
-        if self.user:
-            os.chmod(self.dir, 0o755)
         embedded.init_postgres(self.data, self.dir, self.user)
+        self.secure()
         argv = embedded.postgres_argv(self.data, self.dir, self.user, port=self.port, listen="127.0.0.1")
         argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", *self.extra_args]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

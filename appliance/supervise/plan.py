@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from appliance import embedded
 from appliance.config import Config
 from appliance.errors import ConfigError
+from appliance.supervise.launch import SECRET_NAMES
 
 #: Root of a source checkout (``supervisord.conf`` and ``config/`` live there); absent in an installed package.
 REPO = Path(__file__).resolve().parents[2]
@@ -48,9 +49,12 @@ PROGRAMS = ("redis", "postgres", "qdrant", "worker", "sidecar")
 LOG_FILES = tuple(f"{name}{suffix}.log" for name in PROGRAMS for suffix in ("", "-error"))
 #: What the FATAL listener treats as critical: any of them FATAL leaves the appliance half-broken.
 CRITICAL = PROGRAMS
+#: supervisord's own log (``[supervisord] logfile``), in the same directory.
+SUPERVISORD_LOG = "supervisord.log"
 #: Directories of the embedded servers' data under ``APPLIANCE_HOME``.
 REDIS_DIR = "redis"
 POSTGRES_DIR = "postgres"
+QDRANT_SERVER_DIR = "qdrant-server"
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,7 @@ def qdrant_dirs(home: Path) -> tuple[Path, Path]:
     """(storage, snapshots) of the supervised Qdrant server."""
     if IMAGE_QDRANT_STORAGE.is_dir():
         return IMAGE_QDRANT_STORAGE, IMAGE_QDRANT_STORAGE.parent / "snapshots"
-    return home / "qdrant-server" / "storage", home / "qdrant-server" / "snapshots"
+    return home / QDRANT_SERVER_DIR / "storage", home / QDRANT_SERVER_DIR / "snapshots"
 
 
 def _flag(value: bool) -> str:
@@ -151,26 +155,28 @@ def supervisor_env(config: Config, plan: Plan, python: str = sys.executable) -> 
     (``QDRANT__SECTION__KEY`` overrides of ``config/qdrant.yaml``). Pure: nothing is exported here."""
     core = config.core
     pg_user = embedded.run_as_user() if plan.postgres_embedded else None
+    launcher = [python, "-m", "appliance.supervise.launch"]
     env = {
         "APPLIANCE_HOME": str(core.home),
         "APPLIANCE_PYTHON": python,
+        # Every program starts through the launcher, which gives it only its share of the environment.
+        "APPLIANCE_LAUNCH": shlex.join(launcher),
+        SECRET_NAMES: ",".join(sorted(config.secret_names)),
         "APPLIANCE_STOP_WAIT": str(stop_wait(config)),
         "APPLIANCE_SIDECAR_STOP_WAIT": str(sidecar_stop_wait(config)),
         "APPLIANCE_SUPERVISOR_INCLUDES": " ".join(str(path) for path in plan.includes),
-        "APPLIANCE_REDIS_COMMAND": shlex.join(embedded.redis_argv(core.home / REDIS_DIR, core.run_dir)),
-        "APPLIANCE_POSTGRES_COMMAND": _postgres_command(core.home / POSTGRES_DIR, core.run_dir, pg_user)
-        if plan.postgres_embedded else "postgres",
+        "APPLIANCE_REDIS_COMMAND": shlex.join([*launcher, "redis", "--",
+                                               *embedded.redis_argv(core.home / REDIS_DIR, core.run_dir)]),
+        "APPLIANCE_POSTGRES_COMMAND": shlex.join([*launcher, "postgres", "--", *embedded.postgres_argv(
+            core.home / POSTGRES_DIR, core.run_dir, pg_user)]) if plan.postgres_embedded else "postgres",
         "APPLIANCE_QDRANT_AUTOSTART": _flag(plan.qdrant == "server"),
-        "APPLIANCE_QDRANT_COMMAND": shlex.join([plan.qdrant_bin or "qdrant", "--config-path", str(plan.qdrant_conf)]),
+        "APPLIANCE_QDRANT_COMMAND": shlex.join([*launcher, "qdrant", "--", plan.qdrant_bin or "qdrant", "--config-path",
+                                                str(plan.qdrant_conf)]),
         "APPLIANCE_CRITICAL": ",".join(CRITICAL),
     }
     if plan.qdrant == "server":
         env.update(_qdrant_server_env(config, plan))
     return env
-
-
-def _postgres_command(data: Path, run_dir: Path, user: str | None) -> str:
-    return shlex.join(embedded.postgres_argv(data, run_dir, user))
 
 
 def _qdrant_server_env(config: Config, plan: Plan) -> dict[str, str]:

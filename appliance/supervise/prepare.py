@@ -1,5 +1,5 @@
-"""Everything ``appliance run`` does before supervisord starts: directories, log files, the embedded
-PostgreSQL cluster, and the database migrations.
+"""Everything ``appliance run`` does before supervisord starts: private directories and log files, the
+embedded PostgreSQL cluster and its access rules, and the database migrations.
 
 Migrations run here, before any program starts, so the worker never runs a job against an old schema.
 They hold PostgreSQL's advisory lock (``appliance.db.migrate``), so replicas starting together apply each
@@ -10,18 +10,20 @@ database and migrate, then stopped again (fast shutdown) and handed to Superviso
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 from pathlib import Path
 
 import psycopg
 
-from appliance import embedded
+from appliance import embedded, pgaccess
 from appliance.clients import connect_db, wait_for
 from appliance.config import Config
 from appliance.errors import ApplianceError
 from appliance.logs import fields
-from appliance.supervise.plan import LOG_FILES, POSTGRES_DIR, REDIS_DIR, Plan, qdrant_dirs
+from appliance.supervise.plan import (LOG_FILES, POSTGRES_DIR, QDRANT_SERVER_DIR, REDIS_DIR, SUPERVISORD_LOG, Plan,
+                                      qdrant_dirs)
 
 log = logging.getLogger("appliance.run")
 
@@ -38,20 +40,40 @@ class StartupError(ApplianceError):
 
 def make_dirs(config: Config, plan: Plan) -> None:
     """Data, run, log and metrics directories, and every program's log file (so the ``logs`` program
-    follows them all from the first line). Removes a FATAL marker left by the previous run."""
+    follows them all from the first line). Removes a FATAL marker left by the previous run.
+
+    From here on this process, supervisord (which it becomes) and every program create files with umask
+    077: logs, sockets, Redis's append-only file, metrics and Qdrant's storage are the appliance user's
+    alone. supervisord's own ``umask`` setting would not do it: it applies only when supervisord daemonizes.
+    Directories and log files of an earlier version, made with the usual 022, are tightened too.
+    """
+    os.umask(0o077)
     core = config.core
-    for path in (core.home, core.run_dir, core.log_dir, core.metrics_dir, core.home / REDIS_DIR):
-        path.mkdir(parents=True, exist_ok=True)
+    if not core.home.exists():
+        core.home.mkdir(parents=True)
+        # Traversable, not listable: PostgreSQL's own user must reach its data and socket directories when
+        # the appliance runs as root; everything inside is private by its own mode.
+        core.home.chmod(0o711)
+    for path in (core.run_dir, core.log_dir, core.metrics_dir, core.home / REDIS_DIR, core.secrets_dir):
+        embedded.private_dir(path)
+    for path in (core.qdrant_path, core.home / QDRANT_SERVER_DIR):
+        if path.is_dir():
+            path.chmod(0o700)
     if plan.qdrant == "server":
         for path in qdrant_dirs(core.home):
             path.mkdir(parents=True, exist_ok=True)
-    for name in LOG_FILES:
+    for name in (*LOG_FILES, SUPERVISORD_LOG):
         (core.log_dir / name).touch()
+    for path in core.log_dir.iterdir():
+        if path.is_file():
+            path.chmod(0o600)
     (core.run_dir / FATAL_MARKER).unlink(missing_ok=True)
 
 
 def migrate_database(config: Config, plan: Plan) -> list[str]:
-    """Apply pending migrations; returns their names. Starts and stops the embedded server when needed."""
+    """Apply pending migrations; returns their names. Starts and stops the embedded server when needed,
+    after creating its cluster (first start) and bringing its roles and authentication to
+    ``appliance.pgaccess``'s rules (every start; an old cluster is upgraded in place)."""
     if not plan.postgres_embedded:
         return _migrate(config)
     core = config.core
@@ -60,12 +82,15 @@ def migrate_database(config: Config, plan: Plan) -> list[str]:
     try:
         if embedded.init_postgres(data, core.run_dir, user):
             log.info("created the embedded PostgreSQL cluster", extra=fields(path=str(data)))
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
-        raise StartupError(f"could not create the embedded PostgreSQL cluster in {data}: {_reason(exc)}") from None
+        password = pgaccess.load_password(core.database_password_file, core.database_passfile)
+        for change in pgaccess.secure_cluster(data, user, password):
+            log.info("embedded PostgreSQL: %s", change)
+    except (OSError, RuntimeError, subprocess.SubprocessError, ApplianceError) as exc:
+        raise StartupError(f"could not set up the embedded PostgreSQL cluster in {data}: {_reason(exc)}") from None
     server = subprocess.Popen(embedded.postgres_argv(data, core.run_dir, user),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_database(config, lambda: embedded.ensure_database(core.run_dir), server)
+        _wait_for_database(config, lambda: connect_db(config).close(), server)
         return _migrate(config)
     finally:
         _stop_postgres(server)

@@ -76,7 +76,8 @@ def test_priorities_stops_and_logs(monkeypatch, tmp_path):
     for name in ("redis", "postgres", "qdrant", "worker", "sidecar"):
         assert Path(everything[name].stdout_logfile).name == f"{name}.log"
         assert Path(everything[name].stderr_logfile).name == f"{name}-error.log"
-    assert set(LOG_FILES) == {Path(p).name for p in programs["logs"].command.split()[5:]}
+    tail = programs["logs"].command.split()
+    assert set(LOG_FILES) == {Path(p).name for p in tail[tail.index("-F") + 1:]}
     # Worst case the default SHUTDOWN_TIMEOUT allows with an idle sidecar: worker, then the services.
     assert everything["worker"].stopwaitsecs + 1 + everything["qdrant"].stopwaitsecs <= 10
 
