@@ -33,6 +33,8 @@ class Config:
     knowledge: KnowledgeConfig
     jobs: tuple[JobSettings, ...] = ()
     secret_names: frozenset[str] = frozenset()
+    #: Secrets the operator set that ``appliance run`` did not give this program (they read as unset).
+    withheld_secrets: frozenset[str] = frozenset()
     url_names: frozenset[str] = frozenset()
     #: (name, value) of every declared secret that is set, and of every URL setting: what
     #: ``appliance.redaction.Redactor.from_config`` masks. Never printed (``masked`` leaves them out).
@@ -89,7 +91,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: str | Path |
     if env.problems:
         raise ConfigError(env.problems)
     return Config(**{**_shallow(config), "secret_names": frozenset(env.secret_names),
-                     "url_names": frozenset(env.url_names),
+                     "withheld_secrets": env.withheld, "url_names": frozenset(env.url_names),
                      "secret_values": tuple(sorted(env.secret_values.items())),
                      "url_values": tuple(sorted(env.url_values.items()))})
 
@@ -106,7 +108,8 @@ def masked(config: Config) -> dict[str, Any]:
             return value.text
         if is_dataclass(value):
             return {f.name: convert(getattr(value, f.name), f.name) for f in fields(value)
-                    if f.name not in ("secret_names", "url_names", "secret_values", "url_values", "func")}
+                    if f.name not in ("secret_names", "withheld_secrets", "url_names", "secret_values", "url_values",
+                                       "func")}
         if isinstance(value, (tuple, list)):
             return [convert(v) for v in value]
         if isinstance(value, Path):

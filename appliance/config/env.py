@@ -14,10 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 T = TypeVar("T")
 
-#: Set by ``appliance.supervise.launch``: secrets the operator set that this program is not given.
+#: Set by ``appliance.supervise.launch``: secrets the operator set that this program is not given. They
+#: read as unset (no check, no credential can match them); ``withheld`` tells that they are set elsewhere.
 WITHHELD_NAMES = "APPLIANCE_WITHHELD_SECRETS"
-#: What such a secret reads as: set (so the program reports the feature as configured), but unusable.
-WITHHELD = "(withheld)"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -88,7 +87,7 @@ class EnvReader:
         """A secret: masked in ``check-config`` and in every error message."""
         self.secret_names.add(name)
         if name in self.withheld:
-            return WITHHELD
+            return default
         value = self.raw(name)
         if value is not None:
             self.secret_values[name] = value

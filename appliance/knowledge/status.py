@@ -13,7 +13,8 @@ def knowledge_status(config: "Config") -> dict:
     from appliance.knowledge.embedder import LOCAL_MODEL
 
     k = config.knowledge
-    local = k.local_embedder
+    # The sidecar is not given OPENAI_API_KEY; that it is set is enough to tell which embedder the worker uses.
+    local = k.local_embedder and "OPENAI_API_KEY" not in config.withheld_secrets
     status = {
         "embedder": "local" if local else "openai",
         "model": LOCAL_MODEL if local else k.embedding_model,
