@@ -1,8 +1,9 @@
 """``appliance knowledge``: search the knowledge collection, reindex documents, show the indexer's state.
 
-In embedded mode (no ``QDRANT_URL``) Qdrant's local storage admits one process at a time: these commands
-open it briefly, waiting up to ``QDRANT_LOCAL_WAIT`` for an indexer run of the worker to finish, and
-``reindex`` runs the indexer itself under ``lock:knowledge-indexer``, so it never races the worker.
+In embedded mode (no ``QDRANT_URL``) the Qdrant Edge storage admits one process at a time (a file lock):
+these commands open it briefly, waiting up to ``QDRANT_LOCAL_WAIT`` for an indexer run of the worker to
+finish and then naming the process that holds it; ``status`` never waits. ``reindex`` runs the indexer
+itself under ``lock:knowledge-indexer``, so it never races the worker.
 """
 
 from __future__ import annotations
@@ -200,6 +201,10 @@ def status_command(args: argparse.Namespace) -> int:
 
     status: dict[str, Any] = knowledge_status(config)
     status["documents"] = _document_counts(config)
+    if not config.core.qdrant_url_set:
+        from appliance.knowledge.edge_store import storage_state
+
+        status["storage"] = storage_state(config)
     if args.json:
         print_json(status)
         return 0

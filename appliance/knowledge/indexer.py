@@ -19,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass
 
 import psycopg
-from qdrant_client import models
 
 from appliance.context import RunContext
 from appliance.fencing import check_fence
@@ -27,7 +26,7 @@ from appliance.knowledge import documents, services
 from appliance.knowledge.chunking import Chunk, chunk_document
 from appliance.knowledge.documents import Document
 from appliance.knowledge.embedder import Embedder, EmbeddingRejected
-from appliance.knowledge.store import KnowledgeStore, point_id, server_mode
+from appliance.knowledge.store import KnowledgePoint, KnowledgeStore, point_id, server_mode
 from appliance.logs import fields
 
 BACKLOG = "unindexed_documents"
@@ -173,8 +172,8 @@ def embed(embedder: Embedder, docs: list[Document], chunks: dict[int, list[Chunk
     return vectors, {}
 
 
-def _point(doc: Document, chunk: Chunk, vector: list[float], count: int) -> models.PointStruct:
+def _point(doc: Document, chunk: Chunk, vector: list[float], count: int) -> KnowledgePoint:
     payload = {"tenant_id": doc.tenant_id, "document_id": doc.id, "chunk_index": chunk.index, "chunk_count": count,
                "title": doc.title, "source": doc.source, "updated_at": doc.updated_at.isoformat(),
                "text": chunk.text}
-    return models.PointStruct(id=point_id(doc.id, chunk.index), vector=vector, payload=payload)
+    return KnowledgePoint(id=point_id(doc.id, chunk.index), vector=vector, payload=payload)

@@ -1,8 +1,8 @@
 """What the knowledge jobs keep in ``ctx.services`` (the dict the worker shares across runs).
 
 The embedder and its circuit breaker live as long as the worker, so the breaker counts failures across
-runs. A Qdrant server client is kept too; embedded local storage is opened for one run and closed after it,
-so that ``appliance knowledge`` commands can open it between runs.
+runs. A Qdrant server client is kept too; the embedded storage is opened for one run and closed after it
+(dropping its file lock), so that ``appliance knowledge`` commands can open it between runs.
 """
 
 from __future__ import annotations

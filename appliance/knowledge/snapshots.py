@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from appliance.context import RunContext
 from appliance.knowledge import services
-from appliance.knowledge.store import KnowledgeStore, server_mode
+from appliance.knowledge.server_store import ServerStore
+from appliance.knowledge.store import server_mode
 from appliance.logs import fields
 
 
@@ -29,7 +30,7 @@ def run(ctx: RunContext) -> dict:
     return {"created": name, "deleted": deleted}
 
 
-def prune(store: KnowledgeStore, keep: int) -> list[str]:
+def prune(store: ServerStore, keep: int) -> list[str]:
     """Delete all but the ``keep`` newest snapshots of the collection; returns the names deleted."""
     snapshots = store.client.list_snapshots(store.collection)
     snapshots.sort(key=lambda s: (s.creation_time or "", s.name), reverse=True)

@@ -1,5 +1,6 @@
 """How the knowledge indexer is set up, for ``/health`` and ``appliance check-config``: which embedder
-(OpenAI or the offline local one) and which Qdrant (server or embedded). Reads only the configuration."""
+(OpenAI or the offline local one) and which Qdrant (a server, or Qdrant Edge embedded in the process that
+uses it). Reads only the configuration."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def knowledge_status(config: "Config") -> dict:
         "offline": local,
         "collection": k.collection,
         "qdrant": "server" if config.core.qdrant_url_set else "embedded",
+        "qdrant_engine": "qdrant server" if config.core.qdrant_url_set else "qdrant-edge",
     }
     if local:
         status["note"] = ("no OPENAI_API_KEY: documents are embedded by the local deterministic embedder "

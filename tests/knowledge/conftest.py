@@ -1,9 +1,10 @@
-"""Fixtures of the knowledge tests: a configuration on this test's PostgreSQL database, qdrant-client's
-embedded local mode under a temp ``APPLIANCE_HOME``, run contexts built by hand (no worker loop), and a
+"""Fixtures of the knowledge tests: a configuration on this test's PostgreSQL database, the embedded Qdrant
+Edge storage under a temp ``APPLIANCE_HOME``, run contexts built by hand (no worker loop), and a
 local OpenAI-compatible embeddings server."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime, timezone
 
@@ -76,9 +77,11 @@ def make_ctx(pool):
             with pool.connection() as conn:
                 return issue_fence(conn, JOB)
 
+        known = {f.name for f in dataclasses.fields(RunContext)}
+        fencing = {"issued_fence": fence()} if "issued_fence" in known else {"_fence_source": fence}
         return RunContext(job=JOB, slot=datetime.now(timezone.utc), run_id="test", attempt=1, owner="test",
-                          config=config, redis=None, db=pool, services=services, _fence_source=fence,
-                          log=logging.LoggerAdapter(logging.getLogger("test.knowledge"), {}))
+                          config=config, redis=None, db=pool, services=services,
+                          log=logging.LoggerAdapter(logging.getLogger("test.knowledge"), {}), **fencing)
 
     make.services = services
     return make

@@ -1,5 +1,5 @@
 """``appliance knowledge search`` and ``reindex`` as subprocesses, against this test's PostgreSQL and Redis and
-qdrant-client's embedded local mode (no Qdrant server binary here), with the local embedder."""
+the embedded Qdrant Edge storage (no Qdrant server binary here), with the local embedder."""
 
 from __future__ import annotations
 
@@ -105,6 +105,7 @@ def test_status_says_which_embedder_and_qdrant_and_counts_documents(cli, indexed
         ("local", "local-hash-v1", True, "embedded")
     assert "no OPENAI_API_KEY" in status["note"]
     assert status["documents"] == {"total": 4, "indexed": 3, "failed": 0, "pending": 1, "deletions_pending": 0}
+    assert status["qdrant_engine"] == "qdrant-edge" and status["storage"]["points"] == 3
     remote = json.loads(cli("status", "--json", OPENAI_API_KEY="sk-x", QDRANT_URL="http://127.0.0.1:1").stdout)
     assert (remote["embedder"], remote["model"], remote["offline"], remote["qdrant"]) == \
         ("openai", "text-embedding-3-small", False, "server")

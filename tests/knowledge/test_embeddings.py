@@ -1,7 +1,7 @@
 """The OpenAI embedder through the real ``openai`` client against a local OpenAI-compatible HTTP server
 (``tests/knowledge/openai_server.py``; OpenAI itself cannot be reached here): batching, token metrics,
 ``Retry-After`` on 429, refused inputs, and the circuit breaker across the worker's retries. Qdrant is
-qdrant-client's embedded local mode (no Qdrant server binary here)."""
+the embedded Qdrant Edge storage (no Qdrant server binary here)."""
 
 from __future__ import annotations
 

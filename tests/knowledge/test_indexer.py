@@ -1,5 +1,5 @@
-"""The indexer job against real PostgreSQL and qdrant-client's embedded local mode (no Qdrant server
-binary here), with the local embedder: upserts, shrinking edits, deletes, tenant-filtered search,
+"""The indexer job against real PostgreSQL and the embedded Qdrant Edge storage (no Qdrant server binary
+here), with the local embedder: upserts, shrinking edits, deletes, tenant-filtered search,
 collection mismatches, resuming after a cut-short run, and fencing."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ def add(sql, tenant: int, title: str, body: str) -> int:
 
 def points_of(config, doc_id: int | None = None) -> list[dict]:
     with open_store(config) as store:
-        points, _ = store.client.scroll(store.collection, limit=10_000, with_payload=True)
-    return [p.payload | {"id": str(p.id)} for p in points if doc_id is None or p.payload["document_id"] == doc_id]
+        points = store.points()
+    return [p.payload | {"id": p.id} for p in points if doc_id is None or p.payload["document_id"] == doc_id]
 
 
 def search(config, text: str, tenant: int | None, limit: int = 5):
