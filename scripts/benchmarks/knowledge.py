@@ -1,21 +1,33 @@
-"""Knowledge indexer benchmark: chunks per second end to end (PostgreSQL rows -> chunks -> local embedder ->
-qdrant-client's embedded local mode), and the share of the run's time spent chunking, embedding, upserting
-into Qdrant and in PostgreSQL, all measured in the same run. Starts its own PostgreSQL in a temp dir.
+"""Knowledge benchmarks, in one run:
 
-    python scripts/benchmarks/knowledge.py [--documents N] [--dimensions D] [--chars C]
+1. The two embedded Qdrant stores side by side on the same generated points: Qdrant Edge (the appliance's
+   embedded store, through ``appliance.knowledge.store.open_store``) and qdrant-client's local mode (the
+   embedded store of earlier releases, through qdrant-client as that store used it). Per store: upsert rate
+   in batches of 256 (written and durable), tenant-filtered top-5 search latency (best chunk per document, as
+   ``appliance knowledge search`` asks) and the time to open the filled storage.
+2. The indexer end to end: chunks per second (PostgreSQL rows -> chunks -> local embedder -> Qdrant Edge),
+   and the share of the run's time spent chunking, embedding, upserting into Qdrant and in PostgreSQL, all
+   measured in the same run. Starts its own PostgreSQL in a temp dir.
+
+    python -P scripts/benchmarks/knowledge.py [--points N] [--local-points N] [--documents N] [--dimensions D]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import shutil
+import statistics
 import tempfile
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -24,9 +36,128 @@ from appliance.context import RunContext
 from appliance.db.migrate import migrate
 from appliance.fencing import issue_fence
 from appliance.knowledge import indexer
+from appliance.knowledge.embedder import Identity
+from appliance.knowledge.store import KnowledgePoint, metadata, open_store
 from tests.services import PostgresServer
 
 JOB = "knowledge-indexer"
+TENANTS = 10
+CHUNKS_PER_DOCUMENT = 4
+BATCH = 256
+QUERIES = 200
+TEXT = "Refunds for annual plans are prorated and paid back to the original card within 14 days. " * 9
+
+
+def make_points(count: int, dimensions: int, seed: int = 7) -> list[KnowledgePoint]:
+    """Unit vectors with the payload of real chunks (about 800 characters of text each)."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((count, dimensions), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    points = []
+    for i, vector in enumerate(vectors):
+        document = i // CHUNKS_PER_DOCUMENT
+        points.append(KnowledgePoint(str(uuid.uuid5(uuid.NAMESPACE_OID, str(i))), vector.tolist(),
+                                     {"tenant_id": document % TENANTS, "document_id": document,
+                                      "chunk_index": i % CHUNKS_PER_DOCUMENT, "chunk_count": CHUNKS_PER_DOCUMENT,
+                                      "title": f"Document {document}", "source": None,
+                                      "updated_at": "2026-11-30T00:00:00+00:00", "text": TEXT}))
+    return points
+
+
+def queries(count: int, dimensions: int, seed: int = 11) -> list[tuple[list[float], int]]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((count, dimensions), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [(vector.tolist(), i % TENANTS) for i, vector in enumerate(vectors)]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def bench_edge(home: Path, points: list[KnowledgePoint], asks: list[tuple[list[float], int]]) -> dict:
+    dimensions = len(points[0].vector)
+    config = load_config({"APPLIANCE_HOME": str(home), "EMBEDDING_DIMENSIONS": str(dimensions)}, env_file=None,
+                         with_jobs=False)
+    identity = Identity("local", "bench", dimensions)
+    with open_store(config) as store:
+        store.ensure(identity)
+        upsert = sum(timed(lambda b=points[s:s + BATCH]: store.upsert(b)) for s in range(0, len(points), BATCH))
+    started = time.perf_counter()
+    store = open_store(config)
+    store.check(identity)
+    store.count()
+    opened = time.perf_counter() - started
+    try:
+        latencies = [timed(lambda v=v, t=t: store.search(v, t, 5)) for v, t in asks]
+    finally:
+        store.close()
+    return {"upsert": len(points) / upsert, "open": opened, "latencies": latencies}
+
+
+def bench_local(path: Path, points: list[KnowledgePoint], asks: list[tuple[list[float], int]]) -> dict:
+    from qdrant_client import QdrantClient, models
+
+    collection = "bench"
+    dimensions = len(points[0].vector)
+    client = QdrantClient(path=str(path))
+    client.create_collection(collection, metadata=metadata(Identity("local", "bench", dimensions)),
+                             vectors_config=models.VectorParams(size=dimensions, distance=models.Distance.COSINE))
+
+    def write(batch: list[KnowledgePoint]) -> None:
+        client.upsert(collection, points=[models.PointStruct(id=p.id, vector=p.vector, payload=p.payload)
+                                          for p in batch], wait=True)
+
+    upsert = sum(timed(lambda b=points[s:s + BATCH]: write(b)) for s in range(0, len(points), BATCH))
+    client.close()
+    started = time.perf_counter()
+    client = QdrantClient(path=str(path))
+    client.count(collection)
+    opened = time.perf_counter() - started
+
+    def search(vector: list[float], tenant: int) -> None:
+        only = models.Filter(must=[models.FieldCondition(key="tenant_id", match=models.MatchValue(value=tenant))])
+        client.query_points_groups(collection, group_by="document_id", query=vector, query_filter=only, limit=5,
+                                   group_size=1, with_payload=True)
+
+    try:
+        latencies = [timed(lambda v=v, t=t: search(v, t)) for v, t in asks]
+    finally:
+        client.close()
+    return {"upsert": len(points) / upsert, "open": opened, "latencies": latencies}
+
+
+def line(name: str, points: int, result: dict) -> str:
+    lat = [s * 1000 for s in result["latencies"]]
+    return (f"  {name:<26} {points:>7,} points: upsert {result['upsert']:>7,.0f} points/s | tenant-filtered top-5 "
+            f"p50 {statistics.median(lat):7.1f} ms, p99 {percentile(lat, 99):7.1f} ms ({len(lat)} queries) | "
+            f"open {result['open']:6.2f} s")
+
+
+def compare(points: int, local_points: int, dimensions: int, queries_count: int = QUERIES) -> None:
+    """Print one line per store; qdrant-client's local mode on ``local_points`` (it is much slower)."""
+    print(f"embedded stores: {dimensions} dimensions, {TENANTS} tenants, {CHUNKS_PER_DOCUMENT} chunks per document, "
+          f"upserts of {BATCH}; goals for Qdrant Edge at 50,000 points: upsert >= 2,000/s, p99 <= 20 ms, open <= 1 s")
+    work = Path(tempfile.mkdtemp(prefix="bench-stores-"))
+    try:
+        data = make_points(max(points, local_points), dimensions)
+        asks = queries(queries_count, dimensions)
+        print(line("Qdrant Edge (qdrant-edge)", points, bench_edge(work / "edge", data[:points], asks)), flush=True)
+        local_asks = asks[:max(20, queries_count // 10)]
+        print(line("qdrant-client local mode", local_points,
+                   bench_local(work / "local", data[:local_points], local_asks)), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+
 WORDS = ("invoice refund warranty shipping order customer plan annual monthly support ticket agent call "
          "campaign lead reminder tenant trial payment card credit policy days business hours team").split()
 
@@ -58,9 +189,12 @@ def run_once(pool: ConnectionPool, config) -> tuple[dict, float]:
         with pool.connection() as conn:
             return issue_fence(conn, JOB)
 
+    # The fence as the worker gives it: issued when the run starts (older contexts took a source instead).
+    known = {f.name for f in dataclasses.fields(RunContext)}
+    fencing = {"issued_fence": fence()} if "issued_fence" in known else {"_fence_source": fence}
     ctx = RunContext(job=JOB, slot=datetime.now(timezone.utc), run_id="bench", attempt=1, owner="bench",
-                     config=config, redis=None, db=pool, services={}, _fence_source=fence,
-                     log=logging.LoggerAdapter(logging.getLogger("bench.knowledge"), {}))
+                     config=config, redis=None, db=pool, services={},
+                     log=logging.LoggerAdapter(logging.getLogger("bench.knowledge"), {}), **fencing)
     t0 = time.perf_counter()
     summary = indexer.run(ctx)
     return summary, time.perf_counter() - t0
@@ -77,10 +211,14 @@ def report(label: str, summary: dict, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--documents", type=int, default=1000)
+    parser.add_argument("--points", type=int, default=50_000, help="points in Qdrant Edge")
+    parser.add_argument("--local-points", type=int, default=5_000,
+                        help="points in qdrant-client's local mode (it upserts at about 150/s)")
+    parser.add_argument("--documents", type=int, default=1000, help="documents the indexer run indexes")
     parser.add_argument("--dimensions", type=int, default=1536)
     parser.add_argument("--chars", type=int, default=3000, help="characters per document body")
     args = parser.parse_args(argv)
+    compare(args.points, args.local_points, args.dimensions)
     postgres = PostgresServer().start()
     home = Path(tempfile.mkdtemp(prefix="bench-knowledge-"))
     try:
@@ -89,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config({"APPLIANCE_HOME": str(home), "DATABASE_URL": url, "LOG_LEVEL": "warning",
                               "EMBEDDING_DIMENSIONS": str(args.dimensions)}, env_file=None, with_jobs=False)
         k = config.knowledge
-        print(f"local embedder, {args.dimensions} dimensions, embedded Qdrant; chunks of {k.chunk_size} chars "
+        print(f"indexer: local embedder, {args.dimensions} dimensions, Qdrant Edge; chunks of {k.chunk_size} chars "
               f"(overlap {k.chunk_overlap}), {k.batch_size} documents per batch, bodies of ~{args.chars} chars")
         with ConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": False}) as pool:
             report("first index (new collection)", *run_once(pool, config))
