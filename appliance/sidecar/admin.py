@@ -2,15 +2,21 @@
 
 Every route needs an admin credential (``appliance.sidecar.auth``); every change goes through
 ``ClusterState`` exactly as the CLI's does and is written to the audit trail (who, what, when) and the log.
+
+A change (``POST``, ``DELETE``) reads its body before it does anything: empty, or a JSON object of at most
+``MAX_BODY`` bytes (no option is defined yet; the object is room for them). Anything else is answered 400
+(malformed, not an object) or 413 (too large) and changes nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from functools import wraps
+from typing import Any, Callable
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from appliance.logs import fields
 from appliance.sidecar.auth import admin_surface, require_admin
@@ -22,6 +28,8 @@ bp = Blueprint("admin_api", __name__, url_prefix="/api")
 bp.before_request(admin_surface)
 
 MAX_LIMIT = 1000
+#: Largest body a change accepts. Admin calls carry at most a few options; a larger body is refused unread.
+MAX_BODY = 64 * 1024
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
 
 
@@ -42,6 +50,36 @@ def _limit(default: int) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, not {raw!r}")
     return int(raw)
+
+
+def _body() -> dict[str, Any]:
+    """The body of a change: ``{}`` when empty, else the JSON object it holds (whatever its content type, so
+    ``curl -d '{}'`` works). Raises 413 or 400 before the change is made."""
+    if (request.content_length or 0) > MAX_BODY:
+        raise RequestEntityTooLarge(f"the body may hold at most {MAX_BODY} bytes")
+    raw = request.stream.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise RequestEntityTooLarge(f"the body may hold at most {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise BadRequest("the body must be empty or a JSON object; it is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"the body must be empty or a JSON object, not a JSON {type(value).__name__}")
+    return value
+
+
+def change(view: Callable[..., Any]) -> Callable[..., Any]:
+    """An admin change: the caller is authenticated first (401 and 403 never depend on the body), then the
+    body is read; only then does ``view`` run."""
+    @wraps(view)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        _body()
+        return view(*args, **kwargs)
+
+    return require_admin(checked)
 
 
 def _flag(name: str) -> bool:
@@ -68,7 +106,7 @@ def jobs() -> Response:
 
 
 @bp.post("/jobs/<name>/trigger")
-@require_admin
+@change
 def trigger(name: str) -> tuple[Response, int]:
     trigger_id = _state().trigger(name, by=g.caller.who)
     _audit("job.trigger", name, trigger_id)
@@ -76,7 +114,7 @@ def trigger(name: str) -> tuple[Response, int]:
 
 
 @bp.post("/jobs/<name>/pause")
-@require_admin
+@change
 def pause(name: str) -> Response:
     _state().pause(name, by=g.caller.who)
     _audit("job.pause", name)
@@ -84,7 +122,7 @@ def pause(name: str) -> Response:
 
 
 @bp.post("/jobs/<name>/resume")
-@require_admin
+@change
 def resume(name: str) -> Response:
     _state().resume(name, by=g.caller.who)
     _audit("job.resume", name)
@@ -106,7 +144,7 @@ def locks() -> Response:
 
 
 @bp.delete("/locks/<name>")
-@require_admin
+@change
 def clear_lock(name: str) -> Response:
     """Same safety as ``appliance locks clear``: 409 while the holder is alive unless ``?force=true``."""
     force = _flag("force")
@@ -122,7 +160,7 @@ def dead_letters() -> Response:
 
 
 @bp.post("/dead-letters/<dead_id>/retry")
-@require_admin
+@change
 def retry_dead_letter(dead_id: str) -> tuple[Response, int]:
     trigger_id = _state().retry_dead_letter(dead_id, by=g.caller.who)
     _audit("dlq.retry", dead_id, trigger_id)
@@ -130,7 +168,7 @@ def retry_dead_letter(dead_id: str) -> tuple[Response, int]:
 
 
 @bp.delete("/dead-letters/<dead_id>")
-@require_admin
+@change
 def drop_dead_letter(dead_id: str) -> Response:
     entry: dict[str, Any] = _state().drop_dead_letter(dead_id)
     _audit("dlq.drop", dead_id, entry.get("job") or "")

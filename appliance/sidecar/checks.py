@@ -10,6 +10,7 @@ older than the cache TTL but younger than twice it is served at once while a fre
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,9 @@ from appliance import keys
 from appliance.config.env import redact_url
 from appliance.owner import iso, utcnow
 from appliance.state import ClusterState
+
+#: An absolute path: a slash not inside a word, URL or relative path, then at least two parts.
+_PATH = re.compile(r"(?<![\w:/.~-])/[^\s/\"',;]+(?:/[^\s/\"',;]*)+")
 
 # libpq rounds connect timeouts below 2 s up to 2 s; the probe's own deadline is what bounds the answer.
 PG_CONNECT_TIMEOUT = 2
@@ -49,9 +53,17 @@ class Component:
     data: Any = None
 
     def public(self) -> dict[str, Any]:
-        return {"status": self.status.value, "message": self.message,
+        """What the unauthenticated ``/health`` shows: no filesystem path (a socket or data directory tells
+        a caller where to look)."""
+        return {"status": self.status.value, "message": without_paths(self.message),
                 "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 2),
                 "lastChecked": self.checked_at}
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path of two or more parts replaced by ``<path>``; URLs are left alone
+    (their path follows a host, never a space or quote)."""
+    return _PATH.sub(lambda m: "<path>" + m.group(0)[len(m.group(0).rstrip(".")):], text)
 
 
 def failure(exc: BaseException) -> str:
@@ -147,6 +159,6 @@ def check_qdrant(http: httpx.Client, url: str) -> Component:
     return Component(Status.UP, f"ready (latency: {latency:.1f}ms)", latency)
 
 
-def embedded_qdrant(path: str) -> Component:
+def embedded_qdrant() -> Component:
     """Qdrant in qdrant-client's local mode lives inside the worker process; its storage is not ours to open."""
-    return Component(Status.UP, f"embedded local mode at {path} (inside the worker process; not probed)")
+    return Component(Status.UP, "embedded local mode (inside the worker process; not probed)")

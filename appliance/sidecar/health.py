@@ -63,7 +63,7 @@ class Monitor:
         checks = {
             "redis": lambda: check_redis(self.redis),
             "database": lambda: check_database(core.database_url),
-            "qdrant": (lambda: embedded_qdrant(str(core.qdrant_path))) if self.qdrant_embedded
+            "qdrant": embedded_qdrant if self.qdrant_embedded
             else (lambda: check_qdrant(self.http, core.qdrant_url)),
         }
         self.probes = {name: CachedProbe(name, check, side.cache_ttl, side.check_timeout, self.executor)
