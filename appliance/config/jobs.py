@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from appliance.schedules import Schedule
 
 JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: Settings of other sections that share a per-job prefix; they name no job.
+NOT_JOB_SETTINGS = frozenset({"SCHEDULE_TIMEZONE"})
 TOML_KEYS = {"callable", "schedule", "lock_ttl", "max_retries", "grace", "timezone", "enabled", "description", "needs"}
 
 
@@ -126,6 +128,7 @@ def resolve_jobs(specs: list[JobSpec], config: "Config", env: EnvReader) -> tupl
         if wanted not in names:
             env.problem("JOBS_ENABLED", ",".join(core.jobs_enabled), "known job names: " + ", ".join(sorted(names)))
             break
+    _unknown_schedules(names, env)
     resolved = []
     for spec in specs:
         suffix = env_suffix(spec.name)
@@ -158,6 +161,18 @@ def resolve_jobs(specs: list[JobSpec], config: "Config", env: EnvReader) -> tupl
             )
         )
     return tuple(resolved)
+
+
+def _unknown_schedules(names: set[str], env: EnvReader) -> None:
+    """``SCHEDULE_<JOB>`` naming no job is a problem like any other: a typo there would otherwise leave the
+    job on its default schedule without a word."""
+    suffixes = {env_suffix(name) for name in names}
+    for variable in sorted(env.environ):
+        job = variable.removeprefix("SCHEDULE_")
+        if job == variable or variable in NOT_JOB_SETTINGS or job in suffixes or job.removesuffix("_FILE") in suffixes:
+            continue
+        env.problem(variable, env.environ[variable],
+                    "SCHEDULE_<JOB> of an existing job: " + ", ".join(f"SCHEDULE_{s}" for s in sorted(suffixes)))
 
 
 def with_schedule(job: JobSettings, text: str) -> JobSettings:
