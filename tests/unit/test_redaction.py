@@ -80,3 +80,11 @@ def test_check_config_document_does_not_carry_the_registry():
 
     doc = masked(_config(SMTP_PASSWORD="smtp-canary-99"))
     assert "secret_values" not in doc and "smtp-canary-99" not in json.dumps(doc)
+
+
+def test_the_embedded_postgresql_password_file_is_registered(tmp_path):
+    config = load_config({"APPLIANCE_HOME": str(tmp_path)}, env_file=None, with_jobs=False)
+    assert Redactor.from_config(config).names == frozenset(), "no file yet: nothing to mask"
+    config.core.database_password_file.parent.mkdir(parents=True)
+    config.core.database_password_file.write_text("generated-pg-password-Zx9\n")
+    assert Redactor.from_config(config).text("auth failed for generated-pg-password-Zx9") == f"auth failed for {MASK}"
