@@ -10,9 +10,10 @@ Services:
   ``APPLIANCE_HOME/run``, defined in ``config/supervisor/*.conf``) exactly when ``REDIS_URL`` /
   ``DATABASE_URL`` are not set; otherwise those programs are not defined at all.
 - Qdrant is ``server`` (program ``qdrant`` supervised here) when a Qdrant binary exists (``QDRANT_BIN`` or
-  ``qdrant`` on ``PATH``) and ``QDRANT_URL`` is unset or names this machine; ``external`` when ``QDRANT_URL``
-  names another host; otherwise ``embedded``: qdrant-client's local mode inside the worker, and the
-  ``qdrant`` program stays stopped.
+  ``qdrant`` on ``PATH``: the image bundles one, ``scripts/install`` puts the pinned release in ``.venv/bin``
+  and ``scripts/run`` adds that to ``PATH``) and ``QDRANT_URL`` is unset or names this machine; ``external``
+  when ``QDRANT_URL`` names another host; otherwise ``embedded``: Qdrant Edge inside the process that uses
+  the knowledge base, and the ``qdrant`` program stays stopped.
 """
 
 from __future__ import annotations
@@ -190,6 +191,10 @@ def _qdrant_server_env(config: Config, plan: Plan) -> dict[str, str]:
         "QDRANT__STORAGE__STORAGE_PATH": str(storage),
         "QDRANT__STORAGE__SNAPSHOTS_PATH": str(snapshots),
     }
+    if not IMAGE_QDRANT_STORAGE.is_dir():
+        # On a host, loopback only: config/qdrant.yaml listens on every interface for the container's
+        # published ports, but a developer's machine must not serve the knowledge base to its network.
+        env["QDRANT__SERVICE__HOST"] = "127.0.0.1"
     if config.core.qdrant_api_key:
         env["QDRANT__SERVICE__API_KEY"] = config.core.qdrant_api_key
     return env
