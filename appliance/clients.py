@@ -15,6 +15,7 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.sentinel import Sentinel
 
 from appliance.config import Config, redact_url
@@ -41,9 +42,10 @@ def make_redis(url: str, timeout: float = REDIS_SOCKET_TIMEOUT) -> redis.Redis:
         "socket_timeout": timeout,
         "socket_connect_timeout": min(REDIS_CONNECT_TIMEOUT, timeout),
         "health_check_interval": 30,
-        # No CLIENT SETINFO on connect: the appliance's ACL user need not be granted it, and Redis before 7.2
-        # does not know it.
+        # No CLIENT SETINFO nor CLIENT MAINT_NOTIFICATIONS on connect: the appliance's ACL user is granted no
+        # CLIENT subcommand (each connect would add a refusal to the ACL LOG), and older servers know neither.
         "driver_info": None,
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
     if is_sentinel(url):
         return _sentinel_master(parse_sentinel_url(url), options)
@@ -57,8 +59,7 @@ def _sentinel_master(target: SentinelTarget, options: dict[str, Any]) -> redis.R
     tls: dict[str, Any] = {name: URL_QUERY_ARGUMENT_PARSERS.get(name, str)(value) for name, value in query.items()}
     if target.tls:
         tls["ssl"] = True
-    sentinel_kwargs = {**{k: v for k, v in options.items() if k.startswith("socket_")}, **sentinel_auth, **tls,
-                       "driver_info": None}
+    sentinel_kwargs = {**options, **sentinel_auth, **tls}
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
     return sentinel.master_for(target.master, db=target.db, username=target.username, password=target.password,
                                **tls, **options)
