@@ -88,3 +88,17 @@ def test_the_embedded_postgresql_password_file_is_registered(tmp_path):
     config.core.database_password_file.parent.mkdir(parents=True)
     config.core.database_password_file.write_text("generated-pg-password-Zx9\n")
     assert Redactor.from_config(config).text("auth failed for generated-pg-password-Zx9") == f"auth failed for {MASK}"
+
+
+def test_the_output_stream_masks_a_secret_written_in_pieces():
+    import io
+
+    from appliance.redaction import RedactingStream
+
+    target = io.StringIO()
+    stream = RedactingStream(target, Redactor.from_config(_config(ADMIN_TOKEN="admin-canary-777")))
+    for piece in ('{"token": "admin-', 'canary', '-777"}', "\n", "tail admin-canary-777"):
+        stream.write(piece)
+    assert target.getvalue() == '{"token": "***"}\n'
+    stream.flush()
+    assert target.getvalue() == '{"token": "***"}\ntail ***'
