@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "appliance.commands.demo",
     "appliance.commands.control",
     "appliance.commands.knowledge",
+    "appliance.commands.tools",
 )
 
 

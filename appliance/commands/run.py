@@ -44,14 +44,20 @@ def run_appliance(args: argparse.Namespace) -> int:
         fail(str(exc))
     log.info("services", extra=fields(**plan.describe()))
     if plan.qdrant == "embedded":
+        from appliance.knowledge.edge_store import edge_root
+
         log.info("no Qdrant binary (QDRANT_BIN unset, none on PATH): the qdrant program stays stopped and the "
-                 "worker uses qdrant-client's embedded local mode", extra=fields(path=str(config.core.qdrant_path)))
+                 "knowledge base uses the embedded Qdrant Edge storage (./scripts/install fetches the server)",
+                 extra=fields(path=str(edge_root(config))))
     try:
         make_dirs(config, plan)
         applied = migrate_database(config, plan)
     except (StartupError, OSError) as exc:
         fail(str(exc))
     log.info("database schema up to date", extra=fields(applied=",".join(applied) or "none"))
+    from appliance.commands.tools import redis_cli_hint
+
+    log.info("this appliance's Redis from a shell: %s", redis_cli_hint())
     for name, value in env.items():
         set_process_env(name, value)
     argv = [sys.executable, "-m", "appliance.supervise.pid1", str(fatal_marker(config.core.run_dir)),

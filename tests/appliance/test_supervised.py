@@ -98,7 +98,7 @@ def test_kill_9_worker_is_restarted_and_embedded_qdrant(appliances, tmp_path, re
     app = appliances(env)
     states = app.wait_states({"worker": "RUNNING", "sidecar": "RUNNING"})
     assert states["qdrant"][0] == "STOPPED" and "redis" not in states and "postgres" not in states
-    assert "embedded local mode" in app.output()
+    assert "embedded Qdrant Edge storage" in app.output()
     assert app.wait_health()["services"]["qdrant"] == "embedded"
 
     client = redis_server.client()
