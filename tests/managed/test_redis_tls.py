@@ -61,3 +61,21 @@ def test_verified_tls_with_a_client_certificate_serves_the_cli(tls_redis, certs,
     result, _ = _run(env, "locks", "list", "--json")
     assert result.returncode == 0, result.stderr
     assert '"host": "host-a"' in result.stdout, result.stdout
+
+
+def test_under_appliance_run_the_refused_worker_goes_fatal(tls_redis, certs, migrated_db):
+    """The worker exits 2 at every start; supervisord gives up on it and the appliance exits 3."""
+    from tests.appliance.harness import Appliance, appliance_home, base_env
+
+    tls_redis.client().config_set("requirepass", PASSWORD)
+    home = appliance_home()
+    app = Appliance(base_env(home, REDIS_URL=f"rediss://:{PASSWORD}@{SERVER_IP}:{tls_redis.tls_port}/0",
+                             REDIS_TLS_CA_FILE=str(certs.other_ca), DATABASE_URL=migrated_db,
+                             JOBS_ENABLED="trial-expiration", PATH="/usr/bin:/bin"))
+    try:
+        assert app.proc.wait(90) == 3, app.output()[-3000:]
+        worker_log = (home / "log" / "worker-error.log").read_text()
+        assert "Redis server certificate refused" in worker_log and "Traceback" not in worker_log, worker_log
+        assert PASSWORD not in worker_log + app.output()
+    finally:
+        app.close()
