@@ -17,7 +17,6 @@ import json
 import secrets
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
