@@ -60,7 +60,6 @@ class Redactor:
     """
 
     def __init__(self, values: Mapping[str, Iterable[str]] | None = None):
-        self.names: frozenset[str] = frozenset()
         anywhere: set[str] = set()
         alone: set[str] = set()
         names = set()
@@ -78,9 +77,12 @@ class Redactor:
 
     @classmethod
     def from_config(cls, config: Any) -> "Redactor":
-        """The registry of ``config``: each declared secret that is set, the passwords of every URL setting
-        and of the effective service URLs (which may come from defaults), and the embedded PostgreSQL password
-        when its file exists."""
+        """The registry of ``config``: each declared secret that is set, the passwords of every URL setting and
+        of the effective service URLs (which may come from defaults), and the embedded PostgreSQL password when
+        its file exists.
+
+        ``config`` is an ``appliance.config.Config``, not imported: the configuration's job catalog imports the
+        log module, which imports this one."""
         values: dict[str, list[str]] = {name: [value] for name, value in config.secret_values}
         for name, url in config.url_values:
             values.setdefault(name, []).extend(url_passwords(url))
