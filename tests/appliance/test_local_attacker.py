@@ -251,3 +251,18 @@ def test_a_local_attacker_gets_nothing_and_root_gets_everything(running):
     leaked = [a for a in root["attempts"] if a["kind"] in NOBODY_GETS and a["ok"]]
     assert leaked == [], "even root cannot log in as the superuser, and nothing leaks in public"
     assert set(root["seen"]) == set(running.canaries)
+
+
+def test_every_file_and_directory_the_appliance_made_is_private(running):
+    """Logs (supervisord's own and every program's, created by supervisord), sockets, Redis's append-only
+    files, PostgreSQL's data, metrics, secrets: no group or other bits anywhere below APPLIANCE_HOME."""
+    home = running.app.home
+    loose = []
+    for root, dirs, files in os.walk(home):
+        for name in dirs + files:
+            path = Path(root) / name
+            if stat.S_IMODE(path.lstat().st_mode) & 0o077:
+                loose.append(f"{oct(stat.S_IMODE(path.lstat().st_mode))} {path.relative_to(home)}")
+    assert loose == []
+    logs = {path.name for path in (home / "log").iterdir()}
+    assert {"supervisord.log", "worker-error.log", "sidecar-error.log", "postgres-error.log"} <= logs
