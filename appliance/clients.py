@@ -82,8 +82,11 @@ def untrusted(exc: BaseException) -> str | None:
     return None
 
 
-def make_pool(config: Config, max_size: int | None = None, name: str = "appliance") -> ConnectionPool:
-    """A psycopg pool, not yet opened (so a missing database does not stop the worker from starting)."""
+def make_pool(config: Config, max_size: int | None = None, name: str = "appliance",
+              autocommit: bool = False) -> ConnectionPool:
+    """A psycopg pool, not yet opened (so a missing database does not stop the worker from starting).
+
+    ``autocommit`` pools serve single-statement bookkeeping (the ledger): one round trip per statement."""
     size = max_size or config.core.worker_threads + 2
     return ConnectionPool(
         config.core.database_url,
@@ -92,7 +95,7 @@ def make_pool(config: Config, max_size: int | None = None, name: str = "applianc
         open=False,
         name=name,
         timeout=5.0,
-        kwargs={"connect_timeout": PG_CONNECT_TIMEOUT, "autocommit": False, "application_name": name},
+        kwargs={"connect_timeout": PG_CONNECT_TIMEOUT, "autocommit": autocommit, "application_name": name},
     )
 
 

@@ -6,7 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from appliance.errors import Cancelled
 
@@ -44,9 +44,10 @@ class RunContext:
 
     Jobs call ``checkpoint()`` between units of work (batches): it raises ``Cancelled`` (a BaseException,
     so ``except Exception`` does not swallow it) when the lease was lost or the worker is stopping; the work
-    done so far must already be committed so the next slot continues it. ``fence`` is a number issued by
-    PostgreSQL that only grows: make final writes conditional on it with ``appliance.fencing.check_fence``
-    so a run that lost its lock cannot commit.
+    done so far must already be committed so the next slot continues it. ``fence`` is the number PostgreSQL
+    issued when this run took its lease (it only grows): make the final transaction call
+    ``appliance.fencing.complete_slot`` (or ``check_fence``) so a run that lost its lease cannot commit.
+    ``trigger`` is ``schedule`` for a slot of the schedule, else the reason of a manual run.
     """
 
     job: str
@@ -61,19 +62,16 @@ class RunContext:
     token: CancelToken = field(default_factory=CancelToken)
     trigger: str = "schedule"
     services: dict[str, Any] = field(default_factory=dict)
-    _fence_source: Callable[[], int] | None = None
-    _fence: int | None = None
+    issued_fence: int | None = None
     processed_count: int = 0
     backlog: dict[str, float] = field(default_factory=dict)
 
     @property
     def fence(self) -> int:
-        """This run's fencing number, issued on first use."""
-        if self._fence is None:
-            if self._fence_source is None:
-                raise RuntimeError("no PostgreSQL configured: fencing numbers are issued by PostgreSQL")
-            self._fence = self._fence_source()
-        return self._fence
+        """This run's fencing number, issued when the run took its lease."""
+        if self.issued_fence is None:
+            raise RuntimeError("no PostgreSQL configured: fencing numbers are issued by PostgreSQL")
+        return self.issued_fence
 
     @property
     def cancelled(self) -> bool:

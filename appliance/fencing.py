@@ -1,16 +1,32 @@
 """Fencing numbers issued by PostgreSQL, so they survive Redis restarts.
 
-A run takes ``issue_fence`` when it starts. Before its final writes, inside the same transaction as those
-writes, it calls ``check_fence``: the row lock taken there makes a newer run's ``issue_fence`` wait until
-this transaction ends, and if a newer number was issued already (this run's lease was lost and another run
-started) it raises ``LockLost`` so the transaction rolls back and nothing is committed.
+The runner issues a run's number when the run takes its lease, before the job body starts
+(``appliance.ledger``), so ``ctx.fence`` is fixed for the whole run: a run that loses its lease and reads
+it late still holds the old number. Inside the transaction of its final writes a job calls one of:
+
+- ``complete_slot(conn, ctx)``: the slot's completion is written in that same transaction, so the effect
+  is committed exactly once: a takeover after a crash finds the slot done in PostgreSQL even when Redis
+  never heard of it. Raises ``LockLost`` (and the transaction must roll back) when a newer run took the
+  job or the slot is done already.
+- ``check_fence(conn, job, fence)``: only the fence check, for intermediate batches.
+
+Both lock the job's fence row until the transaction ends, so a newer run's fence waits for the commit.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import psycopg
 
 from appliance.errors import LockLost
+
+
+class Run(Protocol):
+    """What ``complete_slot`` needs of a ``RunContext``."""
+
+    job: str
+    run_id: str
 
 
 def issue_fence(conn: psycopg.Connection, job: str) -> int:
@@ -33,3 +49,15 @@ def check_fence(conn: psycopg.Connection, job: str, fence: int) -> None:
     current = int(row[0]) if row else None
     if current != fence:
         raise LockLost(f"fence {fence} of {job} is stale (newest is {current}): a newer run holds the job")
+
+
+def complete_slot(conn: psycopg.Connection, ctx: Run) -> None:
+    """Mark ``ctx``'s slot done inside the caller's transaction (the job's final one), fenced.
+
+    Raises ``LockLost`` unless this run still holds the newest fence of its job and its slot is not done
+    yet; the caller's transaction must then roll back (``with conn.transaction():`` does it).
+    """
+    (ok,) = conn.execute("SELECT appliance_complete(%s)", (ctx.run_id,)).fetchone()
+    if not ok:
+        raise LockLost(f"run {ctx.run_id} of {ctx.job} cannot complete its slot: a newer run holds the job "
+                       "or the slot is done already")

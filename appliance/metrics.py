@@ -12,8 +12,6 @@ import resource
 
 from prometheus_client import Counter, Gauge, Histogram
 
-OUTCOMES = ("success", "failure", "skipped_locked", "skipped_overlap", "missed", "paused", "cancelled", "retry")
-
 JOB_RUNS = Counter("appliance_job_runs", "Slots and runs by job and outcome.", ["job", "outcome"])
 JOB_DURATION = Histogram(
     "appliance_job_duration_seconds", "Duration of job runs.", ["job"],
@@ -34,6 +32,12 @@ PROCESS_RSS = Gauge("appliance_process_resident_memory_bytes", "Resident memory 
                     ["process"], multiprocess_mode="liveall")
 PROCESS_CPU = Gauge("appliance_process_cpu_seconds", "CPU time used by an appliance process.",
                     ["process"], multiprocess_mode="liveall")
+LEDGER_DROPPED = Counter("appliance_ledger_dropped", "Ledger entries dropped while PostgreSQL stayed down "
+                         "(the gap is recorded as missed at the next start).")
+ABANDONED = Counter("appliance_runs_abandoned", "Runs closed as abandoned: their worker died or was cut off.",
+                    ["job"])
+REDIS_EVICTION_UNSAFE = Gauge("appliance_redis_eviction_unsafe", "1 when Redis' maxmemory-policy may evict "
+                              "lock keys (anything but noeviction).", multiprocess_mode="max")
 WORKER_START = Gauge("appliance_worker_start_time_seconds", "Unix time the worker process started.",
                      multiprocess_mode="max")
 

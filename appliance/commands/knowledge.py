@@ -157,28 +157,19 @@ def _progress(total: int, as_json: bool):
 
 
 def _run_indexer(config: Config, marked: int, total: int, tenant: int | None, as_json: bool) -> int:
-    from appliance.clients import make_pool, make_redis
+    from appliance.commands.oneshot import foreground_runner
     from appliance.knowledge.services import PROGRESS
     from appliance.locks import Claim
     from appliance.owner import utcnow
-    from appliance.state import ClusterState
-    from appliance.worker.main import build
 
-    client = make_redis(config.core.redis_url)
-    db = make_pool(config, max_size=2, name="appliance-cli")
-    db.open(wait=False)
-    worker, keeper = build(config, client, db)
     bar = _progress(total, as_json)
-    worker.runner.services[PROGRESS] = bar.update
-    keeper.start()
     try:
-        attempt = worker.runner.execute(config.job(JOB), utcnow(),
-                                        trigger={"reason": "reindex", "by": f"cli:{getpass.getuser()}@{socket.gethostname()}"})
+        with foreground_runner(config) as runner:
+            runner.services[PROGRESS] = bar.update
+            attempt = runner.execute(config.job(JOB), utcnow(), trigger={
+                "reason": "reindex", "by": f"cli:{getpass.getuser()}@{socket.gethostname()}"})
     finally:
         bar.close()
-        keeper.stop()
-        db.close(timeout=1)
-        ClusterState(client).forget_worker(keeper.heartbeat.me)
     result: dict[str, Any] = {"marked": marked, "tenant_id": tenant, "outcome": attempt.outcome or None,
                               "error": attempt.error or None}
     if attempt.claim is not Claim.OK:

@@ -4,37 +4,54 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 
 from appliance.clients import make_pool, make_redis
 from appliance.config import Config
+from appliance.ledger import Ledger
 from appliance.locks import Claim
 from appliance.owner import utcnow
 from appliance.state import ClusterState
+
+if TYPE_CHECKING:
+    from appliance.worker.runner import Runner
 
 EXIT_FAILED = 1
 EXIT_LOCKED = 3
 
 
-def run_once(config: Config, name: str, who: str, as_json: bool) -> int:
+@contextmanager
+def foreground_runner(config: Config) -> Iterator[Runner]:
+    """A runner for one manual run in this process, wired as the worker's (lease keeper, ledger, fence)."""
     from appliance.worker.main import build
 
+    client = make_redis(config.core.redis_url)
+    db = make_pool(config, max_size=2, name="appliance-cli")
+    ledger_pool = make_pool(config, max_size=2, name="appliance-cli-ledger", autocommit=True)
+    db.open(wait=False)
+    ledger_pool.open(wait=False)
+    worker, keeper = build(config, client, db, ledger=Ledger(ledger_pool))
+    keeper.start()
+    try:
+        yield worker.runner
+    finally:
+        keeper.stop()
+        worker.runner.recorder.stop(1.0)
+        db.close(timeout=1)
+        ledger_pool.close(timeout=1)
+        ClusterState(client).forget_worker(keeper.heartbeat.me)
+
+
+def run_once(config: Config, name: str, who: str, as_json: bool) -> int:
     try:
         job = config.job(name)
     except KeyError:
         known = ", ".join(j.name for j in config.jobs)
         print(f"appliance: unknown job {name!r}; known jobs: {known}", file=sys.stderr)
         return EXIT_FAILED
-    client = make_redis(config.core.redis_url)
-    db = make_pool(config, max_size=2, name="appliance-cli")
-    db.open(wait=False)
-    worker, keeper = build(config, client, db)
-    keeper.start()
-    try:
-        attempt = worker.runner.execute(job, utcnow(), trigger={"reason": "cli", "by": who})
-    finally:
-        keeper.stop()
-        db.close(timeout=1)
-        ClusterState(client).forget_worker(keeper.heartbeat.me)
+    with foreground_runner(config) as runner:
+        attempt = runner.execute(job, utcnow(), trigger={"reason": "cli", "by": who})
     result = {"job": name, "claim": attempt.claim.value if attempt.claim else None, "outcome": attempt.outcome,
               "error": attempt.error or None}
     if as_json:

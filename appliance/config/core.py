@@ -50,6 +50,8 @@ class CoreConfig:
     jobs_file: Path | None
     jobs_enabled: tuple[str, ...]
     alerts: AlertConfig
+    #: ``warn`` or ``refuse``: what the worker does when Redis may evict lock keys (maxmemory-policy).
+    redis_eviction_policy: str = "warn"
 
     @property
     def run_dir(self) -> Path:
@@ -134,4 +136,5 @@ def load_core(env: EnvReader) -> CoreConfig:
             slack_channel=env.str("ALERT_SLACK_CHANNEL", ""),
             webhook_url=env.url("ALERT_WEBHOOK_URL", "", HTTP_SCHEMES) if env.secret("ALERT_WEBHOOK_URL") else "",
         ),
+        redis_eviction_policy=env.str("REDIS_EVICTION_POLICY", "warn", choices=("warn", "refuse")),
     )

@@ -64,7 +64,9 @@ RETURNING c.id, c.tenant_id, c.lead_id, c.phone, c.attempts
 def run(ctx: "RunContext") -> dict[str, int]:
     """The job: one tick (see the module docstring); returns its counts."""
     with run_resources(ctx) as (conn, channels):
-        return tick(conn, ctx, channels, utcnow())
+        counts = tick(conn, ctx, channels, utcnow())
+        with fenced(conn, ctx, complete=True):
+            return counts
 
 
 def tick(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, now: "datetime") -> dict[str, int]:

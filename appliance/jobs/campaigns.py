@@ -48,7 +48,9 @@ def recipients_queue(crm: "CrmConfig") -> SendQueue:
 def run(ctx: "RunContext") -> dict[str, int]:
     """The job: one pass over due and sending campaigns (see the module docstring); returns its summary."""
     with run_resources(ctx) as (conn, channels):
-        return process(conn, ctx, channels)
+        summary = process(conn, ctx, channels)
+        with fenced(conn, ctx, complete=True):
+            return summary
 
 
 def process(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, now=utcnow) -> dict[str, int]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import psycopg
 
-from appliance.fencing import check_fence
+from appliance.fencing import check_fence, complete_slot
 
 if TYPE_CHECKING:
     from appliance.channels import Channels
@@ -71,10 +71,16 @@ def run_resources(ctx: "RunContext") -> Iterator[tuple[psycopg.Connection, "Chan
 
 
 @contextmanager
-def fenced(conn: psycopg.Connection, ctx: "RunContext") -> Iterator[psycopg.Connection]:
-    """A transaction that commits only if ``ctx`` still holds the newest fence of its job (else ``LockLost``)."""
+def fenced(conn: psycopg.Connection, ctx: "RunContext", complete: bool = False) -> Iterator[psycopg.Connection]:
+    """A transaction that commits only if ``ctx`` still holds the newest fence of its job (else ``LockLost``).
+
+    ``complete``: the run's final transaction, which also marks its slot done (``complete_slot``), so the
+    slot's effect commits exactly once even if the worker dies right after."""
     with conn.transaction():
-        check_fence(conn, ctx.job, ctx.fence)
+        if complete:
+            complete_slot(conn, ctx)
+        else:
+            check_fence(conn, ctx.job, ctx.fence)
         yield conn
 
 

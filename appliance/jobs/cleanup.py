@@ -1,8 +1,8 @@
 """``call-cleanup`` (daily at 02:00): deletes old records in small batches.
 
 Deleted: call records (``call_attempts``) and finished calls (``completed``, ``failed``, ``cancelled``) older
-than ``CALL_RETENTION_DAYS``; job runs, activity and settled outbox rows older than ``ACTIVITY_RETENTION_DAYS``
-(30). Each batch of ``CLEANUP_BATCH_SIZE`` rows is its own short transaction, with a checkpoint between
+than ``CALL_RETENTION_DAYS``; ended job runs, slot ledger rows, activity and settled outbox rows older than
+``ACTIVITY_RETENTION_DAYS`` (30). Each batch of ``CLEANUP_BATCH_SIZE`` rows is its own short transaction, with a checkpoint between
 batches, so no lock is held for long and a stopped run leaves nothing half done.
 """
 
@@ -34,7 +34,8 @@ class Target:
 TARGETS = (
     Target("call_attempts", "started_at", retention="calls"),
     Target("calls", "finished_at", "status IN ('completed', 'failed', 'cancelled')", retention="calls"),
-    Target("job_runs", "started_at"),
+    Target("job_runs", "started_at", "outcome NOT IN ('running', 'retrying')"),
+    Target("job_slots", "slot"),
     Target("activity", "created_at"),
     Target("outbox", "created_at", "status IN ('recorded', 'sent', 'failed')"),
 )
@@ -63,5 +64,7 @@ def run(ctx: "RunContext", now: "datetime | None" = None) -> dict[str, int]:
                     break
             deleted[target.table] = count
             ctx.processed(count)
+        with fenced(conn, ctx, complete=True):
+            pass  # the slot's completion, fenced: a takeover after a crash does not run it again
     ctx.log.info("deleted old rows: %s", deleted)
     return deleted

@@ -34,7 +34,9 @@ BATCH = 500
 def run(ctx: "RunContext") -> dict[str, int]:
     """The job: create the due reminders, then send them; returns its summary."""
     with run_resources(ctx) as (conn, channels):
-        return process(conn, ctx, channels)
+        summary = process(conn, ctx, channels)
+        with fenced(conn, ctx, complete=True):
+            return summary
 
 
 def process(conn: "psycopg.Connection", ctx: "RunContext", channels: "Channels", now=utcnow) -> dict[str, int]:

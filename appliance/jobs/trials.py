@@ -48,4 +48,5 @@ def run(ctx: "RunContext", now: "datetime | None" = None) -> dict[str, int]:
             ctx.processed(len(expired))
             if len(expired) < BATCH:
                 break
-    return {"suspended": total}
+        with fenced(conn, ctx, complete=True):
+            return {"suspended": total}

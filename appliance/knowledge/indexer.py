@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 
 from appliance.context import RunContext
-from appliance.fencing import check_fence
+from appliance.fencing import check_fence, complete_slot
 from appliance.knowledge import documents, services
 from appliance.knowledge.chunking import Chunk, chunk_document
 from appliance.knowledge.documents import Document
@@ -92,6 +92,8 @@ def index(ctx: RunContext, conn: psycopg.Connection, store: KnowledgeStore, embe
         report(len(batch))
     summary.pending = documents.count_pending(conn)
     ctx.set_backlog(BACKLOG, summary.pending)
+    with conn.transaction():
+        complete_slot(conn, ctx)  # fenced: a takeover after a crash finds this slot done
     return summary
 
 

@@ -32,6 +32,7 @@ class Lease:
     expires: float = 0.0  # monotonic time after which Redis has surely dropped the key
     next_renew: float = 0.0
     lost: bool = False
+    run_id: str = ""
     on_lost: Callable[["Lease"], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -1,14 +1,19 @@
 """The scheduler loop: a ``schedule.Scheduler`` whose jobs take their slot times from ``appliance.schedules``.
 
-The loop sleeps until the earliest of: the next slot, the next timer (retries, takeover checks) or the next
-refresh, and wakes at once for control messages (trigger, pause, resume) and shutdown. It never runs a job
-itself: each slot is handed to the run pool, so a slow job never delays another job's slot.
+The loop sleeps until the earliest of: the next slot, the next timer (retries, takeover checks, catch-up)
+or the next refresh, and wakes at once for control messages (trigger, pause, resume) and shutdown. It never
+runs a job itself: each slot is handed to the run pool, so a slow job never delays another job's slot.
+
+Misfire policy, the same after worker downtime, a Redis or PostgreSQL outage and a dead holder: the latest
+slot still within its grace runs once; older slots are recorded (``missed``, ``skipped_unavailable``,
+``abandoned``) and not run.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import logging
 import random
 import threading
@@ -23,6 +28,7 @@ from appliance import keys
 from appliance.config import Config, JobSettings
 from appliance.locks import Claim
 from appliance.logs import fields
+from appliance.outcomes import RERUNNABLE, Outcome
 from appliance.state import ClusterState
 from appliance.worker.pool import RunPool
 from appliance.worker.runner import Attempt, Runner, epoch_ms
@@ -32,6 +38,9 @@ logging.getLogger("schedule").setLevel(logging.WARNING)
 
 Clock = Callable[[], datetime]
 REFRESH_EVERY = 10.0  # pause flags and pending triggers, in case a pub/sub message was missed
+CATCH_UP_EVERY = 1.0  # while a slot skipped during an outage may still run
+#: At most this many missed slots are written one by one after downtime (a 1 s job down for a day is 86,400).
+MISSED_LIMIT = 100_000
 
 
 def utc_clock() -> datetime:
@@ -45,7 +54,7 @@ class SlotJob(schedule.Job):
     """
 
     def __init__(self, settings: JobSettings, scheduler: schedule.Scheduler, clock: Clock, first: datetime,
-                 on_missed: Callable[[JobSettings, int], None]):
+                 on_missed: Callable[[JobSettings, list[datetime]], None]):
         super().__init__(interval=1, scheduler=scheduler)
         self.unit = "seconds"
         self.settings = settings
@@ -73,19 +82,27 @@ class SlotJob(schedule.Job):
         if nxt > now:
             return nxt
         latest = sched.last_at_or_before(now) or nxt
-        missed = 0
-        probe = nxt
-        while probe < latest and missed < 10_000:
-            missed += 1
-            probe = sched.next_after(probe)
+        missed = slots_between(sched, previous, latest)
         if (now - latest).total_seconds() <= self.settings.grace:
             chosen = latest
         else:
-            missed += 1
+            missed.append(latest)
             chosen = sched.next_after(now)
         if missed:
             self.on_missed(self.settings, missed)
         return chosen
+
+
+def slots_between(sched, after: datetime, before: datetime) -> list[datetime]:
+    """The slots strictly between ``after`` and ``before`` (at most ``MISSED_LIMIT``, the newest)."""
+    found: list[datetime] = []
+    probe = sched.next_after(after)
+    while probe < before:
+        found.append(probe)
+        if len(found) > MISSED_LIMIT:
+            del found[: len(found) - MISSED_LIMIT]
+        probe = sched.next_after(probe)
+    return found
 
 
 class Worker:
@@ -109,6 +126,9 @@ class Worker:
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._redis_down_logged = False
+        self._watching: set[str] = set()  # jobs whose lease holder is being watched for a takeover
+        self._unavailable: dict[str, datetime] = {}  # job -> latest slot an outage kept from running
+        self._catch_up_armed = False
 
     # -- control --------------------------------------------------------------------------------------
     def wake(self, refresh: bool = False) -> None:
@@ -135,21 +155,61 @@ class Worker:
 
     # -- setup ----------------------------------------------------------------------------------------
     def plan(self) -> None:
-        """Create one ``SlotJob`` per job; a slot missed while no worker ran goes first if within grace."""
+        """Create one ``SlotJob`` per job, starting with a slot missed while no worker ran when it is within
+        grace; older missed slots are recorded. Jobs whose lease a run still holds are watched for takeover."""
         now = self.clock()
-        done = self._done_markers()
+        last, open_slots = self._ledger_state()
         for job in self.jobs.values():
             first = job.schedule.next_after(now)
             latest = job.schedule.last_at_or_before(now)
-            marker = done.get(job.name)
-            if latest is not None and marker is not None and epoch_ms(latest) > marker:
-                if (now - latest).total_seconds() <= job.grace:
-                    first = latest
-                    log.info("running a missed slot", extra=fields(job=job.name, slot=latest.isoformat()))
-                else:
-                    self._missed(job, 1)
+            if latest is not None and job.name in last:
+                first = self._misfire(job, now, latest, last[job.name], open_slots.get(job.name, set())) or first
             slot_job = SlotJob(job, self.scheduler, self.clock, first, self._missed)
             slot_job.do(self._slot_due, slot_job)
+            if job.name in open_slots:
+                self._watch_holder(job, 0)
+
+    def _misfire(self, job: JobSettings, now: datetime, latest: datetime, last: tuple[datetime, Outcome],
+                 open_slots: set[datetime]) -> datetime | None:
+        """The slot to run first, if a missed one qualifies; records the others as missed."""
+        last_slot, outcome = last
+        age = (now - latest).total_seconds()
+        if latest == last_slot:
+            window = job.grace + (job.lock_ttl if outcome is Outcome.ABANDONED else 0)
+            if outcome in RERUNNABLE and age <= window:
+                log.info("running a slot again", extra=fields(job=job.name, slot=latest.isoformat(), was=outcome.value))
+                return latest
+            return None
+        if latest < last_slot:
+            return None
+        missed = [s for s in slots_between(job.schedule, last_slot, latest) if s not in open_slots]
+        chosen = None
+        if latest in open_slots:
+            pass  # a run of it is open: the takeover watch decides
+        elif age <= job.grace:
+            chosen = latest
+            log.info("running a missed slot", extra=fields(job=job.name, slot=latest.isoformat()))
+        else:
+            missed.append(latest)
+        if missed:
+            self._missed(job, missed)
+        return chosen
+
+    def _ledger_state(self) -> tuple[dict[str, tuple[datetime, Outcome]], dict[str, set[datetime]]]:
+        """Per job, the newest slot of the ledger and the slots of runs still open; without PostgreSQL, the
+        Redis ``done`` markers stand in for the newest slots."""
+        ledger = self.runner.ledger
+        if ledger is not None:
+            try:
+                open_slots: dict[str, set[datetime]] = {}
+                for run in ledger.open_runs(self.jobs):
+                    open_slots.setdefault(run["job"], set()).add(run["slot"])
+                return ledger.last_slots(self.jobs), open_slots
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL down at start: fall back to Redis
+                log.warning("ledger unreachable at start; misfires follow Redis' markers",
+                            extra=fields(error=type(exc).__name__))
+        return {name: (datetime.fromtimestamp(ms / 1000, timezone.utc), Outcome.SUCCESS)
+                for name, ms in self._done_markers().items()}, {}
 
     def _done_markers(self) -> dict[str, int]:
         try:
@@ -161,10 +221,12 @@ class Worker:
             return {}
         return {name: int(v) for name, v in zip(self.jobs, values) if v is not None}
 
-    def _missed(self, job: JobSettings, count: int) -> None:
-        log.warning("slots missed", extra=fields(job=job.name, missed=count))
-        for _ in range(min(count, 1000)):
-            self.runner.skip(job.name, "missed")
+    def _missed(self, job: JobSettings, slots: list[datetime]) -> None:
+        log.warning("slots missed", extra=fields(job=job.name, missed=len(slots)))
+        for slot in slots:
+            self.runner.record_slot(job.name, slot, Outcome.MISSED, "no worker ran it within its grace")
+        for _ in range(min(len(slots), 1000)):
+            self.runner.skip(job.name, Outcome.MISSED)
 
     # -- the loop -------------------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -229,7 +291,8 @@ class Worker:
         if self.stopping:
             return
         if trigger is None and attempt == 1 and job.name in self._paused:
-            self.runner.skip(job.name, "paused")
+            self.runner.skip(job.name, Outcome.PAUSED)
+            self.runner.record_slot(job.name, slot, Outcome.PAUSED, "the job is paused")
             return
         with self._lock:
             busy = job.name in self._running
@@ -238,6 +301,10 @@ class Worker:
         if busy:
             if trigger is None and attempt == 1:
                 self.runner.skip(job.name, "skipped_overlap")
+                self.runner.record_slot(job.name, slot, Outcome.SKIPPED_LOCKED, "an earlier run on this worker "
+                                        "still held the job")
+            elif trigger is None:
+                self.runner.record_slot(job.name, slot, Outcome.FAILED, "retry not run: a later run held the job")
             elif trigger is not None and trigger.get("take"):
                 with self._lock:
                     self._deferred.add(job.name)
@@ -253,12 +320,17 @@ class Worker:
                 deferred = job.name in self._deferred
                 self._deferred.discard(job.name)
         self._after_attempt(job, slot, attempt, trigger, result)
-        self.wake(refresh=bool(trigger) or deferred)
+        # After a trigger, look for the next one at once; not while a service is down (it would spin).
+        self.wake(refresh=(bool(trigger) or deferred) and not result.unavailable)
 
     def _after_attempt(self, job: JobSettings, slot: datetime, attempt: int, trigger: dict | None,
                        result: Attempt) -> None:
-        if result.outcome == "skipped_unavailable":
-            self._redis_down(Exception(result.error))
+        if result.unavailable:
+            if result.unavailable == "redis":
+                self._redis_down(Exception(result.error))
+            if trigger is None and attempt == 1:
+                self._unavailable[job.name] = slot
+                self._arm_catch_up()
             return
         if result.claim is not None and self._redis_down_logged:
             log.info("Redis is back")
@@ -270,25 +342,75 @@ class Worker:
             self.after(delay, lambda: self._dispatch(job, slot, attempt + 1, retry_trigger or None))
         elif result.claim in (Claim.RUNNING, Claim.LOCKED):
             if trigger is None:
-                self._watch_holder(job, slot, result.holder_pttl)
+                self._watch_holder(job, result.holder_pttl)
             elif trigger.get("take"):
                 # The lease is busy elsewhere: serve the pending trigger as soon as it is free.
                 self.after(max(result.holder_pttl, 0) / 1000 + 0.05,
                            lambda: self._dispatch(job, self.clock(), trigger={"take": True}))
 
+    # -- catch-up of slots an outage kept from running ------------------------------------------------
+    def _arm_catch_up(self) -> None:
+        with self._lock:
+            if self._catch_up_armed:
+                return
+            self._catch_up_armed = True
+        self.after(CATCH_UP_EVERY, lambda: self.pool.submit(self._catch_up))
+
+    def _catch_up(self) -> None:
+        """Run once the latest slot an outage skipped, if it is still the job's latest and within grace and
+        the services are back. On a pool thread: probing a paused server must not hold up the loop."""
+        try:
+            now = self.clock()
+            due: dict[str, datetime] = {}
+            for name, slot in list(self._unavailable.items()):
+                job = self.jobs[name]
+                if job.schedule.last_at_or_before(now) != slot or (now - slot).total_seconds() > job.grace:
+                    self._unavailable.pop(name, None)  # a later slot came, or grace ran out: it stays skipped
+                else:
+                    due[name] = slot
+            if due and self._services_up():
+                for name, slot in due.items():
+                    self._unavailable.pop(name, None)
+                    log.info("catching up a slot skipped during an outage",
+                             extra=fields(job=name, slot=slot.isoformat()))
+                    self._dispatch(self.jobs[name], slot)
+        finally:
+            with self._lock:
+                self._catch_up_armed = False
+            if self._unavailable and not self.stopping:
+                self._arm_catch_up()
+
+    def _services_up(self) -> bool:
+        try:
+            self.redis.ping()
+            if self.runner.ledger is not None:
+                self.runner.ledger.ping()
+        except Exception:  # noqa: BLE001 - still down: try again later
+            return False
+        return True
+
     # -- takeover of a slot whose holder died ---------------------------------------------------------
-    def _watch_holder(self, job: JobSettings, slot: datetime, pttl: int) -> None:
-        """The slot is held by another run. If that run's holder dies (its lease expires without a finish),
-        take the slot over, as long as it is within lock TTL + grace of the slot."""
+    def _watch_holder(self, job: JobSettings, pttl: int) -> None:
+        """Another run holds the job. If its holder dies (the lease expires without a finish) while its slot
+        is still the job's latest and within lock TTL + grace, run that slot here, once."""
+        with self._lock:
+            if job.name in self._watching:
+                return
+            self._watching.add(job.name)
         try:
             seen = self.redis.hget(keys.RUNNING, job.name)
         except redis.RedisError:
+            seen = None
+        if seen is None:
+            with self._lock:
+                self._watching.discard(job.name)
             return
-        deadline = slot + timedelta(seconds=job.lock_ttl + job.grace)
-        self.after(max(pttl, 0) / 1000 + 0.05, lambda: self._check_holder(job, slot, seen, deadline))
+        self.after(max(pttl, 0) / 1000 + 0.05, lambda: self._check_holder(job, seen))
 
-    def _check_holder(self, job: JobSettings, slot: datetime, seen: str | None, deadline: datetime) -> None:
-        if self.stopping or self.clock() > deadline or seen is None:
+    def _check_holder(self, job: JobSettings, seen: str) -> None:
+        with self._lock:
+            self._watching.discard(job.name)
+        if self.stopping:
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
@@ -300,7 +422,17 @@ class Worker:
         if current != seen:
             return  # the holder finished (or a newer run started): nothing to take over
         if pttl > 0:
-            self.after(pttl / 1000 + 0.05, lambda: self._check_holder(job, slot, seen, deadline))
+            with self._lock:
+                self._watching.add(job.name)
+            self.after(pttl / 1000 + 0.05, lambda: self._check_holder(job, seen))
             return
+        held = json.loads(seen)
+        if held.get("trigger") != "schedule":
+            return  # a manual run died: nothing to run again; the next holder closes it as abandoned
+        slot = datetime.fromisoformat(held["slot"].replace("Z", "+00:00"))
+        now = self.clock()
+        deadline = slot + timedelta(seconds=job.lock_ttl + job.grace)
+        if job.schedule.last_at_or_before(now) != slot or now > deadline:
+            return  # a later slot runs on its own; its start closes the dead run as abandoned
         log.warning("holder of a slot died; taking the slot over", extra=fields(job=job.name, slot=slot.isoformat()))
         self._dispatch(job, slot)

@@ -1,31 +1,44 @@
-"""The worker process from start to exit: wait for services, plan slots, loop, and shut down gracefully.
+"""The worker process from start to exit: wait for services, close what dead predecessors left open, plan
+slots, loop, and shut down gracefully.
 
 On SIGTERM or SIGINT it stops taking slots and triggers, asks running jobs to stop at their next checkpoint,
-waits for them up to ``SHUTDOWN_TIMEOUT``, releases any lease still held, closes its pools and exits 0.
+waits for them up to ``SHUTDOWN_TIMEOUT``, records any run still going as abandoned and releases its lease,
+writes the ledger entries it still holds, closes its pools and exits 0.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+
 import httpx
 import redis
 
 from appliance import __version__, keys, locks, metrics
 from appliance.clients import make_pool, make_redis, wait_for
 from appliance.config import Config
+from appliance.eviction import eviction_policy, eviction_problem
+from appliance.ledger import Ledger
 from appliance.logs import fields
 from appliance.owner import iso, utcnow, worker_id
 from appliance.state import ClusterState
 from appliance.worker.alerts import Alerter
 from appliance.worker.leases import LeaseKeeper
+from appliance.worker.liveness import Liveness
 from appliance.worker.loop import Worker
 from appliance.worker.pool import RunPool
+from appliance.worker.recorder import Recorder
 from appliance.worker.runner import Runner
+
+#: Exit code for a setting the worker refuses to run with (supervisord marks the program FATAL).
+EXIT_CONFIG = 2
+#: How long the ledger entries still held may take to be written at stop.
+LEDGER_FLUSH = 0.5
 
 log = logging.getLogger("appliance.worker")
 
@@ -88,15 +101,18 @@ def wait_for_services(config: Config, client: redis.Redis, needs: set[str]) -> N
         log.info("Qdrant: using qdrant-client's embedded local mode", extra=fields(path=str(config.core.qdrant_path)))
 
 
-def build(config: Config, client: redis.Redis | None = None, db=None, clock=None) -> tuple[Worker, LeaseKeeper]:
-    """Wire a worker from ``config`` (entry points and tests)."""
+def build(config: Config, client: redis.Redis | None = None, db=None, clock=None,
+          ledger: Ledger | None = None) -> tuple[Worker, LeaseKeeper]:
+    """Wire a worker from ``config`` (entry points and tests). Without ``ledger`` runs get no fence and
+    nothing is recorded in PostgreSQL (tests of the loop alone, the benchmark's baseline)."""
     client = client or make_redis(config.core.redis_url)
     jobs = config.enabled_jobs
     me = worker_id()
     scripts = locks.register(client)
     pool = RunPool(max(config.core.worker_threads, len(jobs)))
     keeper = LeaseKeeper(scripts, heartbeat=lambda: None, heartbeat_every=config.core.heartbeat_ttl / 3)
-    runner = Runner(config, client, scripts, db, keeper, Alerter(client, config.core.alerts), me)
+    runner = Runner(config, client, scripts, db, keeper, Alerter(client, config.core.alerts), me,
+                    ledger=ledger, recorder=Recorder(ledger))
     worker = Worker(config, client, runner, pool, jobs, **({"clock": clock} if clock else {}))
     keeper.heartbeat = Heartbeat(worker, ClusterState(client), me, config.core.heartbeat_ttl)
     return worker, keeper
@@ -114,21 +130,78 @@ def serve(config: Config) -> int:
     client = make_redis(config.core.redis_url)
     needs = {need for job in config.enabled_jobs for need in job.needs}
     wait_for_services(config, client, needs)
-    # Two connections per concurrent run (its work, and its fence or history row) plus two spare, so
-    # bookkeeping never waits behind the jobs themselves.
-    db = make_pool(config, max_size=2 * max(config.core.worker_threads, len(config.enabled_jobs)) + 2)
+    if not check_eviction(config, client):
+        return EXIT_CONFIG
+    runs = max(config.core.worker_threads, len(config.enabled_jobs))
+    # The jobs' pool, and an autocommit pool for the ledger (one round trip per statement), each with a
+    # connection per concurrent run plus spares, so bookkeeping never waits behind the jobs themselves.
+    db = make_pool(config, max_size=runs + 2)
+    ledger_pool = make_pool(config, max_size=runs + 2, name="appliance-ledger", autocommit=True)
     db.open(wait=False)
+    ledger_pool.open(wait=False)
     metrics.WORKER_START.set(time.time())
-    worker, keeper = build(config, client, db)
+    worker, keeper = build(config, client, db, ledger=Ledger(ledger_pool))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))
+    liveness = Liveness(config.core.run_dir / "workers", keeper.heartbeat.me)
+    liveness.hold()
+    close_dead_runs(worker, liveness)
     worker.plan()
     keeper.start()
     threading.Thread(target=listen, args=(worker, make_redis(config.core.redis_url, timeout=10)),
                      name="control", daemon=True).start()
     log.info("worker started", extra=fields(jobs=",".join(sorted(worker.jobs)), worker=keeper.heartbeat.me))
     worker.run_forever()
-    return shutdown(worker, keeper, db, config.core.shutdown_timeout)
+    return shutdown(worker, keeper, (db, ledger_pool), config.core.shutdown_timeout)
+
+
+def check_eviction(config: Config, client: redis.Redis) -> bool:
+    """Warn loudly (or refuse, with ``REDIS_EVICTION_POLICY=refuse``) when Redis may evict leases."""
+    try:
+        problem = eviction_problem(eviction_policy(client))
+    except redis.RedisError as exc:
+        log.warning("could not read Redis' eviction policy", extra=fields(error=str(exc)))
+        return True
+    metrics.REDIS_EVICTION_UNSAFE.set(1 if problem else 0)
+    if problem is None:
+        return True
+    if config.core.redis_eviction_policy == "refuse":
+        log.error("refusing to start: %s (REDIS_EVICTION_POLICY=refuse)", problem)
+        return False
+    log.warning("UNSAFE REDIS: %s; starting anyway (REDIS_EVICTION_POLICY=refuse stops the worker instead)",
+                problem)
+    return True
+
+
+def close_dead_runs(worker: Worker, liveness: Liveness) -> None:
+    """Runs that an earlier worker on this machine left open when it died (kill -9, SIGKILL after the stop
+    window): free their leases (only if still theirs) and record them abandoned, so their slots can run
+    again at once under the misfire policy instead of after the lease TTL."""
+    ledger = worker.runner.ledger
+    if ledger is None:
+        return
+    try:
+        runs = ledger.open_runs(worker.jobs)
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL down: the next holders' starts close them instead
+        log.warning("could not look for runs of dead workers", extra=fields(error=type(exc).__name__))
+        return
+    for run in runs:
+        if not liveness.is_dead(run["worker"]):
+            continue
+        try:
+            if run["owner"]:
+                locks.release(worker.runner.scripts, run["job"], run["owner"])
+            held = worker.redis.hget(keys.RUNNING, run["job"])
+            if held and json.loads(held).get("run_id") == run["run_id"]:
+                worker.redis.hdel(keys.RUNNING, run["job"])
+            closed = ledger.reconcile(run["job"], run["worker"], "its worker died")
+        except Exception as exc:  # noqa: BLE001 - left to the lease TTL and the takeover
+            log.warning("could not close a dead worker's run", extra=fields(job=run["job"], error=str(exc)))
+            continue
+        if closed:
+            metrics.ABANDONED.labels(run["job"]).inc(closed)
+            log.warning("closed the runs of a dead worker", extra=fields(job=run["job"], worker=run["worker"],
+                                                                         runs=closed, slot=iso(run["slot"])))
 
 
 def _on_signal(worker: Worker, signum: int) -> None:
@@ -136,23 +209,24 @@ def _on_signal(worker: Worker, signum: int) -> None:
     worker.stop()
 
 
-def shutdown(worker: Worker, keeper: LeaseKeeper, db, timeout: float) -> int:
+def shutdown(worker: Worker, keeper: LeaseKeeper, pools, timeout: float) -> int:
     started = time.monotonic()
     worker.runner.cancel_running("shutdown")
     finished = worker.pool.wait_idle(timeout)
     for lease in keeper.held():
-        try:
-            locks.release(worker.runner.scripts, lease.job, lease.token)
-            log.warning("released the lease of a run that did not stop in time", extra=fields(job=lease.job))
-        except redis.RedisError:
-            pass
+        keeper.drop(lease)
+        worker.runner.abandon(lease, f"did not reach a checkpoint within SHUTDOWN_TIMEOUT ({timeout:g} s)")
+        metrics.ABANDONED.labels(lease.job).inc()
+        log.warning("abandoned a run that did not stop in time; its lease is released", extra=fields(job=lease.job))
+    worker.runner.recorder.stop(LEDGER_FLUSH)
     keeper.stop()
     try:
         ClusterState(worker.redis).forget_worker(keeper.heartbeat.me)
     except (redis.RedisError, AttributeError):
         pass
-    if db is not None:
-        db.close(timeout=1)
+    for pool in pools:
+        if pool is not None:
+            pool.close(timeout=1)
     metrics.mark_dead(worker.config.core.metrics_dir)
     log.info("worker stopped", extra=fields(clean=finished, seconds=round(time.monotonic() - started, 3)))
     if not finished:

@@ -3,18 +3,14 @@ the worker builds them (fences issued by PostgreSQL), a real SMTP server and a l
 
 from __future__ import annotations
 
-import logging
-import uuid
-
 import pytest
 from psycopg_pool import ConnectionPool
 
 from appliance.context import RunContext
-from appliance.fencing import issue_fence
-from appliance.owner import utcnow
 from tests.conftest import _require
 from tests.jobs.providers import ProviderServer
 from tests.jobs.smtp import SmtpServer, make_certificate
+from tests.runs import run_context
 
 
 @pytest.fixture
@@ -42,13 +38,7 @@ def make_ctx(make_config, pool):
     """``make_ctx(job, **env)``: a RunContext for one run of ``job`` with these environment overrides."""
 
     def make(job: str, **env: str) -> RunContext:
-        def fence() -> int:
-            with pool.connection() as conn:
-                return issue_fence(conn, job)
-
-        return RunContext(job=job, slot=utcnow(), run_id=uuid.uuid4().hex, attempt=1, owner="test",
-                          config=make_config(**env), redis=None, db=pool,
-                          log=logging.LoggerAdapter(logging.getLogger(f"test.{job}"), {}), _fence_source=fence)
+        return run_context(pool, job, make_config(**env))
 
     return make
 

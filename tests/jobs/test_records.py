@@ -90,14 +90,20 @@ def test_cleanup_deletes_only_old_rows_in_small_batches(make_ctx, sql):
                 (t, status))
         sql(f"INSERT INTO activity (tenant_id, kind, created_at) SELECT %s, 'x', {age} FROM generate_series(1, 7)", (t,))
         sql(f"INSERT INTO job_runs (run_id, job, slot, worker, started_at, finished_at, duration_ms, outcome) "
-            f"SELECT 'r', 'j', {age}, 'w', {age}, {age}, 1, 'success' FROM generate_series(1, 3)")
+            f"SELECT 'r' || g || md5(({age})::text), 'j', {age}, 'w', {age}, {age}, 1, 'success' "
+            f"FROM generate_series(1, 3) AS g")
+        sql(f"INSERT INTO job_slots (job, slot, outcome) SELECT 'j', {age} + g * interval '1 s', 'success' "
+            f"FROM generate_series(1, 2) AS g")
     call = sql("SELECT min(id) FROM calls")[0][0]
     sql(f"INSERT INTO call_attempts (call_id, tenant_id, attempt, started_at) VALUES (%s, %s, 1, {old}), "
         f"(%s, %s, 2, {recent})", (call, t, call, t))
     ctx = make_ctx("call-cleanup", CLEANUP_BATCH_SIZE="2")
     deleted = cleanup.run(ctx)
-    assert deleted == {"call_attempts": 1, "calls": 1, "job_runs": 3, "activity": 7, "outbox": 0}
+    assert deleted == {"call_attempts": 1, "calls": 1, "job_runs": 3, "job_slots": 2, "activity": 7, "outbox": 0}
     assert sql("SELECT count(*) FROM calls") == [(3,)], "queued calls stay whatever their age"
-    assert sql("SELECT count(*) FROM activity") == [(7,)] and sql("SELECT count(*) FROM job_runs") == [(3,)]
+    assert sql("SELECT count(*) FROM activity") == [(7,)]
+    assert sql("SELECT count(*) FROM job_runs WHERE job = 'j'") == [(3,)]
+    assert sql("SELECT count(*) FROM job_slots WHERE job = 'j'") == [(2,)]
+    assert sql("SELECT outcome FROM job_slots WHERE job = 'call-cleanup'") == [("success",)], "completed fenced"
     assert cleanup.run(make_ctx("call-cleanup")) == {t: 0 for t in deleted}
-    assert ctx.processed_count == 12
+    assert ctx.processed_count == 14

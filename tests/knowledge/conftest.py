@@ -4,18 +4,14 @@ local OpenAI-compatible embeddings server."""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-from datetime import datetime, timezone
-
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
 from appliance.config import Config, load_config
 from appliance.context import RunContext
-from appliance.fencing import issue_fence
 from tests.knowledge.openai_server import EmbeddingsServer
+from tests.runs import run_context
 
 JOB = "knowledge-indexer"
 
@@ -73,15 +69,7 @@ def make_ctx(pool):
     services: dict = {}
 
     def make(config: Config) -> RunContext:
-        def fence() -> int:
-            with pool.connection() as conn:
-                return issue_fence(conn, JOB)
-
-        known = {f.name for f in dataclasses.fields(RunContext)}
-        fencing = {"issued_fence": fence()} if "issued_fence" in known else {"_fence_source": fence}
-        return RunContext(job=JOB, slot=datetime.now(timezone.utc), run_id="test", attempt=1, owner="test",
-                          config=config, redis=None, db=pool, services=services,
-                          log=logging.LoggerAdapter(logging.getLogger("test.knowledge"), {}), **fencing)
+        return run_context(pool, JOB, config, services=services)
 
     make.services = services
     return make

@@ -116,13 +116,19 @@ def test_locks_cli_lists_and_refuses_to_clear_a_live_holder(cluster, redis_serve
     assert json.loads(client.zrange("appliance:audit", -1, -1)[0])["action"] == "lock.clear.force"
 
 
-def test_database_down_fails_runs_that_need_it_and_they_are_retried(cluster, redis_server):
+def test_database_down_runs_nothing_unfenced_and_the_trigger_waits(cluster, redis_server):
+    """Without PostgreSQL no fencing number can be issued and no run recorded, so the job does not run at
+    all (it used to run and fail): the trigger is put back and waits for the database."""
     start, cli = cluster
-    start({"needs-db": {"callable": "tests.worker.sample_jobs:needs_db", "schedule": "1h", "max_retries": 1}},
-          DATABASE_URL=f"postgresql://appliance@127.0.0.1:{free_port()}/nothing", JOB_RETRY_BACKOFF_MS="100")
+    client = redis_server.client()
+    worker = start({"needs-db": {"callable": "tests.worker.sample_jobs:needs_db", "schedule": "1h"}},
+                   DATABASE_URL=f"postgresql://appliance@127.0.0.1:{free_port()}/nothing")
     cli("jobs", "trigger", "needs-db")
-    (letter,) = wait_until(lambda: json.loads(cli("dlq", "list", "--json").stdout), 20, "dead letter")
-    assert letter["attempts"] == 2 and letter["error"].startswith(("PoolTimeout", "OperationalError"))
+    line = worker.wait_for_log("slot not run: no fence without PostgreSQL", timeout=20)
+    assert line["job"] == "needs-db" and "PostgreSQL unavailable" in line["error"]
+    assert records(client, "needs-db") == []
+    assert client.llen("appliance:triggers:needs-db") == 1
+    assert not client.exists("lock:needs-db") and not client.hexists("appliance:running", "needs-db")
 
 
 class _Hook(BaseHTTPRequestHandler):

@@ -16,7 +16,8 @@ from tests.worker.harness import WorkerProcess, worker_env, write_jobs_file
 
 pytestmark = pytest.mark.process
 
-CANARIES = ("canary-db-password-7731", "canary-admin-token-4410", "canary-hook-token-9902")
+#: The database password is the test cluster's real, generated one (it must work), the others are canaries.
+CANARIES = ["", "canary-admin-token-4410", "canary-hook-token-9902"]
 JOBS = {
     "tick": {"callable": "tests.worker.sample_jobs:tick", "schedule": "1s"},
     "flaky": {"callable": "tests.worker.sample_jobs:flaky", "schedule": "1s", "max_retries": 0},
@@ -24,8 +25,9 @@ JOBS = {
 
 
 @pytest.fixture
-def running(tmp_path, app_env):
+def running(tmp_path, app_env, postgres_server):
     """A worker whose database URL, admin token and webhook URL carry canary secrets."""
+    CANARIES[0] = (postgres_server.dir / "password").read_text().strip()
     env = worker_env(
         {**app_env, "DATABASE_URL": f"{app_env['DATABASE_URL']}&password={CANARIES[0]}"},
         write_jobs_file(tmp_path / "jobs.toml", JOBS), list(JOBS),
