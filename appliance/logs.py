@@ -1,6 +1,6 @@
 """Logging: JSON lines in production, readable text in development; secrets never written.
 
-``LOG_FORMAT=auto`` picks text when stderr is a terminal and JSON otherwise (Supervisor, containers).
+``LOG_FORMAT=auto`` picks text when the log's stream is a terminal and JSON otherwise (Supervisor, containers).
 Structured fields go in ``extra={"fields": {...}}`` and appear as JSON keys or ``key=value`` pairs.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from appliance.owner import iso
 from appliance.redaction import Redactor
@@ -75,12 +75,19 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(log_format: str, level: str, process: str, redactor: Redactor | None = None) -> None:
+def setup_logging(log_format: str, level: str, process: str, redactor: Redactor | None = None,
+                  stream: TextIO | None = None) -> None:
     """Configure the root logger once for this process; ``redactor`` (the secret registry,
-    ``Redactor.from_config(config)``) masks every record. Without one, URL passwords are still masked."""
+    ``Redactor.from_config(config)``) masks every record. Without one, URL passwords are still masked.
+
+    ``stream`` receives the lines: stderr by default, since commands print their results on stdout. The
+    programs Supervisor runs pass stdout, so that their log is seed 004's ``worker.log`` / ``sidecar.log``
+    and ``*-error.log`` keeps only what escapes logging (a crash's traceback): each line is written once,
+    and once in ``docker logs``, which mirrors both files."""
+    stream = sys.stderr if stream is None else stream
     if log_format == "auto":
-        log_format = "text" if sys.stderr.isatty() else "json"
-    handler = logging.StreamHandler(sys.stderr)
+        log_format = "text" if stream.isatty() else "json"
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(process) if log_format == "json" else TextFormatter(process))
     handler.addFilter(RedactFilter(redactor or Redactor()))
     root = logging.getLogger()

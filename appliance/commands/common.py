@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from appliance.config import Config, load_config, redact_url, set_process_env
 from appliance.errors import ConfigError
@@ -33,9 +33,10 @@ def use_metrics_dir(config: Config) -> None:
     set_process_env("PROMETHEUS_MULTIPROC_DIR", str(config.core.metrics_dir))
 
 
-def setup_logs(config: Config, process: str) -> None:
-    """This process's logging, masked by the configuration's secret registry."""
-    setup_logging(config.core.log_format, config.core.log_level, process, Redactor.from_config(config))
+def setup_logs(config: Config, process: str, stream: TextIO | None = None) -> None:
+    """This process's logging, masked by the configuration's secret registry; on stderr unless ``stream``
+    (the supervised programs log to stdout: see ``appliance.logs.setup_logging``)."""
+    setup_logging(config.core.log_format, config.core.log_level, process, Redactor.from_config(config), stream)
 
 
 def print_json(value: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from appliance.commands.common import config_or_exit, setup_logs, use_metrics_dir
 
@@ -17,7 +18,7 @@ def run_sidecar(args: argparse.Namespace) -> int:
     workers publish, so it starts even while a jobs file is being fixed."""
     config = config_or_exit(with_jobs=False)
     use_metrics_dir(config)
-    setup_logs(config, "sidecar")
+    setup_logs(config, "sidecar", sys.stdout)
     from appliance.sidecar.server import SidecarServer
 
     SidecarServer(config).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from appliance.commands.common import config_or_exit, setup_logs, use_metrics_dir
 
@@ -15,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     config = config_or_exit()
     use_metrics_dir(config)
-    setup_logs(config, "worker")
+    setup_logs(config, "worker", sys.stdout)
     from appliance.worker.main import serve
 
     return serve(config)

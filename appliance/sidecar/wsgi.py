@@ -7,11 +7,13 @@ configuration); this module exists for deployments that bring their own gunicorn
 configuration exits with code 2, listing every problem.
 """
 
+import sys
+
 from appliance.commands.common import config_or_exit, setup_logs, use_metrics_dir
 
 config = config_or_exit(with_jobs=False)
 use_metrics_dir(config)
-setup_logs(config, "sidecar")
+setup_logs(config, "sidecar", sys.stdout)
 
 from appliance.sidecar import create_app  # noqa: E402 - prometheus_client must see the metrics dir first
 

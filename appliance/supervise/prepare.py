@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -90,6 +91,7 @@ def migrate_database(config: Config, plan: Plan) -> list[str]:
     server = subprocess.Popen(embedded.postgres_argv(data, core.run_dir, user),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
+        _await_postmaster(data, server)
         _wait_for_database(config, lambda: connect_db(config).close(), server)
         return _migrate(config)
     finally:
@@ -106,6 +108,21 @@ def _migrate(config: Config) -> list[str]:
     except (psycopg.Error, ApplianceError) as exc:
         raise StartupError(f"database migration failed: {type(exc).__name__}: {exc}") from None
     return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+def _await_postmaster(data: Path, server: subprocess.Popen, timeout: float = PG_START_TIMEOUT) -> None:
+    """Wait, quietly, until the server just started says it accepts connections (``postmaster.pid``'s status
+    line reads ``ready``, what ``pg_ctl -w`` waits for) or exits. Probing earlier only meets a socket that
+    does not exist yet, a warning at every start that an operator reads as a fault."""
+    deadline = time.monotonic() + timeout
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            lines = (data / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            lines = []
+        if len(lines) > 7 and lines[7].strip() == "ready":
+            return
+        time.sleep(0.05)
 
 
 def _wait_for_database(config: Config, probe, server: subprocess.Popen | None = None) -> None:

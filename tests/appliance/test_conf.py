@@ -7,6 +7,7 @@ import configparser
 import io
 import json
 import math
+import shlex
 import signal
 import subprocess
 import sys
@@ -76,8 +77,9 @@ def test_priorities_stops_and_logs(monkeypatch, tmp_path):
     for name in ("redis", "postgres", "qdrant", "worker", "sidecar"):
         assert Path(everything[name].stdout_logfile).name == f"{name}.log"
         assert Path(everything[name].stderr_logfile).name == f"{name}-error.log"
-    tail = programs["logs"].command.split()
-    assert set(LOG_FILES) == {Path(p).name for p in tail[tail.index("-F") + 1:]}
+    words = shlex.split(programs["logs"].command)  # ... sh -c SCRIPT NAME FILE...: tail follows the files
+    assert "tail -q -n 0 -F" in words[words.index("-c") + 1]
+    assert set(LOG_FILES) == {Path(p).name for p in words[words.index("-c") + 3:]}
     # Worst case the default SHUTDOWN_TIMEOUT allows with an idle sidecar: worker, then the services.
     assert everything["worker"].stopwaitsecs + 1 + everything["qdrant"].stopwaitsecs <= 10
 

@@ -75,7 +75,7 @@ def test_embedded_services_supervised_qdrant_restart_and_sigterm(appliances, tmp
         assert new_pid != states["worker"][1]
         _wait_run_by(client, new_pid)
 
-    assert (home / "log" / "worker-error.log").read_text().count('"msg": "worker started"') == 2
+    assert (home / "log" / "worker.log").read_text().count('"msg": "worker started"') == 2
     qdrant = app.ctl("restart", "qdrant")
     assert "qdrant: started" in qdrant.stdout, qdrant.stdout + qdrant.stderr
     assert app.wait_states({"qdrant": "RUNNING"})["qdrant"][1] != states["qdrant"][1]
