@@ -160,5 +160,6 @@ def check_qdrant(http: httpx.Client, url: str) -> Component:
 
 
 def embedded_qdrant() -> Component:
-    """Qdrant in qdrant-client's local mode lives inside the worker process; its storage is not ours to open."""
+    """The embedded Qdrant (Qdrant Edge) opens inside the worker process, one process at a time behind a file
+    lock: the sidecar never takes it from the worker, so it does not probe the storage."""
     return Component(Status.UP, "embedded local mode (inside the worker process; not probed)")

@@ -33,6 +33,7 @@ from appliance.owner import iso, utcnow
 from appliance.schedules import Schedule, parse_schedule
 from appliance.sidecar.checks import (CachedProbe, Component, Status, check_database, check_qdrant, check_redis,
                                       embedded_qdrant)
+from appliance.sidecar.programs import Programs
 
 #: Seed 004's keys in ``jobs`` and ``services``; other jobs appear under their own names.
 SEED_JOB_KEYS = {"campaign-scheduler": "campaign", "lead-reminder-scheduler": "leadReminder",
@@ -52,7 +53,8 @@ class Monitor:
         side, core = config.sidecar, config.core
         self.config, self.clock = config, clock
         self.hostname = hostname or socket.gethostname()
-        self.started = time.monotonic()
+        self.started = time.time()
+        self.programs = Programs(core.run_dir, side.cache_ttl, side.check_timeout)
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
         self.redis = make_redis(core.redis_url, timeout=side.check_timeout)
         self.qdrant_embedded = not (core.qdrant_url_set or core.qdrant_bin)
@@ -76,7 +78,8 @@ class Monitor:
         self.http.close()
 
     def uptime(self) -> int:
-        return int(time.monotonic() - self.started)
+        """The appliance's uptime (since supervisord started), not this process's: see ``Programs``."""
+        return self.programs.uptime(fallback=self.started)
 
     def components(self) -> dict[str, Component]:
         """Every probe's result, all awaited together until one shared deadline."""
@@ -106,6 +109,7 @@ class Monitor:
             "status": status,
             "timestamp": iso(utcnow()),
             "uptime": self.uptime(),
+            "programs": self.programs.snapshot(),
             "version": __version__,
             "services": services,
             "jobs": running,
