@@ -30,6 +30,7 @@ from qdrant_edge import (CountRequest, Distance, EdgeConfig, EdgeShard, EdgeVect
 from appliance.errors import ApplianceError
 from appliance.knowledge.embedder import Identity
 from appliance.knowledge.legacy_local import migrate_collection
+from appliance.knowledge.status import embedded_storage
 from appliance.knowledge.storage_lock import StorageBusy, StorageLock
 from appliance.knowledge.store import (INDEXED_FIELDS, Hit, KnowledgePoint, best_per_document, metadata, mismatch,
                                        recorded_identity)
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("appliance.knowledge")
 
-#: Where the embedded collections live, under ``APPLIANCE_HOME``.
-EDGE_DIR = "qdrant-edge"
 META_FILE = "collection.json"
 SHARD_DIR = "shard"
 #: Chunks fetched per wanted document on a search's first try (documents have a few chunks each).
@@ -51,7 +50,7 @@ FETCH_CAP = 4096
 
 
 def edge_root(config: "Config") -> Path:
-    return config.core.home.resolve() / EDGE_DIR
+    return embedded_storage(config)
 
 
 @dataclass

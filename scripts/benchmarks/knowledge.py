@@ -15,15 +15,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import logging
 import random
 import shutil
 import statistics
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -32,12 +29,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from appliance.config import load_config
-from appliance.context import RunContext
 from appliance.db.migrate import migrate
-from appliance.fencing import issue_fence
 from appliance.knowledge import indexer
 from appliance.knowledge.embedder import Identity
 from appliance.knowledge.store import KnowledgePoint, metadata, open_store
+from tests.runs import run_context
 from tests.services import PostgresServer
 
 JOB = "knowledge-indexer"
@@ -185,16 +181,7 @@ def fill(url: str, documents: int, chars: int) -> None:
 
 
 def run_once(pool: ConnectionPool, config) -> tuple[dict, float]:
-    def fence() -> int:
-        with pool.connection() as conn:
-            return issue_fence(conn, JOB)
-
-    # The fence as the worker gives it: issued when the run starts (older contexts took a source instead).
-    known = {f.name for f in dataclasses.fields(RunContext)}
-    fencing = {"issued_fence": fence()} if "issued_fence" in known else {"_fence_source": fence}
-    ctx = RunContext(job=JOB, slot=datetime.now(timezone.utc), run_id="bench", attempt=1, owner="bench",
-                     config=config, redis=None, db=pool, services={},
-                     log=logging.LoggerAdapter(logging.getLogger("bench.knowledge"), {}), **fencing)
+    ctx = run_context(pool, JOB, config, services={})
     t0 = time.perf_counter()
     summary = indexer.run(ctx)
     return summary, time.perf_counter() - t0
