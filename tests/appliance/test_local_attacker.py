@@ -49,9 +49,11 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 TICK = {"callable": "tests.worker.sample_jobs:tick", "schedule": "1s", "lock_ttl": 3}
 ADMIN_ROUTES = [("GET", "/api/jobs"), ("POST", "/api/jobs/tick/trigger"), ("GET", "/api/locks"),
                 ("GET", "/api/dead-letters"), ("GET", "/api/audit")]
+#: What a shell in a program's command adds by itself (``sh -c`` around tail): not from the appliance.
+SHELL_ADDS = frozenset({"PWD", "SHLVL", "_"})
 #: The Qdrant program's own variables, and those the stand-in's ``#!/usr/bin/env python3`` adds when
-#: ``python3`` on PATH is a pyenv shim (a shell script): not from the appliance.
-STANDIN_ADDS = ("QDRANT__", "PYENV_", "SHLVL", "PWD", "_")
+#: ``python3`` on PATH is a pyenv shim (a shell script).
+STANDIN_ADDS = ("QDRANT__", "PYENV_", "_PYENV_")
 #: Open to anyone: the probes, the metrics, and the dashboard's page (an empty shell: its data comes from the
 #: admin API, with the credential the page asks for).
 PUBLIC_ROUTES = ["/health", "/health/ready", "/health/live", "/metrics", "/admin"]
@@ -157,7 +159,7 @@ def test_each_program_gets_only_its_share_of_the_secrets(running):
             assert seen == secrets_wanted, (program, pid)
             names = {line.split("=", 1)[0] for line in text.split("\0") if "=" in line}
             if program not in ("worker", "sidecar"):
-                assert {n for n in names if n not in BASE_NAMES and not n.startswith(BASE_PREFIXES)
+                assert {n for n in names if n not in BASE_NAMES | SHELL_ADDS and not n.startswith(BASE_PREFIXES)
                         and not (program == "qdrant" and n.startswith(STANDIN_ADDS))} == set(), program
             checked += 1
         if program == "sidecar":

@@ -78,7 +78,7 @@ def _refused(url: str) -> str:
     return str(err.value)
 
 
-def test_an_old_trust_cluster_is_upgraded_in_place_and_nothing_is_lost(caplog):
+def test_an_old_trust_cluster_is_upgraded_in_place_and_nothing_is_lost(caplog, keep_umask):
     home = appliance_home()
     user = embedded.run_as_user()
     try:
@@ -136,7 +136,7 @@ def test_an_old_trust_cluster_is_upgraded_in_place_and_nothing_is_lost(caplog):
         shutil.rmtree(home.parent, ignore_errors=True)
 
 
-def test_a_new_cluster_has_no_superuser_login_and_a_private_socket():
+def test_a_new_cluster_has_no_superuser_login_and_a_private_socket(keep_umask):
     """A first start: the superuser has no password, the application role owns only its database."""
     home = appliance_home()
     user = embedded.run_as_user()

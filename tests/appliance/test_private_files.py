@@ -6,20 +6,9 @@ from __future__ import annotations
 import os
 import stat
 
-import pytest
-
 from appliance.config import load_config
 from appliance.supervise.plan import plan_services
 from appliance.supervise.prepare import make_dirs
-
-
-@pytest.fixture
-def keep_umask():
-    """make_dirs sets this process's umask (it becomes supervisord); the test process gets its own back."""
-    old = os.umask(0o022)
-    os.umask(old)
-    yield
-    os.umask(old)
 
 
 def _mode(path) -> int:
@@ -28,6 +17,8 @@ def _mode(path) -> int:
 
 def test_an_earlier_home_is_tightened_and_a_new_one_is_traversable_only(tmp_path, keep_umask):
     old_home, new_home = tmp_path / "old", tmp_path / "new"
+    old_home.mkdir()
+    old_home.chmod(0o755)
     for name in ("log", "run", "redis", "metrics", "qdrant"):
         (old_home / name).mkdir(parents=True, mode=0o755)
         (old_home / name).chmod(0o755)
