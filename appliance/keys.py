@@ -28,6 +28,13 @@ DLQ = PREFIX + "dlq"
 DLQ_INDEX = PREFIX + "dlq:index"
 #: Hash job -> JSON {"state": "ok"|"failing", "consecutive": n} for alert de-duplication.
 ALERTS = PREFIX + "alerts"
+#: Set of the names of every circuit breaker that has recorded something (``breaker(name)`` holds its state).
+BREAKERS = PREFIX + "breakers"
+#: JSON {"by", "at"} while every job is paused (pause-all); absent means the jobs' own pause flags decide.
+PAUSED_ALL = PREFIX + "paused-all"
+#: Hash alert key ("breaker:NAME", "stale:JOB", "intermittent:JOB", "eviction") -> the state last alerted
+#: ("warning" or "ok"), so each warning is sent once per change of state, cluster-wide.
+ALERT_STATES = PREFIX + "alert-states"
 #: Sorted set of recent admin actions (audit trail), score = epoch seconds.
 AUDIT = PREFIX + "audit"
 AUDIT_LIMIT = 1000
@@ -57,3 +64,16 @@ def history(job: str) -> str:
 def triggers(job: str) -> str:
     """List of pending manual triggers of ``job`` (JSON), taken by exactly one worker with LPOP."""
     return f"{PREFIX}triggers:{job}"
+
+
+def breaker(name: str) -> str:
+    """Hash of circuit breaker ``name``: ``state`` (closed, open, half_open), consecutive ``failures``,
+    ``opened_ms`` and ``changed_ms`` (epoch ms), ``probe_until_ms`` (the trial call's lease), ``threshold``,
+    ``reset_ms`` and ``opened_total``."""
+    return f"{PREFIX}breaker:{name}"
+
+
+def failures(job: str) -> str:
+    """Sorted set of ``job``'s recent failure times (member and score: epoch seconds), trimmed to the alert
+    window: the warning on failures that keep coming without reaching the critical streak."""
+    return f"{PREFIX}failures:{job}"

@@ -38,6 +38,9 @@ ABANDONED = Counter("appliance_runs_abandoned", "Runs closed as abandoned: their
                     ["job"])
 REDIS_EVICTION_UNSAFE = Gauge("appliance_redis_eviction_unsafe", "1 when Redis' maxmemory-policy may evict "
                               "lock keys (anything but noeviction).", multiprocess_mode="max")
+BREAKER_TRANSITIONS = Counter("appliance_breaker_transitions", "Changes of state of a circuit breaker, by "
+                              "breaker and the state it changed to (counted once cluster-wide).",
+                              ["breaker", "state"])
 WORKER_START = Gauge("appliance_worker_start_time_seconds", "Unix time the worker process started.",
                      multiprocess_mode="max")
 

@@ -101,6 +101,63 @@ class ClusterState:
     def pending_triggers(self, job: str) -> int:
         return int(self.r.llen(keys.triggers(job)))
 
+    # -- pause-all (seed 002's scheduler stop and start) ----------------------------------------------
+    def pause_all(self, by: str) -> dict[str, Any]:
+        """Stop every job's slots cluster-wide (persisted) until ``resume_all``; the jobs' own pause flags are
+        kept. Slots that come meanwhile are recorded ``paused``; a trigger still runs its job once. Returns
+        the pause (an earlier one is kept, with who set it and when)."""
+        entry = {"by": by, "at": iso(utcnow())}
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(keys.PAUSED_ALL, json.dumps(entry), nx=True)
+        pipe.get(keys.PAUSED_ALL)
+        pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"action": "pause-all", "by": by}))
+        return _loads(pipe.execute()[1]) or entry
+
+    def resume_all(self, by: str) -> dict[str, Any] | None:
+        """End a pause-all; each job goes on from its next slot (the paused ones are not run). Returns the
+        pause it ended, or None when none was in force."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(keys.PAUSED_ALL)
+        pipe.delete(keys.PAUSED_ALL)
+        pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"action": "resume-all", "by": by}))
+        return _loads(pipe.execute()[0])
+
+    def paused_all(self) -> dict[str, Any] | None:
+        """The pause-all in force (``{"by", "at"}``), or None."""
+        return _loads(self.r.get(keys.PAUSED_ALL))
+
+    # -- circuit breakers -----------------------------------------------------------------------------
+    def breakers(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every circuit breaker that has recorded something (``appliance.breaker``): ``state`` (``open``
+        past its reset time reads ``half_open``: the next call is the trial one), consecutive ``failures``,
+        ``opened_at``, ``changed_at``, ``retry_in_seconds`` while open, ``threshold``, ``reset_seconds`` and
+        how often it opened (``opened_total``)."""
+        names = sorted(self.r.smembers(keys.BREAKERS))
+        if not names:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.breaker(name))
+        now_ms = (time.time() if now is None else now) * 1000
+        result = []
+        for name, raw in zip(names, pipe.execute()):
+            state = raw.get("state") or "closed"
+            opened, reset = _int(raw.get("opened_ms")), _int(raw.get("reset_ms"))
+            retry_in = None
+            if state == "open" and opened is not None and reset is not None:
+                retry_in = max(0.0, (opened + reset - now_ms) / 1000)
+                state = "open" if retry_in > 0 else "half_open"
+            result.append({
+                "name": name, "state": state, "failures": _int(raw.get("failures")) or 0,
+                "opened_at": iso_from_epoch(opened / 1000) if opened else None,
+                "changed_at": iso_from_epoch(int(raw["changed_ms"]) / 1000) if raw.get("changed_ms") else None,
+                "retry_in_seconds": None if retry_in is None else round(retry_in, 3),
+                "threshold": _int(raw.get("threshold")),
+                "reset_seconds": None if reset is None else reset / 1000,
+                "opened_total": _int(raw.get("opened_total")) or 0,
+            })
+        return result
+
     # -- history and counters -------------------------------------------------------------------------
     def history(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The most recent runs, newest first, of one job or of all jobs."""
@@ -262,6 +319,10 @@ class ClusterState:
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         return [json.loads(v) for v in self.r.zrevrange(keys.AUDIT, 0, limit - 1)]
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
 
 
 def iso_from_epoch(seconds: float) -> str:

@@ -4,7 +4,7 @@ HTTP providers. ``build_channels`` picks each medium's transport from the config
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from appliance.breaker import CircuitBreaker
 from appliance.channels.http import ProviderClient
@@ -14,6 +14,9 @@ from appliance.channels.smtp import SmtpTransport
 from appliance.channels.voice import VoiceProvider, VoiceTransport
 from appliance.channels.whatsapp import WhatsAppTransport
 from appliance.config.crm import CrmConfig
+
+if TYPE_CHECKING:
+    import redis
 
 __all__ = ["Channels", "Message", "Outcome", "Result", "Transport", "build_channels", "deliver", "RecordOnly",
            "IDEMPOTENT_TRANSPORTS"]
@@ -52,20 +55,24 @@ class Channels:
             close()
 
 
-def build_channels(crm: CrmConfig, sleep: Callable[[float], None]) -> Channels:
+def build_channels(crm: CrmConfig, sleep: Callable[[float], None], client: "redis.Redis | None" = None) -> Channels:
     """Transports for this configuration. ``sleep`` waits between provider retries (``RunContext.sleep``, so
-    a stopping run is not held up by a long ``Retry-After``)."""
+    a stopping run is not held up by a long ``Retry-After``). ``client``: the Redis where the providers'
+    circuit breakers keep their state, so it holds across runs and replicas (None: for this call only)."""
     closers: list[Callable[[], None]] = []
 
+    def breaker(name: str) -> CircuitBreaker:
+        return CircuitBreaker(name, crm.breaker_threshold, crm.breaker_reset, client=client)
+
     def provider(name: str, config) -> ProviderClient:
-        breaker = CircuitBreaker(name, crm.breaker_threshold, crm.breaker_reset)
-        client = ProviderClient(name, config, breaker, crm.provider_max_retries, crm.provider_retry_max_wait, sleep)
-        closers.append(client.close)
-        return client
+        http = ProviderClient(name, config, breaker(name), crm.provider_max_retries, crm.provider_retry_max_wait,
+                              sleep)
+        closers.append(http.close)
+        return http
 
     email: Transport = RecordOnly()
     if crm.email_channel == "smtp" and crm.smtp is not None:
-        email = SmtpTransport(crm.smtp, CircuitBreaker("smtp", crm.breaker_threshold, crm.breaker_reset))
+        email = SmtpTransport(crm.smtp, breaker("smtp"))
     whatsapp: Transport = RecordOnly()
     if crm.whatsapp_channel == "http" and crm.whatsapp is not None:
         whatsapp = WhatsAppTransport(provider("whatsapp", crm.whatsapp))

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import httpx
 
-from appliance.breaker import CircuitBreaker, CircuitOpen
+from appliance.breaker import BreakerState, CircuitBreaker, CircuitOpen
 from appliance.channels.message import Message, Outcome, Result
 from appliance.config.crm import ProviderConfig
 from appliance.errors import ApplianceError
@@ -57,8 +57,9 @@ class ProviderClient:
 
     def request(self, method: str, path: str, key: str | None = None, body: Any = None) -> dict:
         """The provider's JSON answer. Raises ``CircuitOpen`` without calling when the breaker is open,
-        ``ProviderError`` when the call failed after the allowed retries or was refused."""
-        self.breaker.before_call()
+        ``ProviderError`` when the call failed after the allowed retries or was refused. The trial call of a
+        half-open breaker is sent once, without retries: one request tells whether the provider is back."""
+        retries = 0 if self.breaker.before_call() is BreakerState.HALF_OPEN else self.max_retries
         headers = {"Accept": "application/json"}
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
@@ -66,7 +67,7 @@ class ProviderClient:
             headers["Idempotency-Key"] = key
         url = f"{self.config.url}{path}"
         error: ProviderError | None = None
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(retries + 1):
             if attempt:
                 wait = error.retry_after if error and error.retry_after is not None else BASE_BACKOFF * 2 ** (attempt - 1)
                 if wait > self.max_wait:
@@ -87,8 +88,8 @@ class ProviderClient:
             return _json(response)
         self.breaker.record_failure()
         assert error is not None
-        if self.max_retries:
-            error.args = (f"{error.args[0]} (after {self.max_retries} retries)",)
+        if retries:
+            error.args = (f"{error.args[0]} (after {retries} retries)",)
         raise error
 
 

@@ -62,7 +62,7 @@ def run_resources(ctx: "RunContext") -> Iterator[tuple[psycopg.Connection, "Chan
     """The run's session (``run_session``) and the channels it sends through, both closed when it ends."""
     from appliance.channels import build_channels
 
-    channels = build_channels(ctx.config.crm, ctx.sleep)
+    channels = build_channels(ctx.config.crm, ctx.sleep, ctx.redis)
     try:
         with run_session(ctx) as conn:
             yield conn, channels

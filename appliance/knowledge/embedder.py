@@ -20,6 +20,8 @@ from appliance.breaker import CircuitBreaker
 from appliance.errors import ApplianceError
 
 if TYPE_CHECKING:
+    from redis import Redis
+
     from appliance.config.knowledge import KnowledgeConfig
 
 log = logging.getLogger("appliance.knowledge.embedder")
@@ -190,5 +192,7 @@ def make_embedder(config: "KnowledgeConfig", breaker: CircuitBreaker) -> Embedde
     return OpenAIEmbedder(config, breaker)
 
 
-def make_breaker(config: "KnowledgeConfig") -> CircuitBreaker:
-    return CircuitBreaker("embeddings", threshold=config.breaker_threshold, reset_after=config.breaker_reset)
+def make_breaker(config: "KnowledgeConfig", client: "Redis | None" = None) -> CircuitBreaker:
+    """The embeddings API's breaker; with ``client`` its state is shared by every run and replica."""
+    return CircuitBreaker("embeddings", threshold=config.breaker_threshold, reset_after=config.breaker_reset,
+                          client=client)

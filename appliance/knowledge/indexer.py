@@ -56,7 +56,7 @@ def run(ctx: RunContext) -> dict:
     does not open Qdrant's local storage at all."""
     if ctx.db is None:
         raise RuntimeError("the knowledge indexer needs PostgreSQL (DATABASE_URL)")
-    embedder = services.embedder(ctx.services, ctx.config)
+    embedder = services.embedder(ctx.services, ctx.config, ctx.redis)
     checked = (ctx.config.knowledge.collection, embedder.identity)
     with ctx.db.connection() as conn:
         idle = documents.count_pending(conn) == 0 and documents.count_deletions(conn) == 0

@@ -8,12 +8,15 @@ runs. A Qdrant server client is kept too; the embedded storage is opened for one
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, MutableMapping
 
 from appliance.breaker import CircuitBreaker
 from appliance.config import Config
 from appliance.knowledge.embedder import Embedder, make_breaker, make_embedder
 from appliance.knowledge.store import KnowledgeStore, open_store, server_mode
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 BREAKER = "knowledge.breaker"
 EMBEDDER = "knowledge.embedder"
@@ -24,19 +27,20 @@ PROGRESS = "knowledge.progress"
 CHECKED = "knowledge.checked"
 
 
-def breaker(services: MutableMapping[str, Any], config: Config) -> CircuitBreaker:
+def breaker(services: MutableMapping[str, Any], config: Config, client: "Redis | None" = None) -> CircuitBreaker:
     if BREAKER not in services:
-        services[BREAKER] = make_breaker(config.knowledge)
+        services[BREAKER] = make_breaker(config.knowledge, client)
     return services[BREAKER]
 
 
-def embedder(services: MutableMapping[str, Any], config: Config) -> Embedder:
-    """The kept embedder, made again if the embedding settings differ from those it was made with."""
+def embedder(services: MutableMapping[str, Any], config: Config, client: "Redis | None" = None) -> Embedder:
+    """The kept embedder, made again if the embedding settings differ from those it was made with.
+    ``client``: the Redis that holds its circuit breaker's state (shared across replicas)."""
     k = config.knowledge
     settings = (k.openai_api_key, k.openai_base_url, k.embedding_model, k.embedding_dimensions)
     kept = services.get(EMBEDDER)
     if kept is None or kept[0] != settings:
-        kept = services[EMBEDDER] = (settings, make_embedder(k, breaker(services, config)))
+        kept = services[EMBEDDER] = (settings, make_embedder(k, breaker(services, config, client)))
     return kept[1]
 
 
