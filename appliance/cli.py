@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "appliance.commands.core",
     "appliance.commands.demo",
     "appliance.commands.control",
+    "appliance.commands.audit",
     "appliance.commands.knowledge",
     "appliance.commands.tools",
 )

@@ -26,6 +26,7 @@ from appliance.eviction import eviction_policy, eviction_problem
 from appliance.ledger import Ledger
 from appliance.logs import fields
 from appliance.owner import iso, utcnow, worker_id
+from appliance.redaction import Redactor
 from appliance.state import ClusterState
 from appliance.worker.alerts import Alerter
 from appliance.worker.leases import LeaseKeeper
@@ -111,7 +112,8 @@ def build(config: Config, client: redis.Redis | None = None, db=None, clock=None
     scripts = locks.register(client)
     pool = RunPool(max(config.core.worker_threads, len(jobs)))
     keeper = LeaseKeeper(scripts, heartbeat=lambda: None, heartbeat_every=config.core.heartbeat_ttl / 3)
-    runner = Runner(config, client, scripts, db, keeper, Alerter(client, config.core.alerts), me,
+    alerter = Alerter(client, config.core.alerts, redactor=Redactor.from_config(config))
+    runner = Runner(config, client, scripts, db, keeper, alerter, me,
                     ledger=ledger, recorder=Recorder(ledger))
     worker = Worker(config, client, runner, pool, jobs, **({"clock": clock} if clock else {}))
     keeper.heartbeat = Heartbeat(worker, ClusterState(client), me, config.core.heartbeat_ttl)

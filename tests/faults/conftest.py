@@ -1,0 +1,98 @@
+"""A small cluster for fault tests: worker processes running ``tests.faults.jobs:effect`` against this test's
+real redis-server and PostgreSQL, and readers of what happened (marks, effects, the ledger, ``appliance audit``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.faults.jobs import SCHEMA
+from tests.services import wait_until
+from tests.worker.harness import REPO, WorkerProcess, worker_env, write_jobs_file
+
+JOB = "effect"
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    app_env: dict[str, str]
+    schedule: str = "5s"
+    lock_ttl: float = 1.0
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def db(self) -> str:
+        return self.app_env["DATABASE_URL"]
+
+    def env(self, home: str | None = None, **extra: str) -> dict[str, str]:
+        jobs = {JOB: {"callable": "tests.faults.jobs:effect", "schedule": self.schedule, "lock_ttl": self.lock_ttl}}
+        env = worker_env(self.app_env, write_jobs_file(self.tmp / "jobs.toml", jobs), [JOB],
+                         JOB_RETRY_BACKOFF_MS="200", **extra)
+        if home:
+            env["APPLIANCE_HOME"] = str(self.tmp / home)
+        return env
+
+    def start(self, home: str | None = None, **extra: str) -> WorkerProcess:
+        worker = WorkerProcess(self.env(home, **extra), self.tmp / f"worker-{len(self.workers)}.log")
+        self.workers.append(worker)
+        worker.wait_for_log("worker started")
+        return worker
+
+    def sql(self, query: str, params=None) -> list[tuple]:
+        with psycopg.connect(self.db, autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def marks(self, step: str) -> list[tuple]:
+        """(slot, run_id, pid) of every run that reached ``step``, oldest first."""
+        return self.sql("SELECT slot, run_id, pid FROM fault_marks WHERE step = %s ORDER BY at", (step,))
+
+    def wait_mark(self, step: str, count: int = 1, timeout: float = 20) -> list[tuple]:
+        return wait_until(lambda: (m := self.marks(step)) and len(m) >= count and m, timeout, f"{count}x {step}")
+
+    def effects(self, slot=None) -> list[tuple]:
+        """(slot, run_id, fence, pid) of every committed effect."""
+        if slot is None:
+            return self.sql("SELECT slot, run_id, fence, pid FROM fault_effects ORDER BY at")
+        return self.sql("SELECT slot, run_id, fence, pid FROM fault_effects WHERE slot = %s", (slot,))
+
+    def slot_row(self, slot) -> tuple | None:
+        rows = self.sql("SELECT outcome, run_id, reason FROM job_slots WHERE job = %s AND slot = %s", (JOB, slot))
+        return rows[0] if rows else None
+
+    def run_row(self, run_id: str) -> tuple:
+        (row,) = self.sql("SELECT outcome, reason, committed_at IS NOT NULL FROM job_runs WHERE run_id = %s",
+                          (run_id,))
+        return row
+
+    def audit(self, *args: str) -> tuple[int, dict]:
+        result = subprocess.run([sys.executable, "-m", "appliance", "audit", "--json", *args], env=self.env(),
+                                cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert result.returncode in (0, 1), result.stderr
+        return result.returncode, json.loads(result.stdout)
+
+    def assert_audit_clean(self, since: str = "10m", until: str = "0s") -> dict:
+        code, report = self.audit("--since", since, "--until", until)
+        assert code == 0 and report["ok"], json.dumps(report["violations"], indent=1)
+        return report
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            if worker.alive():
+                worker.terminate()
+
+
+@pytest.fixture
+def cluster(tmp_path, app_env):
+    cluster = Cluster(tmp_path, app_env)
+    cluster.sql(SCHEMA)
+    yield cluster
+    for worker in cluster.workers:
+        worker.kill()

@@ -1,0 +1,47 @@
+"""The job the fault tests run (through ``APPLIANCE_JOBS_FILE``): an effect committed exactly once per slot.
+
+``effect`` records each step in PostgreSQL (``fault_marks``), so a test can kill -9 or SIGSTOP the worker at
+a chosen step, and writes its effect (a ``fault_effects`` row, with no unique constraint: a second effect for
+one slot would show) in its final transaction together with ``complete_slot``. It reads ``ctx.fence`` only in
+that final transaction, as a job may. It never calls ``ctx.checkpoint()``: the worst case for the worker.
+
+Behaviour per worker process, from its environment: ``FAULT_WORK`` seconds of work before the final
+transaction (default 0.2); ``FAULT_BLOCK=before_commit|after_commit`` sleeps a minute at that step, for the
+test to kill the process there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from appliance.fencing import complete_slot
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fault_effects (job text, slot timestamptz, run_id text, fence bigint, pid int,
+                                          at timestamptz DEFAULT clock_timestamp());
+CREATE TABLE IF NOT EXISTS fault_marks (job text, slot timestamptz, run_id text, pid int, step text,
+                                        at timestamptz DEFAULT clock_timestamp());
+"""
+
+
+def _mark(ctx, step: str) -> None:
+    with ctx.db.connection() as conn:
+        conn.execute("INSERT INTO fault_marks (job, slot, run_id, pid, step) VALUES (%s, %s, %s, %s, %s)",
+                     (ctx.job, ctx.slot, ctx.run_id, os.getpid(), step))
+
+
+def effect(ctx) -> dict:
+    _mark(ctx, "started")
+    block = os.environ.get("FAULT_BLOCK", "")
+    if block == "before_commit":
+        time.sleep(60)
+    time.sleep(float(os.environ.get("FAULT_WORK", "0.2")))
+    with ctx.db.connection() as conn, conn.transaction():
+        conn.execute("INSERT INTO fault_effects (job, slot, run_id, fence, pid) VALUES (%s, %s, %s, %s, %s)",
+                     (ctx.job, ctx.slot, ctx.run_id, ctx.fence, os.getpid()))
+        complete_slot(conn, ctx)
+    _mark(ctx, "committed")
+    if block == "after_commit":
+        time.sleep(60)
+    return {"fence": ctx.fence}
