@@ -134,7 +134,7 @@ BEGIN
         RETURN false;
     END IF;
     IF r.committed_at IS NOT NULL THEN
-        RETURN true;
+        RETURN false;  -- a run completes its slot once: a second "final" transaction must not commit
     END IF;
     IF r.trigger = 'schedule' THEN
         UPDATE job_fences SET done_slot = r.slot
@@ -173,7 +173,7 @@ BEGIN
     END IF;
     PERFORM 1 FROM job_fences WHERE job = r.job FOR UPDATE;
     SELECT * INTO r FROM job_runs WHERE run_id = p_run_id;
-    IF v_outcome = 'success' AND NOT appliance_complete(p_run_id) THEN
+    IF v_outcome = 'success' AND r.committed_at IS NULL AND NOT appliance_complete(p_run_id) THEN
         v_outcome := 'lease_lost';
         v_slot_outcome := 'lease_lost';
         v_reason := coalesce(v_reason, 'a newer run took the job before this one committed');
