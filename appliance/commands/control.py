@@ -12,16 +12,22 @@ from appliance.errors import Conflict, NotFound
 from appliance.state import ClusterState
 
 EXIT_CONFLICT = 3
+#: A command line that names neither a job nor ``--all`` (argparse's own code for usage errors).
+EXIT_USAGE = 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="list, trigger, pause, resume and run jobs; show their history")
     jsub = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
     _add(jsub, "list", "jobs with schedule, next runs, last run, pause state and lock holder", jobs_list)
-    for action, text in (("trigger", "run NAME once now, on one worker, under its lock"),
-                         ("pause", "stop running NAME cluster-wide (persisted)"),
-                         ("resume", "run NAME again from its next slot (missed slots are not run)")):
-        _add(jsub, action, text, jobs_control, name=True)
+    _add(jsub, "trigger", "run NAME once now, on one worker, under its lock", jobs_control, name=True)
+    for action, text in (("pause", "stop running NAME, or with --all every job, cluster-wide (persisted)"),
+                         ("resume", "run NAME, or with --all every job, again from its next slot (the paused "
+                                    "slots are not run)")):
+        control = _add(jsub, action, text, jobs_control)
+        control.add_argument("name", nargs="?", help="job name, e.g. call-scheduler")
+        control.add_argument("--all", action="store_true",
+                             help="every job (seed 002's scheduler stop/start); the jobs' own pause flags stay")
     history = _add(jsub, "history", "the last runs of one job, or of all", jobs_history)
     history.add_argument("name", nargs="?", help="job name (default: all jobs)")
     history.add_argument("--limit", type=int, default=20)
@@ -94,6 +100,9 @@ def jobs_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(jobs)
         return 0
+    pause = _guarded(lambda: _state().paused_all())
+    if pause:
+        print(f"ALL JOBS PAUSED by {pause['by']} since {pause['at']} ('appliance jobs resume --all' ends it)")
     rows = [{"name": j["name"], "schedule": j.get("describe"), "next": (j.get("next_runs") or [None])[0],
              "last": (j.get("last_run") or {}).get("outcome"), "paused": "yes" if j["paused"] else "no",
              "running": (j.get("running") or {}).get("worker"), "lock": j.get("lock_holder")} for j in jobs]
@@ -102,8 +111,21 @@ def jobs_list(args: argparse.Namespace) -> int:
 
 
 def jobs_control(args: argparse.Namespace) -> int:
+    if args.action != "trigger" and bool(args.name) == bool(args.all):
+        fail(f"jobs {args.action}: give a job name or --all (not both)", EXIT_USAGE)
     state = _state()
     who = _who()
+    if args.action != "trigger" and args.all:
+        if args.action == "pause":
+            pause = _guarded(lambda: state.pause_all(who))
+        else:
+            pause = None
+            _guarded(lambda: state.resume_all(who))
+        _guarded(lambda: state.audit(who, f"scheduler.{args.action}-all", "*"))
+        result = {"paused_all": pause is not None, "paused_by": (pause or {}).get("by"),
+                  "paused_at": (pause or {}).get("at")}
+        print_json(result) if args.json else print(f"{args.action}: all jobs ok")
+        return 0
     if args.action == "trigger":
         result: dict[str, Any] = {"job": args.name, "trigger_id": _guarded(lambda: state.trigger(args.name, who))}
     else:

@@ -15,9 +15,12 @@ import logging
 from functools import wraps
 from typing import Any, Callable
 
+import psycopg
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
+from appliance.clients import PG_CONNECT_TIMEOUT
+from appliance.ledger import read_history
 from appliance.logs import fields
 from appliance.sidecar.auth import admin_surface, require_admin
 from appliance.state import ClusterState
@@ -129,12 +132,53 @@ def resume(name: str) -> Response:
     return jsonify(job=name, paused=False)
 
 
+@bp.get("/scheduler")
+@require_admin
+def scheduler() -> Response:
+    """Whether every job's slots are stopped (pause-all) and by whom; jobs paused one by one are in ``/jobs``."""
+    pause = _state().paused_all()
+    return jsonify(paused_all=pause is not None, paused_by=(pause or {}).get("by"), paused_at=(pause or {}).get("at"))
+
+
+@bp.get("/breakers")
+@require_admin
+def breakers() -> Response:
+    """Every provider's circuit breaker: state, consecutive failures, when it opened, when it tries again."""
+    return jsonify(breakers=_state().breakers())
+
+
+@bp.post("/pause-all")
+@change
+def pause_all() -> Response:
+    """Stop every job cluster-wide (persisted); slots that come meanwhile are recorded ``paused``."""
+    pause = _state().pause_all(by=g.caller.who)
+    _audit("scheduler.pause-all", "*")
+    return jsonify(paused_all=True, paused_by=pause["by"], paused_at=pause["at"])
+
+
+@bp.post("/resume-all")
+@change
+def resume_all() -> Response:
+    """Every job goes on from its next slot; the slots of the pause are not run (no burst)."""
+    ended = _state().resume_all(by=g.caller.who)
+    _audit("scheduler.resume-all", "*", "" if ended else "no pause-all was in force")
+    return jsonify(paused_all=False, paused_by=None, paused_at=None)
+
+
 @bp.get("/history")
 @require_admin
 def history() -> Response:
+    """The ledger's runs and unrun slots (PostgreSQL); Redis' recent runs while the database is down."""
     job = request.args.get("job") or None
-    limit = _limit(current_app.extensions["appliance"].config.sidecar.history_default)
-    return jsonify(job=job, runs=_state().history(job, limit=limit))
+    config = current_app.extensions["appliance"].config
+    limit = _limit(config.sidecar.history_default)
+    if job is not None:
+        _state().require_job(job)
+    try:
+        with psycopg.connect(config.core.database_url, connect_timeout=PG_CONNECT_TIMEOUT, autocommit=True) as conn:
+            return jsonify(job=job, source="ledger", runs=read_history(conn, job, limit))
+    except psycopg.Error:
+        return jsonify(job=job, source="redis", runs=_state().history(job, limit=limit))
 
 
 @bp.get("/locks")

@@ -52,7 +52,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time, hostname:
     ``clock`` (epoch seconds) is what the dead-man's switch measures job freshness against; ``hostname``
     names the host whose worker heartbeat makes this sidecar healthy (default: this host).
     """
-    from appliance.sidecar import admin, dashboard, health, metrics
+    from appliance.sidecar import admin, dashboard, health, metrics, seed_api, timeline
 
     config.core.metrics_dir.mkdir(parents=True, exist_ok=True)
     # No app-wide static route: the dashboard blueprint serves its own files under its security headers.
@@ -64,7 +64,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time, hostname:
         state=ClusterState(make_redis(config.core.redis_url, timeout=ADMIN_REDIS_TIMEOUT)),
         metrics_dir=config.core.metrics_dir,
     )
-    for blueprint in (health.bp, metrics.bp, admin.bp, dashboard.bp):
+    for blueprint in (health.bp, metrics.bp, admin.bp, seed_api.bp, timeline.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     _register_errors(app)
     redactor = Redactor.from_config(config)

@@ -129,13 +129,14 @@ class CachedProbe:
 
 def check_redis(client: redis.Redis) -> Component:
     """PING, then read what ``/health`` and ``/metrics`` show (``data``: ``{"jobs", "workers", "dead_letters",
-    "counts"}``), so both are served from this cached check and never wait on Redis themselves."""
+    "counts", "paused_all", "breakers"}``), so both are served from this cached check and never wait on Redis
+    themselves."""
     started = time.perf_counter()
     client.ping()
     latency = (time.perf_counter() - started) * 1000
     state = ClusterState(client)
     data = {"jobs": state.jobs(), "workers": state.workers(), "dead_letters": int(client.zcard(keys.DLQ_INDEX)),
-            "counts": state.counts()}
+            "counts": state.counts(), "paused_all": state.paused_all(), "breakers": state.breakers()}
     return Component(Status.UP, f"connected (latency: {latency:.1f}ms)", latency, data=data)
 
 

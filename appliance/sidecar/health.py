@@ -4,8 +4,9 @@ Overall status:
 
 - ``unhealthy`` (HTTP 503) when a critical component is down: Redis, PostgreSQL, or the worker beside this
   sidecar (no heartbeat younger than its TTL);
-- ``degraded`` (HTTP 200) when any other component is down or degraded (Qdrant), or a job is stale: it has not
-  succeeded within ``HEALTH_STALE_FACTOR`` x its period (the dead-man's switch);
+- ``degraded`` (HTTP 200) when any other component is down or degraded (Qdrant), a job is stale: it has not
+  succeeded within ``HEALTH_STALE_FACTOR`` x its period (the dead-man's switch), or a provider's circuit
+  breaker is open (or half-open, waiting for its trial call);
 - ``ok`` (HTTP 200) otherwise.
 
 ``/health/live`` does no I/O at all, so a liveness probe never restarts the container (and its Qdrant) because
@@ -98,8 +99,12 @@ class Monitor:
         jobs = snapshot.get("jobs", [])
         workers = snapshot.get("workers", [])
         components["worker"] = self.worker_component(components["redis"], workers)
+        pause = snapshot.get("paused_all")
+        if pause:
+            jobs = [{**job, "paused": True} for job in jobs]  # a stopped scheduler makes no job stale
         fresh = freshness(jobs, workers, self.clock(), self.config.sidecar.stale_factor)
-        status = overall(components, fresh)
+        breakers = {b["name"]: {k: v for k, v in b.items() if k != "name"} for b in snapshot.get("breakers", [])}
+        status = overall(components, fresh, breakers)
         services = {name: SERVICE_WORDS[name][components[name].status == Status.DOWN] for name in SERVICE_WORDS}
         if self.qdrant_embedded:
             services["qdrant"] = "embedded"
@@ -115,6 +120,9 @@ class Monitor:
             "jobs": running,
             "components": {name: c.public() for name, c in components.items()},
             "freshness": fresh,
+            "scheduler": {"state": "paused" if pause else "running", "paused_by": (pause or {}).get("by"),
+                          "paused_at": (pause or {}).get("at")},
+            "breakers": breakers,
             "knowledge": self.knowledge,
         }, snapshot
 
@@ -195,13 +203,16 @@ def freshness(jobs: list[dict[str, Any]], workers: list[dict[str, Any]], now: fl
     return result
 
 
-def overall(components: dict[str, Component], fresh: dict[str, dict[str, Any]]) -> str:
+def overall(components: dict[str, Component], fresh: dict[str, dict[str, Any]],
+            breakers: dict[str, dict[str, Any]] | None = None) -> str:
     if any(components[name].status == Status.DOWN for name in CRITICAL if name in components):
         return "unhealthy"
     if any(c.status != Status.UP for c in components.values()):
         return "degraded"
     if any(entry["status"] == "stale" for entry in fresh.values()):
         return "degraded"
+    if any(b["state"] != "closed" for b in (breakers or {}).values()):
+        return "degraded"  # a provider keeps failing: its messages wait (open, or half-open awaiting a trial)
     return "ok"
 
 

@@ -3,7 +3,8 @@
 The Prometheus text aggregates what every appliance process wrote to the multiprocess directory
 (``$APPLIANCE_HOME/metrics``: the worker's runs, durations, retries, dead letters, backlog, CPU and RSS) and
 adds what only the sidecar knows, computed at scrape time from the cached health checks: component status,
-overall health, the dead-man's switch per job, live workers and heartbeat ages, pending dead letters, uptime.
+overall health, the dead-man's switch per job, live workers and heartbeat ages, pending dead letters, circuit
+breakers, pause-all, uptime.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PROCESSED_KEYS = {"campaign-scheduler": "campaigns", "lead-reminder-scheduler": 
 LAST_RUN_KEYS = {"campaign-scheduler": "campaign", "lead-reminder-scheduler": "reminder", "call-scheduler": "call"}
 STATUS_VALUE = {Status.DOWN.value: 0, Status.DEGRADED.value: 1, Status.UP.value: 2}
 HEALTH_VALUE = {"unhealthy": 0, "degraded": 1, "ok": 2}
+BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 bp = Blueprint("metrics", __name__)
 
@@ -79,6 +81,13 @@ class SidecarCollector(Collector):
         yield ages
         yield GaugeMetricFamily("appliance_dead_letters_pending", "Dead letters waiting for retry or drop.",
                                 value=snapshot["dead_letters"])
+        breakers = GaugeMetricFamily("appliance_breaker_state", "Circuit breaker state: 0 closed, 1 half-open "
+                                     "(the next call is the trial one), 2 open.", labels=["breaker"])
+        for breaker in snapshot.get("breakers", []):
+            breakers.add_metric([breaker["name"]], BREAKER_VALUE[breaker["state"]])
+        yield breakers
+        yield GaugeMetricFamily("appliance_scheduler_paused", "1 while every job is paused (pause-all).",
+                                value=1 if snapshot.get("paused_all") else 0)
 
 
 def build_registry(sidecar: Any) -> CollectorRegistry:

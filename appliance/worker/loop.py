@@ -262,14 +262,15 @@ class Worker:
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.hkeys(keys.PAUSED)
+            pipe.exists(keys.PAUSED_ALL)
             for name in names:
                 pipe.llen(keys.triggers(name))
-            paused, *pending = pipe.execute()
+            paused, paused_all, *pending = pipe.execute()
         except redis.RedisError as exc:
             self._redis_down(exc)
             self._refresh_due = time.monotonic() + 1.0
             return
-        self._paused = set(paused)
+        self._paused = set(self.jobs) if paused_all else set(paused)
         for name, count in zip(names, pending):
             if count:
                 self._dispatch(self.jobs[name], self.clock(), trigger={"take": True})
