@@ -109,3 +109,40 @@ class Ledger:
                 "(SELECT slot, outcome FROM job_slots WHERE job = j ORDER BY slot DESC LIMIT 1) AS s",
                 (list(jobs),)).fetchall()
         return {job: (slot, Outcome(outcome)) for job, slot, outcome in rows}
+
+
+_HISTORY = """
+SELECT * FROM (
+    (SELECT r.run_id, r.job, r.slot, r.trigger, r.attempt, r.worker, r.started_at, r.finished_at, r.duration_ms,
+            r.outcome, s.outcome AS slot_outcome, r.processed, r.error, r.fence, r.summary, r.reason,
+            r.started_at AS at
+     FROM job_runs r
+     LEFT JOIN job_slots s ON r.trigger = 'schedule' AND s.job = r.job AND s.slot = r.slot AND s.run_id = r.run_id
+     WHERE %(job)s::text IS NULL OR r.job = %(job)s ORDER BY r.started_at DESC LIMIT %(limit)s)
+    UNION ALL
+    (SELECT NULL, s.job, s.slot, 'schedule', NULL, s.worker, NULL, NULL, NULL, s.outcome, s.outcome, 0, NULL,
+            s.fence, NULL, s.reason, s.slot
+     FROM job_slots s WHERE s.run_id IS NULL AND (%(job)s::text IS NULL OR s.job = %(job)s)
+     ORDER BY s.slot DESC LIMIT %(limit)s)
+) AS h ORDER BY at DESC LIMIT %(limit)s
+"""
+
+
+def read_history(conn, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest runs and the slots that did not run, newest first, in the run records' shape (``started``,
+    ``finished`` as ISO strings; ``run_id`` is null for a slot that did not run, ``slot_outcome`` is the
+    slot's final outcome where a run settled it, ``reason`` says why a slot did not run)."""
+    from appliance.owner import iso
+
+    cur = conn.execute(_HISTORY, {"job": job, "limit": limit})
+    names = [c.name for c in cur.description]
+    rows = []
+    for values in cur.fetchall():
+        row = dict(zip(names, values))
+        row.pop("at")
+        for key in ("slot", "started_at", "finished_at"):
+            if row[key] is not None:
+                row[key] = iso(row[key])
+        row["started"], row["finished"] = row.pop("started_at"), row.pop("finished_at")
+        rows.append(row)
+    return rows

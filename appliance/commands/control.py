@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import socket
+import sys
 from typing import Any, Callable
 
 from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, print_json, setup_logs, use_metrics_dir
@@ -137,12 +138,32 @@ def jobs_control(args: argparse.Namespace) -> int:
 
 
 def jobs_history(args: argparse.Namespace) -> int:
-    runs = _guarded(lambda: _state().history(args.name, limit=args.limit))
+    runs = _ledger_history(args.name, args.limit)
+    if runs is None:
+        runs = _guarded(lambda: _state().history(args.name, limit=args.limit))
     if args.json:
         print_json(runs)
         return 0
     _table(runs, ["job", "slot", "started", "duration_ms", "outcome", "worker", "attempt", "error"])
     return 0
+
+
+def _ledger_history(job: str | None, limit: int) -> list[dict[str, Any]] | None:
+    """The ledger's history from PostgreSQL; None (with a note) when it cannot be read, and Redis' recent runs
+    stand in."""
+    from appliance.clients import connect_db
+    from appliance.ledger import read_history
+
+    config = config_or_exit()
+    if job is not None and job not in {j.name for j in config.jobs}:
+        _guarded(lambda: _state().require_job(job))
+    try:
+        with connect_db(config) as conn:
+            return read_history(conn, job, limit)
+    except Exception as exc:  # noqa: BLE001 - fall back to Redis, saying so
+        print(f"appliance: the ledger cannot be read ({type(exc).__name__}); showing Redis' recent runs",
+              file=sys.stderr)
+        return None
 
 
 def jobs_run(args: argparse.Namespace) -> int:

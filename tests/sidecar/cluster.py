@@ -11,6 +11,8 @@ from typing import Any
 import redis
 
 from appliance import locks
+from appliance.ledger import Ledger
+from appliance.outcomes import Outcome
 from appliance.owner import iso, make_token, new_run_id, utcnow
 from appliance.state import ClusterState
 
@@ -20,8 +22,9 @@ HISTORY_LIMIT = 100
 
 
 class Cluster:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, ledger: Ledger | None = None):
         self.r = client
+        self.ledger = ledger
         self.state = ClusterState(client)
         self.scripts = locks.register(client)
 
@@ -57,6 +60,8 @@ class Cluster:
                    "started": iso(started), "attempt": attempt, "trigger": trigger}
         claim, _ = locks.acquire(self.scripts, job, token, 60.0, None, json.dumps(running))
         assert claim == locks.Claim.OK, claim
+        if self.ledger is not None:
+            self.ledger.start(job, started, trigger, run_id, token, running["worker"], attempt, started)
         return {**running, "token": token, "t0": time.time()}
 
     def finish_run(self, job: str, run: dict[str, Any], outcome: str = "success", processed: int = 0,
@@ -70,6 +75,9 @@ class Cluster:
             success_at = time.time()
         locks.finish(self.scripts, job, run["token"], json.dumps(record), outcome, None, HISTORY_LIMIT,
                      success_at, processed)
+        if self.ledger is not None:
+            final = Outcome(outcome)
+            self.ledger.finish(run["run_id"], final, None, error, processed, None, record["duration_ms"], None)
         return record
 
     def run(self, job: str, outcome: str = "success", **kwargs: Any) -> dict[str, Any]:

@@ -16,8 +16,16 @@ from tests.sidecar.cluster import ADMIN_TOKEN, Cluster
 
 @pytest.fixture(scope="session")
 def sidecar_db(postgres_server) -> str:
-    """One database for the session: the sidecar only runs ``SELECT 1`` on it."""
-    return postgres_server.create_database("sidecar")
+    """One migrated database for the session: the sidecar checks it and reads the ledger from it (each test's
+    ``cluster`` starts with an empty ledger)."""
+    import psycopg
+
+    from appliance.db.migrate import migrate
+
+    url = postgres_server.create_database("sidecar")
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    return url
 
 
 @pytest.fixture
@@ -68,9 +76,18 @@ def client(make_client):
 
 
 @pytest.fixture
-def cluster(redis_server):
+def cluster(redis_server, sidecar_db):
+    """Runs recorded as workers record them: in Redis and in the ledger."""
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from appliance.ledger import Ledger
+
+    with psycopg.connect(sidecar_db, autocommit=True) as conn:
+        conn.execute("TRUNCATE job_runs, job_slots, job_fences")
     client = redis_server.client()
-    yield Cluster(client)
+    with ConnectionPool(sidecar_db, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+        yield Cluster(client, Ledger(pool))
     client.close()
 
 
