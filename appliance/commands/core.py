@@ -33,6 +33,10 @@ def check_config(args: argparse.Namespace) -> int:
     for section in ("core", "crm", "sidecar", "knowledge"):
         print(f"[{section}]")
         _print_flat(doc[section], "  ")
+    if config.notes:
+        print("[seed names]")
+        for note in config.notes:
+            print(f"  {note}")
     print("[jobs]")
     for job in doc["jobs"]:
         state = "enabled" if job["enabled"] else "disabled"

@@ -8,7 +8,7 @@ and raised together as one ``ConfigError``; entry points turn it into exit code 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,6 +19,7 @@ from appliance.config.crm import CrmConfig, load_crm
 from appliance.config.env import EnvReader, redact_url
 from appliance.config.jobs import JobSettings, load_custom_specs, resolve_jobs
 from appliance.config.knowledge import KnowledgeConfig, load_knowledge
+from appliance.config.seed_names import read_seed_names
 from appliance.config.sidecar import SidecarConfig, load_sidecar
 from appliance.errors import ConfigError
 
@@ -40,6 +41,8 @@ class Config:
     #: ``appliance.redaction.Redactor.from_config`` masks. Never printed (``masked`` leaves them out).
     secret_values: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     url_values: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    #: What ``check-config`` says about the seeds' names: which was read for which setting, which mean nothing.
+    notes: tuple[str, ...] = ()
 
     def job(self, name: str) -> JobSettings:
         for job in self.jobs:
@@ -71,12 +74,11 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: str | Path |
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ if environ is None else environ)
     env = EnvReader(values)
-    config = Config(
-        core=load_core(env),
-        crm=load_crm(env),
-        sidecar=load_sidecar(env),
-        knowledge=load_knowledge(env),
-    )
+    read_seed_names(env)
+    core, sidecar = load_core(env), load_sidecar(env)
+    # The alerter warns when a job turns stale by the same measure as /health.
+    core = replace(core, alerts=replace(core.alerts, stale_factor=sidecar.stale_factor))
+    config = Config(core=core, crm=load_crm(env), sidecar=sidecar, knowledge=load_knowledge(env))
     if with_jobs:
         from appliance.catalog import builtin_specs
 
@@ -93,7 +95,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: str | Path |
     return Config(**{**_shallow(config), "secret_names": frozenset(env.secret_names),
                      "withheld_secrets": env.withheld, "url_names": frozenset(env.url_names),
                      "secret_values": tuple(sorted(env.secret_values.items())),
-                     "url_values": tuple(sorted(env.url_values.items()))})
+                     "url_values": tuple(sorted(env.url_values.items())), "notes": tuple(env.notes)})
 
 
 def _shallow(obj: Any) -> dict[str, Any]:

@@ -20,6 +20,13 @@ class AlertConfig:
     slack_webhook_url: str
     slack_channel: str
     webhook_url: str
+    #: Failures of a job within ``warning_window`` that raise a warning while its streak is below critical.
+    warning_threshold: int = 5
+    warning_window: float = 3600.0
+    #: How often a worker looks for stale jobs, open breakers and an unsafe eviction policy (0: never).
+    check_interval: float = 30.0
+    #: The dead-man's switch factor (``HEALTH_STALE_FACTOR``, set from the sidecar's section).
+    stale_factor: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,9 @@ def load_core(env: EnvReader) -> CoreConfig:
             slack_webhook_url=env.url("ALERT_SLACK_WEBHOOK_URL", "", HTTP_SCHEMES) if env.secret("ALERT_SLACK_WEBHOOK_URL") else "",
             slack_channel=env.str("ALERT_SLACK_CHANNEL", ""),
             webhook_url=env.url("ALERT_WEBHOOK_URL", "", HTTP_SCHEMES) if env.secret("ALERT_WEBHOOK_URL") else "",
+            warning_threshold=env.int("ALERT_WARNING_THRESHOLD", 5, min=1),
+            warning_window=env.duration("ALERT_WARNING_WINDOW", 3600.0, unit="s", min=1.0),
+            check_interval=env.duration("ALERT_CHECK_INTERVAL", 30.0, unit="s", min=0.0),
         ),
         redis_eviction_policy=env.str("REDIS_EVICTION_POLICY", "warn", choices=("warn", "refuse")),
     )

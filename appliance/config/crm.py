@@ -53,7 +53,7 @@ class CrmConfig:
     provider_max_retries: int = 3
     provider_retry_max_wait: float = 30.0
     breaker_threshold: int = 5
-    breaker_reset: float = 60.0
+    breaker_reset: float = 30.0
     campaign_rate_limit: int = 1200
     campaign_max_attempts: int = 3
     campaign_retry_backoff: float = 60.0
@@ -87,7 +87,7 @@ def load_crm(env: EnvReader) -> CrmConfig:
         provider_max_retries=env.int("PROVIDER_MAX_RETRIES", 3, min=0, max=10),
         provider_retry_max_wait=env.duration("PROVIDER_RETRY_MAX_WAIT", 30.0, unit="s", min=0.0),
         breaker_threshold=env.int("PROVIDER_BREAKER_THRESHOLD", 5, min=1, max=1000),
-        breaker_reset=env.duration("PROVIDER_BREAKER_RESET", 60.0, unit="s", min=0.0),
+        breaker_reset=env.duration("PROVIDER_BREAKER_RESET", 30.0, unit="s", min=0.0),
         campaign_rate_limit=env.int("CAMPAIGN_RATE_LIMIT", 1200, min=0),
         campaign_max_attempts=env.int("CAMPAIGN_MAX_ATTEMPTS", 3, min=1, max=100),
         campaign_retry_backoff=env.duration("CAMPAIGN_RETRY_BACKOFF", 60.0, unit="s", min=0.0),

@@ -39,6 +39,10 @@ class EnvReader:
         self.url_values: dict[str, str] = {}
         #: Every URL setting read, set or not (its password is a secret wherever it is shown).
         self.url_names: set[str] = set()
+        #: Seed names read in place of the project's own (own name -> seed name), and what ``check-config``
+        #: says about the seeds' names (which was used, which has no meaning here).
+        self.origin: dict[str, str] = {}
+        self.notes: list[str] = []
 
     # -- raw access -----------------------------------------------------------------------------------
     def raw(self, name: str) -> str | None:
@@ -57,11 +61,43 @@ class EnvReader:
 
     def problem(self, name: str, value: object, expected: str, secret: bool = False) -> None:
         shown = "***" if secret else str(value)
-        self.problems.append(f"{name}={shown}: expected {expected}")
+        self.problems.append(f"{self._named(name)}={shown}: expected {expected}")
 
     def invalid(self, name: str, value: object, message: str) -> None:
         """Record a problem whose ``message`` says itself what was expected."""
-        self.problems.append(f"{name}={value}: {message}")
+        self.problems.append(f"{self._named(name)}={value}: {message}")
+
+    def _named(self, name: str) -> str:
+        """The variable the operator set: a seed's name read in place of ``name`` is shown as such."""
+        return f"{self.origin[name]} (read as {name})" if name in self.origin else name
+
+    # -- the seeds' names -----------------------------------------------------------------------------
+    def alias(self, own: str, *seed_names: str) -> None:
+        """Read the first of ``seed_names`` that is set as ``own`` when ``own`` is not set; the project's own
+        name wins when both are. Either way ``notes`` says which was used."""
+        given = [name for name in seed_names if (self.environ.get(name) or "").strip()]
+        if not given:
+            return
+        if (self.environ.get(own) or "").strip() or self.environ.get(f"{own}_FILE"):
+            self.notes += [f"{name} ignored: {own} is set and wins" for name in given]
+            return
+        used, *rest = given
+        self.environ[own] = self.environ[used]
+        self.origin[own] = used
+        self.notes.append(f"{own} taken from {used} (a seed's name for it)")
+        self.notes += [f"{name} ignored: {used} is used for {own}" for name in rest]
+
+    def alias_value(self, name: str, values: Mapping[str, str]) -> None:
+        """Accept a seed's word for a value (``LOG_LEVEL=warn``) as the project's (``warning``)."""
+        value = (self.environ.get(name) or "").strip()
+        if value.lower() in values:
+            self.environ[name] = values[value.lower()]
+            self.notes.append(f"{name}={value} read as {values[value.lower()]}")
+
+    def meaningless(self, name: str, why: str) -> None:
+        """A seed's variable with no meaning here: one line in ``check-config`` instead of silence."""
+        if (self.environ.get(name) or "").strip():
+            self.notes.append(f"{name} has no meaning here and is ignored: {why}")
 
     def _typed(self, name: str, default: T, expected: str, convert: Callable[[str], T]) -> T:
         value = self.raw(name)

@@ -1,31 +1,81 @@
-"""Alerts after ``ALERT_CRITICAL_THRESHOLD`` consecutive failures of a job, and one recovery message.
+"""Alerts at seed 003's three levels, each sent once per change of state for the whole cluster.
 
-The count lives in Redis, so with several replicas the alert is sent once for the cluster: the replica whose
-failure reaches the threshold sends it, and the replica whose success ends the streak sends the recovery.
-A log line is always written; Slack (``ALERT_SLACK_*``) and a generic JSON webhook (``ALERT_WEBHOOK_URL``)
-are sent when configured. Delivery failures are logged and never fail the run.
+- **critical**: a job failed ``ALERT_CRITICAL_THRESHOLD`` times in a row (info when it succeeds again);
+- **warning**: a job failed ``ALERT_WARNING_THRESHOLD`` times within ``ALERT_WARNING_WINDOW`` while its streak
+  stays below critical (failures that keep coming between successes); a job late past its dead-man's switch
+  (the same measure as ``/health``); a provider's circuit breaker open; Redis' eviction policy able to drop
+  lock keys. Each warning is followed by an info message when its condition ends;
+- **info**: those recoveries.
+
+The states live in Redis, changed by Lua scripts, so with several replicas the one whose step changed a
+state sends its alert and the others stay silent. A log line is always written; Slack (``ALERT_SLACK_*``) and
+a generic JSON webhook (``ALERT_WEBHOOK_URL``) are sent when configured. Delivery failures are logged and never
+fail a run. Stale jobs, breakers and the eviction policy are looked at every ``ALERT_CHECK_INTERVAL`` seconds
+by a thread that starts with the first run the alerter hears of (so only a worker that runs jobs watches).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+import time
+from enum import Enum
+from typing import Any, Callable
 
 import httpx
 import redis
 
 from appliance import keys
 from appliance.config.core import AlertConfig
+from appliance.eviction import eviction_policy, eviction_problem
+from appliance.freshness import freshness
 from appliance.logs import fields
 from appliance.owner import iso, utcnow
 from appliance.redaction import Redactor
+from appliance.state import ClusterState
 
 log = logging.getLogger("appliance.alerts")
+
+
+class Severity(str, Enum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+LOG_LEVEL = {Severity.CRITICAL: logging.ERROR, Severity.WARNING: logging.WARNING, Severity.INFO: logging.INFO}
+SLACK_ICON = {Severity.CRITICAL: ":rotating_light: ", Severity.WARNING: ":warning: ",
+              Severity.INFO: ":white_check_mark: "}
 
 # KEYS[1] appliance:alerts   ARGV[1] job
 # Returns the new number of consecutive failures.
 _FAILED = "return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)"
+
+# KEYS[1] appliance:failures:<job>   ARGV[1] now (epoch s)  ARGV[2] window (s)  ARGV[3] how many to keep
+# ARGV[4] 1 to record a failure now, 0 to only count. Returns the failures within the window. Only the newest
+# ARGV[3] (the warning threshold) are kept: enough to tell whether that many fell within the window.
+_RECENT = """
+if ARGV[4] == '1' then
+  redis.call('LPUSH', KEYS[1], ARGV[1])
+  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+  redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[2]) * 1000))
+end
+local count = 0
+for _, at in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if tonumber(at) >= tonumber(ARGV[1]) - tonumber(ARGV[2]) then count = count + 1 end
+end
+return count
+"""
+
+# KEYS[1] appliance:alert-states   ARGV[1] condition ("stale:JOB", "breaker:NAME", ...)  ARGV[2] warning|ok
+# Returns 1 when this call changed the condition's state (the caller sends the alert), else 0. A condition
+# never seen is ok.
+_TRANSITION = """
+local before = redis.call('HGET', KEYS[1], ARGV[1]) or 'ok'
+if before == ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 
 
 class Alerter:
@@ -34,35 +84,125 @@ class Alerter:
     passwords are still masked."""
 
     def __init__(self, client: redis.Redis, config: AlertConfig, timeout: float = 5.0,
-                 redactor: Redactor | None = None):
+                 redactor: Redactor | None = None, clock: Callable[[], float] = time.time):
         self.config = config
+        self.client = client
         self._failed = client.register_script(_FAILED)
+        self._recent = client.register_script(_RECENT)
+        self._transition = client.register_script(_TRANSITION)
         self.timeout = timeout
         self.redactor = redactor or Redactor()
+        self.clock = clock
+        self._watching = threading.Lock()
+        self._watch: threading.Thread | None = None
+        self._stop = threading.Event()
 
+    # -- what the runner reports ----------------------------------------------------------------------
     def failed(self, job: str, error: str) -> None:
         if not self.config.enabled:
             return
+        self._start_watch()
         try:
             streak = int(self._failed(keys=[keys.ALERTS], args=[job]))
+            recent = self._count(job, record=True)
         except redis.RedisError:
             return
         if streak == self.config.critical_threshold:
-            self._send("critical", job, f"job {job} failed {streak} times in a row: {error}", streak)
+            self._send(Severity.CRITICAL, "critical", job, f"job {job} failed {streak} times in a row: {error}",
+                       consecutive_failures=streak)
+        elif streak < self.config.critical_threshold and recent >= self.config.warning_threshold:
+            self.condition(f"intermittent:{job}", True, job,
+                           f"job {job} failed {recent} times within {self.config.warning_window:g}s "
+                           f"(latest: {error})", "")
 
     def succeeded(self, job: str, streak: int) -> None:
         """``streak``: the consecutive failures this success ended (reset by the run's finish script)."""
-        if self.config.enabled and streak >= self.config.critical_threshold:
-            self._send("recovered", job, f"job {job} succeeded again after {streak} consecutive failures", streak)
+        if not self.config.enabled:
+            return
+        self._start_watch()
+        if streak >= self.config.critical_threshold:
+            self._send(Severity.INFO, "recovered", job, f"job {job} succeeded again after {streak} consecutive "
+                       f"failures", consecutive_failures=streak)
+        try:
+            recent = self._count(job, record=False)
+        except redis.RedisError:
+            return
+        if recent < self.config.warning_threshold:
+            self.condition(f"intermittent:{job}", False, job, "",
+                           f"job {job} no longer fails often ({recent} failures within "
+                           f"{self.config.warning_window:g}s)")
 
-    def _send(self, state: str, job: str, text: str, streak: int) -> None:
-        level = logging.ERROR if state == "critical" else logging.INFO
+    def _count(self, job: str, record: bool) -> int:
+        args = [self.clock(), self.config.warning_window, self.config.warning_threshold, 1 if record else 0]
+        return int(self._recent(keys=[keys.failures(job)], args=args))
+
+    # -- conditions watched ---------------------------------------------------------------------------
+    def condition(self, name: str, active: bool, subject: str, warning: str, resolved: str) -> bool:
+        """Move condition ``name`` to warning (``active``) or ok; the step that changes it sends ``warning``
+        or the ``resolved`` info. Returns whether this call changed it."""
+        state = Severity.WARNING.value if active else "ok"
+        if not int(self._transition(keys=[keys.ALERT_STATES], args=[name, state])):
+            return False
+        if active:
+            self._send(Severity.WARNING, "warning", subject, warning, condition=name)
+        else:
+            self._send(Severity.INFO, "resolved", subject, resolved, condition=name)
+        return True
+
+    def check(self) -> None:
+        """Look once at what may need a warning: stale jobs, breakers, the eviction policy."""
+        if not self.config.enabled:
+            return
+        state = ClusterState(self.client)
+        now = self.clock()
+        if state.paused_all() is None:
+            jobs, workers = state.jobs(), state.workers()
+            for job, entry in freshness(jobs, workers, now, self.config.stale_factor).items():
+                if entry["status"] in ("stale", "fresh"):
+                    self.condition(f"stale:{job}", entry["status"] == "stale", job,
+                                   f"job {job} is late: no success since {entry['last_success'] or 'it started'} "
+                                   f"(allowed {entry['allowed_seconds']:g}s, HEALTH_STALE_FACTOR x its period)",
+                                   f"job {job} succeeded again on time")
+        for breaker in state.breakers(now):
+            self.condition(f"breaker:{breaker['name']}", breaker["state"] != "closed", breaker["name"],
+                           f"circuit breaker {breaker['name']} is {breaker['state']} after {breaker['failures']} "
+                           f"consecutive failures: calls to it fail fast",
+                           f"circuit breaker {breaker['name']} closed: calls go through again")
+        problem = eviction_problem(eviction_policy(self.client))
+        self.condition("eviction", problem is not None, "redis", f"UNSAFE REDIS: {problem}",
+                       "Redis' eviction policy is noeviction again: lock keys are safe")
+
+    def _start_watch(self) -> None:
+        if self._watch is not None or self.config.check_interval <= 0:
+            return
+        with self._watching:
+            if self._watch is None:
+                self._watch = threading.Thread(target=self._watch_loop, name="alert-watch", daemon=True)
+                self._watch.start()
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(self.config.check_interval):
+            try:
+                self.check()
+            except redis.RedisError as exc:
+                log.debug("alert check skipped: Redis unavailable", extra=fields(error=type(exc).__name__))
+
+    def close(self) -> None:
+        """Stop the watch thread (it is a daemon: a process may also just exit)."""
+        self._stop.set()
+
+    # -- delivery -------------------------------------------------------------------------------------
+    def _send(self, severity: Severity, state: str, subject: str, text: str, **extra: Any) -> None:
         text = self.redactor.text(text)
-        log.log(level, "ALERT %s: %s", state, text, extra=fields(alert=state, job=job, consecutive_failures=streak))
-        payload = {"state": state, "job": job, "message": text, "consecutive_failures": streak, "at": iso(utcnow())}
+        log.log(LOG_LEVEL[severity], "ALERT %s: %s", state, text,
+                extra=fields(alert=state, severity=severity.value, subject=subject, **extra))
+        payload = {"severity": severity.value, "state": state, "subject": subject, "message": text,
+                   "at": iso(utcnow()), **extra}
+        if "consecutive_failures" in extra:
+            payload["job"] = subject
         targets: list[tuple[str, dict[str, Any]]] = []
         if self.config.slack_enabled and self.config.slack_webhook_url:
-            slack: dict[str, Any] = {"text": (":rotating_light: " if state == "critical" else ":white_check_mark: ") + text}
+            slack: dict[str, Any] = {"text": SLACK_ICON[severity] + text}
             if self.config.slack_channel:
                 slack["channel"] = self.config.slack_channel
             targets.append((self.config.slack_webhook_url, slack))

@@ -13,7 +13,7 @@ from appliance.sidecar import create_app
 
 def every_request(config: Config, values: dict[str, str]) -> list[tuple[str, str]]:
     """(method, path) of every route of the app, with ``values`` in place of the URL variables (``name``,
-    ``dead_id``, ``filename``)."""
+    ``dead_id``, ``filename``); a variable not given is replaced by its own name (an unknown id: a 404)."""
     app = create_app(config)
     try:
         rules = list(app.url_map.iter_rules())
@@ -21,7 +21,7 @@ def every_request(config: Config, values: dict[str, str]) -> list[tuple[str, str
         app.extensions["appliance"].close()
     result = []
     for rule in rules:
-        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", lambda m: values[m.group(1)], rule.rule)
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", lambda m: values.get(m.group(1), m.group(1)), rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             result.append((method, path))
     return result
