@@ -193,9 +193,9 @@ def status_command(args: argparse.Namespace) -> int:
     status: dict[str, Any] = knowledge_status(config)
     status["documents"] = _document_counts(config)
     if not config.core.qdrant_url_set:
-        from appliance.knowledge.edge_store import storage_state
+        from appliance.knowledge.store import embedded_state
 
-        status["storage"] = storage_state(config)
+        status["storage"] = embedded_state(config)
     if args.json:
         print_json(status)
         return 0

@@ -44,11 +44,11 @@ def run_appliance(args: argparse.Namespace) -> int:
         fail(str(exc))
     log.info("services", extra=fields(**plan.describe()))
     if plan.qdrant == "embedded":
-        from appliance.knowledge.edge_store import edge_root
+        from appliance.knowledge.store import embedded_root
 
         log.info("no Qdrant binary (QDRANT_BIN unset, none on PATH): the qdrant program stays stopped and the "
                  "knowledge base uses the embedded Qdrant Edge storage (./scripts/install fetches the server)",
-                 extra=fields(path=str(edge_root(config))))
+                 extra=fields(path=str(embedded_root(config))))
     try:
         make_dirs(config, plan)
         applied = migrate_database(config, plan)

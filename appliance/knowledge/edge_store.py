@@ -22,7 +22,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from qdrant_edge import (CountRequest, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition, Filter,
                          MatchValue, PayloadSchemaType, Point, Query, QueryRequest, ScrollRequest, UpdateOperation)
@@ -30,14 +30,10 @@ from qdrant_edge import (CountRequest, Distance, EdgeConfig, EdgeShard, EdgeVect
 from appliance.errors import ApplianceError
 from appliance.knowledge.embedder import Identity
 from appliance.knowledge.legacy_local import migrate_collection
-from appliance.knowledge.status import embedded_storage
-from appliance.knowledge.storage_lock import StorageBusy, StorageLock
-from appliance.knowledge.store import (INDEXED_FIELDS, Hit, KnowledgePoint, best_per_document, metadata, mismatch,
-                                       recorded_identity)
+from appliance.knowledge.points import (INDEXED_FIELDS, Hit, KnowledgePoint, best_per_document, metadata, mismatch,
+                                        recorded_identity)
+from appliance.knowledge.storage_lock import StorageLock
 from appliance.owner import iso, utcnow
-
-if TYPE_CHECKING:
-    from appliance.config import Config
 
 log = logging.getLogger("appliance.knowledge")
 
@@ -47,10 +43,6 @@ SHARD_DIR = "shard"
 FETCH_FACTOR = 4
 #: Most chunks one search ever fetches.
 FETCH_CAP = 4096
-
-
-def edge_root(config: "Config") -> Path:
-    return embedded_storage(config)
 
 
 @dataclass
@@ -227,13 +219,11 @@ def _tenant_filter(tenant_id: int | None) -> Filter | None:
     return Filter(must=[FieldCondition("tenant_id", match=MatchValue(tenant_id))])
 
 
-def open_edge_store(config: "Config", wait: float) -> EdgeStore:
-    """A store on the embedded storage, taking its file lock (waiting up to ``wait`` seconds) when this
-    process does not hold it yet."""
-    root = edge_root(config)
-    k = config.knowledge
-    return EdgeStore(_acquire(root, wait), root, k.collection, config.core.qdrant_path.resolve(),
-                     upsert_batch=k.upsert_batch_size)
+def open_edge_store(root: Path, collection: str, legacy: Path, wait: float, upsert_batch: int = 256) -> EdgeStore:
+    """A store on ``collection`` in the embedded storage at ``root``, taking its file lock (waiting up to
+    ``wait`` seconds) when this process does not hold it yet; ``legacy``: qdrant-client's local storage of
+    earlier releases, carried over when the collection is created."""
+    return EdgeStore(_acquire(root, wait), root, collection, legacy, upsert_batch=upsert_batch)
 
 
 def _acquire(root: Path, wait: float) -> _Shared:
@@ -261,19 +251,3 @@ def _release(root: Path) -> None:
             finally:
                 shared.lock.release()
 
-
-def storage_state(config: "Config") -> dict[str, Any]:
-    """Where the embedded storage is and, without waiting, either who uses it or how many points the
-    collection holds (for ``appliance knowledge status``)."""
-    root = edge_root(config)
-    state: dict[str, Any] = {"path": str(root)}
-    if not root.is_dir():
-        state["points"] = 0
-        return state
-    try:
-        with open_edge_store(config, wait=0) as store:
-            state["points"] = store.count() if store.exists() else 0
-    except StorageBusy:
-        holder = StorageLock(root).holder()
-        state["in_use_by"] = holder.describe() if holder else "another process"
-    return state

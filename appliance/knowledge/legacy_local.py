@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from appliance.knowledge.embedder import Identity
-from appliance.knowledge.store import KnowledgePoint, recorded_identity
+from appliance.knowledge.points import KnowledgePoint, recorded_identity
 from appliance.logs import fields
 
 log = logging.getLogger("appliance.knowledge")

@@ -6,16 +6,13 @@ The collection records its embedder in Qdrant's collection metadata; payload ind
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from qdrant_client import QdrantClient, models
 
 from appliance.knowledge.embedder import Identity
-from appliance.knowledge.store import (INDEXED_FIELDS, Hit, KnowledgePoint, best_per_document, metadata, mismatch,
-                                       recorded_identity)
-
-if TYPE_CHECKING:
-    from appliance.config import Config
+from appliance.knowledge.points import (INDEXED_FIELDS, Hit, KnowledgePoint, best_per_document, metadata, mismatch,
+                                        recorded_identity)
 
 
 class ServerStore:
@@ -28,6 +25,15 @@ class ServerStore:
         self.collection = collection
         self.upsert_batch = upsert_batch
         self._closed = False
+
+    @classmethod
+    def connect(cls, url: str, api_key: str, collection: str, prefer_grpc: bool = True, grpc_port: int = 6334,
+                timeout: float = 30.0, upsert_batch: int = 256) -> "ServerStore":
+        # No version check: qdrant-client runs it in a background thread at construction and only warns,
+        # spuriously whenever the server is still starting (the worker waits for its /readyz instead).
+        client = QdrantClient(url=url, api_key=api_key or None, prefer_grpc=prefer_grpc, grpc_port=grpc_port,
+                              timeout=max(1, round(timeout)), check_compatibility=False)
+        return cls(client, collection, upsert_batch=upsert_batch)
 
     def exists(self) -> bool:
         return self.client.collection_exists(self.collection)
@@ -117,12 +123,3 @@ def _tenant_filter(tenant_id: int | None) -> models.Filter | None:
         return None
     return models.Filter(must=[models.FieldCondition(key="tenant_id", match=models.MatchValue(value=tenant_id))])
 
-
-def open_server_store(config: "Config") -> ServerStore:
-    k = config.knowledge
-    # No version check: qdrant-client runs it in a background thread at construction and only warns,
-    # spuriously whenever the server is still starting (the worker waits for its /readyz instead).
-    client = QdrantClient(url=config.core.qdrant_url, api_key=config.core.qdrant_api_key or None,
-                          prefer_grpc=k.qdrant_prefer_grpc, grpc_port=k.qdrant_grpc_port,
-                          timeout=max(1, round(k.qdrant_timeout)), check_compatibility=False)
-    return ServerStore(client, k.collection, upsert_batch=k.upsert_batch_size)

@@ -4,18 +4,10 @@ uses it). Reads only the configuration."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from appliance.config import Config
-
-#: Where the embedded Qdrant (Qdrant Edge) keeps its collections, under ``APPLIANCE_HOME``.
-EMBEDDED_DIR = "qdrant-edge"
-
-
-def embedded_storage(config: "Config") -> Path:
-    return config.core.home.resolve() / EMBEDDED_DIR
 
 
 def knowledge_status(config: "Config") -> dict:

@@ -71,7 +71,8 @@ def release_archive() -> bytes:
 
 def write_pin(path: Path, sha256: str) -> Path:
     """A pin like config/qdrant-release.toml naming the test archive for every architecture."""
-    archives = "".join(f'[archives.{arch}]\nname = "{ARCHIVE}"\nsha256 = "{sha256}"\n\n' for arch in ("x86_64", "aarch64"))
+    archives = "".join(f'[archives.{arch}]\nname = "{ARCHIVE}"\nsha256 = "{sha256}"\n\n'
+                       for arch in ("x86_64", "aarch64"))
     path.write_text(f'version = "0.0.0-test"\ndownload = "http://127.0.0.1:9/v{{version}}"\n\n{archives}')
     return path
 

@@ -53,8 +53,8 @@ def test_the_real_redis_cli_is_found_past_the_wrapper(tools):
 
 def test_redis_cli_reaches_a_password_protected_redis_url(tools, tmp_path):
     server = RedisServer(extra_args=("--requirepass", "s3cret-pw"))
-    server.proc = subprocess.Popen(embedded.redis_argv(server.dir, server.dir, port=server.port) + list(server.extra_args),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = embedded.redis_argv(server.dir, server.dir, port=server.port) + list(server.extra_args)
+    server.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://:s3cret-pw@127.0.0.1:{server.port}/0"
     try:
         wait_until(lambda: make_redis(url).ping(), 10, "redis-server with a password")

@@ -17,9 +17,9 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from appliance.knowledge import indexer
-from appliance.knowledge.edge_store import edge_root, storage_state
 from appliance.knowledge.embedder import LocalEmbedder
-from appliance.knowledge.store import KnowledgePoint, StorageBusy, metadata, open_store, point_id
+from appliance.knowledge.store import (KnowledgePoint, StorageBusy, embedded_root, embedded_state, metadata, open_store,
+                                       point_id)
 
 REPO = Path(__file__).resolve().parents[2]
 #: Another process opening the store: prints "open" once it holds it, then waits for a line on stdin.
@@ -98,7 +98,7 @@ def test_busy_storage_names_its_holder_and_a_waiting_command_gets_it_when_freed(
         assert time.monotonic() - started >= 0.3
         message = str(busy.value)
         assert f"pid {holder.pid} (" in message and "QDRANT_LOCAL_WAIT" in message and "QDRANT_URL" in message
-        assert storage_state(config)["in_use_by"].startswith(f"pid {holder.pid} ")
+        assert embedded_state(config)["in_use_by"].startswith(f"pid {holder.pid} ")
 
         threading.Timer(0.5, holder.stdin.close).start()
         with open_store(config, wait=20) as store:  # waits for the holder to let go
@@ -165,7 +165,7 @@ def test_points_of_the_previous_embedded_mode_are_carried_over(kconfig, make_ctx
         assert store.count() == 2
         hit = store.search(embedder.embed(["credits instead of refunds"])[0], b, 5)
     assert [h.document_id for h in hit] == [docs[b]] and hit[0].text == texts[b]
-    meta = json.loads((edge_root(config) / config.knowledge.collection / "collection.json").read_text())
+    meta = json.loads((embedded_root(config) / config.knowledge.collection / "collection.json").read_text())
     assert meta["migrated_from"] == str(config.core.qdrant_path)
 
 
