@@ -2,8 +2,9 @@
 
 ``appliance run`` execs ``python -m appliance.supervise.pid1 MARKER -n -c supervisord.conf``. This runs
 supervisord's own ``main()`` in this process, so supervisord is PID 1 in the container: it receives
-``docker stop``'s SIGTERM and stops its programs in reverse priority order, and it reaps every child,
-including orphans re-parented to PID 1 (it calls ``waitpid(-1)``).
+``docker stop``'s SIGTERM and stops its programs, and it reaps every child,
+including orphans re-parented to PID 1 (it calls ``waitpid(-1)``). Its shutdown runs in waves
+(``appliance.supervise.waves``) so that the whole stop fits ``SHUTDOWN_TIMEOUT`` + 2 s.
 
 supervisord itself always exits 0 after an orderly shutdown. Exit codes here:
 
@@ -25,6 +26,9 @@ def main(argv: list[str]) -> int:
     marker, supervisord_args = Path(argv[0]), argv[1:]
     from supervisor import supervisord
 
+    from appliance.supervise import waves
+
+    waves.install()
     supervisord.main(supervisord_args)
     if not marker.exists():
         return 0

@@ -127,10 +127,10 @@ def plan_services(config: Config, which: Callable[[str], str | None] = shutil.wh
 
 
 def stop_wait(config: Config) -> int:
-    """supervisord's ``stopwaitsecs`` for the worker: its graceful window (``SHUTDOWN_TIMEOUT`` rounded up)
-    plus one second to release leases and close pools, so supervisord never SIGKILLs a process that is still
-    keeping its word."""
-    return math.ceil(config.core.shutdown_timeout) + 1
+    """supervisord's ``stopwaitsecs`` for the worker: ``SHUTDOWN_TIMEOUT`` rounded up. The worker keeps its
+    whole stop within ``SHUTDOWN_TIMEOUT`` by itself (``appliance.worker.main.run_window``), so the SIGKILL
+    only ends a worker that cannot run Python any more (a job holding the GIL)."""
+    return math.ceil(config.core.shutdown_timeout)
 
 
 def sidecar_stop_wait(config: Config) -> int:

@@ -38,8 +38,15 @@ from appliance.worker.runner import Runner
 
 #: Exit code for a setting the worker refuses to run with (supervisord marks the program FATAL).
 EXIT_CONFIG = 2
-#: How long the ledger entries still held may take to be written at stop.
-LEDGER_FLUSH = 0.5
+#: The last part of SHUTDOWN_TIMEOUT, kept for recording and releasing what did not stop in time and for
+#: writing the ledger entries still held.
+WRAP_UP = 0.5
+
+
+def run_window(timeout: float) -> float:
+    """How long running jobs get to reach a checkpoint when the worker stops: ``SHUTDOWN_TIMEOUT`` less the
+    wrap-up, so the worker's whole stop fits ``SHUTDOWN_TIMEOUT``."""
+    return max(timeout - WRAP_UP, timeout / 2)
 
 log = logging.getLogger("appliance.worker")
 
@@ -214,19 +221,19 @@ def _on_signal(worker: Worker, signum: int) -> None:
 def shutdown(worker: Worker, keeper: LeaseKeeper, pools, timeout: float) -> int:
     started = time.monotonic()
     worker.runner.cancel_running("shutdown")
-    finished = worker.pool.wait_idle(timeout)
+    finished = worker.pool.wait_idle(run_window(timeout))
     for lease in keeper.held():
         keeper.drop(lease)
         worker.runner.abandon(lease, f"did not reach a checkpoint within SHUTDOWN_TIMEOUT ({timeout:g} s)")
         metrics.ABANDONED.labels(lease.job).inc()
         log.warning("abandoned a run that did not stop in time; its lease is released", extra=fields(job=lease.job))
-    worker.runner.recorder.stop(LEDGER_FLUSH)
+    worker.runner.recorder.stop(max(0.0, timeout - (time.monotonic() - started) - 0.1))
     keeper.stop()
     try:
         ClusterState(worker.redis).forget_worker(keeper.heartbeat.me)
     except (redis.RedisError, AttributeError):
         pass
-    for pool in pools:
+    for pool in pools if finished else ():  # a stuck run holds a connection: closing would wait for it
         if pool is not None:
             pool.close(timeout=1)
     metrics.mark_dead(worker.config.core.metrics_dir)

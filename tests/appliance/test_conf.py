@@ -69,7 +69,7 @@ def test_priorities_stops_and_logs(monkeypatch, tmp_path):
     assert (programs["qdrant"].priority, programs["worker"].priority, programs["sidecar"].priority) == (100, 200, 300)
     assert "redis" not in programs and programs["postgres"].autostart is True
     assert programs["qdrant"].autostart is False
-    assert programs["worker"].stopwaitsecs == math.ceil(4.5) + 1 == stop_wait(_config(tmp_path, SHUTDOWN_TIMEOUT="4.5"))
+    assert programs["worker"].stopwaitsecs == math.ceil(4.5) == stop_wait(_config(tmp_path, SHUTDOWN_TIMEOUT="4.5"))
     assert programs["sidecar"].stopwaitsecs == 2 + 1, "gunicorn's graceful timeout is capped at 2 s"
     for name in ("worker", "sidecar"):
         assert programs[name].stopsignal == signal.SIGTERM and programs[name].killasgroup
