@@ -1,7 +1,9 @@
 """``/admin``: the dashboard (seed 002's "Admin Dashboard", seed 003's queue UI).
 
 The page is rendered by the server without data; its script asks for the admin credential once, keeps it in
-``sessionStorage`` (this tab only), and fills and refreshes the tables from the admin API. A strict Content
+``sessionStorage`` (this tab only), and fills and refreshes the tables from the admin API. ``charts.js`` draws
+the pictures (a timeline of slots per job, run durations and items processed, lock state) as SVG built with
+DOM calls, from the ledger (``appliance.sidecar.timeline``): no chart library, no build step. A strict Content
 Security Policy allows only our own script and style, and every value is inserted as text, so a job's error
 message can never run as code in the browser.
 """
@@ -14,6 +16,7 @@ from flask import Blueprint, Response, current_app, render_template
 
 from appliance import __version__
 from appliance.sidecar.auth import admin_surface
+from appliance.sidecar.timeline import DEFAULT_HOURS
 
 bp = Blueprint("dashboard", __name__, url_prefix="/admin", template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -38,4 +41,4 @@ def page() -> str:
     config = current_app.extensions["appliance"].config
     return render_template("dashboard.html", version=__version__, host=socket.gethostname(),
                            refresh_ms=int(config.sidecar.dashboard_refresh * 1000),
-                           history_limit=config.sidecar.history_default)
+                           history_limit=config.sidecar.history_default, timeline_hours=DEFAULT_HOURS)

@@ -86,6 +86,8 @@ function jobRow(job) {
 function runRow(run) {
   const tr = document.createElement("tr");
   tr.dataset.runId = run.run_id;
+  tr.className = "clickable";
+  tr.addEventListener("click", () => pick(run.run_id));
   tr.append(cell(run.job), cell(when(run.started)), cell(run.duration_ms === undefined ? null : run.duration_ms + " ms"),
             cell(run.outcome, "outcome-" + run.outcome), cell(run.trigger), cell(run.attempt), cell(run.processed),
             cell(run.worker), cell(run.error, run.error ? "error" : ""));
@@ -127,6 +129,78 @@ function deadRow(dead) {
   return tr;
 }
 
+function breakerRow(breaker) {
+  const tr = document.createElement("tr");
+  tr.dataset.breaker = breaker.name;
+  tr.append(cell(breaker.name), cell(breaker.state.replace("_", "-"), "breaker-" + breaker.state),
+            cell(breaker.failures), cell(when(breaker.opened_at)), cell(seconds(breaker.retry_in_seconds)),
+            cell(breaker.opened_total));
+  return tr;
+}
+
+function showScheduler(scheduler) {
+  const paused = scheduler.paused_all;
+  const state = document.getElementById("scheduler");
+  state.textContent = paused ? "scheduler: ALL JOBS PAUSED by " + scheduler.paused_by + " since " + when(scheduler.paused_at)
+                             : "scheduler: running";
+  state.className = "scheduler-state " + (paused ? "state-paused" : "");
+  document.getElementById("pause-all").hidden = paused;
+  document.getElementById("resume-all").hidden = !paused;
+}
+
+function field(list, name, value) {
+  const dt = document.createElement("dt");
+  dt.textContent = name;
+  const dd = document.createElement("dd");
+  dd.textContent = value === null || value === undefined || value === "" ? "–" : String(value);
+  list.append(dt, dd);
+}
+
+async function showRun(runId) {
+  const detail = await api("GET", "/api/runs/" + encodeURIComponent(runId));
+  const run = detail.run;
+  document.getElementById("run-id").textContent = run.run_id;
+  const fields = document.getElementById("run-fields");
+  fields.replaceChildren();
+  field(fields, "job", run.job);
+  field(fields, "slot", when(run.slot));
+  field(fields, "outcome", run.outcome);
+  field(fields, "attempt", run.attempt);
+  field(fields, "fence", run.fence);
+  field(fields, "worker", run.worker);
+  field(fields, "trigger", run.trigger);
+  field(fields, "duration", run.duration_ms === null ? null : run.duration_ms + " ms");
+  field(fields, "processed", run.processed);
+  field(fields, "error", run.error);
+  field(fields, "reason", run.reason);
+  fill("run-attempts", detail.attempts, (a) => {
+    const tr = document.createElement("tr");
+    tr.append(cell(a.attempt), cell(when(a.started_at)), cell(a.outcome, "outcome-" + a.outcome), cell(a.fence),
+              cell(a.worker), cell(a.error, a.error ? "error" : ""));
+    return tr;
+  }, "no attempt recorded");
+  document.getElementById("run-traceback").textContent = detail.traceback || "(kept only for dead letters)";
+  document.getElementById("run-detail").hidden = false;
+}
+
+function pick(runId) { showRun(runId).catch((e) => setStatus(e.message, "unhealthy")); }
+
+async function drawLedger() {
+  const hours = document.getElementById("timeline").dataset.hours || "6";
+  try {
+    const data = await api("GET", "/api/timeline?hours=" + hours);
+    Charts.timeline(document.getElementById("timeline"), data, pick);
+    Charts.lines(document.getElementById("duration-chart"), data, "duration_ms", "ms");
+    Charts.lines(document.getElementById("processed-chart"), data, "processed", "");
+  } catch (e) {
+    if (e.message === "unauthorised") { throw e; }
+    const note = document.createElement("p");
+    note.className = "error";
+    note.textContent = "ledger unavailable: " + e.message;
+    document.getElementById("timeline").replaceChildren(note);
+  }
+}
+
 function setStatus(text, level) {
   const status = document.getElementById("status");
   status.textContent = text;
@@ -134,10 +208,15 @@ function setStatus(text, level) {
 }
 
 async function refresh() {
-  const [jobs, history, locks, dead] = await Promise.all([
+  const [jobs, history, locks, dead, breakers, scheduler] = await Promise.all([
     api("GET", "/api/jobs"), api("GET", "/api/history?limit=" + historyLimit),
-    api("GET", "/api/locks"), api("GET", "/api/dead-letters"),
+    api("GET", "/api/locks"), api("GET", "/api/dead-letters"), api("GET", "/api/breakers"),
+    api("GET", "/api/scheduler"),
   ]);
+  showScheduler(scheduler);
+  fill("breakers", breakers.breakers, breakerRow, "no breaker has recorded a failure");
+  Charts.locks(document.getElementById("lock-strip"), jobs.jobs, locks.locks);
+  await drawLedger();
   fill("jobs", jobs.jobs, jobRow, "no job published yet: is a worker running?");
   fill("history", history.runs, runRow, "no runs yet");
   fill("locks", locks.locks, lockRow, "no lock held");
@@ -177,6 +256,19 @@ document.getElementById("login").addEventListener("submit", (event) => {
   sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
   document.getElementById("token").value = "";
   open();
+});
+
+for (const [id, path] of [["pause-all", "/api/pause-all"], ["resume-all", "/api/resume-all"]]) {
+  const control = document.getElementById(id);
+  control.addEventListener("click", async () => {
+    control.disabled = true;
+    try { await api("POST", path); await refresh(); } catch (e) { setStatus(e.message, "unhealthy"); }
+    control.disabled = false;
+  });
+}
+
+document.getElementById("run-close").addEventListener("click", () => {
+  document.getElementById("run-detail").hidden = true;
 });
 
 document.getElementById("logout").addEventListener("click", (event) => {
