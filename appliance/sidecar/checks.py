@@ -26,6 +26,7 @@ import redis
 from appliance import keys
 from appliance.config.env import redact_url
 from appliance.owner import iso, utcnow
+from appliance.eviction import eviction_policy, eviction_problem
 from appliance.state import ClusterState
 
 #: An absolute path: a slash not inside a word, URL or relative path, then at least two parts.
@@ -135,8 +136,13 @@ def check_redis(client: redis.Redis) -> Component:
     client.ping()
     latency = (time.perf_counter() - started) * 1000
     state = ClusterState(client)
+    policy = eviction_policy(client)
     data = {"jobs": state.jobs(), "workers": state.workers(), "dead_letters": int(client.zcard(keys.DLQ_INDEX)),
-            "counts": state.counts(), "paused_all": state.paused_all(), "breakers": state.breakers()}
+            "counts": state.counts(), "paused_all": state.paused_all(), "breakers": state.breakers(),
+            "eviction_policy": policy}
+    problem = eviction_problem(policy)
+    if problem:
+        return Component(Status.DEGRADED, f"connected (latency: {latency:.1f}ms), but {problem}", latency, data=data)
     return Component(Status.UP, f"connected (latency: {latency:.1f}ms)", latency, data=data)
 
 

@@ -231,10 +231,10 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------------------
     def run_forever(self) -> None:
         while not self.stopping:
+            if time.monotonic() >= self._refresh_due:
+                self._refresh()  # first, so pause flags hold from the very first slot
             self.scheduler.run_pending()
             self._run_timers()
-            if time.monotonic() >= self._refresh_due:
-                self._refresh()
             self._wake.wait(self._sleep_seconds())
             self._wake.clear()
 

@@ -71,6 +71,7 @@ class Heartbeat:
     def __init__(self, worker: Worker, state: ClusterState, me: str, ttl: float):
         self.worker, self.state, self.me, self.ttl = worker, state, me, ttl
         self.started = iso(utcnow())
+        self.eviction_problem: str | None = None
 
     def __call__(self) -> None:
         rss, cpu = metrics.sample_process("worker")
@@ -79,6 +80,19 @@ class Heartbeat:
                 "running": self.worker.running_jobs(), "rss_bytes": rss, "cpu_seconds": cpu}
         self.state.beat(self.me, info, self.ttl)
         self.state.publish_jobs(job_table(self.worker, self.me))
+        self._watch_eviction()
+
+    def _watch_eviction(self) -> None:
+        """Keep the eviction gauge current (an operator may change the policy at run time) and say so once
+        when it changes."""
+        problem = eviction_problem(eviction_policy(self.state.r))
+        metrics.REDIS_EVICTION_UNSAFE.set(1 if problem else 0)
+        if problem != self.eviction_problem:
+            if problem:
+                log.warning("UNSAFE REDIS: %s", problem)
+            elif self.eviction_problem is not None:
+                log.info("Redis eviction policy is safe again (noeviction)")
+            self.eviction_problem = problem
 
 
 def listen(worker: Worker, client: redis.Redis) -> None:
@@ -139,7 +153,8 @@ def serve(config: Config) -> int:
     client = make_redis(config.core.redis_url)
     needs = {need for job in config.enabled_jobs for need in job.needs}
     wait_for_services(config, client, needs)
-    if not check_eviction(config, client):
+    start, eviction = check_eviction(config, client)
+    if not start:
         return EXIT_CONFIG
     runs = max(config.core.worker_threads, len(config.enabled_jobs))
     # The jobs' pool, and an autocommit pool for the ledger (one round trip per statement), each with a
@@ -150,6 +165,7 @@ def serve(config: Config) -> int:
     ledger_pool.open(wait=False)
     metrics.WORKER_START.set(time.time())
     worker, keeper = build(config, client, db, ledger=Ledger(ledger_pool))
+    keeper.heartbeat.eviction_problem = eviction
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))
     liveness = Liveness(config.core.run_dir / "workers", keeper.heartbeat.me)
@@ -164,22 +180,23 @@ def serve(config: Config) -> int:
     return shutdown(worker, keeper, (db, ledger_pool), config.core.shutdown_timeout)
 
 
-def check_eviction(config: Config, client: redis.Redis) -> bool:
-    """Warn loudly (or refuse, with ``REDIS_EVICTION_POLICY=refuse``) when Redis may evict leases."""
+def check_eviction(config: Config, client: redis.Redis) -> tuple[bool, str | None]:
+    """Warn loudly (or refuse, with ``REDIS_EVICTION_POLICY=refuse``) when Redis may evict leases. Returns
+    whether to start, and the problem found."""
     try:
         problem = eviction_problem(eviction_policy(client))
     except redis.RedisError as exc:
         log.warning("could not read Redis' eviction policy", extra=fields(error=str(exc)))
-        return True
+        return True, None
     metrics.REDIS_EVICTION_UNSAFE.set(1 if problem else 0)
     if problem is None:
-        return True
+        return True, None
     if config.core.redis_eviction_policy == "refuse":
         log.error("refusing to start: %s (REDIS_EVICTION_POLICY=refuse)", problem)
-        return False
+        return False, problem
     log.warning("UNSAFE REDIS: %s; starting anyway (REDIS_EVICTION_POLICY=refuse stops the worker instead)",
                 problem)
-    return True
+    return True, problem
 
 
 def close_dead_runs(worker: Worker, liveness: Liveness) -> None:
