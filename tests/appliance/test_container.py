@@ -2,8 +2,9 @@
 default run, which ``./scripts/test`` prepares by installing podman, buildah, debootstrap and runc).
 
 No registry is reachable here: the base image is made locally with debootstrap (``tests/appliance/image.py``)
-and passed as ``PYTHON_IMAGE``, and the build skips the Qdrant stage (``QDRANT=none``), so the appliance runs
-Qdrant in qdrant-client's embedded local mode, with its own embedded Redis and PostgreSQL.
+and passed as ``PYTHON_IMAGE``, and the build skips the Qdrant stage (``QDRANT=none``: no Qdrant release can be
+downloaded here), so the appliance runs its embedded Qdrant (Qdrant Edge), with its own embedded Redis and
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def built_image() -> str:
 
 
 def test_image_runs_the_appliance_and_stops_cleanly(built_image):
-    """/health from the host, supervisorctl with no flags inside, podman stop exits 0 within 10 s, and the
-    programs' lines in podman logs."""
+    """/health from the host, supervisorctl and the runbook's redis-cli GET/DEL with no flags inside, podman
+    stop exits 0 within 10 s, and the programs' lines in podman logs."""
     name = f"appliance-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
     image.podman("run", "-d", "--name", name, "--network", "host", "-e", f"PORT={port}", built_image)
@@ -63,6 +64,13 @@ def test_image_runs_the_appliance_and_stops_cleanly(built_image):
         except TimeoutError:
             raise AssertionError(f"supervisorctl status: {programs()}") from None
         assert states["qdrant"] == "STOPPED", states
+        # The runbook's redis-cli, no flags: the wrapper first on PATH reaches the embedded Redis's socket.
+        runbook = image.podman("exec", name, "redis-cli", "GET", "lock:campaign-scheduler", check=False)
+        assert runbook.returncode == 0 and runbook.stderr == "", runbook.stdout + runbook.stderr
+        assert image.podman("exec", name, "redis-cli", "SET", "lock:stuck-job", "host pid=1").stdout.strip() == "OK"
+        assert image.podman("exec", name, "redis-cli", "GET", "lock:stuck-job").stdout.strip() == "host pid=1"
+        assert image.podman("exec", name, "redis-cli", "DEL", "lock:stuck-job").stdout.strip() == "1"
+        assert image.podman("exec", name, "redis-cli", "EXISTS", "lock:stuck-job").stdout.strip() == "0"
         user = image.podman("exec", name, "id", "-u").stdout.strip()
         assert user == "10001"
 
@@ -74,6 +82,9 @@ def test_image_runs_the_appliance_and_stops_cleanly(built_image):
         assert seconds < 10, f"podman stop took {seconds:.1f}s"
         logs = image.podman("logs", name).stdout
         assert '"process": "worker"' in logs and '"msg": "worker started"' in logs
+        stops = [line for line in logs.splitlines() if "stopped: " in line or "killing" in line or "reaped" in line]
+        assert "stopped: logs (exit status 0)" in logs, stops
+        assert not [line for line in stops if "SIGKILL" in line or "terminated by" in line], stops
         assert "stopped: worker" in logs or "stopped: worker" in image.podman("logs", name).stderr
     finally:
         image.podman("rm", "-f", "-v", name, check=False)
