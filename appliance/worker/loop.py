@@ -301,9 +301,10 @@ class Worker:
                 self._running.add(job.name)
         if busy:
             if trigger is None and attempt == 1:
+                reason = "an earlier run on this worker still held the job"
                 self.runner.skip(job.name, "skipped_overlap")
-                self.runner.record_slot(job.name, slot, Outcome.SKIPPED_LOCKED, "an earlier run on this worker "
-                                        "still held the job")
+                self.runner.record_slot(job.name, slot, Outcome.SKIPPED_LOCKED, reason)
+                self.runner.note_skipped(job.name, Outcome.SKIPPED_LOCKED, reason)
             elif trigger is None:
                 self.runner.record_slot(job.name, slot, Outcome.FAILED, "retry not run: a later run held the job")
             elif trigger is not None and trigger.get("take"):

@@ -120,7 +120,8 @@ def wait_for_services(config: Config, client: redis.Redis, needs: set[str]) -> N
         url = config.core.qdrant_url.rstrip("/") + "/readyz"
         wait_for("Qdrant", lambda: httpx.get(url, headers=headers, timeout=2).raise_for_status(), wait, log)
     elif "qdrant" in needs:
-        log.info("Qdrant: using qdrant-client's embedded local mode", extra=fields(path=str(config.core.qdrant_path)))
+        log.info("Qdrant: no server; the knowledge store is the embedded Qdrant Edge",
+                 extra=fields(path=str(config.core.home / "qdrant-edge")))
 
 
 def build(config: Config, client: redis.Redis | None = None, db=None, clock=None,

@@ -104,6 +104,7 @@ class Runner:
         self.cancel_all = CancelToken()
         self._active: dict[int, CancelToken] = {}
         self._unreleased: dict[str, str] = {}  # job -> token whose release failed while Redis was down
+        self._skipping: dict[str, Outcome] = {}  # job -> why its slots are being skipped (logged once)
 
     # -- taking the slot ------------------------------------------------------------------------------
     def execute(self, job: JobSettings, slot: datetime, attempt: int = 1,
@@ -146,6 +147,7 @@ class Runner:
             return opened
         if trigger is None:
             metrics.SCHEDULE_LAG.observe(max(0.0, (started - slot).total_seconds()))
+            self._running_again(job.name)
         return self._run(run, trigger)
 
     def _open(self, run: _Run, taken: dict[str, Any] | None) -> Attempt | None:
@@ -220,6 +222,19 @@ class Runner:
         if outcome is not Outcome.SKIPPED_UNAVAILABLE:  # counted by the caller: Redis may be the one down
             self.skip(job.name, outcome)
         self.record_slot(job.name, slot, outcome, reason)
+        self.note_skipped(job.name, outcome, reason)
+
+    def note_skipped(self, job: str, outcome: Outcome, reason: str) -> None:
+        """Log slots skipped once per change of state (not once per slot), and once when they run again."""
+        if self._skipping.get(job) != outcome:
+            self._skipping[job] = outcome
+            log.warning("slots skipped until further notice", extra=fields(job=job, outcome=outcome.value,
+                                                                             reason=reason))
+
+    def _running_again(self, job: str) -> None:
+        was = self._skipping.pop(job, None)
+        if was is not None:
+            log.info("slots run again", extra=fields(job=job, after=was.value))
 
     # -- the run --------------------------------------------------------------------------------------
     def _run(self, run: _Run, trigger: dict[str, Any] | None) -> Attempt:

@@ -1,5 +1,6 @@
-"""Worker benchmark: scheduling lag, lease throughput against redis-py's Lock, Redis round trips per slot,
-and the idle worker's CPU and RSS. Starts its own redis-server and PostgreSQL in temp dirs."""
+"""Worker benchmark: scheduling lag and the cost of the ledger per slot (Redis round trips, PostgreSQL
+statements), with the ledger on and off side by side; lease throughput against redis-py's Lock; the idle
+worker's CPU and RSS. Starts its own redis-server and PostgreSQL in temp dirs."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import redis
+from psycopg_pool import ConnectionPool
 from redis.connection import Connection
 
 from appliance import locks
 from appliance.config import load_config
+from appliance.ledger import Ledger
 from appliance.owner import make_token, new_run_id, utcnow
 from tests.services import PostgresServer, RedisServer
 from tests.worker.harness import WorkerProcess, worker_env, write_jobs_file
@@ -43,13 +47,25 @@ class CountingConnection(Connection):
         return super().send_packed_command(command, check_health)
 
 
+class CountingPgConnection(psycopg.Connection):
+    """Counts the statements the runs send to PostgreSQL (the ledger's start and finish)."""
+
+    by_runs = 0
+
+    def execute(self, query, params=None, **kwargs):
+        if threading.current_thread().name.startswith(RUN_THREAD_PREFIX):
+            CountingPgConnection.by_runs += 1
+        return super().execute(query, params, **kwargs)
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def bench_lag_and_round_trips(redis_url: str, home: Path, jobs: int, seconds: int) -> None:
-    """``jobs`` jobs every second for ``seconds``: lag from each slot to its job's first line."""
+def bench_lag_and_round_trips(redis_url: str, home: Path, jobs: int, seconds: int, db_url: str | None) -> list[float]:
+    """``jobs`` jobs every second for ``seconds``: lag from each slot to its job's first line; with
+    ``db_url`` the runs open and close themselves in the ledger (the worker's normal path), else not."""
     from appliance.worker.main import build
 
     LAGS.clear()
@@ -61,27 +77,51 @@ def bench_lag_and_round_trips(redis_url: str, home: Path, jobs: int, seconds: in
     config = load_config(env, env_file=None)
     client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
         redis_url, decode_responses=True, connection_class=CountingConnection))
-    worker, keeper = build(config, client, db=None)
+    pool = None
+    if db_url:
+        pool = ConnectionPool(db_url, min_size=jobs + 1, max_size=jobs + 2, open=True,
+                              connection_class=CountingPgConnection, kwargs={"autocommit": True})
+    worker, keeper = build(config, client, db=None, ledger=Ledger(pool) if pool else None)
     worker.plan()
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
-    # Round trips are counted after a warm-up: new connections cost a few commands of their own (CLIENT
-    # SETINFO) and Lua scripts are loaded once per server.
+    # Round trips are counted after a warm-up: new connections cost a few commands of their own and Lua
+    # scripts are loaded once per server.
     time.sleep(WARM_UP)
     start_trips, start_runs, start_slots = CountingConnection.round_trips, CountingConnection.by_runs, len(LAGS)
+    start_pg = CountingPgConnection.by_runs
     time.sleep(max(seconds - WARM_UP, 1))
     worker.stop()
     thread.join(5)
     worker.pool.wait_idle(5)
+    worker.runner.recorder.stop(2)
+    if pool:
+        pool.close()
     trips = CountingConnection.round_trips - start_trips
     run_trips = CountingConnection.by_runs - start_runs
     lags_ms = [lag * 1000 for lag in LAGS]
-    print(f"scheduling lag, {jobs} job(s) every 1s for {seconds}s, {len(lags_ms)} slots: "
-          f"p50 {percentile(lags_ms, 50):.2f} ms, p99 {percentile(lags_ms, 99):.2f} ms, max {max(lags_ms):.2f} ms")
     slots = max(len(LAGS) - start_slots, 1)
-    print(f"  redis round trips per slot after {WARM_UP}s warm-up: {run_trips / slots:.2f} by the runs (lease, "
-          f"marker, history), {trips / slots:.2f} with the loop's periodic refresh and heartbeats "
-          f"({trips} / {slots} slots)")
+    label = "ledger on " if db_url else "ledger off"
+    print(f"  {label}: {jobs} job(s) every 1s for {seconds}s, {len(lags_ms)} slots: lag p50 "
+          f"{percentile(lags_ms, 50):.2f} ms, p99 {percentile(lags_ms, 99):.2f} ms, max {max(lags_ms):.2f} ms; "
+          f"per slot: {run_trips / slots:.2f} Redis round trips by the runs ({trips / slots:.2f} with the "
+          f"loop's refresh and heartbeats), {(CountingPgConnection.by_runs - start_pg) / slots:.2f} PostgreSQL "
+          f"statements")
+    return lags_ms
+
+
+def bench_ledger_side_by_side(redis_url: str, db_url: str, home: Path, jobs: int, seconds: int,
+                              rounds: int = 2) -> None:
+    """The ledger's cost: the same load with it off and on, alternating, ``rounds`` times each."""
+    print(f"scheduling lag and cost per slot, {jobs} job(s), ledger off and on alternating ({rounds} rounds):")
+    off: list[float] = []
+    on: list[float] = []
+    for _ in range(rounds):
+        off += bench_lag_and_round_trips(redis_url, home, jobs, seconds, None)
+        on += bench_lag_and_round_trips(redis_url, home, jobs, seconds, db_url)
+    print(f"  all rounds: ledger off p50 {percentile(off, 50):.2f} ms p99 {percentile(off, 99):.2f} ms; "
+          f"ledger on p50 {percentile(on, 50):.2f} ms p99 {percentile(on, 99):.2f} ms "
+          f"(p99 on/off {percentile(on, 99) / percentile(off, 99):.2f})")
 
 
 def bench_lock_throughput(redis_url: str, n: int = 5000) -> None:
@@ -147,8 +187,9 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "appliance", "migrate"], check=True, capture_output=True,
                        env={**os.environ, "DATABASE_URL": url, "APPLIANCE_HOME": str(home)})
         bench_lock_throughput(redis_server.url)
-        bench_lag_and_round_trips(redis_server.url, home, jobs=1, seconds=int(os.environ.get("BENCH_SECONDS", 300)))
-        bench_lag_and_round_trips(redis_server.url, home, jobs=10, seconds=30)
+        seconds = int(os.environ.get("BENCH_SECONDS", 60))
+        bench_ledger_side_by_side(redis_server.url, url, home, jobs=1, seconds=seconds)
+        bench_ledger_side_by_side(redis_server.url, url, home, jobs=10, seconds=max(seconds // 2, 10))
         bench_idle({"APPLIANCE_HOME": str(home), "REDIS_URL": redis_server.url, "DATABASE_URL": url}, home)
     finally:
         redis_server.cleanup()

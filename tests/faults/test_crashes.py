@@ -145,3 +145,16 @@ def test_an_evicting_policy_is_a_loud_warning_or_a_refusal(cluster, redis_server
     refused.kill()
     client.config_set("maxmemory-policy", "noeviction")  # fixed at run time: the heartbeat notices
     worker.wait_for_log("Redis eviction policy is safe again (noeviction)", timeout=10)
+
+
+def test_skipped_slots_are_logged_once_per_change_of_state(cluster):
+    """A run longer than the period: its slots are skipped (and recorded each), but the log says so once
+    per change, not once per slot."""
+    cluster.schedule = "1s"
+    worker = cluster.start(FAULT_WORK="3.5")
+    cluster.wait_mark("committed", count=2, timeout=30)
+    cluster.stop_all()
+    lines = [line["msg"] for line in worker.log_lines() if line.get("msg", "").startswith("slots ")]
+    skipped = cluster.sql("SELECT count(*) FROM job_slots WHERE outcome = 'skipped_locked'")[0][0]
+    assert skipped >= 4 and 2 <= lines.count("slots skipped until further notice") <= skipped / 2
+    assert lines.count("slots run again") >= 1
