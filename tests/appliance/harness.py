@@ -120,7 +120,7 @@ class Appliance:
 
     def leftovers(self) -> list[tuple[int, str]]:
         """(pid, command line) of live processes this appliance started: every one of them inherited
-        ``APPLIANCE_HOME=<this test's home>`` in its environment."""
+        ``APPLIANCE_HOME=<this test's home>`` in its environment, or names the home on its command line."""
         mark = f"APPLIANCE_HOME={self.home}".encode() + b"\0"
         found = []
         for entry in Path("/proc").iterdir():
@@ -132,7 +132,8 @@ class Appliance:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if state != "Z" and (b"\0" + mark) in (b"\0" + environ):
+            # redis-server rewrites its process title over its environment: its command line names the home
+            if state != "Z" and ((b"\0" + mark) in (b"\0" + environ) or str(self.home) in cmdline):
                 found.append((int(entry.name), cmdline))
         return found
 
