@@ -9,14 +9,15 @@ returned, or null); times are ISO 8601 UTC strings.
 from __future__ import annotations
 
 import json
-import time
+from datetime import datetime, timezone
 from typing import Any
 
 import redis
 
 from appliance import keys
+from appliance.clock import SYSTEM, Clock
 from appliance.errors import Conflict, NotFound
-from appliance.owner import iso, new_run_id, parse_token, utcnow
+from appliance.owner import iso, new_run_id, parse_token
 
 
 def _loads(value: str | None) -> Any:
@@ -24,10 +25,15 @@ def _loads(value: str | None) -> Any:
 
 
 class ClusterState:
-    """Reads and control operations on the state shared by every worker on one Redis."""
+    """Reads and control operations on the state shared by every worker on one Redis.
 
-    def __init__(self, client: redis.Redis):
+    ``clock`` stamps what is written (pause, trigger, audit and dead-letter times) and measures the ages
+    read back (heartbeats, locks, open breakers).
+    """
+
+    def __init__(self, client: redis.Redis, clock: Clock = SYSTEM):
         self.r = client
+        self.clock = clock
 
     # -- jobs -----------------------------------------------------------------------------------------
     def publish_jobs(self, jobs: dict[str, dict[str, Any]]) -> None:
@@ -72,7 +78,7 @@ class ClusterState:
     # -- pause, resume, trigger -----------------------------------------------------------------------
     def pause(self, job: str, by: str) -> None:
         self.require_job(job)
-        self.r.hset(keys.PAUSED, job, json.dumps({"by": by, "at": iso(utcnow())}))
+        self.r.hset(keys.PAUSED, job, json.dumps({"by": by, "at": iso(self.clock.now())}))
         self.r.publish(keys.CONTROL_CHANNEL, json.dumps({"action": "pause", "job": job}))
 
     def resume(self, job: str, by: str) -> None:
@@ -87,7 +93,7 @@ class ClusterState:
         """Ask the cluster to run ``job`` once now, under its lock; one worker takes it. Returns its id."""
         self.require_job(job)
         trigger_id = new_run_id()
-        entry = {"id": trigger_id, "job": job, "by": by, "reason": reason, "at": iso(utcnow()), "payload": payload}
+        entry = {"id": trigger_id, "job": job, "by": by, "reason": reason, "at": iso(self.clock.now()), "payload": payload}
         pipe = self.r.pipeline(transaction=False)
         pipe.lpush(keys.triggers(job), json.dumps(entry))
         pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"action": "trigger", "job": job}))
@@ -106,7 +112,7 @@ class ClusterState:
         """Stop every job's slots cluster-wide (persisted) until ``resume_all``; the jobs' own pause flags are
         kept. Slots that come meanwhile are recorded ``paused``; a trigger still runs its job once. Returns
         the pause (an earlier one is kept, with who set it and when)."""
-        entry = {"by": by, "at": iso(utcnow())}
+        entry = {"by": by, "at": iso(self.clock.now())}
         pipe = self.r.pipeline(transaction=False)
         pipe.set(keys.PAUSED_ALL, json.dumps(entry), nx=True)
         pipe.get(keys.PAUSED_ALL)
@@ -138,7 +144,7 @@ class ClusterState:
         pipe = self.r.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(keys.breaker(name))
-        now_ms = (time.time() if now is None else now) * 1000
+        now_ms = (self.clock.time() if now is None else now) * 1000
         result = []
         for name, raw in zip(names, pipe.execute()):
             state = raw.get("state") or "closed"
@@ -204,7 +210,8 @@ class ClusterState:
                 continue
             info = json.loads(beat)
             info["id"] = worker
-            info["heartbeat_age"] = max(0.0, time.time() - float(info.get("beat_at", time.time())))
+            now = self.clock.time()
+            info["heartbeat_age"] = max(0.0, now - float(info.get("beat_at", now)))
             live.append(info)
         if dead:
             self.r.srem(keys.WORKERS, *dead)
@@ -237,9 +244,8 @@ class ClusterState:
         age = None
         if owner:
             try:
-                from datetime import datetime
-
-                age = round(time.time() - datetime.fromisoformat(owner.started.replace("Z", "+00:00")).timestamp(), 3)
+                started = datetime.fromisoformat(owner.started.replace("Z", "+00:00")).timestamp()
+                age = round(self.clock.time() - started, 3)
             except ValueError:
                 age = None
         return {
@@ -272,10 +278,10 @@ class ClusterState:
     # -- dead letters ---------------------------------------------------------------------------------
     def add_dead_letter(self, entry: dict[str, Any]) -> str:
         dead_id = entry.get("id") or new_run_id()
-        entry = {**entry, "id": dead_id, "died_at": entry.get("died_at") or iso(utcnow())}
+        entry = {**entry, "id": dead_id, "died_at": entry.get("died_at") or iso(self.clock.now())}
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(keys.DLQ, dead_id, json.dumps(entry))
-        pipe.zadd(keys.DLQ_INDEX, {dead_id: time.time()})
+        pipe.zadd(keys.DLQ_INDEX, {dead_id: self.clock.time()})
         pipe.hincrby(keys.COUNTS, f"{entry.get('job')}:dead_letter", 1)
         pipe.execute()
         return dead_id
@@ -310,9 +316,9 @@ class ClusterState:
 
     # -- audit ----------------------------------------------------------------------------------------
     def audit(self, who: str, action: str, target: str, detail: str = "") -> dict[str, Any]:
-        entry = {"at": iso(utcnow()), "who": who, "action": action, "target": target, "detail": detail}
+        entry = {"at": iso(self.clock.now()), "who": who, "action": action, "target": target, "detail": detail}
         pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(keys.AUDIT, {json.dumps(entry): time.time()})
+        pipe.zadd(keys.AUDIT, {json.dumps(entry): self.clock.time()})
         pipe.zremrangebyrank(keys.AUDIT, 0, -keys.AUDIT_LIMIT - 1)
         pipe.execute()
         return entry
@@ -326,6 +332,4 @@ def _int(value: str | None) -> int | None:
 
 
 def iso_from_epoch(seconds: float) -> str:
-    from datetime import datetime, timezone
-
     return iso(datetime.fromtimestamp(seconds, timezone.utc))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify
@@ -15,6 +14,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
 from appliance.clients import make_redis
+from appliance.clock import SYSTEM, Clock
 from appliance.config import Config
 from appliance.errors import Conflict, NotFound
 from appliance.redaction import Redactor
@@ -46,10 +46,11 @@ class Sidecar:
         self.state.r.close()
 
 
-def create_app(config: Config, clock: Callable[[], float] = time.time, hostname: str | None = None) -> Flask:
+def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = None) -> Flask:
     """The sidecar: health, metrics, admin API and dashboard for ``config``.
 
-    ``clock`` (epoch seconds) is what the dead-man's switch measures job freshness against; ``hostname``
+    ``clock`` is what heartbeats, the dead-man's switch, cached checks and the times the admin API writes
+    are measured against (tests pass an ``appliance.clock.SteppedClock``); ``hostname``
     names the host whose worker heartbeat makes this sidecar healthy (default: this host).
     """
     from appliance.sidecar import admin, dashboard, health, metrics, seed_api, timeline
@@ -61,7 +62,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time, hostname:
     app.extensions["appliance"] = Sidecar(
         config=config,
         monitor=Monitor(config, clock=clock, hostname=hostname),
-        state=ClusterState(make_redis(config.core.redis_url, timeout=ADMIN_REDIS_TIMEOUT)),
+        state=ClusterState(make_redis(config.core.redis_url, timeout=ADMIN_REDIS_TIMEOUT), clock),
         metrics_dir=config.core.metrics_dir,
     )
     for blueprint in (health.bp, metrics.bp, admin.bp, seed_api.bp, timeline.bp, dashboard.bp):

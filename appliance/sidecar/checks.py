@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Callable
 
@@ -24,8 +24,9 @@ import psycopg
 import redis
 
 from appliance import keys
+from appliance.clock import SYSTEM, Clock
 from appliance.config.env import redact_url
-from appliance.owner import iso, utcnow
+from appliance.owner import iso
 from appliance.eviction import eviction_policy, eviction_problem
 from appliance.state import ClusterState
 
@@ -49,7 +50,8 @@ class Component:
     status: Status
     message: str
     latency_ms: float | None = None
-    checked_at: str = field(default_factory=lambda: iso(utcnow()))
+    #: When the result was taken, stamped by whoever holds the clock (``CachedProbe``, ``Monitor``).
+    checked_at: str | None = None
     #: Data read during the check (the Redis check reads the cluster state), never shown as is.
     data: Any = None
 
@@ -74,10 +76,13 @@ def failure(exc: BaseException) -> str:
 
 
 class CachedProbe:
-    """One dependency check: hard deadline, result cache, at most one run in flight."""
+    """One dependency check: hard deadline, result cache, at most one run in flight.
+
+    ``clock`` ages the cached result and stamps ``checked_at``; deadlines are its ``monotonic()`` seconds.
+    """
 
     def __init__(self, name: str, check: Callable[[], Component], ttl: float, timeout: float,
-                 executor: ThreadPoolExecutor, clock: Callable[[], float] = time.monotonic):
+                 executor: ThreadPoolExecutor, clock: Clock = SYSTEM):
         self.name, self.check, self.ttl, self.timeout = name, check, ttl, timeout
         self.executor, self.clock = executor, clock
         self.runs = 0
@@ -89,7 +94,7 @@ class CachedProbe:
     def poll(self) -> Component | Future:
         """The cached result, or the future of the check now in flight (started here if none is)."""
         with self._lock:
-            age = self.clock() - self._at
+            age = self.clock.monotonic() - self._at
             if self._value is not None and age < self.ttl:
                 return self._value
             if self._future is None:
@@ -100,16 +105,19 @@ class CachedProbe:
             return self._future
 
     def settle(self, pending: Component | Future, deadline: float) -> Component:
-        """``pending`` from ``poll()`` as a result, waiting for it at most until ``deadline`` (``clock()``)."""
+        """``pending`` from ``poll()`` as a result, waiting for it at most until ``deadline`` (the clock's
+        ``monotonic()``)."""
         if isinstance(pending, Component):
             return pending
         try:
-            return pending.result(timeout=max(0.0, deadline - self.clock()))
+            # The check is network I/O bounded by real socket timeouts, so the wait is real time too: a stepped
+            # clock in a test shortens nothing here, it only decides how much of the timeout is left.
+            return pending.result(timeout=max(0.0, deadline - self.clock.monotonic()))
         except FutureTimeout:
             # The check keeps its place in flight: no second thread is started while this one hangs.
-            verdict = Component(Status.DOWN, f"no answer within {self.timeout:g}s")
+            verdict = Component(Status.DOWN, f"no answer within {self.timeout:g}s", checked_at=iso(self.clock.now()))
             with self._lock:
-                self._value, self._at = verdict, self.clock()
+                self._value, self._at = verdict, self.clock.monotonic()
             return verdict
 
     def result(self, deadline: float) -> Component:
@@ -123,19 +131,20 @@ class CachedProbe:
             value = Component(Status.DOWN, failure(exc))
         if value.latency_ms is None:
             value = replace(value, latency_ms=(time.perf_counter() - started) * 1000)
+        value = replace(value, checked_at=iso(self.clock.now()))
         with self._lock:
-            self._value, self._at, self._future = value, self.clock(), None
+            self._value, self._at, self._future = value, self.clock.monotonic(), None
         return value
 
 
-def check_redis(client: redis.Redis) -> Component:
+def check_redis(client: redis.Redis, clock: Clock = SYSTEM) -> Component:
     """PING, then read what ``/health`` and ``/metrics`` show (``data``: ``{"jobs", "workers", "dead_letters",
     "counts", "paused_all", "breakers"}``), so both are served from this cached check and never wait on Redis
     themselves."""
     started = time.perf_counter()
     client.ping()
     latency = (time.perf_counter() - started) * 1000
-    state = ClusterState(client)
+    state = ClusterState(client, clock)
     policy = eviction_policy(client)
     data = {"jobs": state.jobs(), "workers": state.workers(), "dead_letters": int(client.zcard(keys.DLQ_INDEX)),
             "counts": state.counts(), "paused_all": state.paused_all(), "breakers": state.breakers(),

@@ -16,19 +16,20 @@ Redis is down; ``/health/ready`` runs the same checks as ``/health`` and answers
 from __future__ import annotations
 
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any
 
 import httpx
 from flask import Blueprint, Response, current_app, jsonify
 
 from appliance import __version__
 from appliance.clients import make_redis
+from appliance.clock import SYSTEM, Clock
 from appliance.config import Config
 from appliance.freshness import freshness
 from appliance.knowledge.status import knowledge_status
-from appliance.owner import iso, utcnow
+from appliance.owner import iso
 from appliance.sidecar.checks import (CachedProbe, Component, Status, check_database, check_qdrant, check_redis,
                                       embedded_qdrant)
 from appliance.sidecar.programs import Programs
@@ -45,14 +46,17 @@ bp = Blueprint("health", __name__)
 
 
 class Monitor:
-    """The dependency probes of one sidecar process and the evaluation of their results."""
+    """The dependency probes of one sidecar process and the evaluation of their results.
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time, hostname: str | None = None):
+    ``clock`` is what heartbeats, job freshness, cached results and uptime are measured against.
+    """
+
+    def __init__(self, config: Config, clock: Clock = SYSTEM, hostname: str | None = None):
         side, core = config.sidecar, config.core
         self.config, self.clock = config, clock
         self.hostname = hostname or socket.gethostname()
-        self.started = time.time()
-        self.programs = Programs(core.run_dir, side.cache_ttl, side.check_timeout)
+        self.started = clock.time()
+        self.programs = Programs(core.run_dir, side.cache_ttl, side.check_timeout, clock)
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
         self.redis = make_redis(core.redis_url, timeout=side.check_timeout)
         self.qdrant_embedded = not (core.qdrant_url_set or core.qdrant_bin)
@@ -61,12 +65,12 @@ class Monitor:
         headers = {"api-key": core.qdrant_api_key} if core.qdrant_api_key else {}
         self.http = httpx.Client(timeout=side.check_timeout, headers=headers)
         checks = {
-            "redis": lambda: check_redis(self.redis),
+            "redis": lambda: check_redis(self.redis, clock),
             "database": lambda: check_database(core.database_url),
             "qdrant": embedded_qdrant if self.qdrant_embedded
             else (lambda: check_qdrant(self.http, core.qdrant_url)),
         }
-        self.probes = {name: CachedProbe(name, check, side.cache_ttl, side.check_timeout, self.executor)
+        self.probes = {name: CachedProbe(name, check, side.cache_ttl, side.check_timeout, self.executor, clock)
                        for name, check in checks.items()}
 
     def close(self) -> None:
@@ -81,7 +85,7 @@ class Monitor:
 
     def components(self) -> dict[str, Component]:
         """Every probe's result, all awaited together until one shared deadline."""
-        deadline = time.monotonic() + self.config.sidecar.check_timeout
+        deadline = self.clock.monotonic() + self.config.sidecar.check_timeout
         pending = {name: probe.poll() for name, probe in self.probes.items()}
         return {name: self.probes[name].settle(value, deadline) for name, value in pending.items()}
 
@@ -95,11 +99,12 @@ class Monitor:
         snapshot = components["redis"].data or {}
         jobs = snapshot.get("jobs", [])
         workers = snapshot.get("workers", [])
-        components["worker"] = self.worker_component(components["redis"], workers)
+        now = self.clock.now()
+        components["worker"] = replace(self.worker_component(components["redis"], workers), checked_at=iso(now))
         pause = snapshot.get("paused_all")
         if pause:
             jobs = [{**job, "paused": True} for job in jobs]  # a stopped scheduler makes no job stale
-        fresh = freshness(jobs, workers, self.clock(), self.config.sidecar.stale_factor)
+        fresh = freshness(jobs, workers, now.timestamp(), self.config.sidecar.stale_factor)
         breakers = {b["name"]: {k: v for k, v in b.items() if k != "name"} for b in snapshot.get("breakers", [])}
         status = overall(components, fresh, breakers)
         services = {name: SERVICE_WORDS[name][components[name].status == Status.DOWN] for name in SERVICE_WORDS}
@@ -109,7 +114,7 @@ class Monitor:
         running.update({SEED_JOB_KEYS.get(job["name"], job["name"]): bool(job.get("running")) for job in jobs})
         return {
             "status": status,
-            "timestamp": iso(utcnow()),
+            "timestamp": iso(now),
             "uptime": self.uptime(),
             "programs": self.programs.snapshot(),
             "version": __version__,
@@ -169,7 +174,8 @@ def _no_store(response: Response) -> Response:
 @bp.get("/health/live")
 def live() -> Response:
     """No I/O: answers as long as this process serves requests."""
-    return jsonify(status="ok", timestamp=iso(utcnow()), uptime=_monitor().uptime())
+    monitor = _monitor()
+    return jsonify(status="ok", timestamp=iso(monitor.clock.now()), uptime=monitor.uptime())
 
 
 @bp.get("/health")

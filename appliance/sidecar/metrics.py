@@ -19,7 +19,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from appliance import metrics as worker_metrics
-from appliance.owner import iso, utcnow
+from appliance.owner import iso
 from appliance.sidecar.checks import Status
 
 #: seed 004's ``jobsProcessed`` and ``lastRun`` keys; every other job appears under its own name.
@@ -149,7 +149,7 @@ def metrics_json() -> Response:
         "jobsProcessed": processed,
         "lastRun": last_run,
         "uptime": sidecar.monitor.uptime(),
-        "timestamp": iso(utcnow()),
+        "timestamp": iso(sidecar.monitor.clock.now()),
         "runs": runs,
         "deadLetters": {"count": snapshot["dead_letters"]},
         "workers": len(snapshot["workers"]),

@@ -13,10 +13,11 @@ import http.client
 import os
 import socket
 import threading
-import time
 import xmlrpc.client
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from appliance.clock import SYSTEM, Clock
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -70,7 +71,7 @@ def supervisord_started(pidfile: Path) -> float | None:
 class Programs:
     """The appliance's start time and supervisord's view of its programs, for ``/health``."""
 
-    def __init__(self, run_dir: Path, ttl: float, timeout: float, clock: Callable[[], float] = time.time):
+    def __init__(self, run_dir: Path, ttl: float, timeout: float, clock: Clock = SYSTEM):
         self.socket = run_dir / "supervisor.sock"
         self.started = supervisord_started(run_dir / "supervisord.pid")
         self.ttl, self.timeout, self.clock = ttl, timeout, clock
@@ -79,7 +80,7 @@ class Programs:
 
     def uptime(self, fallback: float) -> int:
         """Seconds since the appliance started; ``fallback`` (this process's start) without supervisord."""
-        return int(self.clock() - (self.started if self.started is not None else fallback))
+        return int(self.clock.time() - (self.started if self.started is not None else fallback))
 
     def snapshot(self) -> dict[str, dict[str, Any]] | None:
         """program -> {state, pid, uptime}; None without supervisord (or when it does not answer in time)."""
@@ -87,9 +88,9 @@ class Programs:
             return None
         with self._lock:
             read_at, value = self._cached
-            if self.clock() - read_at >= self.ttl:
+            if self.clock.monotonic() - read_at >= self.ttl:
                 value = self._read()
-                self._cached = (self.clock(), value)
+                self._cached = (self.clock.monotonic(), value)
             return value
 
     def _read(self) -> dict[str, dict[str, Any]] | None:

@@ -18,7 +18,7 @@ import psycopg
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 
-from appliance.owner import iso, utcnow
+from appliance.owner import iso
 from appliance.sidecar.auth import admin_surface, require_admin
 
 bp = Blueprint("timeline", __name__, url_prefix="/api")
@@ -73,7 +73,7 @@ def _hours() -> int:
 @bp.get("/timeline")
 @require_admin
 def timeline() -> Response:
-    until = utcnow()
+    until = current_app.extensions["appliance"].monitor.clock.now()
     since = until - timedelta(hours=_hours())
     params = {"since": since, "until": until, "limit": MAX_MARKS}
     with _connect() as conn:

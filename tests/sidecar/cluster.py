@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
+from datetime import datetime, timezone
 from typing import Any
 
 import redis
 
 from appliance import locks
+from appliance.clock import SYSTEM, Clock
 from appliance.ledger import Ledger
 from appliance.outcomes import Outcome
-from appliance.owner import iso, make_token, new_run_id, utcnow
+from appliance.owner import iso, make_token, new_run_id
 from appliance.state import ClusterState
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -22,21 +23,22 @@ HISTORY_LIMIT = 100
 
 
 class Cluster:
-    def __init__(self, client: redis.Redis, ledger: Ledger | None = None):
+    def __init__(self, client: redis.Redis, ledger: Ledger | None = None, clock: Clock = SYSTEM):
         self.r = client
         self.ledger = ledger
-        self.state = ClusterState(client)
+        self.clock = clock
+        self.state = ClusterState(client, clock)
         self.scripts = locks.register(client)
 
     def publish(self, name: str, schedule: str = "30s", period: float = 30.0, timezone: str = "UTC",
                 **extra: Any) -> dict[str, Any]:
         """Publish one job's table entry, as a worker's heartbeat does."""
-        now = time.time()
+        now = self.clock.time()
         info = {"name": name, "schedule": schedule, "describe": f"every {schedule}", "timezone": timezone,
                 "period_seconds": period, "lock_ttl": 60.0, "grace": period, "max_retries": 3, "enabled": True,
                 "description": f"test job {name}",
                 "next_runs": [iso_at(now + period * (i + 1)) for i in range(5)],
-                "published_at": iso(utcnow()), **extra}
+                "published_at": iso(self.clock.now()), **extra}
         self.state.publish_jobs({name: info})
         return info
 
@@ -46,7 +48,7 @@ class Cluster:
         host = host or socket.gethostname()
         pid = pid or os.getpid()
         worker = f"{host}:{pid}"
-        info = {"host": host, "pid": pid, "started": iso_at(started or time.time()), "beat_at": time.time(),
+        info = {"host": host, "pid": pid, "started": iso_at(started or self.clock.time()), "beat_at": self.clock.time(),
                 "ttl": ttl, "version": "test", "jobs": sorted(jobs), "running": running or []}
         self.state.beat(worker, info, ttl)
         return worker
@@ -54,7 +56,7 @@ class Cluster:
     def start_run(self, job: str, trigger: str = "schedule", attempt: int = 1) -> dict[str, Any]:
         """Take ``lock:<job>`` as a run of this host does; returns the run in progress."""
         run_id = new_run_id()
-        started = utcnow()
+        started = self.clock.now()
         token = make_token(run_id, started)
         running = {"worker": f"{socket.gethostname()}:{os.getpid()}", "run_id": run_id, "slot": iso(started),
                    "started": iso(started), "attempt": attempt, "trigger": trigger}
@@ -62,17 +64,18 @@ class Cluster:
         assert claim == locks.Claim.OK, claim
         if self.ledger is not None:
             self.ledger.start(job, started, trigger, run_id, token, running["worker"], attempt, started)
-        return {**running, "token": token, "t0": time.time()}
+        return {**running, "token": token, "t0": self.clock.monotonic()}
 
     def finish_run(self, job: str, run: dict[str, Any], outcome: str = "success", processed: int = 0,
                    error: str | None = None, success_at: float | None = None) -> dict[str, Any]:
         """Release the lease and record the run in one step (``locks.finish``); returns the run record."""
         record = {"run_id": run["run_id"], "job": job, "slot": run["slot"], "trigger": run["trigger"],
                   "attempt": run["attempt"], "worker": run["worker"], "started": run["started"],
-                  "finished": iso(utcnow()), "duration_ms": int((time.time() - run["t0"]) * 1000),
+                  "finished": iso(self.clock.now()),
+                  "duration_ms": int((self.clock.monotonic() - run["t0"]) * 1000),
                   "outcome": outcome, "processed": processed, "error": error, "fence": None}
         if outcome == "success" and success_at is None:
-            success_at = time.time()
+            success_at = self.clock.time()
         locks.finish(self.scripts, job, run["token"], json.dumps(record), outcome, None, HISTORY_LIMIT,
                      success_at, processed)
         if self.ledger is not None:
@@ -85,6 +88,4 @@ class Cluster:
 
 
 def iso_at(epoch: float) -> str:
-    from datetime import datetime, timezone
-
     return iso(datetime.fromtimestamp(epoch, timezone.utc))

@@ -4,11 +4,11 @@ lease scripts, so the tests do not depend on the worker loop."""
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import pytest
 
+from appliance.clock import SYSTEM, Clock, SteppedClock
 from appliance.config import Config, load_config
 from appliance.sidecar import create_app
 from tests.sidecar.cluster import ADMIN_TOKEN, Cluster
@@ -51,12 +51,21 @@ def sidecar_config(sidecar_env) -> Callable[..., Config]:
 
 
 @pytest.fixture
-def make_app(sidecar_config):
-    """``make_app(clock=..., **env_overrides)`` -> a fresh app, closed at the end of the test."""
-    apps = []
+def clock() -> SteppedClock:
+    """The test's clock, shared by the app and ``cluster``: it starts at the real time (so what PostgreSQL and
+    Redis stamp themselves lines up) and then moves only when the test advances it."""
+    return SteppedClock(SYSTEM.now())
 
-    def make(clock: Callable[[], float] = time.time, **overrides: str):
-        apps.append(create_app(sidecar_config(**overrides), clock=clock))
+
+@pytest.fixture
+def make_app(sidecar_config, clock):
+    """``make_app(clock=..., **env_overrides)`` -> a fresh app on the test's clock (or the one given), closed
+    at the end of the test."""
+    apps = []
+    default = clock
+
+    def make(clock: Clock | None = None, **overrides: str):
+        apps.append(create_app(sidecar_config(**overrides), clock=clock or default))
         return apps[-1]
 
     yield make
@@ -67,7 +76,7 @@ def make_app(sidecar_config):
 @pytest.fixture
 def make_client(make_app):
     """``make_client(clock=..., **env_overrides)`` -> a Flask test client of a fresh app."""
-    return lambda clock=time.time, **overrides: make_app(clock, **overrides).test_client()
+    return lambda clock=None, **overrides: make_app(clock, **overrides).test_client()
 
 
 @pytest.fixture
@@ -76,7 +85,7 @@ def client(make_client):
 
 
 @pytest.fixture
-def cluster(redis_server, sidecar_db):
+def cluster(redis_server, sidecar_db, clock):
     """Runs recorded as workers record them: in Redis and in the ledger."""
     import psycopg
     from psycopg_pool import ConnectionPool
@@ -87,7 +96,7 @@ def cluster(redis_server, sidecar_db):
         conn.execute("TRUNCATE job_runs, job_slots, job_fences")
     client = redis_server.client()
     with ConnectionPool(sidecar_db, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
-        yield Cluster(client, Ledger(pool))
+        yield Cluster(client, Ledger(pool), clock)
     client.close()
 
 

@@ -105,14 +105,16 @@ def test_jobs_lists_schedule_next_runs_last_run_pause_running_and_lock_holder(cl
     assert [w["id"] for w in body["workers"]] == [worker]
 
 
-def test_trigger_pause_resume_change_the_cluster_state_and_are_audited(client, cluster, auth):
+def test_trigger_pause_resume_change_the_cluster_state_and_are_audited(client, cluster, auth, clock):
     cluster.publish("tick")
     response = client.post("/api/jobs/tick/trigger", headers=auth)
     assert response.status_code == 202
     trigger = cluster.state.take_trigger("tick")
     assert trigger["id"] == response.get_json()["trigger_id"] and trigger["by"] == "admin-token"
+    clock.advance(1)  # the audit trail is ordered by time
     assert client.post("/api/jobs/tick/pause", headers=auth).get_json() == {"job": "tick", "paused": True}
     assert cluster.state.paused() == {"tick"}
+    clock.advance(1)
     assert client.post("/api/jobs/tick/resume", headers=auth).get_json() == {"job": "tick", "paused": False}
     assert cluster.state.paused() == set()
     audit = client.get("/api/audit", headers=auth).get_json()["audit"]
@@ -131,11 +133,11 @@ def test_admin_actions_are_logged_with_who_what_when(client, cluster, auth, capl
     assert record.fields["target"] == "tick" and record.fields["at"].endswith("Z")
 
 
-def test_history_of_one_job_or_all_newest_first(client, cluster, auth):
+def test_history_of_one_job_or_all_newest_first(client, cluster, auth, clock):
     cluster.publish("a")
     cluster.publish("b")
     first = cluster.run("a")
-    time.sleep(0.002)
+    clock.advance(1)
     second = cluster.run("b", outcome="failure", error="boom")
     runs = client.get("/api/history", headers=auth).get_json()["runs"]
     assert [r["run_id"] for r in runs] == [second["run_id"], first["run_id"]]
@@ -172,7 +174,7 @@ def _dead_letter(cluster, job: str = "tick") -> str:
                                          "error": "RuntimeError: gave up"})
 
 
-def test_dead_letters_list_retry_and_drop(client, cluster, auth):
+def test_dead_letters_list_retry_and_drop(client, cluster, auth, clock):
     cluster.publish("tick")
     first, second = _dead_letter(cluster), _dead_letter(cluster)
     listed = client.get("/api/dead-letters", headers=auth).get_json()["dead_letters"]
@@ -181,6 +183,7 @@ def test_dead_letters_list_retry_and_drop(client, cluster, auth):
     assert response.status_code == 202
     trigger = cluster.state.take_trigger("tick")
     assert trigger["id"] == response.get_json()["trigger_id"] and trigger["payload"]["dead_letter"] == first
+    clock.advance(1)  # the audit trail is ordered by time
     response = client.delete(f"/api/dead-letters/{second}", headers=auth)
     assert response.status_code == 200 and response.get_json()["dropped"]["id"] == second
     assert client.get("/api/dead-letters", headers=auth).get_json()["dead_letters"] == []

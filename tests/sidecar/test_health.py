@@ -59,13 +59,17 @@ def test_missing_heartbeat_is_unhealthy(client, cluster):
     assert "1 live worker(s) elsewhere" in body["components"]["worker"]["message"]
 
 
-def test_heartbeat_older_than_its_ttl_is_unhealthy(client, cluster):
+def test_heartbeat_older_than_its_ttl_is_unhealthy(client, cluster, clock):
+    """The age of the newest heartbeat decides, up to and including its TTL (the key itself, with a real 30 s
+    expiry, is still in Redis: this is the sidecar's own judgement of a worker that stopped beating)."""
     for name in SEED_JOBS:
         cluster.publish(name)
         cluster.run(name)
-    cluster.beat(jobs=list(SEED_JOBS), ttl=0.3)
+    cluster.beat(jobs=list(SEED_JOBS), ttl=30)
     assert client.get("/health").get_json()["status"] == "ok"
-    time.sleep(0.4)
+    clock.advance(30)
+    assert client.get("/health").get_json()["components"]["worker"]["status"] == "up"
+    clock.advance(0.001)
     response = client.get("/health")
     assert response.status_code == 503
     assert response.get_json()["components"]["worker"]["status"] == "down"
@@ -83,9 +87,9 @@ def test_without_a_local_worker_any_live_worker_will_do(make_client, cluster):
     assert body["status"] == "ok", body["components"]["worker"]
 
 
-def test_dead_mans_switch_makes_a_stale_job_degraded(make_client, cluster):
+def test_dead_mans_switch_makes_a_stale_job_degraded(make_client, cluster, clock):
     healthy_cluster(cluster)
-    cluster.run("call-scheduler", success_at=time.time() - 200)  # 200 s ago, period 30 s, k = 3
+    cluster.run("call-scheduler", success_at=clock.time() - 200)  # 200 s ago, period 30 s, k = 3
     response = make_client().get("/health")
     body = response.get_json()
     assert response.status_code == 200
@@ -96,20 +100,26 @@ def test_dead_mans_switch_makes_a_stale_job_degraded(make_client, cluster):
     assert make_client(HEALTH_STALE_FACTOR="10").get("/health").get_json()["status"] == "ok"
 
 
-def test_a_paused_job_is_never_stale(client, cluster):
+def test_a_paused_job_is_never_stale(client, cluster, clock):
     healthy_cluster(cluster)
-    cluster.run("call-scheduler", success_at=time.time() - 500)
+    cluster.run("call-scheduler", success_at=clock.time() - 500)
     cluster.state.pause("call-scheduler", by="test")
     body = client.get("/health").get_json()
     assert body["freshness"]["call-scheduler"]["status"] == "paused"
     assert body["status"] == "ok"
 
 
-def test_a_job_that_never_succeeded_is_measured_from_its_worker_start(client, cluster):
+def test_a_job_that_never_succeeded_is_measured_from_its_worker_start(client, cluster, clock):
+    # Every 30 s, k = 3: stale once a slot at least 90 s back lies after the worker's start, which takes
+    # between 90 and 120 s depending on where the start falls on the 30 s grid.
     cluster.publish("never-ok")
-    cluster.beat(jobs=["never-ok"], started=time.time() - 5)
+    started = clock.time()
+    cluster.beat(jobs=["never-ok"], started=started)
+    clock.advance(90)
+    cluster.beat(jobs=["never-ok"], started=started)
     assert client.get("/health").get_json()["freshness"]["never-ok"]["status"] == "fresh"
-    cluster.beat(jobs=["never-ok"], started=time.time() - 500)
+    clock.advance(30.001)
+    cluster.beat(jobs=["never-ok"], started=started)
     body = client.get("/health").get_json()
     assert body["freshness"]["never-ok"]["status"] == "stale"
     assert body["status"] == "degraded"
