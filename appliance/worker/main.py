@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -36,6 +37,8 @@ from appliance.worker.pool import RunPool
 from appliance.worker.recorder import Recorder
 from appliance.worker.runner import Runner
 
+#: Seconds a thread may hold the GIL before one waiting for it gets it (Python's default is 0.005).
+GIL_SWITCH_INTERVAL = 0.0005
 #: Exit code for a setting the worker refuses to run with (supervisord marks the program FATAL).
 EXIT_CONFIG = 2
 #: The last part of SHUTDOWN_TIMEOUT, kept for recording and releasing what did not stop in time and for
@@ -151,6 +154,9 @@ def serve(config: Config) -> int:
             signal.signal(sig, lambda *_: stop.set())
         stop.wait()
         return 0
+    # Threads waiting for their slot's instant must get the GIL soon after it, not after the default 5 ms
+    # another run's bookkeeping may hold it for: jobs due on the same second start together.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     client = make_redis(config.core.redis_url)
     needs = {need for job in config.enabled_jobs for need in job.needs}
     wait_for_services(config, client, needs)

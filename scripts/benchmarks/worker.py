@@ -124,6 +124,51 @@ def bench_ledger_side_by_side(redis_url: str, db_url: str, home: Path, jobs: int
           f"(p99 on/off {percentile(on, 99) / percentile(off, 99):.2f})")
 
 
+def _lags(client: redis.Redis, who: str, skip: int) -> list[float]:
+    key = f"bench:lag:{who}"
+    values = [float(v) * 1000 for v in client.lrange(key, 0, -1)][skip:]
+    client.delete(key)
+    return values
+
+
+def _appliance_round(base_env: dict[str, str], home: Path, jobs: int, seconds: int, client: redis.Redis) -> list[float]:
+    names = [f"lag{i}" for i in range(jobs)]
+    jobs_file = write_jobs_file(home / f"vs{jobs}.toml", {
+        name: {"callable": "scripts.benchmarks.lag_jobs:record", "schedule": "1s"} for name in names})
+    proc = WorkerProcess(worker_env(base_env, jobs_file, names, LOG_FORMAT="json", LOG_LEVEL="info"),
+                         home / f"vs{jobs}.log")
+    proc.wait_for_log("worker started")
+    client.delete("bench:lag:appliance")
+    time.sleep(seconds)
+    proc.terminate()
+    return _lags(client, "appliance", 2 * jobs)
+
+
+def _aps_round(redis_url: str, jobs: int, seconds: int, client: redis.Redis) -> list[float]:
+    client.delete("bench:lag:apscheduler")
+    subprocess.run([sys.executable, "-m", "scripts.benchmarks.lag_jobs", redis_url, str(jobs), str(seconds + 1)],
+                   check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    return _lags(client, "apscheduler", 2 * jobs)
+
+
+def bench_vs_apscheduler(redis_url: str, base_env: dict[str, str], home: Path, jobs: int, seconds: int,
+                         rounds: int = 2) -> None:
+    """The real ``appliance worker`` process (lease, slot marker, ledger in PostgreSQL, default logging)
+    against APScheduler 3 with a redis-py ``Lock`` around each run, in the same Redis, alternating: lag from
+    each slot to the start of its run's body."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(rounds):
+        ours += _appliance_round(base_env, home, jobs, seconds, client)
+        theirs += _aps_round(redis_url, jobs, seconds, client)
+    p99_ours, p99_theirs = percentile(ours, 99), percentile(theirs, 99)
+    print(f"vs APScheduler 3 + redis-py Lock, {jobs} job(s) every 1s, {rounds} alternating rounds of {seconds}s: "
+          f"appliance worker ({len(ours)} runs) p50 {percentile(ours, 50):.2f} ms p99 {p99_ours:.2f} ms; "
+          f"APScheduler ({len(theirs)} runs) p50 {percentile(theirs, 50):.2f} ms p99 {p99_theirs:.2f} ms; "
+          f"p99 ratio {p99_ours / p99_theirs:.2f}")
+
+
 def bench_lock_throughput(redis_url: str, n: int = 5000) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     scripts = locks.register(client)
@@ -188,9 +233,12 @@ def main() -> None:
                        env={**os.environ, "DATABASE_URL": url, "APPLIANCE_HOME": str(home)})
         bench_lock_throughput(redis_server.url)
         seconds = int(os.environ.get("BENCH_SECONDS", 60))
+        base = {"APPLIANCE_HOME": str(home), "REDIS_URL": redis_server.url, "DATABASE_URL": url}
+        for jobs in (1, 10):
+            bench_vs_apscheduler(redis_server.url, base, home, jobs, max(seconds // 2, 10))
         bench_ledger_side_by_side(redis_server.url, url, home, jobs=1, seconds=seconds)
         bench_ledger_side_by_side(redis_server.url, url, home, jobs=10, seconds=max(seconds // 2, 10))
-        bench_idle({"APPLIANCE_HOME": str(home), "REDIS_URL": redis_server.url, "DATABASE_URL": url}, home)
+        bench_idle(base, home)
     finally:
         redis_server.cleanup()
         postgres.cleanup()

@@ -1,0 +1,48 @@
+"""What the scheduling benchmarks run: each run records how late its body started after its slot.
+
+``record`` is an appliance job (``APPLIANCE_JOBS_FILE`` names ``scripts.benchmarks.lag_jobs:record``);
+``aps_main`` runs the same jobs with APScheduler 3 and a redis-py ``Lock`` around each run, in its own process,
+against the same Redis: what a user would pick instead of the appliance.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+LAGS = "bench:lag:{}"
+
+
+def record(ctx) -> None:
+    lag = time.time() - ctx.slot.timestamp()
+    ctx.redis.rpush(LAGS.format("appliance"), lag)
+
+
+def aps_main(redis_url: str, jobs: int, seconds: float) -> None:
+    import redis
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    client = redis.Redis.from_url(redis_url)
+
+    def run(name: str) -> None:
+        lock = client.lock(f"lock:{name}", timeout=60)
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            now = time.time()
+            client.rpush(LAGS.format("apscheduler"), now - math.floor(now))  # slots are whole seconds
+        finally:
+            lock.release()
+
+    scheduler = BackgroundScheduler(job_defaults={"misfire_grace_time": 1, "coalesce": True},
+                                    executors={"default": {"type": "threadpool", "max_workers": max(10, jobs)}})
+    for i in range(jobs):
+        scheduler.add_job(run, "cron", second="*", args=[f"aps{i}"], id=f"aps{i}")
+    scheduler.start()
+    time.sleep(seconds)
+    scheduler.shutdown(wait=True)
+
+
+if __name__ == "__main__":
+    aps_main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))
