@@ -7,8 +7,10 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import psycopg
 import pytest
 
 from tests.services import free_port, wait_until
@@ -65,24 +67,43 @@ def test_failures_are_retried_with_backoff_then_dead_lettered_and_can_be_retried
     assert [h["outcome"] for h in history][:4] == ["success", "failure", "failure", "failure"]
 
 
-def test_pause_stops_slots_cluster_wide_and_resume_does_not_burst(cluster, redis_server):
+def _slots(url: str, job: str) -> list[tuple[datetime, str]]:
+    """The ledger's slots of ``job``, oldest first: (slot, outcome)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT slot, outcome FROM job_slots WHERE job = %s ORDER BY slot", (job,)).fetchall()
+
+
+def _ran_slots(url: str, job: str) -> set[datetime]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {row[0] for row in conn.execute("SELECT slot FROM job_runs WHERE job = %s", (job,))}
+
+
+def test_pause_stops_slots_cluster_wide_and_resume_does_not_burst(cluster, redis_server, app_env):
+    """Read from the ledger, not counted in a time window: while paused every slot ends ``paused`` with no
+    run; after resume the next slot runs, and the paused slots stay paused (missed slots are not caught up).
+    Every 1 s slot from the first paused one to the first run after resume has exactly one row."""
     start, cli = cluster
     client = redis_server.client()
+    url = app_env["DATABASE_URL"]
     start({"tick": {"callable": "tests.worker.sample_jobs:tick", "schedule": "1s"}})
     wait_until(lambda: records(client, "tick"), 5, "first run")
     cli("jobs", "pause", "tick")
-    time.sleep(0.5)
-    before = len(records(client, "tick"))
-    time.sleep(3)
-    assert len(records(client, "tick")) == before
-    assert int(client.hget("appliance:counts", "tick:paused")) >= 2
+    wait_until(lambda: [o for _, o in _slots(url, "tick")].count("paused") >= 3, 10, "three slots recorded paused")
     jobs = {j["name"]: j for j in json.loads(cli("jobs", "list", "--json").stdout)}
     assert jobs["tick"]["paused"] is True and len(jobs["tick"]["next_runs"]) == 5
+    assert int(client.hget("appliance:counts", "tick:paused")) >= 3
     cli("jobs", "resume", "tick")
-    resumed = time.time()
-    time.sleep(2.5)
-    starts = [r for r in records(client, "tick") if r["event"] == "start" and r["t"] > resumed]
-    assert 1 <= len(starts) <= 3, "resume runs the next slots only, not the missed ones"
+    paused = [s for s, o in _slots(url, "tick") if o == "paused"]
+    after = wait_until(lambda: [s for s, o in _slots(url, "tick") if o == "success" and s > paused[-1]], 10,
+                       "a slot run after resume")
+    ledger = dict(_slots(url, "tick"))
+    assert [s for s in paused if ledger[s] != "paused"] == [], "a paused slot was run after resume"
+    assert not _ran_slots(url, "tick") & set(paused), "a run for a paused slot"
+    assert not [r for r in records(client, "tick") if datetime.fromisoformat(r["slot"]) in paused]
+    grid = [s for s in ledger if paused[0] <= s <= after[0]]
+    expected = int((after[0] - paused[0]).total_seconds()) + 1
+    assert len(grid) == expected, f"every slot from {paused[0]} to {after[0]} once, got {sorted(grid)}"
+    assert not _ran_slots(url, "tick") & set(grid[:-1]), "a run between the pause and the first slot after resume"
 
 
 def test_trigger_runs_once_now_and_jobs_run_runs_in_the_foreground(cluster, redis_server):
