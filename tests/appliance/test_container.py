@@ -5,6 +5,11 @@ No registry is reachable here: the base image is made locally with debootstrap (
 and passed as ``PYTHON_IMAGE``, and the build skips the Qdrant stage (``QDRANT=none``: no Qdrant release can be
 downloaded here), so the appliance runs its embedded Qdrant (Qdrant Edge), with its own embedded Redis and
 PostgreSQL.
+
+The image is built once per session by ``built_image`` within ``image.BUILD_BUDGET`` (15 minutes: a first
+build from nothing downloads a Debian base and every dependency). That build is not what the test is about,
+so the per-test timeout applies to the test's own body only (``func_only``): 120 s for starting, probing
+and stopping a container.
 """
 
 from __future__ import annotations
@@ -21,14 +26,14 @@ from tests.appliance.harness import REPO
 from tests.conftest import _require
 from tests.services import free_port, wait_until
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.timeout(120, func_only=True)]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def built_image() -> str:
     for program in ("podman", "debootstrap", "runc"):
         _require(program)
-    return image.build(REPO, image.ensure_base_image())
+    return image.prepare(REPO)
 
 
 def test_image_runs_the_appliance_and_stops_cleanly(built_image):
