@@ -6,21 +6,22 @@ import argparse
 import importlib
 import sys
 
-from appliance.errors import UntrustedService
+from appliance.kernel.clients import untrusted
+from appliance.kernel.errors import ConfigError, UntrustedService
+from appliance.kernel.packs import installed_packs
+from appliance.kernel.startup import EXIT_CONFIG
 
 #: Exit code of a refused server certificate: like bad configuration, restarting will not help.
-EXIT_UNTRUSTED = 2
+EXIT_UNTRUSTED = EXIT_CONFIG
 
-#: Modules that each add subcommands with ``register(subparsers)``.
+#: Modules that each add subcommands with ``register(subparsers)``; each job pack adds its own.
 COMMAND_MODULES = (
     "appliance.commands.run",
     "appliance.commands.worker",
     "appliance.commands.sidecar",
     "appliance.commands.core",
-    "appliance.commands.demo",
     "appliance.commands.control",
     "appliance.commands.audit",
-    "appliance.commands.knowledge",
     "appliance.commands.tools",
 )
 
@@ -30,11 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for pack in installed_packs():
+        pack.register_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ConfigError as exc:  # a job pack that cannot be loaded
+        print(f"appliance: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
@@ -42,8 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # A refused server certificate is a configuration problem: one line and exit 2 (Supervisor marks the
         # program FATAL instead of restarting it), never a traceback.
-        from appliance.clients import untrusted
-
         refused = str(exc) if isinstance(exc, UntrustedService) else untrusted(exc)
         if refused is None:
             raise

@@ -10,8 +10,9 @@ import shutil
 
 import pytest
 
-from appliance import embedded
-from appliance.config import Config, load_config
+from appliance.supervise import embedded
+from appliance.config import Config
+from appliance.kernel.packs import load_settings
 from tests.services import PostgresServer, RedisServer
 
 
@@ -56,7 +57,7 @@ def migrated_db(database_url):
     """A database with every migration applied."""
     import psycopg
 
-    from appliance.db.migrate import migrate
+    from appliance.kernel.db.migrate import migrate
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         migrate(conn)
@@ -80,6 +81,6 @@ def make_config(app_env):
     """Build a ``Config`` from ``app_env`` plus overrides."""
 
     def make(**overrides: str) -> Config:
-        return load_config({**app_env, **overrides}, env_file=None)
+        return load_settings({**app_env, **overrides}, env_file=None)
 
     return make

@@ -11,8 +11,8 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from appliance.context import RunContext
-from appliance.owner import utcnow
+from appliance.kernel.context import RunContext
+from appliance.kernel.owner import utcnow
 
 
 def open_run(pool: ConnectionPool, job: str, slot: datetime, run_id: str) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from appliance import embedded, pgaccess
+from appliance.supervise import embedded, pgaccess
 
 
 def free_port() -> int:
@@ -128,7 +128,7 @@ class PostgresServer:
         return self.dir / "pgpass"
 
     def secure(self) -> None:
-        """The appliance's own access rules (``appliance.pgaccess``), plus CREATEDB for the application role,
+        """The appliance's own access rules (``appliance.supervise.pgaccess``), plus CREATEDB for the application role,
         so that tests can have a database each (which their role then owns, as in the appliance)."""
         password = pgaccess.load_password(self.dir / "password", self.passfile)
         pgaccess.secure_cluster(self.data, self.user, password)

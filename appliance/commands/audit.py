@@ -1,4 +1,4 @@
-"""``appliance audit``: check the slot ledger for the worker's promises (see ``appliance.audit``).
+"""``appliance audit``: check the slot ledger for the worker's promises (see ``appliance.kernel.audit``).
 
 Exit 0 when the window holds no violation, 1 when it does (each is listed), 2 on bad arguments.
 """
@@ -9,9 +9,11 @@ import argparse
 import sys
 from datetime import datetime, timedelta, timezone
 
-from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, print_json
+from appliance.commands.common import EXIT_CONFIG, fail, jobs_or_exit, print_json
 from appliance.config.env import EnvReader
-from appliance.owner import utcnow
+from appliance.kernel.audit import Report, audit
+from appliance.kernel.clients import connect_db
+from appliance.kernel.owner import utcnow
 
 EXIT_VIOLATIONS = 1
 
@@ -41,18 +43,15 @@ def parse_when(text: str, now: datetime) -> datetime:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    config = config_or_exit()
-    from appliance.audit import audit
-    from appliance.clients import connect_db
-
+    config, known = jobs_or_exit()
     now = utcnow()
     try:
         since, until = parse_when(args.since, now), parse_when(args.until, now)
     except ValueError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    jobs = [job for job in config.jobs if job.enabled and (not args.job or job.name in args.job)]
-    unknown = set(args.job or ()) - {job.name for job in config.jobs}
+    jobs = [job for job in known.enabled if not args.job or job.name in args.job]
+    unknown = set(args.job or ()) - set(known.names)
     if unknown:
         print(f"appliance: unknown job(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return EXIT_CONFIG
@@ -68,7 +67,7 @@ def run_audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_VIOLATIONS
 
 
-def _print(report) -> None:
+def _print(report: Report) -> None:
     doc = report.as_dict()
     print(f"audit {doc['since']} .. {doc['until']}: {'OK' if report.ok else f'{len(report.violations)} violation(s)'}")
     for name, info in doc["jobs"].items():

@@ -8,9 +8,12 @@ import socket
 import sys
 from typing import Any, Callable
 
-from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, print_json, setup_logs, use_metrics_dir
-from appliance.errors import Conflict, NotFound
-from appliance.state import ClusterState
+from appliance.commands.common import (EXIT_CONFIG, config_or_exit, fail, jobs_or_exit, print_json, setup_logs,
+                                       use_metrics_dir)
+from appliance.kernel.clients import connect_db
+from appliance.kernel.errors import Conflict, NotFound
+from appliance.kernel.ledger import read_history
+from appliance.kernel.state import ClusterState
 
 EXIT_CONFLICT = 3
 #: A command line that names neither a job nor ``--all`` (argparse's own code for usage errors).
@@ -60,7 +63,7 @@ def _add(sub: argparse._SubParsersAction, action: str, text: str, handler: Calla
 
 
 def _state() -> ClusterState:
-    from appliance.clients import make_redis
+    from appliance.kernel.clients import make_redis
 
     config = config_or_exit()
     return ClusterState(make_redis(config.core.redis_url))
@@ -80,7 +83,7 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except Conflict as exc:
         fail(str(exc), EXIT_CONFLICT)
     except redis.RedisError as exc:
-        from appliance.clients import untrusted
+        from appliance.kernel.clients import untrusted
 
         refused = untrusted(exc)
         if refused:
@@ -150,29 +153,28 @@ def jobs_history(args: argparse.Namespace) -> int:
 
 def _ledger_history(job: str | None, limit: int) -> list[dict[str, Any]] | None:
     """The ledger's history from PostgreSQL; None (with a note) when it cannot be read, and Redis' recent runs
-    stand in."""
-    from appliance.clients import connect_db
-    from appliance.ledger import read_history
-
+    stand in. A job the ledger has no run of must be one the workers publish: a typo is an error, not an empty
+    list (the jobs themselves are not resolved here, so a broken jobs file does not stop this command)."""
     config = config_or_exit()
-    if job is not None and job not in {j.name for j in config.jobs}:
-        _guarded(lambda: _state().require_job(job))
     try:
         with connect_db(config) as conn:
-            return read_history(conn, job, limit)
+            runs = read_history(conn, job, limit)
     except Exception as exc:  # noqa: BLE001 - fall back to Redis, saying so
         print(f"appliance: the ledger cannot be read ({type(exc).__name__}); showing Redis' recent runs",
               file=sys.stderr)
         return None
+    if job is not None and not runs:
+        _guarded(lambda: _state().require_job(job))
+    return runs
 
 
 def jobs_run(args: argparse.Namespace) -> int:
-    config = config_or_exit()
+    config, jobs = jobs_or_exit()
     use_metrics_dir(config)
     setup_logs(config, "cli")
-    from appliance.commands.oneshot import run_once
+    from appliance.commands.oneshot import run_once  # imports the worker, which needs the metrics dir first
 
-    return run_once(config, args.name, _who(), args.json)
+    return run_once(config, jobs, args.name, _who(), args.json)
 
 
 def locks_list(args: argparse.Namespace) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, print_json, setup_logs
+from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, jobs_or_exit, print_json, setup_logs
 from appliance.config import masked
-from appliance.owner import iso, utcnow
+from appliance.kernel.owner import iso, utcnow
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,19 +20,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    config = config_or_exit()
+    config, jobs = jobs_or_exit()
     now = utcnow()
     doc = masked(config)
+    notes = doc.pop("notes")
     doc["jobs"] = [
-        {**job_doc, "describe": job.schedule.describe(), "next_runs": [iso(t) for t in job.schedule.next_runs(now, 5)]}
-        for job, job_doc in zip(config.jobs, doc["jobs"])
+        {**masked(job), "describe": job.schedule.describe(), "next_runs": [iso(t) for t in job.schedule.next_runs(now, 5)]}
+        for job in jobs
     ]
+    doc["notes"] = notes
     if args.json:
         print_json(doc)
         return 0
-    for section in ("core", "crm", "sidecar", "knowledge"):
-        print(f"[{section}]")
-        _print_flat(doc[section], "  ")
+    for section in ("core", "sidecar", *config.packs):
+        if section in doc:
+            print(f"[{section}]")
+            _print_flat(doc[section], "  ")
     if config.notes:
         print("[seed names]")
         for note in config.notes:
@@ -57,10 +60,10 @@ def _print_flat(values: dict, indent: str) -> None:
 
 
 def run_migrations(args: argparse.Namespace) -> int:
-    config = config_or_exit(with_jobs=False)
+    config = config_or_exit()
     setup_logs(config, "migrate")
-    from appliance.clients import connect_db, untrusted
-    from appliance.db.migrate import SchemaTooNew, current_version, migrate
+    from appliance.kernel.clients import connect_db, untrusted
+    from appliance.kernel.db.migrate import SchemaTooNew, current_version, migrate
 
     try:
         with connect_db(config) as conn:

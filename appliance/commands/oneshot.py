@@ -5,33 +5,32 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
-from appliance.clients import make_pool, make_redis
+from appliance.kernel.clients import make_pool, make_redis
 from appliance.config import Config
-from appliance.ledger import Ledger
-from appliance.locks import Claim
-from appliance.owner import utcnow
-from appliance.state import ClusterState
-
-if TYPE_CHECKING:
-    from appliance.worker.runner import Runner
+from appliance.kernel.ledger import Ledger
+from appliance.kernel.locks import Claim
+from appliance.kernel.owner import utcnow
+from appliance.kernel.catalog import Jobs
+from appliance.kernel.state import ClusterState
+from appliance.worker.main import build
+from appliance.worker.runner import Runner
 
 EXIT_FAILED = 1
 EXIT_LOCKED = 3
 
 
 @contextmanager
-def foreground_runner(config: Config) -> Iterator[Runner]:
-    """A runner for one manual run in this process, wired as the worker's (lease keeper, ledger, fence)."""
-    from appliance.worker.main import build
-
+def foreground_runner(config: Config, jobs: Jobs) -> Iterator[Runner]:
+    """A runner for one manual run in this process, wired as the worker's (lease keeper, ledger, fence); its
+    heartbeat publishes ``jobs`` as the worker does."""
     client = make_redis(config.core.redis_url)
     db = make_pool(config, max_size=2, name="appliance-cli")
     ledger_pool = make_pool(config, max_size=2, name="appliance-cli-ledger", autocommit=True)
     db.open(wait=False)
     ledger_pool.open(wait=False)
-    worker, keeper = build(config, client, db, ledger=Ledger(ledger_pool))
+    worker, keeper = build(config, client, db, ledger=Ledger(ledger_pool), jobs=jobs.enabled)
     keeper.start()
     try:
         yield worker.runner
@@ -43,14 +42,14 @@ def foreground_runner(config: Config) -> Iterator[Runner]:
         ClusterState(client).forget_worker(keeper.heartbeat.me)
 
 
-def run_once(config: Config, name: str, who: str, as_json: bool) -> int:
+def run_once(config: Config, jobs: Jobs, name: str, who: str, as_json: bool) -> int:
     try:
-        job = config.job(name)
+        job = jobs.job(name)
     except KeyError:
-        known = ", ".join(j.name for j in config.jobs)
+        known = ", ".join(jobs.names)
         print(f"appliance: unknown job {name!r}; known jobs: {known}", file=sys.stderr)
         return EXIT_FAILED
-    with foreground_runner(config) as runner:
+    with foreground_runner(config, jobs) as runner:
         attempt = runner.execute(job, utcnow(), trigger={"reason": "cli", "by": who})
     result = {"job": name, "claim": attempt.claim.value if attempt.claim else None, "outcome": attempt.outcome,
               "error": attempt.error or None}

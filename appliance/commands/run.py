@@ -14,10 +14,10 @@ import logging
 import os
 import sys
 
-from appliance.commands.common import config_or_exit, fail, setup_logs
+from appliance.commands.common import fail, jobs_or_exit, setup_logs
 from appliance.config import set_process_env
-from appliance.errors import ConfigError
-from appliance.logs import fields
+from appliance.kernel.errors import ConfigError
+from appliance.kernel.logs import fields
 
 log = logging.getLogger("appliance.run")
 
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_appliance(args: argparse.Namespace) -> int:
-    config = config_or_exit()
+    # The jobs too: a broken jobs file stops the appliance here with exit code 2, before any program starts.
+    config, _ = jobs_or_exit()
     setup_logs(config, "run")
     from appliance.supervise.plan import plan_services, supervisor_env
     from appliance.supervise.prepare import StartupError, fatal_marker, make_dirs, migrate_database
@@ -44,11 +45,9 @@ def run_appliance(args: argparse.Namespace) -> int:
         fail(str(exc))
     log.info("services", extra=fields(**plan.describe()))
     if plan.qdrant == "embedded":
-        from appliance.knowledge.store import embedded_root
-
         log.info("no Qdrant binary (QDRANT_BIN unset, none on PATH): the qdrant program stays stopped and the "
                  "knowledge base uses the embedded Qdrant Edge storage (./scripts/install fetches the server)",
-                 extra=fields(path=str(embedded_root(config))))
+                 extra=fields(path=str(config.core.qdrant_edge_path)))
     try:
         make_dirs(config, plan)
         applied = migrate_database(config, plan)

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_sidecar(args: argparse.Namespace) -> int:
     """Serve until stopped; exits 2 on bad configuration. The sidecar needs no job settings, only what the
     workers publish, so it starts even while a jobs file is being fixed."""
-    config = config_or_exit(with_jobs=False)
+    config = config_or_exit()
     use_metrics_dir(config)
     setup_logs(config, "sidecar", sys.stdout)
     from appliance.sidecar.server import SidecarServer

@@ -58,7 +58,7 @@ def appliance_config() -> Config:
     if (REPO / "supervisord.conf").is_file():
         os.chdir(REPO)
     try:
-        return config_or_exit(with_jobs=False)
+        return config_or_exit()
     finally:
         os.chdir(here)
 
@@ -108,7 +108,7 @@ def redis_cli_command(args: argparse.Namespace) -> int:
     given = list(args.args)
     if any(word in TARGET_FLAGS or word.startswith(("--user=", "--pass=")) for word in given):
         os.execv(program, [program, *given])
-    from appliance.clients import make_redis
+    from appliance.kernel.clients import make_redis
 
     config = appliance_config()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from appliance.commands.common import config_or_exit, setup_logs, use_metrics_dir
+from appliance.commands.common import jobs_or_exit, setup_logs, use_metrics_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,9 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    config = config_or_exit()
+    config, jobs = jobs_or_exit()
     use_metrics_dir(config)
     setup_logs(config, "worker", sys.stdout)
-    from appliance.worker.main import serve
+    from appliance.worker.main import serve  # after use_metrics_dir: prometheus_client reads it at import
 
-    return serve(config)
+    return serve(config, jobs.enabled)

@@ -59,6 +59,8 @@ class CoreConfig:
     alerts: AlertConfig
     #: ``warn`` or ``refuse``: what the worker does when Redis may evict lock keys (maxmemory-policy).
     redis_eviction_policy: str = "warn"
+    #: The Qdrant server's gRPC port: the supervised server listens on it, clients dial it.
+    qdrant_grpc_port: int = 6334
 
     @property
     def run_dir(self) -> Path:
@@ -94,6 +96,11 @@ class CoreConfig:
     def qdrant_path(self) -> Path:
         """Storage of qdrant-client's embedded local mode."""
         return self.home / "qdrant"
+
+    @property
+    def qdrant_edge_path(self) -> Path:
+        """Storage of the embedded Qdrant (Qdrant Edge), used where no Qdrant server runs."""
+        return self.home.resolve() / "qdrant-edge"
 
 
 def load_core(env: EnvReader) -> CoreConfig:
@@ -147,4 +154,5 @@ def load_core(env: EnvReader) -> CoreConfig:
             check_interval=env.duration("ALERT_CHECK_INTERVAL", 30.0, unit="s", min=0.0),
         ),
         redis_eviction_policy=env.str("REDIS_EVICTION_POLICY", "warn", choices=("warn", "refuse")),
+        qdrant_grpc_port=env.int("QDRANT_GRPC_PORT", 6334, min=1, max=65535),
     )

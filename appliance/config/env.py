@@ -1,6 +1,6 @@
 """Typed reading of environment variables that collects every problem instead of stopping at the first.
 
-Sections of the configuration (core, crm, sidecar, knowledge) each take an ``EnvReader`` and read their
+Sections of the configuration (core, sidecar, and each job pack's) each take an ``EnvReader`` and read their
 variables through it; ``appliance.config.load_config`` raises one ``ConfigError`` listing all problems.
 """
 
@@ -43,10 +43,13 @@ class EnvReader:
         #: says about the seeds' names (which was used, which has no meaning here).
         self.origin: dict[str, str] = {}
         self.notes: list[str] = []
+        #: Every name a section asked for, set or not: such a name is a setting, not a per-job override.
+        self.read: set[str] = set()
 
     # -- raw access -----------------------------------------------------------------------------------
     def raw(self, name: str) -> str | None:
         """The value of ``name``, or the contents of the file named by ``NAME_FILE``; None when unset."""
+        self.read.add(name)
         file_name = self.environ.get(f"{name}_FILE")
         if file_name:
             try:

@@ -3,7 +3,8 @@
 An operator who copies a seed's ``.env`` gets what it means here: a seed's name with the same meaning is read
 as the project's own (the project's name wins when both are set), a seed's word for a value is accepted
 (``LOG_LEVEL=warn``), and a seed variable with no meaning here is named in ``check-config`` instead of being
-ignored in silence. ``EnvReader.notes`` records each of these for ``check-config``.
+ignored in silence. ``EnvReader.notes`` records each of these for ``check-config``. A job pack reads the seeds'
+names of its own settings itself (the CRM pack: ``API_CIRCUIT_BREAKER_*``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "JOB_MAX_RETRIES": ("QUEUE_MAX_RETRIES", "MAX_RETRIES"),  # seeds 003, 001
     "JOB_RETRY_BACKOFF_MS": ("QUEUE_RETRY_BACKOFF_MS",),  # seed 003: first retry delay in ms
     "WORKER_ENABLED": ("ENABLE_SCHEDULER",),  # seed 002: the scheduler runs only when enabled
-    "PROVIDER_BREAKER_THRESHOLD": ("API_CIRCUIT_BREAKER_THRESHOLD",),  # seed 003
-    "PROVIDER_BREAKER_RESET": ("API_CIRCUIT_BREAKER_DURATION_MS",),  # seed 003, in ms: read with its unit
 }
 #: Seed 003's log levels that the project spells otherwise.
 LOG_LEVELS = {"warn": "warning", "verbose": "debug"}
@@ -34,9 +33,6 @@ def read_seed_names(env: EnvReader) -> None:
     """Record in ``env`` (before any section reads it) what the seeds' names stand for."""
     for own, seeds in ALIASES.items():
         env.alias(own, *seeds)
-    duration = env.origin.get("PROVIDER_BREAKER_RESET")
-    if duration == "API_CIRCUIT_BREAKER_DURATION_MS" and env.environ[duration].strip().isdigit():
-        env.environ["PROVIDER_BREAKER_RESET"] = env.environ[duration].strip() + "ms"
     for variable in sorted(env.environ):
         if variable.startswith(CRON_PREFIX) and not variable.endswith("_FILE"):
             env.alias(SCHEDULE_PREFIX + variable.removeprefix(CRON_PREFIX), variable)

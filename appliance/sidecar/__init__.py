@@ -1,6 +1,6 @@
 """The sidecar: health, metrics, admin API and dashboard on port 3002, served by gunicorn.
 
-It reads what the workers publish in Redis (``appliance.state.ClusterState``) and the Prometheus multiprocess
+It reads what the workers publish in Redis (``appliance.kernel.state.ClusterState``) and the Prometheus multiprocess
 files; it never imports the worker's runtime.
 """
 

@@ -19,11 +19,11 @@ import psycopg
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from appliance.clients import PG_CONNECT_TIMEOUT
-from appliance.ledger import read_history
-from appliance.logs import fields
+from appliance.kernel.clients import PG_CONNECT_TIMEOUT
+from appliance.kernel.ledger import read_history
+from appliance.kernel.logs import fields
 from appliance.sidecar.auth import admin_surface, require_admin
-from appliance.state import ClusterState
+from appliance.kernel.state import ClusterState
 
 log = logging.getLogger("appliance.sidecar.admin")
 

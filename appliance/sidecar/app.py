@@ -13,14 +13,14 @@ from flask import Flask, Response, jsonify
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
-from appliance.clients import make_redis
-from appliance.clock import SYSTEM, Clock
+from appliance.kernel.clients import make_redis
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.config import Config
-from appliance.errors import Conflict, NotFound
-from appliance.redaction import Redactor
+from appliance.kernel.errors import Conflict, NotFound
+from appliance.kernel.redaction import Redactor
 from appliance.sidecar.checks import failure
 from appliance.sidecar.health import Monitor
-from appliance.state import ClusterState
+from appliance.kernel.state import ClusterState
 
 log = logging.getLogger("appliance.sidecar")
 
@@ -50,7 +50,7 @@ def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = Non
     """The sidecar: health, metrics, admin API and dashboard for ``config``.
 
     ``clock`` is what heartbeats, the dead-man's switch, cached checks and the times the admin API writes
-    are measured against (tests pass an ``appliance.clock.SteppedClock``); ``hostname``
+    are measured against (tests pass an ``appliance.kernel.clock.SteppedClock``); ``hostname``
     names the host whose worker heartbeat makes this sidecar healthy (default: this host).
     """
     from appliance.sidecar import admin, dashboard, health, metrics, seed_api, timeline

@@ -23,12 +23,12 @@ import httpx
 import psycopg
 import redis
 
-from appliance import keys
-from appliance.clock import SYSTEM, Clock
+from appliance.kernel import keys
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.config.env import redact_url
-from appliance.owner import iso
-from appliance.eviction import eviction_policy, eviction_problem
-from appliance.state import ClusterState
+from appliance.kernel.owner import iso
+from appliance.kernel.eviction import eviction_policy, eviction_problem
+from appliance.kernel.state import ClusterState
 
 #: An absolute path: a slash not inside a word, URL or relative path, then at least two parts.
 _PATH = re.compile(r"(?<![\w:/.~-])/[^\s/\"',;]+(?:/[^\s/\"',;]*)+")

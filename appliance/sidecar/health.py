@@ -24,19 +24,16 @@ import httpx
 from flask import Blueprint, Response, current_app, jsonify
 
 from appliance import __version__
-from appliance.clients import make_redis
-from appliance.clock import SYSTEM, Clock
+from appliance.kernel.clients import make_redis
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.config import Config
-from appliance.freshness import freshness
-from appliance.knowledge.status import knowledge_status
-from appliance.owner import iso
+from appliance.kernel.freshness import freshness
+from appliance.kernel.packs import SeedNames, packs_of
+from appliance.kernel.owner import iso
 from appliance.sidecar.checks import (CachedProbe, Component, Status, check_database, check_qdrant, check_redis,
                                       embedded_qdrant)
 from appliance.sidecar.programs import Programs
 
-#: Seed 004's keys in ``jobs`` and ``services``; other jobs appear under their own names.
-SEED_JOB_KEYS = {"campaign-scheduler": "campaign", "lead-reminder-scheduler": "leadReminder",
-                 "call-scheduler": "callScheduler"}
 CRITICAL = ("redis", "database", "worker")
 HTTP_STATUS = {"ok": 200, "degraded": 200, "unhealthy": 503}
 SERVICE_WORDS = {"redis": ("connected", "disconnected"), "database": ("connected", "disconnected"),
@@ -60,8 +57,12 @@ class Monitor:
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
         self.redis = make_redis(core.redis_url, timeout=side.check_timeout)
         self.qdrant_embedded = not (core.qdrant_url_set or core.qdrant_bin)
-        # Which embedder and Qdrant the indexer uses depends only on the configuration: computed once.
-        self.knowledge = knowledge_status(config)
+        packs = packs_of(config)
+        #: Seed 004's names of the packs' jobs (``jobs`` here, ``jobsProcessed`` and ``lastRun`` in /metrics).
+        self.seed_names: dict[str, SeedNames] = {job: names for pack in packs for job, names in pack.seed_names.items()}
+        # A pack's section (which embedder and Qdrant the indexer uses) depends only on the configuration:
+        # computed once.
+        self.pack_health = {pack.name: pack.health(config) for pack in packs if pack.health is not None}
         headers = {"api-key": core.qdrant_api_key} if core.qdrant_api_key else {}
         self.http = httpx.Client(timeout=side.check_timeout, headers=headers)
         checks = {
@@ -110,8 +111,9 @@ class Monitor:
         services = {name: SERVICE_WORDS[name][components[name].status == Status.DOWN] for name in SERVICE_WORDS}
         if self.qdrant_embedded:
             services["qdrant"] = "embedded"
-        running = {key: False for key in SEED_JOB_KEYS.values()}
-        running.update({SEED_JOB_KEYS.get(job["name"], job["name"]): bool(job.get("running")) for job in jobs})
+        seed = {job: names.health for job, names in self.seed_names.items()}
+        running = {key: False for key in seed.values()}
+        running.update({seed.get(job["name"], job["name"]): bool(job.get("running")) for job in jobs})
         return {
             "status": status,
             "timestamp": iso(now),
@@ -125,7 +127,7 @@ class Monitor:
             "scheduler": {"state": "paused" if pause else "running", "paused_by": (pause or {}).get("by"),
                           "paused_at": (pause or {}).get("at")},
             "breakers": breakers,
-            "knowledge": self.knowledge,
+            **self.pack_health,
         }, snapshot
 
     def worker_component(self, redis_result: Component, workers: list[dict[str, Any]]) -> Component:

@@ -18,13 +18,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from appliance import metrics as worker_metrics
-from appliance.owner import iso
+from appliance.kernel import metrics as worker_metrics
+from appliance.kernel.owner import iso
 from appliance.sidecar.checks import Status
 
-#: seed 004's ``jobsProcessed`` and ``lastRun`` keys; every other job appears under its own name.
-PROCESSED_KEYS = {"campaign-scheduler": "campaigns", "lead-reminder-scheduler": "reminders", "call-scheduler": "calls"}
-LAST_RUN_KEYS = {"campaign-scheduler": "campaign", "lead-reminder-scheduler": "reminder", "call-scheduler": "call"}
 STATUS_VALUE = {Status.DOWN.value: 0, Status.DEGRADED.value: 1, Status.UP.value: 2}
 HEALTH_VALUE = {"unhealthy": 0, "degraded": 1, "ok": 2}
 BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
@@ -135,10 +132,13 @@ def metrics_json() -> Response:
         raise ServiceUnavailable("Redis is unavailable, so the job counters cannot be read; try again shortly")
     counts, jobs = snapshot["counts"], snapshot["jobs"]
     names = sorted({job["name"] for job in jobs} | {key.rsplit(":", 1)[0] for key in counts})
-    processed = {key: 0 for key in PROCESSED_KEYS.values()}
-    processed.update({PROCESSED_KEYS.get(n, n): counts.get(f"{n}:processed", 0) for n in names})
-    last_run: dict[str, str | None] = {key: None for key in LAST_RUN_KEYS.values()}
-    last_run.update({LAST_RUN_KEYS.get(j["name"], j["name"]): (j.get("last_run") or {}).get("started")
+    # Seed 004's keys for the packs' jobs that have them; every other job appears under its own name.
+    processed_keys = {job: seed.processed for job, seed in sidecar.monitor.seed_names.items()}
+    last_run_keys = {job: seed.last_run for job, seed in sidecar.monitor.seed_names.items()}
+    processed = {key: 0 for key in processed_keys.values()}
+    processed.update({processed_keys.get(n, n): counts.get(f"{n}:processed", 0) for n in names})
+    last_run: dict[str, str | None] = {key: None for key in last_run_keys.values()}
+    last_run.update({last_run_keys.get(j["name"], j["name"]): (j.get("last_run") or {}).get("started")
                      for j in jobs})
     runs: dict[str, dict[str, int]] = {name: {} for name in names}
     for key, value in counts.items():

@@ -17,7 +17,7 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
-from appliance.clock import SYSTEM, Clock
+from appliance.kernel.clock import SYSTEM, Clock
 
 
 class _UnixConnection(http.client.HTTPConnection):

@@ -22,7 +22,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from appliance.sidecar import admin
 from appliance.sidecar.auth import admin_surface, require_admin
-from appliance.state import ClusterState
+from appliance.kernel.state import ClusterState
 
 bp = Blueprint("seed_api", __name__, url_prefix="/api/v1/scheduler")
 bp.before_request(admin_surface)

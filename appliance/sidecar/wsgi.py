@@ -9,9 +9,9 @@ configuration exits with code 2, listing every problem.
 
 import sys
 
-from appliance.commands.common import config_or_exit, setup_logs, use_metrics_dir
+from appliance.kernel.startup import config_or_exit, setup_logs, use_metrics_dir
 
-config = config_or_exit(with_jobs=False)
+config = config_or_exit()
 use_metrics_dir(config)
 setup_logs(config, "sidecar", sys.stdout)
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from appliance import embedded
+from appliance.supervise import embedded
 from appliance.config import Config
-from appliance.errors import ConfigError
+from appliance.kernel.errors import ConfigError
 from appliance.supervise.launch import SECRET_NAMES
 
 #: Root of a source checkout (``supervisord.conf`` and ``config/`` live there); absent in an installed package.
@@ -187,7 +187,7 @@ def _qdrant_server_env(config: Config, plan: Plan) -> dict[str, str]:
         "QDRANT_URL": plan.qdrant_url,
         "QDRANT__SERVICE__HTTP_PORT": str(port),
         # The same setting the knowledge store's client dials (QDRANT_GRPC_PORT, default 6334).
-        "QDRANT__SERVICE__GRPC_PORT": str(config.knowledge.qdrant_grpc_port),
+        "QDRANT__SERVICE__GRPC_PORT": str(config.core.qdrant_grpc_port),
         "QDRANT__STORAGE__STORAGE_PATH": str(storage),
         "QDRANT__STORAGE__SNAPSHOTS_PATH": str(snapshots),
     }

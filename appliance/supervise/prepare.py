@@ -2,7 +2,7 @@
 embedded PostgreSQL cluster and its access rules, and the database migrations.
 
 Migrations run here, before any program starts, so the worker never runs a job against an old schema.
-They hold PostgreSQL's advisory lock (``appliance.db.migrate``), so replicas starting together apply each
+They hold PostgreSQL's advisory lock (``appliance.kernel.db.migrate``), so replicas starting together apply each
 migration once. With the embedded PostgreSQL, the server is started just long enough to create the
 database and migrate, then stopped again (fast shutdown) and handed to Supervisor's ``postgres`` program.
 """
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import psycopg
 
-from appliance import embedded, pgaccess
-from appliance.clients import connect_db, wait_for
+from appliance.supervise import embedded, pgaccess
+from appliance.kernel.clients import connect_db, wait_for
 from appliance.config import Config
-from appliance.errors import ApplianceError
-from appliance.logs import fields
+from appliance.kernel.errors import ApplianceError
+from appliance.kernel.logs import fields
 from appliance.supervise.plan import (LOG_FILES, POSTGRES_DIR, QDRANT_SERVER_DIR, REDIS_DIR, SUPERVISORD_LOG, Plan,
                                       qdrant_dirs)
 
@@ -74,7 +74,7 @@ def make_dirs(config: Config, plan: Plan) -> None:
 def migrate_database(config: Config, plan: Plan) -> list[str]:
     """Apply pending migrations; returns their names. Starts and stops the embedded server when needed,
     after creating its cluster (first start) and bringing its roles and authentication to
-    ``appliance.pgaccess``'s rules (every start; an old cluster is upgraded in place)."""
+    ``appliance.supervise.pgaccess``'s rules (every start; an old cluster is upgraded in place)."""
     if not plan.postgres_embedded:
         return _migrate(config)
     core = config.core
@@ -99,7 +99,7 @@ def migrate_database(config: Config, plan: Plan) -> list[str]:
 
 
 def _migrate(config: Config) -> list[str]:
-    from appliance.db.migrate import migrate
+    from appliance.kernel.db.migrate import migrate
 
     _wait_for_database(config, lambda: connect_db(config).close())
     try:

@@ -25,14 +25,14 @@ from typing import Any, Callable
 import httpx
 import redis
 
-from appliance import keys
+from appliance.kernel import keys
 from appliance.config.core import AlertConfig
-from appliance.eviction import eviction_policy, eviction_problem
-from appliance.freshness import freshness
-from appliance.logs import fields
-from appliance.owner import iso, utcnow
-from appliance.redaction import Redactor
-from appliance.state import ClusterState
+from appliance.kernel.eviction import eviction_policy, eviction_problem
+from appliance.kernel.freshness import freshness
+from appliance.kernel.logs import fields
+from appliance.kernel.owner import iso, utcnow
+from appliance.kernel.redaction import Redactor
+from appliance.kernel.state import ClusterState
 
 log = logging.getLogger("appliance.alerts")
 

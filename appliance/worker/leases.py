@@ -16,9 +16,9 @@ from typing import Callable
 
 import redis
 
-from appliance import locks
-from appliance.context import CancelToken
-from appliance.logs import fields
+from appliance.kernel import locks
+from appliance.kernel.context import CancelToken
+from appliance.kernel.logs import fields
 
 log = logging.getLogger("appliance.worker.leases")
 

@@ -1,4 +1,4 @@
-"""The scheduler loop: a ``schedule.Scheduler`` whose jobs take their slot times from ``appliance.schedules``.
+"""The scheduler loop: a ``schedule.Scheduler`` whose jobs take their slot times from ``appliance.kernel.schedules``.
 
 The loop sleeps until the earliest of: the next slot, the next timer (retries, takeover checks, catch-up)
 or the next refresh, and wakes at once for control messages (trigger, pause, resume) and shutdown. It never
@@ -24,12 +24,13 @@ from typing import Callable
 import redis
 import schedule
 
-from appliance import keys
-from appliance.config import Config, JobSettings
-from appliance.locks import Claim
-from appliance.logs import fields
-from appliance.outcomes import RERUNNABLE, Outcome
-from appliance.state import ClusterState
+from appliance.kernel import keys
+from appliance.config import Config
+from appliance.kernel.catalog import JobSettings
+from appliance.kernel.locks import Claim
+from appliance.kernel.logs import fields
+from appliance.kernel.outcomes import RERUNNABLE, Outcome
+from appliance.kernel.state import ClusterState
 from appliance.worker.pool import RunPool
 from appliance.worker.runner import Attempt, Runner, epoch_ms
 

@@ -16,19 +16,22 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 
 import httpx
 import redis
 
-from appliance import __version__, keys, locks, metrics
-from appliance.clients import make_pool, make_redis, wait_for
+from appliance import __version__
+from appliance.kernel import keys, locks, metrics
+from appliance.kernel.clients import make_pool, make_redis, wait_for
 from appliance.config import Config
-from appliance.eviction import eviction_policy, eviction_problem
-from appliance.ledger import Ledger
-from appliance.logs import fields
-from appliance.owner import iso, utcnow, worker_id
-from appliance.redaction import Redactor
-from appliance.state import ClusterState
+from appliance.kernel.catalog import JobSettings, load_jobs
+from appliance.kernel.eviction import eviction_policy, eviction_problem
+from appliance.kernel.ledger import Ledger
+from appliance.kernel.logs import fields
+from appliance.kernel.owner import iso, utcnow, worker_id
+from appliance.kernel.redaction import Redactor
+from appliance.kernel.state import ClusterState
 from appliance.worker.alerts import Alerter
 from appliance.worker.leases import LeaseKeeper
 from appliance.worker.liveness import Liveness
@@ -128,11 +131,12 @@ def wait_for_services(config: Config, client: redis.Redis, needs: set[str]) -> N
 
 
 def build(config: Config, client: redis.Redis | None = None, db=None, clock=None,
-          ledger: Ledger | None = None) -> tuple[Worker, LeaseKeeper]:
-    """Wire a worker from ``config`` (entry points and tests). Without ``ledger`` runs get no fence and
-    nothing is recorded in PostgreSQL (tests of the loop alone, the benchmark's baseline)."""
+          ledger: Ledger | None = None, jobs: Sequence[JobSettings] | None = None) -> tuple[Worker, LeaseKeeper]:
+    """Wire a worker from ``config`` (entry points and tests) for ``jobs`` (default: the catalog's enabled
+    ones). Without ``ledger`` runs get no fence and nothing is recorded in PostgreSQL (tests of the loop
+    alone, the benchmark's baseline)."""
     client = client or make_redis(config.core.redis_url)
-    jobs = config.enabled_jobs
+    jobs = tuple(load_jobs(config).enabled if jobs is None else jobs)
     me = worker_id()
     scripts = locks.register(client)
     pool = RunPool(max(config.core.worker_threads, len(jobs)))
@@ -145,8 +149,8 @@ def build(config: Config, client: redis.Redis | None = None, db=None, clock=None
     return worker, keeper
 
 
-def serve(config: Config) -> int:
-    """Run the worker until SIGTERM/SIGINT; returns the exit code."""
+def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
+    """Run ``jobs`` until SIGTERM/SIGINT; returns the exit code."""
     if not (config.core.is_worker and config.core.worker_enabled):
         log.info("worker disabled (IS_WORKER/WORKER_ENABLED); idling until stopped")
         stop = threading.Event()
@@ -158,12 +162,12 @@ def serve(config: Config) -> int:
     # another run's bookkeeping may hold it for: jobs due on the same second start together.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     client = make_redis(config.core.redis_url)
-    needs = {need for job in config.enabled_jobs for need in job.needs}
+    needs = {need for job in jobs for need in job.needs}
     wait_for_services(config, client, needs)
     start, eviction = check_eviction(config, client)
     if not start:
         return EXIT_CONFIG
-    runs = max(config.core.worker_threads, len(config.enabled_jobs))
+    runs = max(config.core.worker_threads, len(jobs))
     # The jobs' pool, and an autocommit pool for the ledger (one round trip per statement), each with a
     # connection per concurrent run plus spares, so bookkeeping never waits behind the jobs themselves.
     db = make_pool(config, max_size=runs + 2)
@@ -171,7 +175,7 @@ def serve(config: Config) -> int:
     db.open(wait=False)
     ledger_pool.open(wait=False)
     metrics.WORKER_START.set(time.time())
-    worker, keeper = build(config, client, db, ledger=Ledger(ledger_pool))
+    worker, keeper = build(config, client, db, ledger=Ledger(ledger_pool), jobs=jobs)
     keeper.heartbeat.eviction_problem = eviction
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))

@@ -14,12 +14,12 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from appliance import metrics
-from appliance.ledger import SlotRecord
-from appliance.logs import fields
+from appliance.kernel import metrics
+from appliance.kernel.ledger import SlotRecord
+from appliance.kernel.logs import fields
 
 if TYPE_CHECKING:
-    from appliance.ledger import Ledger
+    from appliance.kernel.ledger import Ledger
 
 log = logging.getLogger("appliance.worker.ledger")
 

@@ -18,17 +18,18 @@ from typing import Any
 
 import redis
 
-from appliance import keys, locks, metrics
-from appliance.config import Config, JobSettings
-from appliance.context import CancelToken, RunContext
-from appliance.errors import Cancelled, LockLost
-from appliance.ledger import Ledger, SlotRecord
-from appliance.locks import Claim
-from appliance.logs import fields
-from appliance.outcomes import Outcome
-from appliance.owner import iso, make_token, new_run_id, utcnow
-from appliance.redaction import Redactor
-from appliance.state import ClusterState
+from appliance.kernel import keys, locks, metrics
+from appliance.config import Config
+from appliance.kernel.catalog import JobSettings
+from appliance.kernel.context import CancelToken, RunContext
+from appliance.kernel.errors import Cancelled, LockLost
+from appliance.kernel.ledger import Ledger, SlotRecord
+from appliance.kernel.locks import Claim
+from appliance.kernel.logs import fields
+from appliance.kernel.outcomes import Outcome
+from appliance.kernel.owner import iso, make_token, new_run_id, utcnow
+from appliance.kernel.redaction import Redactor
+from appliance.kernel.state import ClusterState
 from appliance.worker.alerts import Alerter
 from appliance.worker.leases import Lease, LeaseKeeper
 from appliance.worker.recorder import Recorder

@@ -14,15 +14,15 @@ from datetime import timedelta
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from appliance.channels import build_channels
-from appliance.config import load_config
-from appliance.context import RunContext
-from appliance.db.migrate import migrate
-from appliance.fencing import issue_fence
-from appliance.jobs import campaigns
-from appliance.jobs.calls import tick
-from appliance.jobs.claims import run_session
-from appliance.owner import utcnow
+from appliance.packs.crm.channels import build_channels
+from appliance.kernel.packs import load_settings
+from appliance.kernel.context import RunContext
+from appliance.kernel.db.migrate import migrate
+from appliance.kernel.fencing import issue_fence
+from appliance.packs.crm.jobs import campaigns
+from appliance.packs.crm.jobs.calls import tick
+from appliance.packs.crm.jobs.claims import run_session
+from appliance.kernel.owner import utcnow
 from tests.services import PostgresServer
 
 RECIPIENTS = 20_000
@@ -32,7 +32,7 @@ CALL_TENANTS = 100
 
 
 def context(pool: ConnectionPool, url: str, job: str, **env: str) -> RunContext:
-    config = load_config({"DATABASE_URL": url, **env}, env_file=None, with_jobs=False)
+    config = load_settings({"DATABASE_URL": url, **env}, env_file=None)
 
     def fence() -> int:
         with pool.connection() as conn:

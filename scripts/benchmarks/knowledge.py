@@ -1,7 +1,7 @@
 """Knowledge benchmarks, in one run:
 
 1. The two embedded Qdrant stores side by side on the same generated points: Qdrant Edge (the appliance's
-   embedded store, through ``appliance.knowledge.store.open_store``) and qdrant-client's local mode (the
+   embedded store, through ``appliance.packs.knowledge.store.open_store``) and qdrant-client's local mode (the
    embedded store of earlier releases, through qdrant-client as that store used it). Per store: upsert rate
    in batches of 256 (written and durable), tenant-filtered top-5 search latency (best chunk per document, as
    ``appliance knowledge search`` asks) and the time to open the filled storage.
@@ -29,11 +29,11 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from appliance.config import load_config
-from appliance.db.migrate import migrate
-from appliance.knowledge import indexer
-from appliance.knowledge.embedder import Identity
-from appliance.knowledge.store import KnowledgePoint, metadata, open_store
+from appliance.kernel.packs import load_settings
+from appliance.kernel.db.migrate import migrate
+from appliance.packs.knowledge import indexer
+from appliance.packs.knowledge.embedder import Identity
+from appliance.packs.knowledge.store import KnowledgePoint, metadata, open_store
 from tests.runs import run_context
 from tests.services import PostgresServer
 
@@ -81,8 +81,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 def bench_edge(home: Path, points: list[KnowledgePoint], asks: list[tuple[list[float], int]]) -> dict:
     dimensions = len(points[0].vector)
-    config = load_config({"APPLIANCE_HOME": str(home), "EMBEDDING_DIMENSIONS": str(dimensions)}, env_file=None,
-                         with_jobs=False)
+    config = load_settings({"APPLIANCE_HOME": str(home), "EMBEDDING_DIMENSIONS": str(dimensions)}, env_file=None)
     identity = Identity("local", "bench", dimensions)
     with open_store(config) as store:
         store.ensure(identity)
@@ -214,8 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         url = postgres.create_database("bench")
         fill(url, args.documents, args.chars)
-        config = load_config({"APPLIANCE_HOME": str(home), "DATABASE_URL": url, "LOG_LEVEL": "warning",
-                              "EMBEDDING_DIMENSIONS": str(args.dimensions)}, env_file=None, with_jobs=False)
+        config = load_settings({"APPLIANCE_HOME": str(home), "DATABASE_URL": url, "LOG_LEVEL": "warning",
+                              "EMBEDDING_DIMENSIONS": str(args.dimensions)}, env_file=None)
         k = config.knowledge
         print(f"indexer: local embedder, {args.dimensions} dimensions, Qdrant Edge; chunks of {k.chunk_size} chars "
               f"(overlap {k.chunk_overlap}), {k.batch_size} documents per batch, bodies of ~{args.chars} chars")

@@ -18,10 +18,10 @@ import redis
 from psycopg_pool import ConnectionPool
 from redis.connection import Connection
 
-from appliance import locks
+from appliance.kernel import locks
 from appliance.config import load_config
-from appliance.ledger import Ledger
-from appliance.owner import make_token, new_run_id, utcnow
+from appliance.kernel.ledger import Ledger
+from appliance.kernel.owner import make_token, new_run_id, utcnow
 from tests.services import PostgresServer, RedisServer
 from tests.worker.harness import WorkerProcess, worker_env, write_jobs_file
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from supervisor.options import ServerOptions
 
-from appliance.config import load_config
-from appliance.errors import ConfigError
+from appliance.kernel.packs import load_settings
+from appliance.kernel.errors import ConfigError
 from appliance.supervise import fatal
 from appliance.supervise.plan import CRITICAL, LOG_FILES, plan_services, stop_wait, supervisor_env
 from tests.appliance.harness import REPO, STANDIN_QDRANT, base_env
@@ -26,7 +26,7 @@ CONF = REPO / "supervisord.conf"
 
 
 def _config(tmp_path: Path, **env: str):
-    return load_config({"APPLIANCE_HOME": str(tmp_path / "home"), **env}, env_file=None, with_jobs=False)
+    return load_settings({"APPLIANCE_HOME": str(tmp_path / "home"), **env}, env_file=None)
 
 
 def _parsed(monkeypatch, tmp_path, **env: str) -> dict:

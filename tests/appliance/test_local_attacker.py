@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 import supervisor
 
-from appliance.config import load_config
-from appliance.embedded import PG_SUPERUSER
+from appliance.kernel.packs import load_settings
+from appliance.supervise.embedded import PG_SUPERUSER
 from appliance.supervise.launch import ADMIN_SECRETS, BASE_NAMES, BASE_PREFIXES
 from tests.appliance.harness import APP_PROGRAMS, STANDIN_QDRANT, Appliance, appliance_home, base_env
 from tests.services import free_port, short_tmpdir
@@ -66,7 +66,7 @@ NOBODY_GETS = ("psql-socket-postgres", "psql-tcp", "redis-tcp", "cmdline-secret"
 def canaries(home: Path) -> dict[str, str]:
     """A unique value for every secret the configuration declares (read from the declarations themselves, so
     a new secret is covered the day it is added); URL secrets get URLs."""
-    names = load_config({"APPLIANCE_HOME": str(home)}, env_file=None, with_jobs=False).secret_names
+    names = load_settings({"APPLIANCE_HOME": str(home)}, env_file=None).secret_names
     values = {}
     for name in sorted(names):
         value = f"canary-{name.lower().replace('_', '-')}-{secrets.token_hex(16)}"

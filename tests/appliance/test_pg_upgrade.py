@@ -14,9 +14,9 @@ import subprocess
 import psycopg
 import pytest
 
-from appliance import embedded
-from appliance.config import load_config
-from appliance.db.migrate import migrate
+from appliance.supervise import embedded
+from appliance.kernel.packs import load_settings
+from appliance.kernel.db.migrate import migrate
 from appliance.supervise.plan import POSTGRES_DIR, plan_services
 from appliance.supervise.prepare import make_dirs, migrate_database
 from tests.appliance.harness import appliance_home
@@ -83,7 +83,7 @@ def test_an_old_trust_cluster_is_upgraded_in_place_and_nothing_is_lost(caplog, k
     user = embedded.run_as_user()
     try:
         _old_cluster(home, user)
-        config = load_config({"APPLIANCE_HOME": str(home)}, env_file=None, with_jobs=False)
+        config = load_settings({"APPLIANCE_HOME": str(home)}, env_file=None)
         plan = plan_services(config, which=lambda _: None)
         make_dirs(config, plan)
         with caplog.at_level(logging.INFO, logger="appliance.run"):
@@ -141,7 +141,7 @@ def test_a_new_cluster_has_no_superuser_login_and_a_private_socket(keep_umask):
     home = appliance_home()
     user = embedded.run_as_user()
     try:
-        config = load_config({"APPLIANCE_HOME": str(home)}, env_file=None, with_jobs=False)
+        config = load_settings({"APPLIANCE_HOME": str(home)}, env_file=None)
         plan = plan_services(config, which=lambda _: None)
         make_dirs(config, plan)
         applied = migrate_database(config, plan)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
-from appliance.config import load_config
+from appliance.kernel.packs import load_settings
 from appliance.supervise.plan import plan_services
 from appliance.supervise.prepare import make_dirs
 
@@ -26,7 +26,7 @@ def test_an_earlier_home_is_tightened_and_a_new_one_is_traversable_only(tmp_path
         (old_home / "log" / name).write_text("old lines\n")
         (old_home / "log" / name).chmod(0o644)
     for home in (old_home, new_home):
-        config = load_config({"APPLIANCE_HOME": str(home)}, env_file=None, with_jobs=False)
+        config = load_settings({"APPLIANCE_HOME": str(home)}, env_file=None)
         make_dirs(config, plan_services(config, which=lambda _: None))
     for name in ("log", "run", "redis", "metrics", "qdrant", "secrets"):
         assert _mode(old_home / name) == 0o700, name

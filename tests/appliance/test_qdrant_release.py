@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import load_config
-from appliance.knowledge.embedder import LocalEmbedder
-from appliance.knowledge.store import KnowledgePoint, open_store, point_id
+from appliance.kernel.packs import load_settings
+from appliance.packs.knowledge.embedder import LocalEmbedder
+from appliance.packs.knowledge.store import KnowledgePoint, open_store, point_id
 from appliance.supervise.plan import plan_services, supervisor_env
 from tests.appliance.harness import REPO, STANDIN_QDRANT, Appliance, appliance_home, base_env
 from tests.local_http import LocalServer
@@ -148,8 +148,7 @@ def test_offline_is_one_line_and_the_appliance_falls_back_to_embedded_qdrant(tmp
     assert "embedded Qdrant (Qdrant Edge)" in line and "QDRANT_DOWNLOAD_URL" in line
     assert list(into.iterdir()) == []
 
-    config = load_config({"APPLIANCE_HOME": str(tmp_path / "home"), "EMBEDDING_DIMENSIONS": "8"}, env_file=None,
-                         with_jobs=False)
+    config = load_settings({"APPLIANCE_HOME": str(tmp_path / "home"), "EMBEDDING_DIMENSIONS": "8"}, env_file=None)
     assert plan_services(config, which=lambda name: shutil.which(name, path=str(into))).qdrant == "embedded"
     embedder = LocalEmbedder(8)
     with open_store(config) as store:
@@ -160,7 +159,7 @@ def test_offline_is_one_line_and_the_appliance_falls_back_to_embedded_qdrant(tmp
 
 
 def test_on_a_host_the_supervised_server_listens_on_loopback_only(tmp_path):
-    config = load_config({"APPLIANCE_HOME": str(tmp_path / "home")}, env_file=None, with_jobs=False)
+    config = load_settings({"APPLIANCE_HOME": str(tmp_path / "home")}, env_file=None)
     exported = supervisor_env(config, plan_services(config, which=lambda _: str(STANDIN_QDRANT)))
     assert exported["QDRANT__SERVICE__HOST"] == "127.0.0.1"
 

@@ -8,7 +8,7 @@ grepped for every canary in every form (plain, URL-encoded, JSON-escaped). Real 
 of our own, with the canaries as their passwords.
 
 What is stored (``job_runs.error``, the Redis history, dead letters, every other Redis key) is checked too:
-masking at write time is the run recorder's part, through ``appliance.redaction.Redactor``.
+masking at write time is the run recorder's part, through ``appliance.kernel.redaction.Redactor``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pytest
 import redis
 from psycopg import sql
 
-from appliance.config import load_config
+from appliance.kernel.packs import load_settings
 from tests.canary.jobs import TEXT_FILE
 from tests.local_http import JsonHandler, LocalServer
 from tests.services import PostgresServer, RedisServer, free_port, wait_until
@@ -46,7 +46,7 @@ CLI = [("migrate",), ("check-config",), ("check-config", "--json"), ("jobs", "li
 
 def declared(home: Path) -> tuple[frozenset[str], frozenset[str]]:
     """The registry's names: (declared secrets, URL settings), as the configuration reads them."""
-    config = load_config({"APPLIANCE_HOME": str(home)}, env_file=None)
+    config = load_settings({"APPLIANCE_HOME": str(home)}, env_file=None)
     return config.secret_names, config.url_names
 
 
@@ -137,7 +137,7 @@ def scenario(tmp_path_factory):
             conn.execute(sql.SQL("ALTER ROLE appliance PASSWORD {}").format(sql.Literal(passwords["DATABASE_URL"])))
         redis_server.client().config_set("requirepass", passwords["REDIS_URL"])
         env = _environment(tmp, redis_server, pg, database, hooks.origin, secret, passwords)
-        assert load_config(env, env_file=None).secret_names == secret_names, "declarations must not depend on values"
+        assert load_settings(env, env_file=None).secret_names == secret_names, "declarations must not depend on values"
         (tmp / "leak.txt").write_text(_leaky_text(env, secret, passwords, job_canary))
         jobs_file = write_jobs_file(tmp / "jobs.toml", {"leak": {"callable": "tests.canary.jobs:leak",
                                                                  "schedule": "1s", "max_retries": 0}})
@@ -170,7 +170,7 @@ def _run_worker_and_sidecar(tmp: Path, env: dict[str, str], admin: redis.Redis, 
                    "a dead letter and both alerts from the leaking job")
         sidecar.wait_ready()
         dead_id = admin.hkeys("appliance:dlq")[0]
-        config = load_config(env, env_file=None)
+        config = load_settings(env, env_file=None)
         requests = every_request(config, {"name": "leak", "dead_id": dead_id, "filename": "dashboard.js"})
         token = jwt.encode({"sub": "ops", "role": "admin", "exp": 4102444800}, secret["JWT_SECRET"], algorithm="HS256")
         credentials = [{}, {"Authorization": f"Bearer {secret['ADMIN_TOKEN']}"}, {"Authorization": f"Bearer {token}"}]

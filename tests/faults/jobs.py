@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from appliance.fencing import complete_slot
+from appliance.kernel.fencing import complete_slot
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fault_effects (job text, slot timestamptz, run_id text, fence bigint, pid int,

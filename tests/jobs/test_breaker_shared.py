@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from appliance.breaker import BreakerState, CircuitBreaker, CircuitOpen
-from appliance.jobs import campaigns
-from appliance.state import ClusterState
+from appliance.kernel.breaker import BreakerState, CircuitBreaker, CircuitOpen
+from appliance.packs.crm.jobs import campaigns
+from appliance.kernel.state import ClusterState
 from tests.jobs.data import campaign, phones, recipient_states, tenant
 
 ALWAYS_503 = [(503, {"Retry-After": "0"})] * 1000

@@ -7,10 +7,10 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from appliance.channels import build_channels
-from appliance.jobs.calls import tick
-from appliance.jobs.claims import run_session
-from appliance.jobs.hours import BusinessHours
+from appliance.packs.crm.channels import build_channels
+from appliance.packs.crm.jobs.calls import tick
+from appliance.packs.crm.jobs.claims import run_session
+from appliance.packs.crm.jobs.hours import BusinessHours
 from tests.jobs.data import phones, tenant
 
 UTC = timezone.utc

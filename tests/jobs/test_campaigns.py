@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.channels import build_channels
-from appliance.errors import LockLost
-from appliance.fencing import issue_fence
-from appliance.jobs import campaigns
-from appliance.jobs.claims import run_session
+from appliance.packs.crm.channels import build_channels
+from appliance.kernel.errors import LockLost
+from appliance.kernel.fencing import issue_fence
+from appliance.packs.crm.jobs import campaigns
+from appliance.packs.crm.jobs.claims import run_session
 from tests.jobs.data import campaign, emails, phones, recipient_states, tenant
 
 FAST = {"CAMPAIGN_BATCH_DELAY": "0", "CAMPAIGN_RATE_LIMIT": "0"}

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import psycopg
 
-from appliance.breaker import CircuitBreaker
-from appliance.channels import Message, Outcome, build_channels, deliver
-from appliance.channels.http import ProviderClient, retry_after_seconds
-from appliance.channels.smtp import SmtpTransport
-from appliance.config.crm import ProviderConfig, SmtpConfig
+from appliance.kernel.breaker import CircuitBreaker
+from appliance.packs.crm.channels import Message, Outcome, build_channels, deliver
+from appliance.packs.crm.channels.http import ProviderClient, retry_after_seconds
+from appliance.packs.crm.channels.smtp import SmtpTransport
+from appliance.packs.crm.settings import ProviderConfig, SmtpConfig
 from tests.jobs.smtp import PASSWORD, USER, SmtpServer
 
 
@@ -82,7 +82,7 @@ def test_repeated_5xx_gives_retry_then_the_breaker_skips_without_calling(provide
     provider.plan = [(500, {})] * 9
     sleeps: list[float] = []
     client = provider_client(provider, sleeps, threshold=3, retries=2)
-    from appliance.channels.whatsapp import WhatsAppTransport
+    from appliance.packs.crm.channels.whatsapp import WhatsAppTransport
 
     try:
         results = WhatsAppTransport(client).send(
@@ -98,7 +98,7 @@ def test_repeated_5xx_gives_retry_then_the_breaker_skips_without_calling(provide
 def test_a_4xx_refusal_is_final(provider):
     client = ProviderClient("voice", ProviderConfig(provider.url, "bad-token", 5.0), CircuitBreaker("voice"), 2, 30.0,
                             lambda s: None)
-    from appliance.channels.voice import VoiceProvider, VoiceTransport
+    from appliance.packs.crm.channels.voice import VoiceProvider, VoiceTransport
 
     try:
         (result,) = VoiceTransport(VoiceProvider(client)).send([Message("call:1:1", None, "voice", "+12025550100")])

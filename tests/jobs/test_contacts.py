@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from appliance.jobs.contacts import check_email, check_phone
+from appliance.kernel.catalog import load_jobs
+from appliance.packs.crm.jobs import JOBS
+from appliance.packs.crm.jobs.contacts import check_email, check_phone
 
 ADDRESSES = ["a@example.com", "A.B+c@Example.COM", "not-an-address", "also good@x", "reader@", "a..b@example.com",
              ".a@example.com", "a@-bad.com", "a@localhost", "x@test", "jöhn@exämple.com", "a@example.com.",
@@ -33,12 +35,9 @@ def test_check_phone(number, expected):
 
 
 def test_the_pack_declares_seed_004s_jobs_with_their_defaults(make_config):
-    config = make_config(LEAD_REMINDER_INTERVAL="15")
-    schedules = {job.name: job.schedule.text for job in config.jobs}
+    schedules = {job.name: job.schedule.text for job in load_jobs(make_config(LEAD_REMINDER_INTERVAL="15"))}
     assert {name: schedules[name] for name in ("campaign-scheduler", "lead-reminder-scheduler", "call-scheduler",
                                                "trial-expiration", "call-cleanup")} == {
         "campaign-scheduler": "* * * * *", "lead-reminder-scheduler": "15m", "call-scheduler": "30s",
         "trial-expiration": "0 * * * *", "call-cleanup": "02:00"}
-    from appliance.jobs import JOBS
-
     assert all(spec.needs == ("db",) for spec in JOBS)

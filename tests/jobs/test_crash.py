@@ -14,12 +14,12 @@ import threading
 
 import pytest
 
-from appliance.channels import Channels, build_channels
-from appliance.errors import Cancelled, LockLost
-from appliance.jobs import campaigns
-from appliance.jobs.claims import run_session
-from appliance.jobs.sending import claim, reconcile
-from appliance.owner import utcnow
+from appliance.packs.crm.channels import Channels, build_channels
+from appliance.kernel.errors import Cancelled, LockLost
+from appliance.packs.crm.jobs import campaigns
+from appliance.packs.crm.jobs.claims import run_session
+from appliance.packs.crm.jobs.sending import claim, reconcile
+from appliance.kernel.owner import utcnow
 from tests.jobs.data import campaign, emails, phones, recipient_states, tenant
 from tests.jobs.test_channels import smtp_transport
 from tests.services import wait_until

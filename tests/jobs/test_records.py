@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.channels import Channels
-from appliance.errors import LockLost
-from appliance.fencing import issue_fence
-from appliance.jobs import cleanup, reminders, trials
-from appliance.jobs.claims import run_session
+from appliance.packs.crm.channels import Channels
+from appliance.kernel.errors import LockLost
+from appliance.kernel.fencing import issue_fence
+from appliance.packs.crm.jobs import cleanup, reminders, trials
+from appliance.packs.crm.jobs.claims import run_session
 from tests.jobs.data import tenant
 from tests.jobs.test_channels import smtp_transport
 

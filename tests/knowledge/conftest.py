@@ -8,8 +8,9 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from appliance.config import Config, load_config
-from appliance.context import RunContext
+from appliance.config import Config
+from appliance.kernel.packs import load_settings
+from appliance.kernel.context import RunContext
 from tests.knowledge.openai_server import EmbeddingsServer
 from tests.runs import run_context
 
@@ -33,7 +34,7 @@ def kenv(tmp_path, migrated_db) -> dict[str, str]:
 @pytest.fixture
 def kconfig(kenv):
     def make(**overrides: str) -> Config:
-        return load_config({**kenv, **overrides}, env_file=None, with_jobs=False)
+        return load_settings({**kenv, **overrides}, env_file=None)
 
     return make
 

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from appliance.knowledge.embedder import LocalEmbedder
+from appliance.packs.knowledge.embedder import LocalEmbedder
 from tests.local_http import JsonHandler, LocalServer
 
 REFUSE = "REFUSE"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.knowledge import indexer
-from appliance.knowledge.store import open_store
+from appliance.packs.knowledge import indexer
+from appliance.packs.knowledge.store import open_store
 
 pytestmark = pytest.mark.process
 REPO = Path(__file__).resolve().parents[2]

@@ -6,10 +6,11 @@ import math
 
 import pytest
 
-from appliance.config import ConfigError, load_config
-from appliance.knowledge.chunking import chunk_document
-from appliance.knowledge.embedder import LocalEmbedder, requests_of
-from appliance.knowledge.store import point_id
+from appliance.config import ConfigError
+from appliance.kernel.packs import load_settings
+from appliance.packs.knowledge.chunking import chunk_document
+from appliance.packs.knowledge.embedder import LocalEmbedder, requests_of
+from appliance.packs.knowledge.store import point_id
 
 BODY = "\n\n".join(" ".join(f"Sentence {p}.{s} talks about refunds and invoices number {p * 10 + s}."
                             for s in range(5)) for p in range(8))
@@ -74,27 +75,26 @@ def test_point_ids_are_stable_uuids_per_document_and_chunk():
 
 def test_knowledge_settings_are_validated_together():
     with pytest.raises(ConfigError) as err:
-        load_config({"KNOWLEDGE_CHUNK_SIZE": "300", "KNOWLEDGE_CHUNK_OVERLAP": "300", "EMBEDDING_BATCH_SIZE": "5000",
-                     "EMBEDDING_DIMENSIONS": "0", "QDRANT_PREFER_GRPC": "maybe"}, env_file=None, with_jobs=False)
+        load_settings({"KNOWLEDGE_CHUNK_SIZE": "300", "KNOWLEDGE_CHUNK_OVERLAP": "300", "EMBEDDING_BATCH_SIZE": "5000",
+                     "EMBEDDING_DIMENSIONS": "0", "QDRANT_PREFER_GRPC": "maybe"}, env_file=None)
     problems = "\n".join(err.value.problems)
     for name in ("KNOWLEDGE_CHUNK_OVERLAP", "EMBEDDING_BATCH_SIZE", "EMBEDDING_DIMENSIONS", "QDRANT_PREFER_GRPC"):
         assert name in problems
-    config = load_config({"KNOWLEDGE_CHUNK_SIZE": "300", "KNOWLEDGE_CHUNK_OVERLAP": "50"}, env_file=None,
-                         with_jobs=False).knowledge
+    config = load_settings({"KNOWLEDGE_CHUNK_SIZE": "300", "KNOWLEDGE_CHUNK_OVERLAP": "50"}, env_file=None).knowledge
     assert (config.chunk_size, config.chunk_overlap, config.local_embedder) == (300, 50, True)
     assert config.collection == "bharat_crm_knowledge" and config.embedding_dimensions == 1536
 
 
 def test_without_an_api_key_the_local_embedder_is_used_and_says_so(caplog):
-    from appliance.knowledge.embedder import OpenAIEmbedder, make_breaker, make_embedder
+    from appliance.packs.knowledge.embedder import OpenAIEmbedder, make_breaker, make_embedder
 
-    local = load_config({}, env_file=None, with_jobs=False).knowledge
+    local = load_settings({}, env_file=None).knowledge
     with caplog.at_level("WARNING", logger="appliance.knowledge.embedder"):
         embedder = make_embedder(local, make_breaker(local))
     assert isinstance(embedder, LocalEmbedder) and embedder.identity.dimensions == 1536
     assert any("no OPENAI_API_KEY" in r.getMessage() and "local-hash-v1" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    remote = load_config({"OPENAI_API_KEY": "sk-x"}, env_file=None, with_jobs=False).knowledge
+    remote = load_settings({"OPENAI_API_KEY": "sk-x"}, env_file=None).knowledge
     openai_embedder = make_embedder(remote, make_breaker(remote))
     assert isinstance(openai_embedder, OpenAIEmbedder) and not caplog.records
     openai_embedder.client.close()

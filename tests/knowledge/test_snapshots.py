@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.knowledge import services, snapshots
+from appliance.packs.knowledge import services, snapshots
 from tests.knowledge.qdrant_server import QdrantSnapshotServer
 
 COLLECTION = "bharat_crm_knowledge"

@@ -16,18 +16,18 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient, models
 
-from appliance.knowledge import indexer
-from appliance.knowledge.embedder import LocalEmbedder
-from appliance.knowledge.store import (KnowledgePoint, StorageBusy, embedded_root, embedded_state, metadata, open_store,
+from appliance.packs.knowledge import indexer
+from appliance.packs.knowledge.embedder import LocalEmbedder
+from appliance.packs.knowledge.store import (KnowledgePoint, StorageBusy, embedded_root, embedded_state, metadata, open_store,
                                        point_id)
 
 REPO = Path(__file__).resolve().parents[2]
 #: Another process opening the store: prints "open" once it holds it, then waits for a line on stdin.
 HOLDER = """
 import sys
-from appliance.config import load_config
-from appliance.knowledge.store import open_store
-config = load_config({"APPLIANCE_HOME": sys.argv[1], "EMBEDDING_DIMENSIONS": "8"}, env_file=None, with_jobs=False)
+from appliance.kernel.packs import load_settings
+from appliance.packs.knowledge.store import open_store
+config = load_settings({"APPLIANCE_HOME": sys.argv[1], "EMBEDDING_DIMENSIONS": "8"}, env_file=None)
 with open_store(config, wait=float(sys.argv[2])) as store:
     print("open", flush=True)
     sys.stdin.readline()

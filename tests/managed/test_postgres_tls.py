@@ -11,9 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from appliance import embedded
-from appliance.clients import connect_db
-from appliance.config import load_config
+from appliance.supervise import embedded
+from appliance.kernel.clients import connect_db
+from appliance.kernel.packs import load_settings
 from tests.conftest import _require
 from tests.services import PostgresServer
 from tests.sidecar.processes import process_env
@@ -52,7 +52,7 @@ def _env(tmp_path, url: str, ca) -> dict[str, str]:
 
 def test_verify_full_connects_encrypted(tmp_path, tls_postgres, certs):
     env = _env(tmp_path, _tcp_url(tls_postgres), certs.ca)
-    config = load_config(env, env_file=None, with_jobs=False)
+    config = load_settings(env, env_file=None)
     with connect_db(config) as conn:
         row = conn.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
         assert row[0] is True and row[1].startswith("TLS"), row

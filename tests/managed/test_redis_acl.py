@@ -82,9 +82,9 @@ def _exercise(tmp_path, env: dict[str, str], admin: redis.Redis) -> None:
         wait_until(lambda: admin.llen("appliance:history:ok") >= 2 and admin.hlen("appliance:dlq") >= 1, 30,
                    "runs and a dead letter written by the worker")
         sidecar.wait_ready()
-        from appliance.config import load_config
+        from appliance.kernel.packs import load_settings
 
-        config = load_config({**env, "APPLIANCE_JOBS_FILE": str(tmp_path / "jobs.toml")}, env_file=None)
+        config = load_settings({**env, "APPLIANCE_JOBS_FILE": str(tmp_path / "jobs.toml")}, env_file=None)
         dead_id = admin.hkeys("appliance:dlq")[0]
         requests = every_request(config, {"name": "ok", "dead_id": dead_id, "filename": "dashboard.js"})
         answers = sweep(sidecar.url, requests, [{"Authorization": f"Bearer {ADMIN_TOKEN}"}])

@@ -8,8 +8,9 @@ from typing import Callable
 
 import pytest
 
-from appliance.clock import SYSTEM, Clock, SteppedClock
-from appliance.config import Config, load_config
+from appliance.kernel.clock import SYSTEM, Clock, SteppedClock
+from appliance.config import Config
+from appliance.kernel.packs import load_settings
 from appliance.sidecar import create_app
 from tests.sidecar.cluster import ADMIN_TOKEN, Cluster
 
@@ -20,7 +21,7 @@ def sidecar_db(postgres_server) -> str:
     ``cluster`` starts with an empty ledger)."""
     import psycopg
 
-    from appliance.db.migrate import migrate
+    from appliance.kernel.db.migrate import migrate
 
     url = postgres_server.create_database("sidecar")
     with psycopg.connect(url, autocommit=True) as conn:
@@ -45,7 +46,7 @@ def sidecar_env(tmp_path, redis_server, sidecar_db) -> dict[str, str]:
 def sidecar_config(sidecar_env) -> Callable[..., Config]:
     def make(**overrides: str) -> Config:
         env = {**sidecar_env, **overrides}
-        return load_config({k: v for k, v in env.items() if v is not None}, env_file=None, with_jobs=False)
+        return load_settings({k: v for k, v in env.items() if v is not None}, env_file=None)
 
     return make
 
@@ -90,7 +91,7 @@ def cluster(redis_server, sidecar_db, clock):
     import psycopg
     from psycopg_pool import ConnectionPool
 
-    from appliance.ledger import Ledger
+    from appliance.kernel.ledger import Ledger
 
     with psycopg.connect(sidecar_db, autocommit=True) as conn:
         conn.execute("TRUNCATE job_runs, job_slots, job_fences")

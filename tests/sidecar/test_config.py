@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.config import ConfigError, load_config
+from appliance.config import ConfigError
+from appliance.kernel.packs import load_settings
 
 BASE = {"APPLIANCE_HOME": "/tmp/appliance-sidecar-config"}
 
 
 def load(**env: str):
-    return load_config({**BASE, **env}, env_file=None, with_jobs=False).sidecar
+    return load_settings({**BASE, **env}, env_file=None).sidecar
 
 
 def test_defaults():

@@ -10,7 +10,7 @@ import subprocess
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from appliance import metrics as worker_metrics
+from appliance.kernel import metrics as worker_metrics
 from tests.conftest import _require
 from tests.sidecar.test_metrics import samples
 from tests.worker.harness import REPO

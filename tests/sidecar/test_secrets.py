@@ -10,7 +10,7 @@ import jwt
 import pytest
 import redis
 
-from appliance.config import load_config
+from appliance.kernel.packs import load_settings
 from tests.sidecar.cluster import Cluster
 from tests.sidecar.processes import SidecarProcess, process_env
 from tests.sidecar.routes import every_request, sweep
@@ -30,7 +30,7 @@ URL_CANARIES = {
 def _declared_secrets(base: dict[str, str]) -> dict[str, str]:
     """One canary per secret the configuration declares (the registry's own names, not a copied list);
     JWT_SECRET needs 32 characters, and webhook URLs must be URLs."""
-    names = load_config(base, env_file=None, with_jobs=False).secret_names
+    names = load_settings(base, env_file=None).secret_names
     return {name: f"canary-{name.lower().replace('_', '-')}-{secrets.token_hex(12)}" for name in sorted(names)}
 
 
@@ -51,7 +51,7 @@ def _env(sidecar_env, redis_server, postgres_server) -> tuple[dict[str, str], di
         "LOG_LEVEL": "debug",
         "HEALTH_CACHE_TTL": "0",
     }
-    assert load_config(env, env_file=None, with_jobs=False).secret_names == set(declared), \
+    assert load_settings(env, env_file=None).secret_names == set(declared), \
         "the declarations must not depend on the values"
     return env, {**declared, **URL_CANARIES}
 
@@ -90,7 +90,7 @@ def test_canary_secrets_never_appear_in_responses_or_logs(tmp_path, sidecar_env,
         plain.config_set("requirepass", canaries["REDIS_URL"])
     with redis.Redis.from_url(env["REDIS_URL"], decode_responses=True) as client:
         dead_id = _leaky_state(Cluster(client), env, canaries)
-    requests = _requests(load_config(env, env_file=None, with_jobs=False), dead_id)
+    requests = _requests(load_settings(env, env_file=None), dead_id)
     credentials = _credentials(canaries)
     sidecar = SidecarProcess(process_env(env), tmp_path / "sidecar.log")
     try:

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from appliance.config import load_config
+from appliance.kernel.packs import load_settings
 from appliance.sidecar.server import options
 from tests.sidecar.load import run_load
 from tests.services import free_port, wait_until
@@ -140,8 +140,8 @@ def test_graceful_timeout_comes_from_the_configuration(sidecar_config):
     assert options(sidecar_config(SHUTDOWN_TIMEOUT="0.5"))["graceful_timeout"] == 1
     assert options(sidecar_config(SHUTDOWN_TIMEOUT="1.5"))["graceful_timeout"] == 2
     assert options(sidecar_config(SHUTDOWN_TIMEOUT="7"))["graceful_timeout"] == 2, "capped: see GRACEFUL_CAP"
-    settings = options(load_config({"PORT": "3999", "SIDECAR_WORKERS": "3", "SIDECAR_THREADS": "5"},
-                                   env_file=None, with_jobs=False))
+    settings = options(load_settings({"PORT": "3999", "SIDECAR_WORKERS": "3", "SIDECAR_THREADS": "5"},
+                                   env_file=None))
     assert settings["bind"] == ["0.0.0.0:3999"] and settings["workers"] == 3 and settings["threads"] == 5
 
 

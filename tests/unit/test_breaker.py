@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from appliance.breaker import BreakerState, CircuitBreaker, CircuitOpen
+from appliance.kernel.breaker import BreakerState, CircuitBreaker, CircuitOpen
 
 
 class Clock:

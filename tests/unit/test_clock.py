@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from appliance.clock import SYSTEM, SteppedClock
+from appliance.kernel.clock import SYSTEM, SteppedClock
 
 START = datetime(2026, 3, 29, 0, 59, 59, tzinfo=timezone.utc)
 

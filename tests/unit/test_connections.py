@@ -7,7 +7,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from appliance.config import ConfigError, load_config
+from appliance.config import ConfigError
+from appliance.kernel.packs import load_settings
 from appliance.config.connections import parse_sentinel_url
 
 
@@ -19,7 +20,7 @@ def pem(tmp_path):
 
 
 def _core(tmp_path, **env):
-    return load_config({"APPLIANCE_HOME": str(tmp_path), **env}, env_file=None, with_jobs=False).core
+    return load_settings({"APPLIANCE_HOME": str(tmp_path), **env}, env_file=None).core
 
 
 def _query(url: str) -> dict[str, str]:
@@ -66,11 +67,11 @@ def test_sentinel_url():
 
 
 def test_sentinel_url_is_accepted_and_its_passwords_registered(tmp_path):
-    from appliance.redaction import Redactor
+    from appliance.kernel.redaction import Redactor
 
-    config = load_config({"APPLIANCE_HOME": str(tmp_path),
+    config = load_settings({"APPLIANCE_HOME": str(tmp_path),
                           "REDIS_URL": "redis+sentinel://:master-pw-1@s1:26379,s2:26379/mymaster?sentinel_password=sent-pw-2"},
-                         env_file=None, with_jobs=False)
+                         env_file=None)
     assert config.core.redis_url.startswith("redis+sentinel://") and not config.core.redis_embedded
     shown = Redactor.from_config(config).text("master-pw-1 and sent-pw-2")
     assert "master-pw-1" not in shown and "sent-pw-2" not in shown

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from appliance import metrics
+from appliance.kernel import metrics
 
 KUBERNETES = Path(__file__).resolve().parents[2] / "config" / "kubernetes"
 VERSION = "1.30"

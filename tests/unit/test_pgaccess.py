@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import stat
 
-from appliance.pgaccess import HBA, load_password, scram_verifier
+from appliance.supervise.pgaccess import HBA, load_password, scram_verifier
 
 
 def _mode(path) -> int:

@@ -8,14 +8,14 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from appliance.config import load_config
-from appliance.redaction import MASK, Redactor
+from appliance.kernel.packs import load_settings
+from appliance.kernel.redaction import MASK, Redactor
 
 BASE = {"APPLIANCE_HOME": "/tmp/appliance-redaction-test"}
 
 
 def _config(**env: str):
-    return load_config({**BASE, **env}, env_file=None, with_jobs=False)
+    return load_settings({**BASE, **env}, env_file=None)
 
 
 def _declared() -> frozenset[str]:
@@ -83,7 +83,7 @@ def test_check_config_document_does_not_carry_the_registry():
 
 
 def test_the_embedded_postgresql_password_file_is_registered(tmp_path):
-    config = load_config({"APPLIANCE_HOME": str(tmp_path)}, env_file=None, with_jobs=False)
+    config = load_settings({"APPLIANCE_HOME": str(tmp_path)}, env_file=None)
     assert Redactor.from_config(config).names == frozenset(), "no file yet: nothing to mask"
     config.core.database_password_file.parent.mkdir(parents=True)
     config.core.database_password_file.write_text("generated-pg-password-Zx9\n")
@@ -93,7 +93,7 @@ def test_the_embedded_postgresql_password_file_is_registered(tmp_path):
 def test_the_output_stream_masks_a_secret_written_in_pieces():
     import io
 
-    from appliance.redaction import RedactingStream
+    from appliance.kernel.redaction import RedactingStream
 
     target = io.StringIO()
     stream = RedactingStream(target, Redactor.from_config(_config(ADMIN_TOKEN="admin-canary-777")))

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from appliance.config import ConfigError, load_config
+from appliance.config import ConfigError
+from appliance.kernel.catalog import load_config_and_jobs
 from tests.worker.harness import write_jobs_file
 
 BASE = {"APPLIANCE_HOME": "/tmp/appliance-test-home"}
@@ -16,7 +17,8 @@ BASE = {"APPLIANCE_HOME": "/tmp/appliance-test-home"}
 
 def test_a_schedule_for_no_job_is_listed_with_the_other_problems():
     with pytest.raises(ConfigError) as err:
-        load_config({**BASE, "SCHEDULE_CAMPAIGN_SCHEDULR": "5m", "SCHEDULE_NOPE": "1h", "PORT": "0"}, env_file=None)
+        load_config_and_jobs({**BASE, "SCHEDULE_CAMPAIGN_SCHEDULR": "5m", "SCHEDULE_NOPE": "1h", "PORT": "0"},
+                             env_file=None)
     problems = err.value.problems
     assert len(problems) == 3
     assert any(p.startswith("PORT=0") for p in problems)
@@ -28,16 +30,18 @@ def test_a_schedule_for_no_job_is_listed_with_the_other_problems():
 @pytest.mark.parametrize("name", ["SCHEDULE_CALL_SCHEDULER", "SCHEDULE_KNOWLEDGE_INDEXER", "SCHEDULE_TIMEZONE"])
 def test_schedules_of_existing_jobs_and_the_default_time_zone_are_fine(name):
     value = "UTC" if name == "SCHEDULE_TIMEZONE" else "5m"
-    assert load_config({**BASE, name: value}, env_file=None).jobs
+    _, jobs = load_config_and_jobs({**BASE, name: value}, env_file=None)
+    assert jobs
 
 
 def test_a_custom_job_has_its_schedule_variable(tmp_path):
     jobs = write_jobs_file(tmp_path / "jobs.toml",
                            {"my-report": {"callable": "tests.worker.sample_jobs:tick", "schedule": "1h"}})
-    config = load_config({**BASE, "APPLIANCE_JOBS_FILE": str(jobs), "SCHEDULE_MY_REPORT": "5m"}, env_file=None)
-    assert config.job("my-report").period == 300
+    _, resolved = load_config_and_jobs({**BASE, "APPLIANCE_JOBS_FILE": str(jobs), "SCHEDULE_MY_REPORT": "5m"},
+                                       env_file=None)
+    assert resolved.job("my-report").period == 300
     with pytest.raises(ConfigError, match="SCHEDULE_MY_REPORT"):
-        load_config({**BASE, "SCHEDULE_MY_REPORT": "5m"}, env_file=None)
+        load_config_and_jobs({**BASE, "SCHEDULE_MY_REPORT": "5m"}, env_file=None)
 
 
 def test_check_config_exits_2_on_a_schedule_for_no_job(tmp_path):

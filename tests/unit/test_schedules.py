@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from appliance.errors import ScheduleError
-from appliance.schedules import parse_schedule
+from appliance.kernel.errors import ScheduleError
+from appliance.kernel.schedules import parse_schedule
 
 UTC = timezone.utc
 

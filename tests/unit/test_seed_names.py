@@ -8,12 +8,25 @@ import sys
 
 import pytest
 
-from appliance.config import load_config
-from appliance.errors import ConfigError
+from appliance.kernel.catalog import load_config_and_jobs
+from appliance.kernel.errors import ConfigError
+
+
+class Loaded:
+    """The configuration and its jobs, read the way the worker reads them."""
+
+    def __init__(self, env: dict[str, str]):
+        self.config, self.jobs = load_config_and_jobs(env, env_file=None)
+
+    def __getattr__(self, name: str):
+        return getattr(self.config, name)
+
+    def job(self, name: str):
+        return self.jobs.job(name)
 
 
 def config(**env: str):
-    return load_config(env, env_file=None)
+    return Loaded(env)
 
 
 @pytest.mark.parametrize("env, read, expected", [

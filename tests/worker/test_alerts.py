@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from appliance.breaker import CircuitBreaker
+from appliance.kernel.breaker import CircuitBreaker
 from appliance.config.core import AlertConfig
-from appliance.state import ClusterState
+from appliance.kernel.state import ClusterState
 from appliance.worker.alerts import Alerter
 from tests.services import wait_until
 

@@ -8,8 +8,8 @@ import time
 import psycopg
 import pytest
 
-from appliance.errors import LockLost
-from appliance.fencing import check_fence, issue_fence
+from appliance.kernel.errors import LockLost
+from appliance.kernel.fencing import check_fence, issue_fence
 
 
 def test_fences_only_grow_per_job(migrated_db):

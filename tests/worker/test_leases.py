@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from appliance import keys, locks
-from appliance.errors import Conflict, NotFound
-from appliance.locks import Claim
-from appliance.owner import make_token, new_run_id, parse_token, utcnow
-from appliance.state import ClusterState
+from appliance.kernel import keys, locks
+from appliance.kernel.errors import Conflict, NotFound
+from appliance.kernel.locks import Claim
+from appliance.kernel.owner import make_token, new_run_id, parse_token, utcnow
+from appliance.kernel.state import ClusterState
 
 
 @pytest.fixture

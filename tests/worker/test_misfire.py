@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from appliance import keys
-from appliance.config import load_config
+from appliance.kernel import keys
+from appliance.kernel.packs import load_settings
 from appliance.worker.main import build
 from appliance.worker.runner import epoch_ms
 from tests.worker.harness import write_jobs_file
@@ -27,7 +27,7 @@ def plan(tmp_path, app_env, redis_server):
         client = redis_server.client()
         if done is not None:
             client.hset(keys.slot("minutely"), "done", epoch_ms(done))
-        worker, _ = build(load_config(env, env_file=None), client, db=None, clock=lambda: NOW)
+        worker, _ = build(load_settings(env, env_file=None), client, db=None, clock=lambda: NOW)
         worker.plan()
         (job,) = worker.scheduler.jobs
         return job.slot, client.hgetall(keys.COUNTS)

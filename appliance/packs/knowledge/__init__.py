@@ -1,0 +1,18 @@
+"""The knowledge pack: documents embedded into the appliance's Qdrant (docs/knowledge.md).
+
+Its settings (``config.knowledge``), the indexer and snapshot jobs, ``appliance knowledge`` and the
+``knowledge`` section of ``/health`` (which embedder and which Qdrant are in use), registered in ``PACK``.
+"""
+
+from appliance.kernel.packs import Pack
+from appliance.packs.knowledge.settings import load_knowledge
+from appliance.packs.knowledge.status import knowledge_status
+
+PACK = Pack(
+    name="knowledge",
+    settings=load_knowledge,
+    jobs="appliance.packs.knowledge.jobs:JOBS",
+    commands="appliance.packs.knowledge.commands:register",
+    health=knowledge_status,
+    migrations="appliance.packs.knowledge",
+)
