@@ -1,0 +1,155 @@
+"""The package's layers (docs/architecture.md): imports point down only, and no module imports itself back.
+
+Every import counts, wherever it stands: at the top, inside a function, or under ``TYPE_CHECKING`` (a type
+hint that points up is a dependency that points up). The graph is read from the source with ``ast``; nothing
+is imported.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2] / "appliance"
+
+#: Bottom first. A module belongs to the layer of its longest matching prefix; it may import its own layer and
+#: the layers below. ``appliance.kernel.errors`` sits with the configuration: both are leaves every layer uses.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("settings", ("appliance", "appliance.config", "appliance.kernel.errors")),
+    ("kernel", ("appliance.kernel", "appliance.context", "appliance.errors", "appliance.fencing",
+                "appliance.jobspec")),
+    ("processes", ("appliance.worker", "appliance.sidecar", "appliance.supervise", "appliance.commands",
+                   "appliance.cli", "appliance.__main__")),
+    ("packs", ("appliance.packs",)),
+)
+#: Pairs within a layer that must stay apart: the sidecar reads what the worker publishes and never imports
+#: its runtime nor the CLI; the worker knows no other process; packs never import each other.
+APART = (
+    ("appliance.sidecar", "appliance.worker"), ("appliance.sidecar", "appliance.commands"),
+    ("appliance.worker", "appliance.sidecar"), ("appliance.worker", "appliance.commands"),
+    ("appliance.worker", "appliance.supervise"), ("appliance.packs.crm", "appliance.packs.knowledge"),
+    ("appliance.packs.knowledge", "appliance.packs.crm"),
+)
+#: Kept for code written against the old paths; the package itself uses the kernel's modules.
+REEXPORTS = ("appliance.context", "appliance.errors", "appliance.fencing", "appliance.jobspec")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+MODULES = modules()
+
+
+def _resolve(name: str) -> str | None:
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imports(name: str) -> set[str]:
+    """The package's modules that ``name`` imports, anywhere in its source."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([node.module] if node.module else [])])
+            # ``from package import module`` depends on that module; ``from module import name`` on the module.
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        for target in targets:
+            resolved = _resolve(target) if target.split(".")[0] == "appliance" else None
+            if resolved and resolved != name:
+                found.add(resolved)
+    return found
+
+
+GRAPH = {name: imports(name) for name in MODULES}
+
+
+def layer(name: str) -> int:
+    best, index = "", -1
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > len(best):
+                best, index = prefix, i
+    return index
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def test_every_module_has_a_layer():
+    assert [name for name in MODULES if layer(name) < 0] == []
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_point_down(name):
+    up = sorted(f"{target} ({LAYERS[layer(target)][0]})" for target in GRAPH[name] if layer(target) > layer(name))
+    assert up == [], f"{name} ({LAYERS[layer(name)][0]}) imports a higher layer"
+
+
+def test_kept_apart():
+    crossing = sorted(f"{name} -> {target}" for name, targets in GRAPH.items() for target in targets
+                      for a, b in APART if _under(name, a) and _under(target, b))
+    assert crossing == []
+
+
+def test_nothing_inside_uses_the_old_paths():
+    users = sorted(f"{name} -> {target}" for name, targets in GRAPH.items() for target in targets
+                   if target in REEXPORTS and name not in REEXPORTS)
+    assert users == []
+
+
+def test_the_configuration_is_a_leaf():
+    """Settings import only themselves and the errors: never a job, the kernel's machinery or a process."""
+    outside = sorted(f"{name} -> {target}" for name, targets in GRAPH.items() if _under(name, "appliance.config")
+                     for target in targets if not _under(target, "appliance.config")
+                     and target not in ("appliance.kernel", "appliance.kernel.errors"))
+    assert outside == []
+
+
+def test_no_import_cycle():
+    """Tarjan's strongly connected components over every import: no group of modules imports itself back."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in GRAPH[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for name in sorted(GRAPH):
+        if name not in index:
+            visit(name)
+    assert cycles == []
