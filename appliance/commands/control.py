@@ -8,9 +8,11 @@ import socket
 import sys
 from typing import Any, Callable
 
+import redis
+
 from appliance.commands.common import (EXIT_CONFIG, config_or_exit, fail, jobs_or_exit, print_json, setup_logs,
                                        use_metrics_dir)
-from appliance.kernel.clients import connect_db
+from appliance.kernel.clients import connect_db, make_redis, untrusted
 from appliance.kernel.errors import Conflict, NotFound
 from appliance.kernel.ledger import read_history
 from appliance.kernel.state import ClusterState
@@ -63,8 +65,6 @@ def _add(sub: argparse._SubParsersAction, action: str, text: str, handler: Calla
 
 
 def _state() -> ClusterState:
-    from appliance.kernel.clients import make_redis
-
     config = config_or_exit()
     return ClusterState(make_redis(config.core.redis_url))
 
@@ -74,8 +74,6 @@ def _who() -> str:
 
 
 def _guarded(action: Callable[[], Any]) -> Any:
-    import redis
-
     try:
         return action()
     except NotFound as exc:
@@ -83,8 +81,6 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except Conflict as exc:
         fail(str(exc), EXIT_CONFLICT)
     except redis.RedisError as exc:
-        from appliance.kernel.clients import untrusted
-
         refused = untrusted(exc)
         if refused:
             fail(refused, EXIT_CONFIG)

@@ -7,6 +7,8 @@ import logging
 
 from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, jobs_or_exit, print_json, setup_logs
 from appliance.config import masked
+from appliance.kernel.clients import connect_db, untrusted
+from appliance.kernel.db.migrate import SchemaTooNew, current_version, migrate
 from appliance.kernel.owner import iso, utcnow
 
 
@@ -62,9 +64,6 @@ def _print_flat(values: dict, indent: str) -> None:
 def run_migrations(args: argparse.Namespace) -> int:
     config = config_or_exit()
     setup_logs(config, "migrate")
-    from appliance.kernel.clients import connect_db, untrusted
-    from appliance.kernel.db.migrate import SchemaTooNew, current_version, migrate
-
     try:
         with connect_db(config) as conn:
             applied = migrate(conn)

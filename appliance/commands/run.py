@@ -17,7 +17,10 @@ import sys
 from appliance.commands.common import fail, jobs_or_exit, setup_logs
 from appliance.config import set_process_env
 from appliance.kernel.errors import ConfigError
+from appliance.commands.tools import redis_cli_hint
 from appliance.kernel.logs import fields
+from appliance.supervise.plan import plan_services, supervisor_env
+from appliance.supervise.prepare import StartupError, fatal_marker, make_dirs, migrate_database
 
 log = logging.getLogger("appliance.run")
 
@@ -32,9 +35,6 @@ def run_appliance(args: argparse.Namespace) -> int:
     # The jobs too: a broken jobs file stops the appliance here with exit code 2, before any program starts.
     config, _ = jobs_or_exit()
     setup_logs(config, "run")
-    from appliance.supervise.plan import plan_services, supervisor_env
-    from appliance.supervise.prepare import StartupError, fatal_marker, make_dirs, migrate_database
-
     try:
         plan = plan_services(config)
         env = supervisor_env(config, plan)
@@ -54,8 +54,6 @@ def run_appliance(args: argparse.Namespace) -> int:
     except (StartupError, OSError) as exc:
         fail(str(exc))
     log.info("database schema up to date", extra=fields(applied=",".join(applied) or "none"))
-    from appliance.commands.tools import redis_cli_hint
-
     log.info("this appliance's Redis from a shell: %s", redis_cli_hint())
     for name, value in env.items():
         set_process_env(name, value)

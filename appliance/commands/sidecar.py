@@ -19,7 +19,7 @@ def run_sidecar(args: argparse.Namespace) -> int:
     config = config_or_exit()
     use_metrics_dir(config)
     setup_logs(config, "sidecar", sys.stdout)
-    from appliance.sidecar.server import SidecarServer
+    from appliance.sidecar.server import SidecarServer  # after use_metrics_dir, as the routes need
 
     SidecarServer(config).run()
     return 0

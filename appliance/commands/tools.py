@@ -28,6 +28,8 @@ from typing import Any
 
 from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail
 from appliance.config import Config
+from appliance.kernel.clients import make_redis
+from appliance.supervise.plan import INSTALLED_SUPERVISOR_CONF, REPO, locate
 
 #: redis-cli options that pick the server or the credentials: given any of them, nothing is added.
 TARGET_FLAGS = {"-h", "-p", "-s", "-u", "-a", "-n", "--user", "--pass", "--askpass", "--tls", "--sni", "--cacert",
@@ -49,8 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def appliance_config() -> Config:
     """The configuration of the appliance this command is about (see the module's docstring)."""
-    from appliance.supervise.plan import REPO
-
     here = os.getcwd()
     home = os.environ.get("APPLIANCE_HOME")
     if home:
@@ -108,8 +108,6 @@ def redis_cli_command(args: argparse.Namespace) -> int:
     given = list(args.args)
     if any(word in TARGET_FLAGS or word.startswith(("--user=", "--pass=")) for word in given):
         os.execv(program, [program, *given])
-    from appliance.kernel.clients import make_redis
-
     config = appliance_config()
     try:
         client = make_redis(config.core.redis_url)
@@ -121,8 +119,6 @@ def redis_cli_command(args: argparse.Namespace) -> int:
 
 
 def supervisorctl_command(args: argparse.Namespace) -> int:
-    from appliance.supervise.plan import INSTALLED_SUPERVISOR_CONF, REPO, locate
-
     config = appliance_config()
     conf = locate(REPO / "supervisord.conf", INSTALLED_SUPERVISOR_CONF)
     if not conf.is_file():

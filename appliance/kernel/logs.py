@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from appliance.kernel.owner import iso
@@ -48,8 +49,6 @@ class JsonFormatter(logging.Formatter):
         self.process = process
 
     def format(self, record: logging.LogRecord) -> str:
-        from datetime import datetime, timezone
-
         doc: dict[str, Any] = {
             "ts": iso(datetime.fromtimestamp(record.created, timezone.utc)),
             "level": record.levelname.lower(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import resource
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
 
 JOB_RUNS = Counter("appliance_job_runs", "Slots and runs by job and outcome.", ["job", "outcome"])
 JOB_DURATION = Histogram(
@@ -65,7 +65,5 @@ def _rss_bytes() -> float:
 
 def mark_dead(directory) -> None:
     """Drop this process's live gauges from the multiprocess files in ``directory`` (call on clean exit)."""
-    from prometheus_client import multiprocess
-
     if os.path.isdir(directory):
         multiprocess.mark_process_dead(os.getpid(), str(directory))

@@ -53,6 +53,7 @@ def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = Non
     are measured against (tests pass an ``appliance.kernel.clock.SteppedClock``); ``hostname``
     names the host whose worker heartbeat makes this sidecar healthy (default: this host).
     """
+    # The routes import the Prometheus metrics, which must see the multiprocess directory the entry point sets.
     from appliance.sidecar import admin, dashboard, health, metrics, seed_api, timeline
 
     config.core.metrics_dir.mkdir(parents=True, exist_ok=True)

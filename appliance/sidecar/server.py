@@ -13,6 +13,7 @@ from typing import Any
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
+from prometheus_client import multiprocess
 
 from appliance.config import Config
 
@@ -39,8 +40,6 @@ class AppendedLogger(glogging.Logger):
 def _mark_dead(metrics_dir: str):
     def child_exit(server: Any, worker: Any) -> None:
         # Drop the exited worker's live gauges (RSS, CPU) from the multiprocess files.
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(worker.pid, metrics_dir)
 
     return child_exit
@@ -85,6 +84,8 @@ class SidecarServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        # Each gunicorn worker builds its app after the fork; Flask and the routes are imported there, not by
+        # every command that only needs this module's settings (``appliance run`` reads graceful_timeout).
         from appliance.sidecar import create_app
 
         return create_app(self.appliance_config)

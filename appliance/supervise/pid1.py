@@ -19,15 +19,15 @@ import json
 import sys
 from pathlib import Path
 
+from supervisor import supervisord
+
+from appliance.supervise import waves
+
 EXIT_FATAL = 3
 
 
 def main(argv: list[str]) -> int:
     marker, supervisord_args = Path(argv[0]), argv[1:]
-    from supervisor import supervisord
-
-    from appliance.supervise import waves
-
     waves.install()
     supervisord.main(supervisord_args)
     if not marker.exists():

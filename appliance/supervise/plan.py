@@ -135,7 +135,7 @@ def stop_wait(config: Config) -> int:
 
 def sidecar_stop_wait(config: Config) -> int:
     """supervisord's ``stopwaitsecs`` for the sidecar: gunicorn's graceful timeout plus one second."""
-    from appliance.sidecar.server import graceful_timeout
+    from appliance.sidecar.server import graceful_timeout  # gunicorn: only where the plan is made, not for CLI tools
 
     return graceful_timeout(config) + 1
 

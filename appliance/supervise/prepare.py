@@ -20,6 +20,7 @@ import psycopg
 
 from appliance.supervise import embedded, pgaccess
 from appliance.kernel.clients import connect_db, wait_for
+from appliance.kernel.db.migrate import migrate
 from appliance.config import Config
 from appliance.kernel.errors import ApplianceError
 from appliance.kernel.logs import fields
@@ -99,8 +100,6 @@ def migrate_database(config: Config, plan: Plan) -> list[str]:
 
 
 def _migrate(config: Config) -> list[str]:
-    from appliance.kernel.db.migrate import migrate
-
     _wait_for_database(config, lambda: connect_db(config).close())
     try:
         with connect_db(config) as conn:

@@ -15,7 +15,13 @@ import json
 import sys
 from dataclasses import dataclass, field
 
+import redis
+
 from appliance.commands.common import config_or_exit, fail, print_json
+from appliance.kernel.clients import connect_db, make_redis
+from appliance.kernel.db.migrate import migrate
+from appliance.kernel.errors import NotFound
+from appliance.kernel.state import ClusterState
 
 #: Jobs whose default schedules would keep them from the demo for up to a day; ``--trigger`` runs them now.
 TRIGGERED = ("lead-reminder-scheduler", "trial-expiration", "call-cleanup")
@@ -62,9 +68,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def seed_demo(args: argparse.Namespace) -> int:
     config = config_or_exit()
-    from appliance.kernel.clients import connect_db
-    from appliance.kernel.db.migrate import migrate
-
     try:
         with connect_db(config) as conn:
             migrate(conn)
@@ -89,12 +92,6 @@ def seed_demo(args: argparse.Namespace) -> int:
 def _trigger(config) -> list[str]:
     """Trigger the jobs whose default schedules are hourly or daily; the ones the cluster does not know (no
     worker has published them yet) or an unreachable Redis are reported on stderr, not fatal."""
-    import redis
-
-    from appliance.kernel.clients import make_redis
-    from appliance.kernel.errors import NotFound
-    from appliance.kernel.state import ClusterState
-
     client = make_redis(config.core.redis_url)
     state = ClusterState(client)
     done = []

@@ -14,11 +14,19 @@ import socket
 import sys
 from typing import Any
 
+import psycopg
+from tqdm import tqdm
+
 from appliance.commands.common import (EXIT_CONFIG, config_or_exit, fail, jobs_or_exit, print_json, setup_logs,
                                        use_metrics_dir)
 from appliance.config import Config
 from appliance.kernel.catalog import Jobs
+from appliance.kernel.clients import connect_db
 from appliance.kernel.errors import ApplianceError, NotFound
+from appliance.kernel.locks import Claim
+from appliance.kernel.owner import utcnow
+from appliance.packs.knowledge import documents
+from appliance.packs.knowledge.status import knowledge_status
 
 JOB = "knowledge-indexer"
 EXIT_FAILED = 1
@@ -63,11 +71,6 @@ def _tenant_id(config: Config, text: str | None) -> int | None:
         return None
     if text.isdigit():
         return int(text)
-    import psycopg
-
-    from appliance.kernel.clients import connect_db
-    from appliance.packs.knowledge import documents
-
     try:
         with connect_db(config, autocommit=False) as conn:
             return documents.resolve_tenant(conn, text)
@@ -81,6 +84,7 @@ def search_command(args: argparse.Namespace) -> int:
     config = config_or_exit()
     use_metrics_dir(config)
     tenant = _tenant_id(config, args.tenant)
+    # numpy and the store's libraries, imported by this command only (every command builds the parser).
     from appliance.packs.knowledge.embedder import make_breaker, make_embedder
     from appliance.packs.knowledge.store import open_store
 
@@ -120,10 +124,6 @@ def reindex_command(args: argparse.Namespace) -> int:
     use_metrics_dir(config)
     setup_logs(config, "cli")
     tenant = _tenant_id(config, args.tenant)
-    import psycopg
-
-    from appliance.kernel.clients import connect_db
-    from appliance.packs.knowledge import documents
 
     try:
         with connect_db(config, autocommit=False) as conn:
@@ -151,7 +151,6 @@ class PlainProgress:
 
 def _progress(total: int, as_json: bool):
     """A tqdm bar on a terminal, plain lines otherwise, nothing with ``--json`` (all on stderr)."""
-    from tqdm import tqdm
 
     if as_json or not sys.stderr.isatty():
         return tqdm(disable=True) if as_json else PlainProgress(total)
@@ -159,17 +158,17 @@ def _progress(total: int, as_json: bool):
 
 
 def _run_indexer(config: Config, jobs: Jobs, marked: int, total: int, tenant: int | None, as_json: bool) -> int:
+    # The worker (metrics after use_metrics_dir) and the embedder's libraries, for this command only.
     from appliance.commands.oneshot import foreground_runner
+    from appliance.worker.dispatch import Dispatch
     from appliance.packs.knowledge.services import PROGRESS
-    from appliance.kernel.locks import Claim
-    from appliance.kernel.owner import utcnow
 
     bar = _progress(total, as_json)
     try:
         with foreground_runner(config, jobs) as runner:
             runner.services[PROGRESS] = bar.update
-            attempt = runner.execute(jobs.job(JOB), utcnow(), trigger={
-                "reason": "reindex", "by": f"cli:{getpass.getuser()}@{socket.gethostname()}"})
+            attempt = runner.execute(Dispatch.manual(jobs.job(JOB), utcnow(), "reindex",
+                                                     f"cli:{getpass.getuser()}@{socket.gethostname()}"))
     finally:
         bar.close()
     result: dict[str, Any] = {"marked": marked, "tenant_id": tenant, "outcome": attempt.outcome or None,
@@ -190,12 +189,10 @@ def _run_indexer(config: Config, jobs: Jobs, marked: int, total: int, tenant: in
 
 def status_command(args: argparse.Namespace) -> int:
     config = config_or_exit()
-    from appliance.packs.knowledge.status import knowledge_status
-
     status: dict[str, Any] = knowledge_status(config)
     status["documents"] = _document_counts(config)
     if not config.core.qdrant_url_set:
-        from appliance.packs.knowledge.store import embedded_state
+        from appliance.packs.knowledge.store import embedded_state  # as in search_command
 
         status["storage"] = embedded_state(config)
     if args.json:
@@ -209,9 +206,6 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 def _document_counts(config: Config) -> dict[str, Any]:
-    import psycopg
-
-    from appliance.kernel.clients import connect_db
 
     try:
         with connect_db(config) as conn:

@@ -19,14 +19,13 @@ import numpy as np
 from appliance.kernel.breaker import CircuitBreaker
 from appliance.kernel.errors import ApplianceError
 
+from appliance.packs.knowledge.settings import LOCAL_MODEL, KnowledgeConfig
+
 if TYPE_CHECKING:
     from redis import Redis
 
-    from appliance.packs.knowledge.settings import KnowledgeConfig
-
 log = logging.getLogger("appliance.knowledge.embedder")
 
-LOCAL_MODEL = "local-hash-v1"
 #: Characters sent in one request at most: the API accepts 300,000 tokens per request, and even dense text
 #: has more than two characters per token.
 REQUEST_CHAR_BUDGET = 600_000
@@ -101,7 +100,7 @@ class OpenAIEmbedder:
     """
 
     def __init__(self, config: "KnowledgeConfig", breaker: CircuitBreaker, client=None):
-        import openai
+        import openai  # a second to import: only the OpenAI embedder needs it, not the offline one
 
         self.identity = Identity("openai", config.embedding_model, config.embedding_dimensions)
         self.batch_size = config.embedding_batch_size
@@ -121,7 +120,7 @@ class OpenAIEmbedder:
         return vectors
 
     def _request(self, inputs: list[str]) -> list[list[float]]:
-        import openai
+        import openai  # as in __init__
 
         # Imported here, not at the top: metrics must be imported after the entry point has chosen
         # prometheus_client's multiprocess directory, and job modules are imported earlier, with the config.

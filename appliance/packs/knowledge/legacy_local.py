@@ -52,7 +52,7 @@ def migrate_collection(path: Path, collection: str, identity: Identity,
 
 def _copy(path: Path, collection: str, identity: Identity,
           write: Callable[[Sequence[KnowledgePoint]], None]) -> tuple[int, int]:
-    from qdrant_client import QdrantClient
+    from qdrant_client import QdrantClient  # over a second to import: only when old local-mode data is found
 
     # qdrant-client leaves a lock file open when its constructor fails; collected here, not as a warning.
     with warnings.catch_warnings():

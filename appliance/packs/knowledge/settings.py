@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from appliance.config.env import EnvReader
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: The model name of the offline local embedder, used when no ``OPENAI_API_KEY`` is set.
+LOCAL_MODEL = "local-hash-v1"
 
 #: The embeddings API takes at most 2,048 inputs per request.
 MAX_INPUTS_PER_REQUEST = 2048

@@ -4,15 +4,13 @@ uses it). Reads only the configuration."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from appliance.config import Config
+from appliance.config import Config
+from appliance.packs.knowledge.settings import LOCAL_MODEL
 
 
-def knowledge_status(config: "Config") -> dict:
-    from appliance.packs.knowledge.embedder import LOCAL_MODEL
-
+def knowledge_status(config: Config) -> dict[str, Any]:
     k = config.knowledge
     # The sidecar is not given OPENAI_API_KEY; that it is set is enough to tell which embedder the worker uses.
     local = k.local_embedder and "OPENAI_API_KEY" not in config.withheld_secrets

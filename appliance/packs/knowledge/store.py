@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.points import CollectionMismatch, Hit, KnowledgePoint, metadata, point_id
-from appliance.packs.knowledge.storage_lock import StorageBusy
+from appliance.packs.knowledge.storage_lock import StorageBusy, StorageLock
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -78,6 +78,7 @@ def open_store(config: "Config", wait: float | None = None) -> KnowledgeStore:
     the storage, then raises ``StorageBusy`` naming the process that holds it.
     """
     k = config.knowledge
+    # qdrant-client takes over a second to import, Qdrant Edge a fraction: only the mode in use is imported.
     if server_mode(config):
         from appliance.packs.knowledge.server_store import ServerStore
 
@@ -101,7 +102,5 @@ def embedded_state(config: "Config") -> dict[str, Any]:
         with open_store(config, wait=0) as store:
             return {**state, "points": store.count() if store.exists() else 0}
     except StorageBusy:
-        from appliance.packs.knowledge.storage_lock import StorageLock
-
         holder = StorageLock(root).holder()
         return {**state, "in_use_by": holder.describe() if holder else "another process"}

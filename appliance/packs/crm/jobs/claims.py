@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import zlib
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import psycopg
 
+from appliance.kernel.context import RunContext
 from appliance.kernel.fencing import check_fence, complete_slot
-
-if TYPE_CHECKING:
-    from appliance.packs.crm.channels import Channels
-    from appliance.kernel.context import RunContext
+from appliance.packs.crm.channels import Channels, build_channels
 
 _INT4 = 2**31
 
@@ -34,7 +32,7 @@ def lock_key(job: str, fence: int) -> tuple[int, int]:
 
 
 @contextmanager
-def run_session(ctx: "RunContext") -> Iterator[psycopg.Connection]:
+def run_session(ctx: RunContext) -> Iterator[psycopg.Connection]:
     """A pooled connection in autocommit mode, marked as this run's for as long as the block lasts."""
     fence = ctx.fence  # issued first: issuing takes a pooled connection of its own
     with ctx.db.connection() as conn:
@@ -58,10 +56,8 @@ def run_session(ctx: "RunContext") -> Iterator[psycopg.Connection]:
 
 
 @contextmanager
-def run_resources(ctx: "RunContext") -> Iterator[tuple[psycopg.Connection, "Channels"]]:
+def run_resources(ctx: RunContext) -> Iterator[tuple[psycopg.Connection, Channels]]:
     """The run's session (``run_session``) and the channels it sends through, both closed when it ends."""
-    from appliance.packs.crm.channels import build_channels
-
     channels = build_channels(ctx.config.crm, ctx.sleep, ctx.redis)
     try:
         with run_session(ctx) as conn:
@@ -71,7 +67,7 @@ def run_resources(ctx: "RunContext") -> Iterator[tuple[psycopg.Connection, "Chan
 
 
 @contextmanager
-def fenced(conn: psycopg.Connection, ctx: "RunContext", complete: bool = False) -> Iterator[psycopg.Connection]:
+def fenced(conn: psycopg.Connection, ctx: RunContext, complete: bool = False) -> Iterator[psycopg.Connection]:
     """A transaction that commits only if ``ctx`` still holds the newest fence of its job (else ``LockLost``).
 
     ``complete``: the run's final transaction, which also marks its slot done (``complete_slot``), so the
