@@ -15,6 +15,7 @@ from appliance.kernel.owner import utcnow
 from appliance.kernel.catalog import Jobs
 from appliance.kernel.state import ClusterState
 from appliance.worker.main import build
+from appliance.worker.dispatch import Dispatch
 from appliance.worker.runner import Runner
 
 EXIT_FAILED = 1
@@ -50,7 +51,7 @@ def run_once(config: Config, jobs: Jobs, name: str, who: str, as_json: bool) -> 
         print(f"appliance: unknown job {name!r}; known jobs: {known}", file=sys.stderr)
         return EXIT_FAILED
     with foreground_runner(config, jobs) as runner:
-        attempt = runner.execute(job, utcnow(), trigger={"reason": "cli", "by": who})
+        attempt = runner.execute(Dispatch.manual(job, utcnow(), "cli", who))
     result = {"job": name, "claim": attempt.claim.value if attempt.claim else None, "outcome": attempt.outcome,
               "error": attempt.error or None}
     if as_json:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.errors import Cancelled
 
 if TYPE_CHECKING:
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 class CancelToken:
     """Set when the run must stop: its lease was lost or the worker is shutting down."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM) -> None:
         self._event = threading.Event()
+        self._clock = clock
         self.reason = ""
 
     def cancel(self, reason: str) -> None:
@@ -34,8 +36,8 @@ class CancelToken:
         return self._event.is_set()
 
     def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True if cancelled meanwhile."""
-        return self._event.wait(seconds)
+        """Sleep up to ``seconds`` (of the injected clock); True if cancelled meanwhile."""
+        return self._clock.wait(self._event, seconds)
 
 
 @dataclass
@@ -59,7 +61,7 @@ class RunContext:
     redis: "Redis"
     db: "ConnectionPool | None"
     log: logging.LoggerAdapter
-    token: CancelToken = field(default_factory=CancelToken)
+    cancel: CancelToken = field(default_factory=CancelToken)
     trigger: str = "schedule"
     services: dict[str, Any] = field(default_factory=dict)
     issued_fence: int | None = None
@@ -74,18 +76,23 @@ class RunContext:
         return self.issued_fence
 
     @property
+    def token(self) -> CancelToken:
+        """The cancel token under its earlier name (``owner`` is the lease's owner token)."""
+        return self.cancel
+
+    @property
     def cancelled(self) -> bool:
-        return self.token.cancelled
+        return self.cancel.cancelled
 
     def checkpoint(self) -> None:
         """Raise ``Cancelled`` if the run must stop; otherwise return at once."""
-        if self.token.cancelled:
-            raise Cancelled(self.token.reason)
+        if self.cancel.cancelled:
+            raise Cancelled(self.cancel.reason)
 
     def sleep(self, seconds: float) -> None:
         """Sleep that ends early, raising ``Cancelled``, when the run must stop."""
-        if seconds > 0 and self.token.wait(seconds):
-            raise Cancelled(self.token.reason)
+        if seconds > 0 and self.cancel.wait(seconds):
+            raise Cancelled(self.cancel.reason)
         self.checkpoint()
 
     def processed(self, n: int = 1) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import redis
 
 from appliance.kernel import locks
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.context import CancelToken
 from appliance.kernel.logs import fields
 
@@ -25,8 +25,10 @@ log = logging.getLogger("appliance.worker.leases")
 
 @dataclass
 class Lease:
+    """A lease held by a run: ``owner`` is its owner token in ``lock:<job>``."""
+
     job: str
-    token: str
+    owner: str
     ttl: float
     cancel: CancelToken
     expires: float = 0.0  # monotonic time after which Redis has surely dropped the key
@@ -34,18 +36,21 @@ class Lease:
     lost: bool = False
     run_id: str = ""
     on_lost: Callable[["Lease"], None] | None = field(default=None, repr=False)
+    clock: Clock = field(default=SYSTEM, repr=False)
 
     def __post_init__(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.expires = now + self.ttl
         self.next_renew = now + self.ttl / 3
 
 
 class LeaseKeeper:
-    def __init__(self, scripts: locks.Scripts, heartbeat: Callable[[], None], heartbeat_every: float):
+    def __init__(self, scripts: locks.Scripts, heartbeat: Callable[[], None], heartbeat_every: float,
+                 clock: Clock = SYSTEM):
         self.scripts = scripts
         self.heartbeat = heartbeat
         self.heartbeat_every = heartbeat_every
+        self.clock = clock
         self._leases: dict[int, Lease] = {}
         self._cond = threading.Condition()
         self._stopping = False
@@ -80,32 +85,32 @@ class LeaseKeeper:
             with self._cond:
                 if self._stopping:
                     return
-                due = [lease for lease in self._leases.values() if lease.next_renew <= time.monotonic()]
+                due = [lease for lease in self._leases.values() if lease.next_renew <= self.clock.monotonic()]
             for lease in due:
                 self._renew(lease)
-            if time.monotonic() >= self._next_beat:
+            if self.clock.monotonic() >= self._next_beat:
                 self._beat()
             with self._cond:
                 if self._stopping:
                     return
                 wake = min([self._next_beat, *(lease.next_renew for lease in self._leases.values())])
-                self._cond.wait(max(0.0, wake - time.monotonic()))
+                self.clock.wait(self._cond, max(0.0, wake - self.clock.monotonic()))
 
     def _beat(self) -> None:
         try:
             self.heartbeat()
-            self._next_beat = time.monotonic() + self.heartbeat_every
+            self._next_beat = self.clock.monotonic() + self.heartbeat_every
         except redis.RedisError as exc:
             log.debug("heartbeat failed: %s", exc)
-            self._next_beat = time.monotonic() + min(1.0, self.heartbeat_every)
+            self._next_beat = self.clock.monotonic() + min(1.0, self.heartbeat_every)
 
     def _renew(self, lease: Lease) -> None:
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
-            ours = locks.renew(self.scripts, lease.job, lease.token, lease.ttl)
+            ours = locks.renew(self.scripts, lease.job, lease.owner, lease.ttl)
         except redis.RedisError as exc:
-            if time.monotonic() < lease.expires:
-                lease.next_renew = time.monotonic() + min(0.5, lease.ttl / 10)
+            if self.clock.monotonic() < lease.expires:
+                lease.next_renew = self.clock.monotonic() + min(0.5, lease.ttl / 10)
                 log.warning("could not renew lease, retrying", extra=fields(job=lease.job, error=str(exc)))
                 return
             ours = False

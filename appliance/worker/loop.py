@@ -17,27 +17,27 @@ import json
 import logging
 import random
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import redis
 import schedule
 
-from appliance.kernel import keys
 from appliance.config import Config
+from appliance.kernel import keys
 from appliance.kernel.catalog import JobSettings
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.locks import Claim
 from appliance.kernel.logs import fields
 from appliance.kernel.outcomes import RERUNNABLE, Outcome
 from appliance.kernel.state import ClusterState
+from appliance.worker.dispatch import Attempt, Dispatch, Source
 from appliance.worker.pool import RunPool
-from appliance.worker.runner import Attempt, Runner, epoch_ms
+from appliance.worker.runner import Runner
 
 log = logging.getLogger("appliance.worker")
 logging.getLogger("schedule").setLevel(logging.WARNING)
 
-Clock = Callable[[], datetime]
 REFRESH_EVERY = 10.0  # pause flags and pending triggers, in case a pub/sub message was missed
 CATCH_UP_EVERY = 1.0  # while a slot skipped during an outage may still run
 #: A slot is claimed this much before its instant (lease, fence, run record), so that its job body starts on
@@ -46,10 +46,6 @@ CATCH_UP_EVERY = 1.0  # while a slot skipped during an outage may still run
 CLAIM_LEAD = 0.05
 #: At most this many missed slots are written one by one after downtime (a 1 s job down for a day is 86,400).
 MISSED_LIMIT = 100_000
-
-
-def utc_clock() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class SlotJob(schedule.Job):
@@ -70,7 +66,7 @@ class SlotJob(schedule.Job):
 
     @property
     def should_run(self) -> bool:
-        return self.clock() >= self.slot - timedelta(seconds=CLAIM_LEAD)
+        return self.clock.now() >= self.slot - timedelta(seconds=CLAIM_LEAD)
 
     def _schedule_next_run(self) -> None:
         if self._started:
@@ -83,7 +79,7 @@ class SlotJob(schedule.Job):
         once and the others are counted as missed."""
         sched = self.settings.schedule
         nxt = sched.next_after(previous)
-        now = self.clock()
+        now = self.clock.now()
         if nxt > now:
             return nxt
         latest = sched.last_at_or_before(now) or nxt
@@ -112,7 +108,7 @@ def slots_between(sched, after: datetime, before: datetime) -> list[datetime]:
 
 class Worker:
     def __init__(self, config: Config, client: redis.Redis, runner: Runner, pool: RunPool,
-                 jobs: tuple[JobSettings, ...], clock: Clock = utc_clock):
+                 jobs: tuple[JobSettings, ...], clock: Clock = SYSTEM):
         self.config = config
         self.redis = client
         self.runner = runner
@@ -155,14 +151,14 @@ class Worker:
 
     def after(self, delay: float, action: Callable[[], None]) -> None:
         with self._lock:
-            heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), action))
+            heapq.heappush(self._timers, (self.clock.monotonic() + delay, next(self._seq), action))
         self._wake.set()
 
     # -- setup ----------------------------------------------------------------------------------------
     def plan(self) -> None:
         """Create one ``SlotJob`` per job, starting with a slot missed while no worker ran when it is within
         grace; older missed slots are recorded. Jobs whose lease a run still holds are watched for takeover."""
-        now = self.clock()
+        now = self.clock.now()
         last, open_slots = self._ledger_state()
         for job in self.jobs.values():
             first = job.schedule.next_after(now)
@@ -229,40 +225,40 @@ class Worker:
     def _missed(self, job: JobSettings, slots: list[datetime]) -> None:
         log.warning("slots missed", extra=fields(job=job.name, missed=len(slots)))
         for slot in slots:
-            self.runner.record_slot(job.name, slot, Outcome.MISSED, "no worker ran it within its grace")
+            self.runner.claims.record_slot(job.name, slot, Outcome.MISSED, "no worker ran it within its grace")
         for _ in range(min(len(slots), 1000)):
-            self.runner.skip(job.name, Outcome.MISSED)
+            self.runner.claims.skip(job.name, Outcome.MISSED)
 
     # -- the loop -------------------------------------------------------------------------------------
     def run_forever(self) -> None:
         while not self.stopping:
-            if time.monotonic() >= self._refresh_due:
+            if self.clock.monotonic() >= self._refresh_due:
                 self._refresh()  # first, so pause flags hold from the very first slot
             self.scheduler.run_pending()
             self._run_timers()
-            self._wake.wait(self._sleep_seconds())
+            self.clock.wait(self._wake, self._sleep_seconds())
             self._wake.clear()
 
     def _sleep_seconds(self) -> float:
-        waits = [self._refresh_due - time.monotonic()]
-        now = self.clock()
+        waits = [self._refresh_due - self.clock.monotonic()]
+        now = self.clock.now()
         waits += [(job.slot - now).total_seconds() - CLAIM_LEAD for job in self.scheduler.jobs]
         with self._lock:
             if self._timers:
-                waits.append(self._timers[0][0] - time.monotonic())
+                waits.append(self._timers[0][0] - self.clock.monotonic())
         return max(0.0, min(waits))
 
     def _run_timers(self) -> None:
         while True:
             with self._lock:
-                if not self._timers or self._timers[0][0] > time.monotonic():
+                if not self._timers or self._timers[0][0] > self.clock.monotonic():
                     return
                 _, _, action = heapq.heappop(self._timers)
             action()
 
     def _refresh(self) -> None:
         """Pause flags and pending triggers, in one round trip."""
-        self._refresh_due = time.monotonic() + REFRESH_EVERY
+        self._refresh_due = self.clock.monotonic() + REFRESH_EVERY
         names = list(self.jobs)
         try:
             pipe = self.redis.pipeline(transaction=False)
@@ -273,12 +269,12 @@ class Worker:
             paused, paused_all, *pending = pipe.execute()
         except redis.RedisError as exc:
             self._redis_down(exc)
-            self._refresh_due = time.monotonic() + 1.0
+            self._refresh_due = self.clock.monotonic() + 1.0
             return
         self._paused = set(self.jobs) if paused_all else set(paused)
         for name, count in zip(names, pending):
             if count:
-                self._dispatch(self.jobs[name], self.clock(), trigger={"take": True})
+                self._dispatch(Dispatch(self.jobs[name], self.clock.now(), Source.QUEUED))
 
     def _redis_down(self, exc: Exception) -> None:
         if not self._redis_down_logged:
@@ -289,76 +285,78 @@ class Worker:
     def _slot_due(self, job: SlotJob) -> None:
         """Called by ``schedule`` for a due ``SlotJob``; must not raise, or the library would not reschedule."""
         try:
-            self._dispatch(job.settings, job.slot)
+            self._dispatch(Dispatch(job.settings, job.slot))
         except Exception:  # noqa: BLE001 - keep the loop alive whatever happens in one dispatch
             log.exception("dispatch failed", extra=fields(job=job.settings.name))
 
-    def _dispatch(self, job: JobSettings, slot: datetime, attempt: int = 1, trigger: dict | None = None) -> None:
+    def _dispatch(self, d: Dispatch) -> None:
         if self.stopping:
             return
-        if trigger is None and attempt == 1 and job.name in self._paused:
-            self.runner.skip(job.name, Outcome.PAUSED)
-            self.runner.record_slot(job.name, slot, Outcome.PAUSED, "the job is paused")
+        job, claims = d.job, self.runner.claims
+        first_slot = d.scheduled and d.attempt == 1
+        if first_slot and job.name in self._paused:
+            claims.skip(job.name, Outcome.PAUSED)
+            claims.record_slot(job.name, d.slot, Outcome.PAUSED, "the job is paused")
             return
         with self._lock:
             busy = job.name in self._running
             if not busy:
                 self._running.add(job.name)
-        if busy and trigger is None and attempt == 1 and (ahead := (slot - self.clock()).total_seconds()) > 0:
+        if busy and first_slot and (ahead := (d.slot - self.clock.now()).total_seconds()) > 0:
             # Claimed ahead of its instant while this worker's previous run still goes: look again on the
             # instant itself, when the slot would have been taken without the lead.
-            self.after(ahead, lambda: self._dispatch(job, slot))
+            self.after(ahead, lambda: self._dispatch(d))
             return
         if busy:
-            if trigger is None and attempt == 1:
+            if first_slot:
                 reason = "an earlier run on this worker still held the job"
-                self.runner.skip(job.name, "skipped_overlap")
-                self.runner.record_slot(job.name, slot, Outcome.SKIPPED_LOCKED, reason)
-                self.runner.note_skipped(job.name, Outcome.SKIPPED_LOCKED, reason)
-            elif trigger is None:
-                self.runner.record_slot(job.name, slot, Outcome.FAILED, "retry not run: a later run held the job")
-            elif trigger is not None and trigger.get("take"):
+                claims.skip(job.name, "skipped_overlap")
+                claims.record_slot(job.name, d.slot, Outcome.SKIPPED_LOCKED, reason)
+                claims.note_skipped(job.name, Outcome.SKIPPED_LOCKED, reason)
+            elif d.scheduled:
+                claims.record_slot(job.name, d.slot, Outcome.FAILED, "retry not run: a later run held the job")
+            elif d.source is Source.QUEUED:
                 with self._lock:
                     self._deferred.add(job.name)
             return
-        self.pool.submit(lambda: self._run_task(job, slot, attempt, trigger))
+        self.pool.submit(lambda: self._run_task(d))
 
-    def _run_task(self, job: JobSettings, slot: datetime, attempt: int, trigger: dict | None) -> None:
+    def _run_task(self, d: Dispatch) -> None:
         try:
-            result = self.runner.execute(job, slot, attempt, trigger)
+            result = self.runner.execute(d)
         finally:
             with self._lock:
-                self._running.discard(job.name)
-                deferred = job.name in self._deferred
-                self._deferred.discard(job.name)
-        self._after_attempt(job, slot, attempt, trigger, result)
+                self._running.discard(d.job.name)
+                deferred = d.job.name in self._deferred
+                self._deferred.discard(d.job.name)
+        self._after_attempt(d, result)
         # After a trigger, look for the next one at once; not while a service is down (it would spin).
-        self.wake(refresh=(bool(trigger) or deferred) and not result.unavailable)
+        self.wake(refresh=(not d.scheduled or deferred) and not result.unavailable)
 
-    def _after_attempt(self, job: JobSettings, slot: datetime, attempt: int, trigger: dict | None,
-                       result: Attempt) -> None:
+    def _after_attempt(self, d: Dispatch, result: Attempt) -> None:
+        job = d.job
         if result.unavailable:
             if result.unavailable == "redis":
                 self._redis_down(Exception(result.error))
-            if trigger is None and attempt == 1:
-                self._unavailable[job.name] = slot
+            if d.scheduled and d.attempt == 1:
+                self._unavailable[job.name] = d.slot
                 self._arm_catch_up()
             return
         if result.claim is not None and self._redis_down_logged:
             log.info("Redis is back")
             self._redis_down_logged = False
         if result.retry:
-            delay = self.config.core.retry_backoff * (5 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-            log.info("retry scheduled", extra=fields(job=job.name, attempt=attempt + 1, delay_s=round(delay, 3)))
-            retry_trigger = result.trigger and {k: v for k, v in result.trigger.items() if k != "take"}
-            self.after(delay, lambda: self._dispatch(job, slot, attempt + 1, retry_trigger or None))
+            delay = self.config.core.retry_backoff * (5 ** (d.attempt - 1)) * random.uniform(0.8, 1.2)
+            log.info("retry scheduled", extra=fields(job=job.name, attempt=d.attempt + 1, delay_s=round(delay, 3)))
+            retry = d.again(result.request)
+            self.after(delay, lambda: self._dispatch(retry))
         elif result.claim in (Claim.RUNNING, Claim.LOCKED):
-            if trigger is None:
+            if d.scheduled:
                 self._watch_holder(job, result.holder_pttl)
-            elif trigger.get("take"):
+            elif d.source is Source.QUEUED:
                 # The lease is busy elsewhere: serve the pending trigger as soon as it is free.
                 self.after(max(result.holder_pttl, 0) / 1000 + 0.05,
-                           lambda: self._dispatch(job, self.clock(), trigger={"take": True}))
+                           lambda: self._dispatch(Dispatch(job, self.clock.now(), Source.QUEUED)))
 
     # -- catch-up of slots an outage kept from running ------------------------------------------------
     def _arm_catch_up(self) -> None:
@@ -372,7 +370,7 @@ class Worker:
         """Run once the latest slot an outage skipped, if it is still the job's latest and within grace and
         the services are back. On a pool thread: probing a paused server must not hold up the loop."""
         try:
-            now = self.clock()
+            now = self.clock.now()
             due: dict[str, datetime] = {}
             for name, slot in list(self._unavailable.items()):
                 job = self.jobs[name]
@@ -385,7 +383,7 @@ class Worker:
                     self._unavailable.pop(name, None)
                     log.info("catching up a slot skipped during an outage",
                              extra=fields(job=name, slot=slot.isoformat()))
-                    self._dispatch(self.jobs[name], slot)
+                    self._dispatch(Dispatch(self.jobs[name], slot))
         finally:
             with self._lock:
                 self._catch_up_armed = False
@@ -442,9 +440,9 @@ class Worker:
         if held.get("trigger") != "schedule":
             return  # a manual run died: nothing to run again; the next holder closes it as abandoned
         slot = datetime.fromisoformat(held["slot"].replace("Z", "+00:00"))
-        now = self.clock()
+        now = self.clock.now()
         deadline = slot + timedelta(seconds=job.lock_ttl + job.grace)
         if job.schedule.last_at_or_before(now) != slot or now > deadline:
             return  # a later slot runs on its own; its start closes the dead run as abandoned
         log.warning("holder of a slot died; taking the slot over", extra=fields(job=job.name, slot=slot.isoformat()))
-        self._dispatch(job, slot)
+        self._dispatch(Dispatch(job, slot))

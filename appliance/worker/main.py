@@ -15,7 +15,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Sequence
 
 import httpx
@@ -26,10 +25,11 @@ from appliance.kernel import keys, locks, metrics
 from appliance.kernel.clients import make_pool, make_redis, wait_for
 from appliance.config import Config
 from appliance.kernel.catalog import JobSettings, load_jobs
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.eviction import eviction_policy, eviction_problem
 from appliance.kernel.ledger import Ledger
 from appliance.kernel.logs import fields
-from appliance.kernel.owner import iso, utcnow, worker_id
+from appliance.kernel.owner import iso, worker_id
 from appliance.kernel.redaction import Redactor
 from appliance.kernel.state import ClusterState
 from appliance.worker.alerts import Alerter
@@ -58,7 +58,7 @@ log = logging.getLogger("appliance.worker")
 
 
 def job_table(worker: Worker, me: str) -> dict[str, dict]:
-    now = worker.clock()
+    now = worker.clock.now()
     table = {}
     for job in worker.jobs.values():
         table[job.name] = {
@@ -76,12 +76,12 @@ class Heartbeat:
 
     def __init__(self, worker: Worker, state: ClusterState, me: str, ttl: float):
         self.worker, self.state, self.me, self.ttl = worker, state, me, ttl
-        self.started = iso(utcnow())
+        self.started = iso(worker.clock.now())
         self.eviction_problem: str | None = None
 
     def __call__(self) -> None:
         rss, cpu = metrics.sample_process("worker")
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started, "beat_at": time.time(),
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started, "beat_at": self.worker.clock.time(),
                 "ttl": self.ttl, "version": __version__, "jobs": sorted(self.worker.jobs),
                 "running": self.worker.running_jobs(), "rss_bytes": rss, "cpu_seconds": cpu}
         self.state.beat(self.me, info, self.ttl)
@@ -114,7 +114,7 @@ def listen(worker: Worker, client: redis.Redis) -> None:
                 if pubsub.get_message(timeout=5.0):
                     worker.wake(refresh=True)
         except redis.RedisError:
-            time.sleep(backoff)
+            worker.clock.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
 
@@ -130,7 +130,7 @@ def wait_for_services(config: Config, client: redis.Redis, needs: set[str]) -> N
                  extra=fields(path=str(config.core.home / "qdrant-edge")))
 
 
-def build(config: Config, client: redis.Redis | None = None, db=None, clock=None,
+def build(config: Config, client: redis.Redis | None = None, db=None, clock: Clock = SYSTEM,
           ledger: Ledger | None = None, jobs: Sequence[JobSettings] | None = None) -> tuple[Worker, LeaseKeeper]:
     """Wire a worker from ``config`` (entry points and tests) for ``jobs`` (default: the catalog's enabled
     ones). Without ``ledger`` runs get no fence and nothing is recorded in PostgreSQL (tests of the loop
@@ -140,11 +140,12 @@ def build(config: Config, client: redis.Redis | None = None, db=None, clock=None
     me = worker_id()
     scripts = locks.register(client)
     pool = RunPool(max(config.core.worker_threads, len(jobs)))
-    keeper = LeaseKeeper(scripts, heartbeat=lambda: None, heartbeat_every=config.core.heartbeat_ttl / 3)
+    keeper = LeaseKeeper(scripts, heartbeat=lambda: None, heartbeat_every=config.core.heartbeat_ttl / 3,
+                         clock=clock)
     alerter = Alerter(client, config.core.alerts, redactor=Redactor.from_config(config))
-    runner = Runner(config, client, scripts, db, keeper, alerter, me,
-                    ledger=ledger, recorder=Recorder(ledger))
-    worker = Worker(config, client, runner, pool, jobs, **({"clock": clock} if clock else {}))
+    runner = Runner(config, client, scripts, db, keeper, alerter, me, ledger=ledger, recorder=Recorder(ledger),
+                    clock=clock)
+    worker = Worker(config, client, runner, pool, jobs, clock=clock)
     keeper.heartbeat = Heartbeat(worker, ClusterState(client), me, config.core.heartbeat_ttl)
     return worker, keeper
 
@@ -174,7 +175,7 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
     ledger_pool = make_pool(config, max_size=runs + 2, name="appliance-ledger", autocommit=True)
     db.open(wait=False)
     ledger_pool.open(wait=False)
-    metrics.WORKER_START.set(time.time())
+    metrics.WORKER_START.set(SYSTEM.time())
     worker, keeper = build(config, client, db, ledger=Ledger(ledger_pool), jobs=jobs)
     keeper.heartbeat.eviction_problem = eviction
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -247,7 +248,8 @@ def _on_signal(worker: Worker, signum: int) -> None:
 
 
 def shutdown(worker: Worker, keeper: LeaseKeeper, pools, timeout: float) -> int:
-    started = time.monotonic()
+    clock = worker.clock
+    started = clock.monotonic()
     worker.runner.cancel_running("shutdown")
     finished = worker.pool.wait_idle(run_window(timeout))
     for lease in keeper.held():
@@ -255,7 +257,7 @@ def shutdown(worker: Worker, keeper: LeaseKeeper, pools, timeout: float) -> int:
         worker.runner.abandon(lease, f"did not reach a checkpoint within SHUTDOWN_TIMEOUT ({timeout:g} s)")
         metrics.ABANDONED.labels(lease.job).inc()
         log.warning("abandoned a run that did not stop in time; its lease is released", extra=fields(job=lease.job))
-    worker.runner.recorder.stop(max(0.0, timeout - (time.monotonic() - started) - 0.1))
+    worker.runner.recorder.stop(max(0.0, timeout - (clock.monotonic() - started) - 0.1))
     keeper.stop()
     try:
         ClusterState(worker.redis).forget_worker(keeper.heartbeat.me)
@@ -265,7 +267,7 @@ def shutdown(worker: Worker, keeper: LeaseKeeper, pools, timeout: float) -> int:
         if pool is not None:
             pool.close(timeout=1)
     metrics.mark_dead(worker.config.core.metrics_dir)
-    log.info("worker stopped", extra=fields(clean=finished, seconds=round(time.monotonic() - started, 3)))
+    log.info("worker stopped", extra=fields(clean=finished, seconds=round(clock.monotonic() - started, 3)))
     if not finished:
         # A run that ignored its checkpoints is still executing; its lease is released already. Leave now
         # instead of letting interpreter shutdown wait on it (or on anything it started), so the stop keeps

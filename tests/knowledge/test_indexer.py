@@ -135,7 +135,7 @@ def test_run_cut_short_continues_where_it_stopped(kconfig, make_ctx, sql, tenant
 
     def cut_after_first_batch(done: int) -> None:
         batches.append(done)
-        ctx.token.cancel("shutdown")
+        ctx.cancel.cancel("shutdown")
 
     make_ctx.services[services.PROGRESS] = cut_after_first_batch
     with pytest.raises(Cancelled):

@@ -9,7 +9,8 @@ import pytest
 from appliance.kernel import keys
 from appliance.kernel.packs import load_settings
 from appliance.worker.main import build
-from appliance.worker.runner import epoch_ms
+from appliance.kernel.clock import SteppedClock
+from appliance.worker.claim import epoch_ms
 from tests.worker.harness import write_jobs_file
 
 NOW = datetime(2026, 3, 1, 10, 0, 10, tzinfo=timezone.utc)
@@ -27,7 +28,7 @@ def plan(tmp_path, app_env, redis_server):
         client = redis_server.client()
         if done is not None:
             client.hset(keys.slot("minutely"), "done", epoch_ms(done))
-        worker, _ = build(load_settings(env, env_file=None), client, db=None, clock=lambda: NOW)
+        worker, _ = build(load_settings(env, env_file=None), client, db=None, clock=SteppedClock(NOW))
         worker.plan()
         (job,) = worker.scheduler.jobs
         return job.slot, client.hgetall(keys.COUNTS)

@@ -1,0 +1,200 @@
+"""Taking a slot: the lease in Redis, the queued trigger it serves, and the run's opening in the ledger.
+
+A scheduled slot is claimed ``CLAIM_LEAD`` before its instant (see ``appliance.worker.loop``): the lease, the
+fence and the run record are in place when the instant comes. The claim costs one Redis round trip
+(``acquire``) and one PostgreSQL statement (the ledger's ``start``, which issues the fence); a slot that is
+not run is recorded here, in the background, with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+import redis
+
+from appliance.kernel import keys, locks, metrics
+from appliance.kernel.clock import SYSTEM, Clock
+from appliance.kernel.ledger import Ledger, SlotRecord
+from appliance.kernel.locks import Claim
+from appliance.kernel.logs import fields
+from appliance.kernel.outcomes import Outcome
+from appliance.kernel.owner import iso, make_token, new_run_id
+from appliance.kernel.redaction import Redactor
+from appliance.kernel.state import ClusterState
+from appliance.worker.dispatch import Attempt, Dispatch, Source
+from appliance.worker.recorder import Recorder
+
+log = logging.getLogger("appliance.worker.run")
+
+
+def epoch_ms(dt: datetime) -> int:
+    return int(round(dt.timestamp() * 1000))
+
+
+@dataclass
+class OpenRun:
+    """A run that holds its job's lease and is open in the ledger; ``owner`` is the lease's owner token."""
+
+    dispatch: Dispatch
+    run_id: str
+    started: datetime
+    owner: str
+    fence: int | None
+    request: Mapping[str, Any] | None
+
+    @property
+    def slot_ms(self) -> int | None:
+        return epoch_ms(self.dispatch.slot) if self.dispatch.scheduled else None
+
+    @property
+    def reason(self) -> str:
+        if self.dispatch.scheduled:
+            return "schedule"
+        return str((self.request or {}).get("reason") or "manual")
+
+
+class Claims:
+    def __init__(self, client: redis.Redis, scripts: locks.Scripts, ledger: Ledger | None, recorder: Recorder,
+                 redact: Redactor, worker_id: str, clock: Clock = SYSTEM):
+        self.redis = client
+        self.scripts = scripts
+        self.ledger = ledger
+        self.recorder = recorder
+        self.redact = redact
+        self.worker_id = worker_id
+        self.clock = clock
+        self.state = ClusterState(client)
+        self._unreleased: dict[str, str] = {}  # job -> owner whose release failed while Redis was down
+        self._skipping: dict[str, Outcome] = {}  # job -> why its slots are being skipped (logged once)
+
+    def until(self, slot: datetime) -> float:
+        return (slot - self.clock.now()).total_seconds()
+
+    # -- the lease ------------------------------------------------------------------------------------
+    def take(self, d: Dispatch) -> OpenRun | Attempt:
+        """The lease, the trigger it serves and the ledger's opening; an ``Attempt`` when it will not run."""
+        job, run_id, started = d.job, new_run_id(), self.clock.now()
+        owner = make_token(run_id, started)
+        slot_ms = epoch_ms(d.slot) if d.scheduled else None
+        running = json.dumps({"worker": self.worker_id, "run_id": run_id, "slot": iso(d.slot),
+                              "started": iso(started), "attempt": d.attempt, "trigger": d.reason})
+        try:
+            self._release_leftover(job.name)
+            claim, pttl = locks.acquire(self.scripts, job.name, owner, job.lock_ttl, slot_ms, running)
+            if claim is Claim.LOCKED and d.scheduled and d.attempt == 1 and self.until(d.slot) > 0:
+                # Claimed ahead of the instant while the previous run still held the job: try again on it.
+                self.clock.sleep(self.until(d.slot))
+                claim, pttl = locks.acquire(self.scripts, job.name, owner, job.lock_ttl, slot_ms, running)
+        except redis.RedisError as exc:
+            metrics.JOB_RUNS.labels(job.name, Outcome.SKIPPED_UNAVAILABLE.value).inc()
+            if d.scheduled:
+                self.slot_not_run(d, Outcome.SKIPPED_UNAVAILABLE, f"Redis unavailable: {exc}")
+            return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=str(exc), unavailable="redis")
+        if claim is not Claim.OK:
+            if d.scheduled and (claim is Claim.LOCKED or (claim is Claim.DONE and d.attempt > 1)):
+                self.slot_not_run(d, Outcome.SKIPPED_LOCKED, "an earlier run held the job")
+            return Attempt(claim, holder_pttl=pttl)
+        request = d.request
+        if d.source is Source.QUEUED:
+            request = self._take_trigger(job.name, owner)
+            if request is None:
+                return Attempt(Claim.DONE)
+        run = OpenRun(d, run_id, started, owner, None, request)
+        return self._open(run)
+
+    def _open(self, run: OpenRun) -> OpenRun | Attempt:
+        """Open the run in the ledger (its fence is issued here)."""
+        d = run.dispatch
+        if self.ledger is None:
+            return run
+        try:
+            started = self.ledger.start(d.job.name, d.slot, run.reason, run.run_id, run.owner, self.worker_id,
+                                        d.attempt, run.started)
+        except Exception as exc:  # noqa: BLE001 - PostgreSQL down: no fence, so the job must not run
+            error = self.redact.text(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
+            self.give_back(d.job.name, run.owner, run.request if d.source is Source.QUEUED else None)
+            metrics.JOB_RUNS.labels(d.job.name, Outcome.SKIPPED_UNAVAILABLE.value).inc()
+            if d.scheduled:
+                self.slot_not_run(d, Outcome.SKIPPED_UNAVAILABLE, error)
+            log.warning("slot not run: no fence without PostgreSQL", extra=fields(job=d.job.name, error=error))
+            return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=error, unavailable="postgres")
+        if started.done:
+            self.give_back(d.job.name, run.owner, None)
+            log.info("slot already committed; not run again", extra=fields(job=d.job.name, slot=iso(d.slot)))
+            return Attempt(Claim.DONE)
+        run.fence = started.fence
+        if d.scheduled:
+            self._running_again(d.job.name)
+        return run
+
+    def give_back(self, job: str, owner: str, taken: Mapping[str, Any] | None) -> None:
+        """Release a lease that will not be used (and put a taken trigger back where it was)."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            if taken is not None:
+                pipe.rpush(keys.triggers(job), json.dumps(taken))
+            pipe.hdel(keys.RUNNING, job)
+            pipe.execute()
+            locks.release(self.scripts, job, owner)
+        except redis.RedisError:
+            self._unreleased[job] = owner
+
+    def keep_for_release(self, job: str, owner: str) -> None:
+        """A lease whose release failed (Redis down): released by its owner before the next claim."""
+        self._unreleased[job] = owner
+
+    def _take_trigger(self, job: str, owner: str) -> dict[str, Any] | None:
+        """We hold the lease: take the trigger; if another worker already served it, give the lease back."""
+        entry = self.state.take_trigger(job)
+        if entry is None:
+            locks.release(self.scripts, job, owner)
+            self.redis.hdel(keys.RUNNING, job)
+        return entry
+
+    def _release_leftover(self, job: str) -> None:
+        """A lease whose release failed during a Redis outage may have survived a Redis restart (AOF):
+        release it now, by its owner, before taking a new one."""
+        owner = self._unreleased.get(job)
+        if owner is not None:
+            locks.release(self.scripts, job, owner)
+            self._unreleased.pop(job, None)
+
+    # -- slots that do not run ------------------------------------------------------------------------
+    def skip(self, job: str, outcome: str) -> None:
+        """Count a slot that did not run (metrics and the cluster counters)."""
+        metrics.JOB_RUNS.labels(job, str(outcome)).inc()
+        try:
+            self.state.count(job, str(outcome))
+        except redis.RedisError:
+            pass
+
+    def record_slot(self, job: str, slot: datetime, outcome: Outcome, reason: str | None = None) -> None:
+        """Put a slot that did not run into the ledger (in the background; kept while PostgreSQL is down)."""
+        self.recorder.put(SlotRecord(job, slot, outcome, self.worker_id, reason))
+
+    def slot_not_run(self, d: Dispatch, outcome: Outcome, reason: str) -> None:
+        """A scheduled slot that this attempt could not run. A first attempt is skipped; a retry that cannot
+        run leaves its slot failed (the run before it failed)."""
+        if d.attempt > 1:
+            self.record_slot(d.job.name, d.slot, Outcome.FAILED, f"retry not run: {reason}")
+            return
+        if outcome is not Outcome.SKIPPED_UNAVAILABLE:  # counted by the caller: Redis may be the one down
+            self.skip(d.job.name, outcome)
+        self.record_slot(d.job.name, d.slot, outcome, reason)
+        self.note_skipped(d.job.name, outcome, reason)
+
+    def note_skipped(self, job: str, outcome: Outcome, reason: str) -> None:
+        """Log slots skipped once per change of state (not once per slot), and once when they run again."""
+        if self._skipping.get(job) != outcome:
+            self._skipping[job] = outcome
+            log.warning("slots skipped until further notice", extra=fields(job=job, outcome=outcome.value,
+                                                                             reason=reason))
+
+    def _running_again(self, job: str) -> None:
+        was = self._skipping.pop(job, None)
+        if was is not None:
+            log.info("slots run again", extra=fields(job=job, after=was.value))
