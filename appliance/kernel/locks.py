@@ -6,15 +6,17 @@ round trips: ``acquire`` and ``finish`` (release plus the run record, see ``appl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
+from typing import Any
 
 import redis
 
 from appliance.kernel import keys
 
 
-class Claim(str, Enum):
+class Claim(StrEnum):
     """Answer of ``acquire``."""
 
     OK = "ok"  # the lease is ours; run the slot
@@ -65,10 +67,13 @@ return 0
 
 # KEYS[1] lock:<job>  KEYS[2] appliance:slot:<job>  KEYS[3] appliance:running  KEYS[4] appliance:history:<job>
 # KEYS[5] appliance:last-run  KEYS[6] appliance:last-success  KEYS[7] appliance:counts  KEYS[8] appliance:alerts
+# KEYS[9] appliance:alert-states
 # ARGV[1] owner token  ARGV[2] job  ARGV[3] run JSON  ARGV[4] outcome  ARGV[5] slot epoch ms to mark done or ""
 # ARGV[6] history length  ARGV[7] epoch seconds of success or ""  ARGV[8] items processed
+# ARGV[9] the job's "failing often" alert condition (intermittent:<job>)
 # Releases the lease if still ours and records the run in one step. Returns {1 if the lease was still ours,
-# the failure streak that a success ended (reset here, so the alerter needs no round trip of its own)}.
+# the failure streak that a success ended (reset here), 1 if the job's "failing often" warning is on}: the
+# alerter needs no round trip of its own after a success unless that warning is on.
 FINISH = """
 local ours = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -87,20 +92,22 @@ if ARGV[7] ~= '' then redis.call('HSET', KEYS[6], ARGV[2], ARGV[7]) end
 redis.call('HINCRBY', KEYS[7], ARGV[2] .. ':' .. ARGV[4], 1)
 if tonumber(ARGV[8]) > 0 then redis.call('HINCRBY', KEYS[7], ARGV[2] .. ':processed', ARGV[8]) end
 local streak = 0
+local warned = 0
 if ARGV[4] == 'success' then
   streak = tonumber(redis.call('HGET', KEYS[8], ARGV[2]) or '0')
   if streak > 0 then redis.call('HDEL', KEYS[8], ARGV[2]) end
+  if redis.call('HGET', KEYS[9], ARGV[9]) == 'warning' then warned = 1 end
 end
-return {ours, streak}
+return {ours, streak, warned}
 """
 
 
 @dataclass
 class Scripts:
-    acquire: object
-    renew: object
-    release: object
-    finish: object
+    acquire: Callable[..., Any]
+    renew: Callable[..., Any]
+    release: Callable[..., Any]
+    finish: Callable[..., Any]
 
 
 def register(client: redis.Redis) -> Scripts:
@@ -116,16 +123,21 @@ def acquire(scripts: Scripts, job: str, token: str, ttl: float, slot_ms: int | N
 
 
 def finish(scripts: Scripts, job: str, token: str, record_json: str, outcome: str, done_slot_ms: int | None,
-           history_limit: int, success_at: float | None, processed: int) -> tuple[bool, int]:
+           history_limit: int, success_at: float | None, processed: int) -> tuple[bool, int, bool]:
     """Release the lease (if still ours) and record the run. Returns whether the lease was still ours and,
-    for a success, the failure streak it ended."""
-    ours, streak = scripts.finish(
+    for a success, the failure streak it ended and whether the job's "failing often" warning is on."""
+    ours, streak, warned = scripts.finish(
         keys=[keys.lock(job), keys.slot(job), keys.RUNNING, keys.history(job), keys.LAST_RUN, keys.LAST_SUCCESS,
-              keys.COUNTS, keys.ALERTS],
+              keys.COUNTS, keys.ALERTS, keys.ALERT_STATES],
         args=[token, job, record_json, outcome, "" if done_slot_ms is None else done_slot_ms, history_limit,
-              "" if success_at is None else f"{success_at:.3f}", processed],
+              "" if success_at is None else f"{success_at:.3f}", processed, intermittent_condition(job)],
     )
-    return bool(ours), int(streak)
+    return bool(ours), int(streak), bool(warned)
+
+
+def intermittent_condition(job: str) -> str:
+    """The name of a job's "failing often" alert condition in ``appliance:alert-states``."""
+    return f"intermittent:{job}"
 
 
 def renew(scripts: Scripts, job: str, token: str, ttl: float) -> bool:

@@ -19,16 +19,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from enum import Enum
-from typing import Any, Callable
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
 
 import httpx
 import redis
 
-from appliance.kernel import keys
 from appliance.config.core import AlertConfig
+from appliance.kernel import keys
 from appliance.kernel.eviction import eviction_policy, eviction_problem
 from appliance.kernel.freshness import freshness
+from appliance.kernel.locks import intermittent_condition
 from appliance.kernel.logs import fields
 from appliance.kernel.owner import iso, utcnow
 from appliance.kernel.redaction import Redactor
@@ -37,7 +39,7 @@ from appliance.kernel.state import ClusterState
 log = logging.getLogger("appliance.alerts")
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     CRITICAL = "critical"
     WARNING = "warning"
     INFO = "info"
@@ -111,24 +113,28 @@ class Alerter:
             self._send(Severity.CRITICAL, "critical", job, f"job {job} failed {streak} times in a row: {error}",
                        consecutive_failures=streak)
         elif streak < self.config.critical_threshold and recent >= self.config.warning_threshold:
-            self.condition(f"intermittent:{job}", True, job,
+            self.condition(intermittent_condition(job), True, job,
                            f"job {job} failed {recent} times within {self.config.warning_window:g}s "
                            f"(latest: {error})", "")
 
-    def succeeded(self, job: str, streak: int) -> None:
-        """``streak``: the consecutive failures this success ended (reset by the run's finish script)."""
+    def succeeded(self, job: str, streak: int, warned: bool = True) -> None:
+        """``streak``: the consecutive failures this success ended, and ``warned``: whether the job's "failing
+        often" warning is on (both read by the run's finish script, so a success costs no round trip here
+        unless that warning may have to end)."""
         if not self.config.enabled:
             return
         self._start_watch()
         if streak >= self.config.critical_threshold:
             self._send(Severity.INFO, "recovered", job, f"job {job} succeeded again after {streak} consecutive "
                        f"failures", consecutive_failures=streak)
+        if not warned:
+            return
         try:
             recent = self._count(job, record=False)
         except redis.RedisError:
             return
         if recent < self.config.warning_threshold:
-            self.condition(f"intermittent:{job}", False, job, "",
+            self.condition(intermittent_condition(job), False, job, "",
                            f"job {job} no longer fails often ({recent} failures within "
                            f"{self.config.warning_window:g}s)")
 

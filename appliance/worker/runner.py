@@ -9,6 +9,7 @@ Error texts and tracebacks are redacted here, before anything stores them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import traceback
@@ -128,7 +129,7 @@ class Runner:
                   "duration_ms": round(duration * 1000, 3), "outcome": recorded.value,
                   "processed": ctx.processed_count, "error": error or None, "fence": run.fence, "summary": summary}
         done_ms = run.slot_ms if recorded in SETTLED and not retry else None
-        streak = self._finish(job, run.owner, record, done_ms, ctx, lease)
+        streak, warned = self._finish(job, run.owner, record, done_ms, ctx, lease)
         log.log(logging.INFO if recorded is Outcome.SUCCESS else logging.WARNING, "run ended",
                 extra=fields(**base, duration_ms=record["duration_ms"], outcome=recorded.value,
                              error=error or None, processed=ctx.processed_count, retry=retry))
@@ -140,7 +141,7 @@ class Runner:
             else:
                 self._dead_letter(run, error, trace)
         elif recorded is Outcome.SUCCESS:
-            self.alerter.succeeded(job.name, streak)
+            self.alerter.succeeded(job.name, streak, warned)
         return Attempt(Claim.OK, recorded.value, error, retry=retry, request=run.request)
 
     def _close(self, run: OpenRun, outcome: Outcome, error: str, ctx: RunContext,
@@ -180,29 +181,29 @@ class Runner:
             cancel.cancel(reason)
 
     def _finish(self, job: JobSettings, owner: str, record: dict[str, Any], done_ms: int | None,
-                ctx: RunContext, lease: Lease) -> int:
-        """Release and record in Redis; returns the failure streak a success ended."""
+                ctx: RunContext, lease: Lease) -> tuple[int, bool]:
+        """Release and record in Redis; returns the failure streak a success ended and whether the job's
+        "failing often" warning is on."""
         success_at = self.clock.time() if record["outcome"] == Outcome.SUCCESS.value else None
         try:
-            ours, streak = locks.finish(self.scripts, job.name, owner, json.dumps(record), record["outcome"],
-                                        done_ms, self.config.core.history_limit, success_at, ctx.processed_count)
+            ours, streak, warned = locks.finish(self.scripts, job.name, owner, json.dumps(record),
+                                                record["outcome"], done_ms, self.config.core.history_limit,
+                                                success_at, ctx.processed_count)
         except redis.RedisError as exc:
             self.claims.keep_for_release(job.name, owner)
             log.warning("could not record the run in Redis; its lease is released when Redis is back",
                         extra=fields(job=job.name, error=str(exc)))
-            return 0
+            return 0, False
         if not ours and not lease.lost:
             lease.lost = True
             self._lost(lease)
-        return streak
+        return streak, warned
 
     def _lost(self, lease: Lease) -> None:
         metrics.LOCK_LOST.labels(lease.job).inc()
         log.error("lease lost while running", extra=fields(job=lease.job, owner=lease.owner))
-        try:
+        with contextlib.suppress(redis.RedisError):
             self.state.count(lease.job, "lock_lost")
-        except redis.RedisError:
-            pass
 
     def _observe(self, job: JobSettings, outcome: Outcome, duration: float, ctx: RunContext) -> None:
         metrics.JOB_RUNS.labels(job.name, outcome.value).inc()

@@ -5,7 +5,6 @@ worker's CPU and RSS. Starts its own redis-server and PostgreSQL in temp dirs.""
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,14 +17,15 @@ import redis
 from psycopg_pool import ConnectionPool
 from redis.connection import Connection
 
-from appliance.kernel import locks
 from appliance.config import load_config
+from appliance.kernel import locks
 from appliance.kernel.ledger import Ledger
 from appliance.kernel.owner import make_token, new_run_id, utcnow
 from tests.services import PostgresServer, RedisServer
 from tests.worker.harness import WorkerProcess, worker_env, write_jobs_file
 
 LAGS: list[float] = []
+ROUND = [0]  # rounds so far: each uses jobs of its own
 RUN_THREAD_PREFIX = "run-"
 WARM_UP = 3  # appliance.worker.pool names its threads run-0, run-1, ...
 
@@ -60,7 +60,7 @@ class CountingPgConnection(psycopg.Connection):
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def bench_lag_and_round_trips(redis_url: str, home: Path, jobs: int, seconds: int, db_url: str | None) -> list[float]:
@@ -69,7 +69,9 @@ def bench_lag_and_round_trips(redis_url: str, home: Path, jobs: int, seconds: in
     from appliance.worker.main import build
 
     LAGS.clear()
-    names = [f"lag{i}" for i in range(jobs)]
+    ROUND[0] += 1
+    names = [f"lag{ROUND[0]}-{i}" for i in range(jobs)]  # new jobs each round: no misfire of an earlier one
+    redis.Redis.from_url(redis_url).flushdb()
     jobs_file = write_jobs_file(home / f"lag{jobs}.toml", {
         name: {"callable": "__main__:record_lag", "schedule": "1s"} for name in names})
     env = {"APPLIANCE_HOME": str(home), "REDIS_URL": redis_url, "APPLIANCE_JOBS_FILE": str(jobs_file),
@@ -81,7 +83,7 @@ def bench_lag_and_round_trips(redis_url: str, home: Path, jobs: int, seconds: in
     if db_url:
         pool = ConnectionPool(db_url, min_size=jobs + 1, max_size=jobs + 2, open=True,
                               connection_class=CountingPgConnection, kwargs={"autocommit": True})
-    worker, keeper = build(config, client, db=None, ledger=Ledger(pool) if pool else None)
+    worker, _keeper = build(config, client, db=None, ledger=Ledger(pool) if pool else None)
     worker.plan()
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
@@ -132,7 +134,9 @@ def _lags(client: redis.Redis, who: str, skip: int) -> list[float]:
 
 
 def _appliance_round(base_env: dict[str, str], home: Path, jobs: int, seconds: int, client: redis.Redis) -> list[float]:
-    names = [f"lag{i}" for i in range(jobs)]
+    ROUND[0] += 1
+    names = [f"vs{ROUND[0]}-{i}" for i in range(jobs)]
+    client.flushdb()
     jobs_file = write_jobs_file(home / f"vs{jobs}.toml", {
         name: {"callable": "scripts.benchmarks.lag_jobs:record", "schedule": "1s"} for name in names})
     proc = WorkerProcess(worker_env(base_env, jobs_file, names, LOG_FORMAT="json", LOG_LEVEL="info"),

@@ -9,11 +9,12 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
 
 import pytest
 
-from appliance.kernel.breaker import CircuitBreaker
 from appliance.config.core import AlertConfig
+from appliance.kernel.breaker import CircuitBreaker
 from appliance.kernel.state import ClusterState
 from appliance.worker.alerts import Alerter
 from tests.services import wait_until
@@ -38,10 +39,12 @@ def sent(caplog) -> list[tuple[str, str]]:
 
 
 def succeed(alerter: Alerter, job: str) -> None:
-    """A success as the runner reports it: its finish script ends the streak (``locks.finish``)."""
+    """A success as the runner reports it: its finish script ends the streak and says whether the job's
+    "failing often" warning is on (``locks.finish``)."""
     streak = int(alerter.client.hget("appliance:alerts", job) or 0)
     alerter.client.hdel("appliance:alerts", job)
-    alerter.succeeded(job, streak)
+    warned = alerter.client.hget("appliance:alert-states", f"intermittent:{job}") == "warning"
+    alerter.succeeded(job, streak, warned)
 
 
 @pytest.fixture
@@ -114,9 +117,9 @@ def test_a_paused_scheduler_makes_no_job_late(redis_server, caplog):
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
+    received: ClassVar[list[dict]] = []
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):
         _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(200)
         self.end_headers()

@@ -48,7 +48,7 @@ def test_acquire_is_exclusive_and_answers_why(r, scripts):
 def test_a_finished_slot_is_never_run_again_even_by_a_late_replica(r, scripts):
     a = token()
     assert locks.acquire(scripts, "job", a, 10, 1000)[0] is Claim.OK
-    assert locks.finish(scripts, "job", a, json.dumps({"outcome": "success"}), "success", 1000, 10, 1.0, 3) == (True, 0)
+    assert locks.finish(scripts, "job", a, json.dumps({"outcome": "success"}), "success", 1000, 10, 1.0, 3) == (True, 0, False)
     assert locks.acquire(scripts, "job", token(), 10, 1000)[0] is Claim.DONE
     assert locks.acquire(scripts, "job", token(), 10, 999)[0] is Claim.DONE
     assert locks.acquire(scripts, "job", token(), 10, 2000)[0] is Claim.OK
@@ -73,7 +73,7 @@ def test_finish_after_losing_the_lease_leaves_the_new_holder_alone(r, scripts):
     locks.acquire(scripts, "job", a, 10, 1000)
     r.delete("lock:job")
     locks.acquire(scripts, "job", b, 10, None)
-    assert locks.finish(scripts, "job", a, "{}", "success", 1000, 10, None, 0) == (False, 0)
+    assert locks.finish(scripts, "job", a, "{}", "success", 1000, 10, None, 0) == (False, 0, False)
     assert r.get("lock:job") == b
 
 
