@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 
-from appliance.supervise import embedded
 from appliance.config import Config
 from appliance.kernel.packs import load_settings
+from appliance.supervise import embedded
 from tests.services import PostgresServer, RedisServer
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 class JsonHandler(BaseHTTPRequestHandler):
@@ -19,7 +21,7 @@ class JsonHandler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
-    def read_json(self) -> object:
+    def read_json(self) -> Any:
         length = int(self.headers.get("content-length", 0))
         return json.loads(self.rfile.read(length)) if length else None
 
@@ -37,7 +39,7 @@ class JsonHandler(BaseHTTPRequestHandler):
 class LocalServer:
     """``handler`` served on a free loopback port from a daemon thread, between ``start()`` and ``stop()``."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str):
+    def __init__(self, handler: Callable[..., BaseHTTPRequestHandler], name: str):
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name=name, daemon=True)

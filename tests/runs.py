@@ -12,14 +12,15 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from appliance.kernel.context import RunContext
+from appliance.kernel.db.rows import one
 from appliance.kernel.owner import utcnow
 
 
 def open_run(pool: ConnectionPool, job: str, slot: datetime, run_id: str) -> int:
     """Open a scheduled run of ``job`` at ``slot``; returns its fence."""
     with pool.connection() as conn:
-        fence, done = conn.execute("SELECT * FROM appliance_start_run(%s, %s, 'schedule', %s, 'test', 'test', 1, %s)",
-                                   (job, slot, run_id, utcnow())).fetchone()
+        fence, done = one(conn.execute("SELECT * FROM appliance_start_run(%s, %s, 'schedule', %s, 'test', 'test', "
+                                       "1, %s)", (job, slot, run_id, utcnow())))
     assert not done, f"slot {slot} of {job} is done already"
     return int(fence)
 

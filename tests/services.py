@@ -63,7 +63,7 @@ class RedisServer:
     def socket_url(self) -> str:
         return f"unix://{self.dir / embedded.REDIS_SOCKET}"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         argv = embedded.redis_argv(self.dir, self.dir, port=self.port) + list(self.extra_args)
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: self.client().ping(), 10, "redis-server")
@@ -134,14 +134,18 @@ class PostgresServer:
         pgaccess.secure_cluster(self.data, self.user, password)
         pgaccess.single_user(self.data, self.user, "postgres", f'ALTER ROLE "{embedded.PG_USER}" CREATEDB\n\n')
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         embedded.init_postgres(self.data, self.dir, self.user)
         self.secure()
         argv = embedded.postgres_argv(self.data, self.dir, self.user, port=self.port, listen="127.0.0.1")
         argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", *self.extra_args]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: psycopg.connect(self.url("postgres"), connect_timeout=1).close() or True, 30, "postgres")
+        wait_until(self._accepts, 30, "postgres")
         return self
+
+    def _accepts(self) -> bool:
+        psycopg.connect(self.url("postgres"), connect_timeout=1).close()
+        return True
 
     def create_database(self, prefix: str = "t") -> str:
         """A new empty database; returns its URL."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from appliance.commands.common import EXIT_CONFIG, fail, jobs_or_exit, print_json
 from appliance.config.env import EnvReader
@@ -39,7 +39,7 @@ def parse_when(text: str, now: datetime) -> datetime:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{text!r}: expected a duration like 30m or 24h, or an ISO time") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def run_audit(args: argparse.Namespace) -> int:

@@ -6,15 +6,16 @@ import argparse
 import getpass
 import socket
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
-from appliance.commands.common import (EXIT_CONFIG, config_or_exit, fail, jobs_or_exit, print_json, setup_logs,
-                                       use_metrics_dir)
+from appliance.commands.common import fail, print_json
 from appliance.kernel.clients import connect_db, make_redis, untrusted
 from appliance.kernel.errors import Conflict, NotFound
 from appliance.kernel.ledger import read_history
+from appliance.kernel.startup import EXIT_CONFIG, config_or_exit, jobs_or_exit, setup_logs, use_metrics_dir
 from appliance.kernel.state import ClusterState
 
 EXIT_CONFLICT = 3
@@ -90,9 +91,9 @@ def _guarded(action: Callable[[], Any]) -> Any:
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     text = [[("-" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
     for r in text:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
 def jobs_list(args: argparse.Namespace) -> int:
@@ -122,12 +123,12 @@ def jobs_control(args: argparse.Namespace) -> int:
             pause = None
             _guarded(lambda: state.resume_all(who))
         _guarded(lambda: state.audit(who, f"scheduler.{args.action}-all", "*"))
-        result = {"paused_all": pause is not None, "paused_by": (pause or {}).get("by"),
+        result: dict[str, Any] = {"paused_all": pause is not None, "paused_by": (pause or {}).get("by"),
                   "paused_at": (pause or {}).get("at")}
         print_json(result) if args.json else print(f"{args.action}: all jobs ok")
         return 0
     if args.action == "trigger":
-        result: dict[str, Any] = {"job": args.name, "trigger_id": _guarded(lambda: state.trigger(args.name, who))}
+        result = {"job": args.name, "trigger_id": _guarded(lambda: state.trigger(args.name, who))}
     else:
         _guarded(lambda: getattr(state, args.action)(args.name, who))
         result = {"job": args.name, "paused": args.action == "pause"}

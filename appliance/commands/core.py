@@ -27,7 +27,8 @@ def check_config(args: argparse.Namespace) -> int:
     doc = masked(config)
     notes = doc.pop("notes")
     doc["jobs"] = [
-        {**masked(job), "describe": job.schedule.describe(), "next_runs": [iso(t) for t in job.schedule.next_runs(now, 5)]}
+        {**masked(job), "describe": job.schedule.describe(),
+         "next_runs": [iso(t) for t in job.schedule.next_runs(now, 5)]}
         for job in jobs
     ]
     doc["notes"] = notes

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
-from appliance.kernel.clients import make_pool, make_redis
 from appliance.config import Config
+from appliance.kernel.catalog import Jobs
+from appliance.kernel.clients import make_pool, make_redis
 from appliance.kernel.ledger import Ledger
 from appliance.kernel.locks import Claim
 from appliance.kernel.owner import utcnow
-from appliance.kernel.catalog import Jobs
 from appliance.kernel.state import ClusterState
-from appliance.worker.main import build
 from appliance.worker.dispatch import Dispatch
+from appliance.worker.main import build, heartbeat_of
 from appliance.worker.runner import Runner
 
 EXIT_FAILED = 1
@@ -40,7 +40,7 @@ def foreground_runner(config: Config, jobs: Jobs) -> Iterator[Runner]:
         worker.runner.recorder.stop(1.0)
         db.close(timeout=1)
         ledger_pool.close(timeout=1)
-        ClusterState(client).forget_worker(keeper.heartbeat.me)
+        ClusterState(client).forget_worker(heartbeat_of(keeper).me)
 
 
 def run_once(config: Config, jobs: Jobs, name: str, who: str, as_json: bool) -> int:

@@ -15,9 +15,9 @@ import os
 import sys
 
 from appliance.commands.common import fail, jobs_or_exit, setup_logs
+from appliance.commands.tools import redis_cli_hint
 from appliance.config import set_process_env
 from appliance.kernel.errors import ConfigError
-from appliance.commands.tools import redis_cli_hint
 from appliance.kernel.logs import fields
 from appliance.supervise.plan import plan_services, supervisor_env
 from appliance.supervise.prepare import StartupError, fatal_marker, make_dirs, migrate_database

@@ -146,7 +146,8 @@ def load_core(env: EnvReader) -> CoreConfig:
             enabled=env.bool("ALERT_ENABLED", True),
             critical_threshold=env.int("ALERT_CRITICAL_THRESHOLD", 3, min=1),
             slack_enabled=env.bool("ALERT_SLACK_ENABLED", False),
-            slack_webhook_url=env.url("ALERT_SLACK_WEBHOOK_URL", "", HTTP_SCHEMES) if env.secret("ALERT_SLACK_WEBHOOK_URL") else "",
+            slack_webhook_url=(env.url("ALERT_SLACK_WEBHOOK_URL", "", HTTP_SCHEMES)
+                               if env.secret("ALERT_SLACK_WEBHOOK_URL") else ""),
             slack_channel=env.str("ALERT_SLACK_CHANNEL", ""),
             webhook_url=env.url("ALERT_WEBHOOK_URL", "", HTTP_SCHEMES) if env.secret("ALERT_WEBHOOK_URL") else "",
             warning_threshold=env.int("ALERT_WARNING_THRESHOLD", 5, min=1),

@@ -6,13 +6,17 @@ variables through it; ``appliance.config.load_config`` raises one ``ConfigError`
 
 from __future__ import annotations
 
+import builtins
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 T = TypeVar("T")
+# The typed getters of EnvReader are named after the types they return (env.str, env.int, ...), so inside the
+# class those names mean the methods: its signatures spell the types as builtins.str and so on.
 
 #: Set by ``appliance.supervise.launch``: secrets the operator set that this program is not given. They
 #: read as unset (no check, no credential can match them); ``withheld`` tells that they are set elsewhere.
@@ -113,7 +117,8 @@ class EnvReader:
             return default
 
     # -- typed getters --------------------------------------------------------------------------------
-    def str(self, name: str, default: str = "", choices: tuple[str, ...] | None = None) -> str:
+    def str(self, name: builtins.str, default: builtins.str = "",
+            choices: tuple[builtins.str, ...] | None = None) -> builtins.str:
         value = self.raw(name)
         if value is None:
             return default
@@ -122,7 +127,7 @@ class EnvReader:
             return default
         return value.lower() if choices else value
 
-    def secret(self, name: str, default: str = "") -> str:
+    def secret(self, name: builtins.str, default: builtins.str = "") -> builtins.str:
         """A secret: masked in ``check-config`` and in every error message."""
         self.secret_names.add(name)
         if name in self.withheld:
@@ -132,7 +137,8 @@ class EnvReader:
             self.secret_values[name] = value
         return default if value is None else value
 
-    def int(self, name: str, default: int, min: int | None = None, max: int | None = None) -> int:
+    def int(self, name: builtins.str, default: builtins.int, min: builtins.int | None = None,
+            max: builtins.int | None = None) -> builtins.int:
         bounds = _bounds_text(min, max)
         value = self._typed(name, default, f"an integer{bounds}", lambda v: int(v, 10))
         if (min is not None and value < min) or (max is not None and value > max):
@@ -140,7 +146,8 @@ class EnvReader:
             return default
         return value
 
-    def float(self, name: str, default: float, min: float | None = None, max: float | None = None) -> float:
+    def float(self, name: builtins.str, default: builtins.float, min: builtins.float | None = None,
+              max: builtins.float | None = None) -> builtins.float:
         bounds = _bounds_text(min, max)
         value = self._typed(name, default, f"a number{bounds}", float)
         if (min is not None and value < min) or (max is not None and value > max):
@@ -148,7 +155,7 @@ class EnvReader:
             return default
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         def convert(v: str) -> bool:
             lowered = v.lower()
             if lowered in ("1", "true", "yes", "on"):
@@ -159,7 +166,8 @@ class EnvReader:
 
         return self._typed(name, default, "true or false", convert)
 
-    def duration(self, name: str, default: float, unit: str = "s", min: float | None = None) -> float:
+    def duration(self, name: builtins.str, default: builtins.float, unit: builtins.str = "s",
+                 min: builtins.float | None = None) -> builtins.float:
         """A duration in seconds. A bare number is in ``unit`` (seed 004 gives ms, s or min per variable);
         a suffix (``500ms``, ``30s``, ``5m``, ``1h``, ``1d``) overrides it."""
 
@@ -178,7 +186,8 @@ class EnvReader:
             return default
         return value
 
-    def url(self, name: str, default: str, schemes: tuple[str, ...], secret_password: bool = True) -> str:
+    def url(self, name: builtins.str, default: builtins.str, schemes: tuple[builtins.str, ...],
+            secret_password: builtins.bool = True) -> builtins.str:
         """A URL whose scheme is one of ``schemes``; its password is masked wherever it is shown."""
         self.url_names.add(name)
         value = self.raw(name)
@@ -197,7 +206,7 @@ class EnvReader:
             return default
         return value
 
-    def tz(self, name: str, default: str = "UTC") -> str:
+    def tz(self, name: builtins.str, default: builtins.str = "UTC") -> builtins.str:
         value = self.raw(name)
         if value is None:
             return default
@@ -208,13 +217,13 @@ class EnvReader:
             return default
         return value
 
-    def csv(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def csv(self, name: builtins.str, default: tuple[builtins.str, ...] = ()) -> tuple[builtins.str, ...]:
         value = self.raw(name)
         if value is None:
             return default
         return tuple(part.strip() for part in value.split(",") if part.strip())
 
-    def path(self, name: str, default: str) -> Path:
+    def path(self, name: builtins.str, default: builtins.str) -> Path:
         value = self.raw(name)
         return Path(value if value is not None else default)
 

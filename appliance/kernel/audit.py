@@ -17,12 +17,14 @@ there at the latest.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 import psycopg
 
+from appliance.kernel.db.rows import one
 from appliance.kernel.owner import iso
 
 #: Expected slots enumerated per job at most (a 1 s job over a day is 86,400).
@@ -30,12 +32,19 @@ SLOT_LIMIT = 1_000_000
 
 
 class JobSettings(Protocol):
-    """What the audit needs of a job's settings (``appliance.config.jobs.JobSettings``)."""
+    """What the audit needs of a job's settings (``appliance.kernel.catalog.JobSettings``, read-only)."""
 
-    name: str
-    lock_ttl: float
-    grace: float
-    schedule: Any
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def lock_ttl(self) -> float: ...
+
+    @property
+    def grace(self) -> float: ...
+
+    @property
+    def schedule(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end:
     open_runs = conn.execute(
         "SELECT run_id, slot, started_at FROM job_runs WHERE job = %s AND outcome IN ('running', 'retrying') "
         "AND started_at >= %s AND started_at <= %s", (name, since, end)).fetchall()
-    first = conn.execute("SELECT min(slot) FROM job_slots WHERE job = %s", (name,)).fetchone()[0]
+    first = one(conn.execute("SELECT min(slot) FROM job_slots WHERE job = %s", (name,)))[0]
     expected = _expected(job, max(since, first) if first else None, end)
     violations = report.violations
     violations += _check_commits(name, committed)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from enum import Enum
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
 
 import redis
 
@@ -27,14 +28,12 @@ from appliance.kernel import keys
 from appliance.kernel.errors import ApplianceError
 from appliance.kernel.logs import fields
 
-T = TypeVar("T")
-
 #: How long a half-open trial call may take before its place is given to another caller (its caller may
 #: have died mid-call). A provider request with its own retries stays well under this.
 PROBE_LEASE = 120.0
 
 
-class BreakerState(str, Enum):
+class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -204,17 +203,6 @@ class CircuitBreaker:
                 self._opened_at = self.clock()
             if before is not BreakerState.OPEN and self._opened_at is not None:
                 self._changed(before, BreakerState.OPEN, self._failures)
-
-    def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """Run ``fn`` through the breaker: failures (any exception) count towards opening it."""
-        self.before_call()
-        try:
-            result = fn(*args, **kwargs)
-        except Exception:
-            self.record_failure()
-            raise
-        self.record_success()
-        return result
 
     def _shared(self, which: int, args: list[Any]) -> list[Any] | None:
         """The script's answer, or None without Redis: the process's own state decides meanwhile."""

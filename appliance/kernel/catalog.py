@@ -161,7 +161,8 @@ def _number(table: dict[str, Any], key: str, where: str, env: EnvReader, integer
     value = table.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (integer and not isinstance(value, int)):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or value < 0 or (integer and not isinstance(value, int)):
         env.problem(f"{where}.{key}", value, "a non-negative " + ("integer" if integer else "number of seconds"))
         return None
     return value
@@ -179,7 +180,7 @@ def _import_callable(target: Any, where: str, env: EnvReader) -> JobFunc | None:
     if not callable(func):
         env.problem(f"{where}.callable", target, "a callable")
         return None
-    return func  # type: ignore[no-any-return]  # checked callable just above
+    return func
 
 
 def resolve_specs(specs: list[JobSpec], config: Config, env: EnvReader) -> tuple[JobSettings, ...]:
@@ -203,7 +204,8 @@ def _settings(spec: JobSpec, config: Config, env: EnvReader) -> JobSettings:
     try:
         schedule = parse_schedule(text, tz=tz)
     except ScheduleError as exc:
-        where = f"SCHEDULE_{suffix}" if override else f"{spec.extra.get('source', 'built-in')}[jobs.{spec.name}].schedule"
+        source = spec.extra.get("source", "built-in")
+        where = f"SCHEDULE_{suffix}" if override else f"{source}[jobs.{spec.name}].schedule"
         env.invalid(where, text, exc.reason)
         schedule = parse_schedule("1h", tz="UTC")
     enabled = env.bool(f"ENABLED_{suffix}", spec.enabled)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time as _time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 # How often a stepped wait looks at the thing it waits on. Only its reaction to ``set()``/``notify()``
@@ -45,7 +45,7 @@ class SystemClock:
     """The machine's clocks."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def time(self) -> float:
         return _time.time()
@@ -74,7 +74,7 @@ class SteppedClock:
     """
 
     def __init__(self, start: datetime | None = None, *, auto_advance: bool = False) -> None:
-        start = start or datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+        start = start or datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
         if start.tzinfo is None:
             raise ValueError(f"SteppedClock start must be timezone-aware, got {start!r}")
         self._epoch = start.timestamp()
@@ -84,7 +84,7 @@ class SteppedClock:
         self._waiters = 0
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.time(), timezone.utc)
+        return datetime.fromtimestamp(self.time(), UTC)
 
     def time(self) -> float:
         return self._epoch + self._offset

@@ -57,9 +57,9 @@ class RunContext:
     run_id: str
     attempt: int
     owner: str
-    config: "Config"
-    redis: "Redis"
-    db: "ConnectionPool | None"
+    config: Config
+    redis: Redis
+    db: ConnectionPool | None
     log: logging.LoggerAdapter
     cancel: CancelToken = field(default_factory=CancelToken)
     trigger: str = "schedule"

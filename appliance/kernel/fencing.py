@@ -19,6 +19,7 @@ from typing import Protocol
 
 import psycopg
 
+from appliance.kernel.db.rows import one
 from appliance.kernel.errors import LockLost
 
 
@@ -31,11 +32,11 @@ class Run(Protocol):
 
 def issue_fence(conn: psycopg.Connection, job: str) -> int:
     """The next fencing number of ``job`` (commits on its own when ``conn`` is in autocommit mode)."""
-    row = conn.execute(
+    row = one(conn.execute(
         "INSERT INTO job_fences (job, fence) VALUES (%s, 1) "
         "ON CONFLICT (job) DO UPDATE SET fence = job_fences.fence + 1, issued_at = now() RETURNING fence",
         (job,),
-    ).fetchone()
+    ))
     return int(row[0])
 
 
@@ -57,7 +58,7 @@ def complete_slot(conn: psycopg.Connection, ctx: Run) -> None:
     Raises ``LockLost`` unless this run still holds the newest fence of its job and its slot is not done
     yet; the caller's transaction must then roll back (``with conn.transaction():`` does it).
     """
-    (ok,) = conn.execute("SELECT appliance_complete(%s)", (ctx.run_id,)).fetchone()
+    (ok,) = one(conn.execute("SELECT appliance_complete(%s)", (ctx.run_id,)))
     if not ok:
         raise LockLost(f"run {ctx.run_id} of {ctx.job} cannot complete its slot: a newer run holds the job "
                        "or the slot is done already")

@@ -7,7 +7,7 @@ quiet hours of a windowed schedule do not count.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -36,7 +36,7 @@ def due_since(job: dict[str, Any], now: float, factor: float) -> float:
     cutoff = now - factor * period
     try:
         schedule = _schedule(job["schedule"], job.get("timezone") or "UTC")
-        slot = schedule.last_at_or_before(datetime.fromtimestamp(cutoff, timezone.utc))
+        slot = schedule.last_at_or_before(datetime.fromtimestamp(cutoff, UTC))
     except (KeyError, TypeError, ValueError, ScheduleError):
         return cutoff
     return slot.timestamp() if slot is not None else cutoff

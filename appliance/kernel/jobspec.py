@@ -6,15 +6,16 @@ turns specs plus environment overrides into ``JobSettings`` (see ``appliance.con
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from appliance.config import Config
     from appliance.kernel.context import RunContext
 
 JobFunc = Callable[["RunContext"], Any]
-ScheduleDefault = Union[str, Callable[["Config"], str]]
+ScheduleDefault = str | Callable[["Config"], str]
 
 
 @dataclass(frozen=True)
@@ -40,5 +41,5 @@ class JobSpec:
     enabled: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def default_schedule(self, config: "Config") -> str:
+    def default_schedule(self, config: Config) -> str:
         return self.schedule(config) if callable(self.schedule) else self.schedule

@@ -17,12 +17,14 @@ inside its own final transaction; for other jobs ``finish`` marks the slot done 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from appliance.kernel.db.rows import one
 from appliance.kernel.outcomes import Outcome
 
 #: How long a ledger statement may wait for a pooled connection; PostgreSQL down must not hang a run.
@@ -57,19 +59,19 @@ class Ledger:
     def start(self, job: str, slot: datetime, trigger: str, run_id: str, owner: str, worker: str,
               attempt: int, started: datetime) -> Started:
         with self.pool.connection(timeout=CONNECT_WAIT) as conn:
-            fence, done = conn.execute(
+            fence, done = one(conn.execute(
                 "SELECT * FROM appliance_start_run(%s, %s, %s, %s, %s, %s, %s, %s)",
-                (job, slot, trigger, run_id, owner, worker, attempt, started)).fetchone()
+                (job, slot, trigger, run_id, owner, worker, attempt, started)))
         return Started(int(fence), bool(done))
 
     def finish(self, run_id: str, outcome: Outcome, slot_outcome: Outcome | None, error: str | None,
                processed: int, summary: dict[str, Any] | None, duration_ms: float, reason: str | None) -> Outcome:
         """Record the end of a run; returns the outcome recorded (a stale success becomes ``lease_lost``)."""
         with self.pool.connection(timeout=CONNECT_WAIT) as conn:
-            (recorded,) = conn.execute(
+            (recorded,) = one(conn.execute(
                 "SELECT appliance_finish_run(%s, %s, %s, %s, %s, %s, %s, %s)",
                 (run_id, outcome.value, slot_outcome.value if slot_outcome else None, error, processed,
-                 None if summary is None else json.dumps(summary), duration_ms, reason)).fetchone()
+                 None if summary is None else json.dumps(summary), duration_ms, reason)))
         return Outcome(recorded) if recorded else outcome
 
     def record(self, records: Iterable[SlotRecord]) -> int:
@@ -88,8 +90,8 @@ class Ledger:
     def reconcile(self, job: str, worker: str, reason: str) -> int:
         """Close the open runs of ``job`` by ``worker`` (the caller checked that the worker is gone)."""
         with self.pool.connection(timeout=CONNECT_WAIT) as conn:
-            (closed,) = conn.execute("SELECT appliance_reconcile(%s, NULL, NULL, %s, %s)",
-                                     (job, reason, worker)).fetchone()
+            (closed,) = one(conn.execute("SELECT appliance_reconcile(%s, NULL, NULL, %s, %s)",
+                                         (job, reason, worker)))
         return int(closed)
 
     def open_runs(self, jobs: Iterable[str]) -> list[dict[str, Any]]:
@@ -98,8 +100,8 @@ class Ledger:
             cur = conn.execute(
                 "SELECT job, run_id, owner, worker, slot, outcome FROM job_runs "
                 "WHERE job = ANY(%s) AND outcome IN ('running', 'retrying') ORDER BY id", (list(jobs),))
-            names = [c.name for c in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            names = [c.name for c in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def last_slots(self, jobs: Iterable[str]) -> dict[str, tuple[datetime, Outcome]]:
         """The newest recorded slot of each job, and its outcome (the misfire policy starts from it)."""
@@ -138,7 +140,7 @@ def read_history(conn, job: str | None = None, limit: int = 50) -> list[dict[str
     names = [c.name for c in cur.description]
     rows = []
     for values in cur.fetchall():
-        row = dict(zip(names, values))
+        row = dict(zip(names, values, strict=True))
         row.pop("at")
         for key in ("slot", "started_at", "finished_at"):
             if row[key] is not None:

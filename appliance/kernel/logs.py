@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from appliance.kernel.owner import iso
@@ -50,7 +50,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": iso(datetime.fromtimestamp(record.created, timezone.utc)),
+            "ts": iso(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "process": self.process,
             "logger": record.name,

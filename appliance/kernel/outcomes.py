@@ -6,10 +6,10 @@ schedule, which ends as exactly one row of ``job_slots`` (``appliance.kernel.led
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     # -- runs and slots
     SUCCESS = "success"  # the run's effect committed (under its fence)
     CANCELLED = "cancelled"  # stopped at a checkpoint because the worker was stopping
@@ -27,15 +27,7 @@ class Outcome(str, Enum):
     PAUSED = "paused"  # the job was paused
     MISSED = "missed"  # no worker ran it in time (downtime longer than the job's grace)
 
-    def __str__(self) -> str:
-        return self.value
 
-
-#: What a slot can end as; an audit finds every expected slot with exactly one of these.
-SLOT_OUTCOMES = frozenset({
-    Outcome.SUCCESS, Outcome.FAILED, Outcome.DEAD_LETTERED, Outcome.SKIPPED_LOCKED, Outcome.SKIPPED_UNAVAILABLE,
-    Outcome.PAUSED, Outcome.MISSED, Outcome.ABANDONED, Outcome.LEASE_LOST, Outcome.CANCELLED,
-})
 #: Slot outcomes after which a takeover or a misfire may still run the slot once (nothing of it committed,
 #: and nobody decided against running it).
 RERUNNABLE = frozenset({Outcome.ABANDONED, Outcome.SKIPPED_UNAVAILABLE})

@@ -11,18 +11,18 @@ import re
 import secrets
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _TOKEN = re.compile(r"^(?P<host>\S+) pid=(?P<pid>\d+) started=(?P<started>\S+) run=(?P<run>\S+)$")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(dt: datetime) -> str:
     """``2026-11-22T10:00:00.123Z``: UTC with milliseconds, as seed 004's JSON shows times."""
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def worker_id(host: str | None = None, pid: int | None = None) -> str:

@@ -15,7 +15,8 @@ import json
 import re
 import sys
 import threading
-from typing import Any, Iterable, Mapping, TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from appliance.config.env import redact_url
@@ -76,7 +77,7 @@ class Redactor:
         self._pattern = re.compile("|".join(patterns)) if patterns else None
 
     @classmethod
-    def from_config(cls, config: Any) -> "Redactor":
+    def from_config(cls, config: Any) -> Redactor:
         """The registry of ``config``: each declared secret that is set, the passwords of every URL setting and
         of the effective service URLs (which may come from defaults), and the embedded PostgreSQL password when
         its file exists.

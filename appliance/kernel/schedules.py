@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -48,7 +48,7 @@ DAY = 86_400
 MAX_INTERVAL_DAYS = 366
 LOOKBACK = timedelta(days=400)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _SECOND_US = 1_000_000
 _DAY_US = DAY * _SECOND_US
@@ -243,7 +243,8 @@ def _to_utc(u: int) -> datetime:
 
 
 def _offset(zone: ZoneInfo, u: int) -> int:
-    return _to_utc(u).astimezone(zone).utcoffset() // _US
+    offset = _to_utc(u).astimezone(zone).utcoffset()  # never None: an aware time in a ZoneInfo
+    return (offset or timedelta(0)) // _US
 
 
 def _local(zone: ZoneInfo, u: int) -> datetime:

@@ -9,7 +9,7 @@ returned, or null); times are ISO 8601 UTC strings.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -60,7 +60,7 @@ class ClusterState:
         names = sorted(published)
         holders = self.r.mget([keys.lock(n) for n in names]) if names else []
         result = []
-        for name, holder in zip(names, holders):
+        for name, holder in zip(names, holders, strict=True):
             info = _loads(published[name]) or {}
             last_success = success.get(name)
             result.append({
@@ -93,7 +93,8 @@ class ClusterState:
         """Ask the cluster to run ``job`` once now, under its lock; one worker takes it. Returns its id."""
         self.require_job(job)
         trigger_id = new_run_id()
-        entry = {"id": trigger_id, "job": job, "by": by, "reason": reason, "at": iso(self.clock.now()), "payload": payload}
+        entry = {"id": trigger_id, "job": job, "by": by, "reason": reason, "at": iso(self.clock.now()),
+                 "payload": payload}
         pipe = self.r.pipeline(transaction=False)
         pipe.lpush(keys.triggers(job), json.dumps(entry))
         pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"action": "trigger", "job": job}))
@@ -146,7 +147,7 @@ class ClusterState:
             pipe.hgetall(keys.breaker(name))
         now_ms = (self.clock.time() if now is None else now) * 1000
         result = []
-        for name, raw in zip(names, pipe.execute()):
+        for name, raw in zip(names, pipe.execute(), strict=True):
             state = raw.get("state") or "closed"
             opened, reset = _int(raw.get("opened_ms")), _int(raw.get("reset_ms"))
             retry_in = None
@@ -204,7 +205,7 @@ class ClusterState:
             return []
         beats = self.r.mget([keys.heartbeat(i) for i in ids])
         live, dead = [], []
-        for worker, beat in zip(ids, beats):
+        for worker, beat in zip(ids, beats, strict=True):
             if beat is None:
                 dead.append(worker)
                 continue
@@ -332,4 +333,4 @@ def _int(value: str | None) -> int | None:
 
 
 def iso_from_epoch(seconds: float) -> str:
-    return iso(datetime.fromtimestamp(seconds, timezone.utc))
+    return iso(datetime.fromtimestamp(seconds, UTC))

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -22,8 +23,8 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from appliance.kernel.clients import PG_CONNECT_TIMEOUT
 from appliance.kernel.ledger import read_history
 from appliance.kernel.logs import fields
-from appliance.sidecar.auth import admin_surface, require_admin
 from appliance.kernel.state import ClusterState
+from appliance.sidecar.auth import admin_surface, require_admin
 
 log = logging.getLogger("appliance.sidecar.admin")
 

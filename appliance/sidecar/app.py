@@ -10,17 +10,19 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
+from appliance.config import Config
 from appliance.kernel.clients import make_redis
 from appliance.kernel.clock import SYSTEM, Clock
-from appliance.config import Config
 from appliance.kernel.errors import Conflict, NotFound
 from appliance.kernel.redaction import Redactor
+from appliance.kernel.state import ClusterState
 from appliance.sidecar.checks import failure
 from appliance.sidecar.health import Monitor
-from appliance.kernel.state import ClusterState
 
 log = logging.getLogger("appliance.sidecar")
 
@@ -59,7 +61,8 @@ def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = Non
     config.core.metrics_dir.mkdir(parents=True, exist_ok=True)
     # No app-wide static route: the dashboard blueprint serves its own files under its security headers.
     app = Flask(__name__, static_folder=None)
-    app.json.sort_keys = False
+    if isinstance(app.json, DefaultJSONProvider):  # the provider Flask makes by default
+        app.json.sort_keys = False
     app.extensions["appliance"] = Sidecar(
         config=config,
         monitor=Monitor(config, clock=clock, hostname=hostname),
@@ -74,7 +77,7 @@ def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = Non
     @app.after_request
     def _mask(response: Response) -> Response:
         # Run records, dead letters and error messages come from jobs; a job may have put a secret in them.
-        if not response.direct_passthrough and _textual(response.mimetype):
+        if not response.direct_passthrough and _textual(response.mimetype or ""):
             text = response.get_data(as_text=True)
             clean = redactor.text(text)
             if clean != text:
@@ -97,7 +100,7 @@ def _error(status: int, error: str, message: str) -> tuple[Response, int]:
 
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
+    def http_error(exc: HTTPException) -> BaseResponse:
         response = exc.get_response()
         body, _ = _error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"),
                          exc.description or "")

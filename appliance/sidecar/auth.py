@@ -9,12 +9,14 @@ exist: every admin URL answers 404, so a forgotten setting never leaves job cont
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 import jwt
 from flask import abort, current_app, g, request
+from jwt.types import Options
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from appliance.config.sidecar import SidecarConfig
@@ -33,7 +35,7 @@ class Caller:
 class BearerRequired(Unauthorized):
     """401 with the ``WWW-Authenticate`` header RFC 6750 asks for."""
 
-    def get_headers(self, environ=None, scope=None):  # noqa: ANN001 - werkzeug's signature
+    def get_headers(self, environ=None, scope=None):
         return [*super().get_headers(environ, scope), ("WWW-Authenticate", 'Bearer realm="appliance"')]
 
 
@@ -55,7 +57,7 @@ def authenticate(config: SidecarConfig, header: str | None) -> Caller:
 
 
 def _jwt_subject(config: SidecarConfig, credential: str) -> str:
-    options: dict[str, Any] = {"require": ["exp"], "verify_aud": bool(config.jwt_audience)}
+    options: Options = {"require": ["exp"], "verify_aud": bool(config.jwt_audience)}
     try:
         claims = jwt.decode(credential, config.jwt_secret, algorithms=["HS256"], options=options,
                             audience=config.jwt_audience or None, issuer=config.jwt_issuer or None, leeway=5)

@@ -13,21 +13,22 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
-from enum import Enum
-from typing import Any, Callable
+from enum import StrEnum
+from typing import Any
 
 import httpx
 import psycopg
 import redis
 
+from appliance.config.env import redact_url
 from appliance.kernel import keys
 from appliance.kernel.clock import SYSTEM, Clock
-from appliance.config.env import redact_url
-from appliance.kernel.owner import iso
 from appliance.kernel.eviction import eviction_policy, eviction_problem
+from appliance.kernel.owner import iso
 from appliance.kernel.state import ClusterState
 
 #: An absolute path: a slash not inside a word, URL or relative path, then at least two parts.
@@ -37,7 +38,7 @@ _PATH = re.compile(r"(?<![\w:/.~-])/[^\s/\"',;]+(?:/[^\s/\"',;]*)+")
 PG_CONNECT_TIMEOUT = 2
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     UP = "up"
     DEGRADED = "degraded"
     DOWN = "down"

@@ -24,14 +24,21 @@ import httpx
 from flask import Blueprint, Response, current_app, jsonify
 
 from appliance import __version__
+from appliance.config import Config
 from appliance.kernel.clients import make_redis
 from appliance.kernel.clock import SYSTEM, Clock
-from appliance.config import Config
 from appliance.kernel.freshness import freshness
-from appliance.kernel.packs import SeedNames, packs_of
 from appliance.kernel.owner import iso
-from appliance.sidecar.checks import (CachedProbe, Component, Status, check_database, check_qdrant, check_redis,
-                                      embedded_qdrant)
+from appliance.kernel.packs import SeedNames, packs_of
+from appliance.sidecar.checks import (
+    CachedProbe,
+    Component,
+    Status,
+    check_database,
+    check_qdrant,
+    check_redis,
+    embedded_qdrant,
+)
 from appliance.sidecar.programs import Programs
 
 CRITICAL = ("redis", "database", "worker")

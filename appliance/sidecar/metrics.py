@@ -9,14 +9,15 @@ breakers, pause-all, uptime.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
-from werkzeug.exceptions import ServiceUnavailable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from werkzeug.exceptions import ServiceUnavailable
 
 from appliance.kernel import metrics as worker_metrics
 from appliance.kernel.owner import iso

@@ -15,7 +15,7 @@ import socket
 import threading
 import xmlrpc.client
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from appliance.kernel.clock import SYSTEM, Clock
 
@@ -101,6 +101,8 @@ class Programs:
             return None
         finally:
             proxy("close")()
+        # getAllProcessInfo answers a list of structs (supervisor's XML-RPC API); xmlrpc types it as any value.
+        processes: list[dict[str, Any]] = cast(list[dict[str, Any]], infos)
         return {info["name"]: {"state": info["statename"], "pid": info["pid"] or None,
                                "uptime": int(info["now"] - info["start"]) if info["pid"] else 0}
-                for info in infos}
+                for info in processes}

@@ -20,9 +20,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from appliance.kernel.state import ClusterState
 from appliance.sidecar import admin
 from appliance.sidecar.auth import admin_surface, require_admin
-from appliance.kernel.state import ClusterState
 
 bp = Blueprint("seed_api", __name__, url_prefix="/api/v1/scheduler")
 bp.before_request(admin_surface)
@@ -48,7 +48,7 @@ def _no_store(response: Response) -> Response:
 def status() -> tuple[Response, int]:
     state = _state()
     pause, jobs, workers = state.paused_all(), state.jobs(), state.workers()
-    started = min((w.get("started") for w in workers if w.get("started")), default=None)
+    started = min((str(w["started"]) for w in workers if w.get("started")), default=None)
     data: dict[str, Any] = {
         "status": "stopped" if pause else "running",
         "isRunning": pause is None and bool(workers),

@@ -55,8 +55,8 @@ def _connect() -> psycopg.Connection:
 
 def _rows(conn: psycopg.Connection, query: str, params: Any) -> list[dict[str, Any]]:
     cursor = conn.execute(query, params)
-    names = [c.name for c in cursor.description]
-    return [{name: _plain(value) for name, value in zip(names, row)} for row in cursor.fetchall()]
+    names = [c.name for c in cursor.description or ()]
+    return [{name: _plain(value) for name, value in zip(names, row, strict=True)} for row in cursor.fetchall()]
 
 
 def _plain(value: Any) -> Any:

@@ -12,6 +12,7 @@ It speaks Supervisor's listener protocol on stdin/stdout; its own messages go to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,10 +68,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m appliance.supervise.fatal MARKER_FILE PROGRAM[,PROGRAM...]", file=sys.stderr)
         return 2
     marker, names = Path(argv[0]), {n.strip() for n in argv[1].split(",") if n.strip()}
-    try:
+    with contextlib.suppress(EOFError, KeyboardInterrupt, BrokenPipeError):
         listen(names, marker)
-    except (EOFError, KeyboardInterrupt, BrokenPipeError):
-        pass
     return 0
 
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 SECRET_NAMES = "APPLIANCE_SECRET_NAMES"
 WITHHELD = "APPLIANCE_WITHHELD_SECRETS"

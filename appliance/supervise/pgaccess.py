@@ -28,8 +28,8 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from appliance.supervise.embedded import PG_DATABASE, PG_SUPERUSER, PG_USER, as_user, find_pg_bin
 from appliance.kernel.errors import ApplianceError
+from appliance.supervise.embedded import PG_DATABASE, PG_SUPERUSER, PG_USER, as_user, find_pg_bin
 
 #: SCRAM iterations; PostgreSQL's own default (``scram_iterations``).
 SCRAM_ITERATIONS = 4096
@@ -125,7 +125,8 @@ def secure_cluster(data_dir: Path, user: str | None, password: str) -> list[str]
     what it changed beyond the routine (``upgraded``, ``created database``), for the log."""
     write_hba(data_dir, user)
     out = single_user(data_dir, user, "postgres", _roles_sql(scram_verifier(password)))
-    changed = [f"upgraded (superuser {PG_USER} renamed {PG_SUPERUSER})"] if f"appliance-superuser={PG_USER}\"" in out else []
+    upgraded = f"appliance-superuser={PG_USER}\"" in out
+    changed = [f"upgraded (superuser {PG_USER} renamed {PG_SUPERUSER})"] if upgraded else []
     found = _DATABASE_MARK.search(out)
     if found is None:
         raise ClusterSetupError(f"could not tell whether database {PG_DATABASE} exists")
@@ -138,8 +139,9 @@ def secure_cluster(data_dir: Path, user: str | None, password: str) -> list[str]
 
 
 def _roles_sql(verifier: str) -> str:
-    """Roles, in the maintenance database: who the superuser is (an old cluster's is ``appliance``), its upgrade, the application role with its
-    password verifier, the superuser without a password; then whether the database exists."""
+    """Roles, in the maintenance database: who the superuser is (an old cluster's is ``appliance``), its upgrade,
+    the application role with its password verifier, the superuser without a password; then whether the
+    database exists."""
     return f"""\
 SELECT 'appliance-superuser=' || rolname FROM pg_roles WHERE oid = 10;
 

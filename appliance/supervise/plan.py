@@ -23,14 +23,14 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
-from appliance.supervise import embedded
 from appliance.config import Config
 from appliance.kernel.errors import ConfigError
+from appliance.supervise import embedded
 from appliance.supervise.launch import SECRET_NAMES
 
 #: Root of a source checkout (``supervisord.conf`` and ``config/`` live there); absent in an installed package.

@@ -18,14 +18,21 @@ from pathlib import Path
 
 import psycopg
 
-from appliance.supervise import embedded, pgaccess
+from appliance.config import Config
 from appliance.kernel.clients import connect_db, wait_for
 from appliance.kernel.db.migrate import migrate
-from appliance.config import Config
 from appliance.kernel.errors import ApplianceError
 from appliance.kernel.logs import fields
-from appliance.supervise.plan import (LOG_FILES, POSTGRES_DIR, QDRANT_SERVER_DIR, REDIS_DIR, SUPERVISORD_LOG, Plan,
-                                      qdrant_dirs)
+from appliance.supervise import embedded, pgaccess
+from appliance.supervise.plan import (
+    LOG_FILES,
+    POSTGRES_DIR,
+    QDRANT_SERVER_DIR,
+    REDIS_DIR,
+    SUPERVISORD_LOG,
+    Plan,
+    qdrant_dirs,
+)
 
 log = logging.getLogger("appliance.run")
 
@@ -84,7 +91,9 @@ def migrate_database(config: Config, plan: Plan) -> list[str]:
     try:
         if embedded.init_postgres(data, core.run_dir, user):
             log.info("created the embedded PostgreSQL cluster", extra=fields(path=str(data)))
-        password = pgaccess.load_password(core.database_password_file, core.database_passfile)
+        password_file = core.database_password_file
+        assert password_file is not None, "the embedded database always has its password file"
+        password = pgaccess.load_password(password_file, core.database_passfile)
         for change in pgaccess.secure_cluster(data, user, password):
             log.info("embedded PostgreSQL: %s", change)
     except (OSError, RuntimeError, subprocess.SubprocessError, ApplianceError) as exc:

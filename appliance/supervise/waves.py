@@ -29,6 +29,9 @@ def wave_of(priority: int) -> int:
 
 
 class WaveSupervisor(supervisord.Supervisor):
+    #: Set by supervisor's Supervisor while it stops (its process groups in stop order); supervisor has no types.
+    stop_groups: list[Any]
+
     def _current_wave(self) -> list[Any]:
         if not self.stop_groups:
             return []

@@ -8,11 +8,13 @@ not run is recorded here, in the background, with its reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 import redis
 
@@ -32,7 +34,7 @@ log = logging.getLogger("appliance.worker.run")
 
 
 def epoch_ms(dt: datetime) -> int:
-    return int(round(dt.timestamp() * 1000))
+    return round(dt.timestamp() * 1000)
 
 
 @dataclass
@@ -167,10 +169,8 @@ class Claims:
     def skip(self, job: str, outcome: str) -> None:
         """Count a slot that did not run (metrics and the cluster counters)."""
         metrics.JOB_RUNS.labels(job, str(outcome)).inc()
-        try:
+        with contextlib.suppress(redis.RedisError):
             self.state.count(job, str(outcome))
-        except redis.RedisError:
-            pass
 
     def record_slot(self, job: str, slot: datetime, outcome: Outcome, reason: str | None = None) -> None:
         """Put a slot that did not run into the ledger (in the background; kept while PostgreSQL is down)."""

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import Enum
-from typing import Any, Mapping
+from enum import StrEnum
+from typing import Any
 
 from appliance.kernel.catalog import JobSettings
 from appliance.kernel.locks import Claim
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     SCHEDULE = "schedule"  # a slot of the job's schedule (guarded by the per-slot marker)
     QUEUED = "queued"  # serve the oldest pending cluster trigger, taken only once the lease is ours
     DIRECT = "direct"  # a manual run started here: the CLI, or the retry of a manual run
@@ -29,7 +30,7 @@ class Dispatch:
     request: Mapping[str, Any] | None = None
 
     @classmethod
-    def manual(cls, job: JobSettings, at: datetime, reason: str, by: str) -> "Dispatch":
+    def manual(cls, job: JobSettings, at: datetime, reason: str, by: str) -> Dispatch:
         """A manual run started here (``appliance jobs run``, ``knowledge reindex``)."""
         return cls(job, at, Source.DIRECT, request={"reason": reason, "by": by})
 
@@ -44,7 +45,7 @@ class Dispatch:
             return "schedule"
         return str((self.request or {}).get("reason") or "manual")
 
-    def again(self, request: Mapping[str, Any] | None) -> "Dispatch":
+    def again(self, request: Mapping[str, Any] | None) -> Dispatch:
         """The retry of this dispatch; a served trigger is retried as the request it was."""
         source = Source.DIRECT if self.source is Source.QUEUED else self.source
         return replace(self, attempt=self.attempt + 1, source=source, request=request or self.request)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import redis
 
@@ -35,7 +35,7 @@ class Lease:
     next_renew: float = 0.0
     lost: bool = False
     run_id: str = ""
-    on_lost: Callable[["Lease"], None] | None = field(default=None, repr=False)
+    on_lost: Callable[[Lease], None] | None = field(default=None, repr=False)
     clock: Clock = field(default=SYSTEM, repr=False)
 
     def __post_init__(self) -> None:

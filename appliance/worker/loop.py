@@ -17,8 +17,9 @@ import json
 import logging
 import random
 import threading
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import redis
 import schedule
@@ -30,7 +31,6 @@ from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.locks import Claim
 from appliance.kernel.logs import fields
 from appliance.kernel.outcomes import RERUNNABLE, Outcome
-from appliance.kernel.state import ClusterState
 from appliance.worker.dispatch import Attempt, Dispatch, Source
 from appliance.worker.pool import RunPool
 from appliance.worker.runner import Runner
@@ -115,7 +115,6 @@ class Worker:
         self.pool = pool
         self.jobs = {job.name: job for job in jobs}
         self.clock = clock
-        self.state = ClusterState(client)
         self.scheduler = schedule.Scheduler()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -209,7 +208,7 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - PostgreSQL down at start: fall back to Redis
                 log.warning("ledger unreachable at start; misfires follow Redis' markers",
                             extra=fields(error=type(exc).__name__))
-        return {name: (datetime.fromtimestamp(ms / 1000, timezone.utc), Outcome.SUCCESS)
+        return {name: (datetime.fromtimestamp(ms / 1000, UTC), Outcome.SUCCESS)
                 for name, ms in self._done_markers().items()}, {}
 
     def _done_markers(self) -> dict[str, int]:
@@ -220,7 +219,7 @@ class Worker:
             values = pipe.execute()
         except redis.RedisError:
             return {}
-        return {name: int(v) for name, v in zip(self.jobs, values) if v is not None}
+        return {name: int(v) for name, v in zip(self.jobs, values, strict=True) if v is not None}
 
     def _missed(self, job: JobSettings, slots: list[datetime]) -> None:
         log.warning("slots missed", extra=fields(job=job.name, missed=len(slots)))
@@ -242,7 +241,7 @@ class Worker:
     def _sleep_seconds(self) -> float:
         waits = [self._refresh_due - self.clock.monotonic()]
         now = self.clock.now()
-        waits += [(job.slot - now).total_seconds() - CLAIM_LEAD for job in self.scheduler.jobs]
+        waits += [(cast(SlotJob, job).slot - now).total_seconds() - CLAIM_LEAD for job in self.scheduler.jobs]
         with self._lock:
             if self._timers:
                 waits.append(self._timers[0][0] - self.clock.monotonic())
@@ -272,7 +271,7 @@ class Worker:
             self._refresh_due = self.clock.monotonic() + 1.0
             return
         self._paused = set(self.jobs) if paused_all else set(paused)
-        for name, count in zip(names, pending):
+        for name, count in zip(names, pending, strict=True):
             if count:
                 self._dispatch(Dispatch(self.jobs[name], self.clock.now(), Source.QUEUED))
 
@@ -286,7 +285,7 @@ class Worker:
         """Called by ``schedule`` for a due ``SlotJob``; must not raise, or the library would not reschedule."""
         try:
             self._dispatch(Dispatch(job.settings, job.slot))
-        except Exception:  # noqa: BLE001 - keep the loop alive whatever happens in one dispatch
+        except Exception:
             log.exception("dispatch failed", extra=fields(job=job.settings.name))
 
     def _dispatch(self, d: Dispatch) -> None:

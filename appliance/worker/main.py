@@ -8,6 +8,7 @@ writes the ledger entries it still holds, closes its pools and exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,15 +17,16 @@ import socket
 import sys
 import threading
 from collections.abc import Sequence
+from typing import cast
 
 import httpx
 import redis
 
 from appliance import __version__
-from appliance.kernel import keys, locks, metrics
-from appliance.kernel.clients import make_pool, make_redis, wait_for
 from appliance.config import Config
+from appliance.kernel import keys, locks, metrics
 from appliance.kernel.catalog import JobSettings, load_jobs
+from appliance.kernel.clients import make_pool, make_redis, wait_for
 from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.eviction import eviction_policy, eviction_problem
 from appliance.kernel.ledger import Ledger
@@ -81,7 +83,8 @@ class Heartbeat:
 
     def __call__(self) -> None:
         rss, cpu = metrics.sample_process("worker")
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started, "beat_at": self.worker.clock.time(),
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
+                "beat_at": self.worker.clock.time(),
                 "ttl": self.ttl, "version": __version__, "jobs": sorted(self.worker.jobs),
                 "running": self.worker.running_jobs(), "rss_bytes": rss, "cpu_seconds": cpu}
         self.state.beat(self.me, info, self.ttl)
@@ -150,6 +153,11 @@ def build(config: Config, client: redis.Redis | None = None, db=None, clock: Clo
     return worker, keeper
 
 
+def heartbeat_of(keeper: LeaseKeeper) -> Heartbeat:
+    """The ``Heartbeat`` that ``build`` gave ``keeper`` (the keeper itself only calls it)."""
+    return cast(Heartbeat, keeper.heartbeat)
+
+
 def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
     """Run ``jobs`` until SIGTERM/SIGINT; returns the exit code."""
     if not (config.core.is_worker and config.core.worker_enabled):
@@ -177,17 +185,17 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
     ledger_pool.open(wait=False)
     metrics.WORKER_START.set(SYSTEM.time())
     worker, keeper = build(config, client, db, ledger=Ledger(ledger_pool), jobs=jobs)
-    keeper.heartbeat.eviction_problem = eviction
+    heartbeat_of(keeper).eviction_problem = eviction
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))
-    liveness = Liveness(config.core.run_dir / "workers", keeper.heartbeat.me)
+    liveness = Liveness(config.core.run_dir / "workers", heartbeat_of(keeper).me)
     liveness.hold()
     close_dead_runs(worker, liveness)
     worker.plan()
     keeper.start()
     threading.Thread(target=listen, args=(worker, make_redis(config.core.redis_url, timeout=10)),
                      name="control", daemon=True).start()
-    log.info("worker started", extra=fields(jobs=",".join(sorted(worker.jobs)), worker=keeper.heartbeat.me))
+    log.info("worker started", extra=fields(jobs=",".join(sorted(worker.jobs)), worker=heartbeat_of(keeper).me))
     worker.run_forever()
     return shutdown(worker, keeper, (db, ledger_pool), config.core.shutdown_timeout)
 
@@ -259,10 +267,8 @@ def shutdown(worker: Worker, keeper: LeaseKeeper, pools, timeout: float) -> int:
         log.warning("abandoned a run that did not stop in time; its lease is released", extra=fields(job=lease.job))
     worker.runner.recorder.stop(max(0.0, timeout - (clock.monotonic() - started) - 0.1))
     keeper.stop()
-    try:
-        ClusterState(worker.redis).forget_worker(keeper.heartbeat.me)
-    except (redis.RedisError, AttributeError):
-        pass
+    with contextlib.suppress(redis.RedisError, AttributeError):
+        ClusterState(worker.redis).forget_worker(heartbeat_of(keeper).me)
     for pool in pools if finished else ():  # a stuck run holds a connection: closing would wait for it
         if pool is not None:
             pool.close(timeout=1)

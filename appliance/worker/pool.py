@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("appliance.worker.pool")
 
 
 class RunPool:
     def __init__(self, size: int, name: str = "run"):
-        self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._tasks: queue.Queue[Callable[[], None]] = queue.Queue()
         self._idle = threading.Condition()
         self._busy = 0
         self._threads = [threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True) for i in range(size)]
@@ -31,11 +31,9 @@ class RunPool:
     def _serve(self) -> None:
         while True:
             task = self._tasks.get()
-            if task is None:
-                return
             try:
                 task()
-            except BaseException:  # noqa: BLE001 - a task's own handler logs; the thread must survive
+            except BaseException:
                 log.exception("run task crashed")
             finally:
                 with self._idle:
@@ -46,7 +44,3 @@ class RunPool:
         """Wait until no task is queued or running; False if ``timeout`` passed first."""
         with self._idle:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._tasks.put(None)

@@ -29,7 +29,7 @@ RETRY_EVERY = 1.0
 
 
 class Recorder:
-    def __init__(self, ledger: "Ledger | None"):
+    def __init__(self, ledger: Ledger | None):
         self.ledger = ledger
         self._pending: deque[SlotRecord | tuple[Any, ...]] = deque()
         self._cond = threading.Condition()

@@ -14,15 +14,15 @@ from datetime import timedelta
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from appliance.packs.crm.channels import build_channels
-from appliance.kernel.packs import load_settings
 from appliance.kernel.context import RunContext
 from appliance.kernel.db.migrate import migrate
 from appliance.kernel.fencing import issue_fence
+from appliance.kernel.owner import utcnow
+from appliance.kernel.packs import load_settings
+from appliance.packs.crm.channels import build_channels
 from appliance.packs.crm.jobs import campaigns
 from appliance.packs.crm.jobs.calls import tick
 from appliance.packs.crm.jobs.claims import run_session
-from appliance.kernel.owner import utcnow
 from tests.services import PostgresServer
 
 RECIPIENTS = 20_000

@@ -22,15 +22,15 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from appliance.kernel.packs import load_settings
 from appliance.kernel.db.migrate import migrate
+from appliance.kernel.packs import load_settings
 from appliance.packs.knowledge import indexer
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.store import KnowledgePoint, metadata, open_store
@@ -156,8 +156,9 @@ def compare(points: int, local_points: int, dimensions: int, queries_count: int 
 
 
 
-WORDS = ("invoice refund warranty shipping order customer plan annual monthly support ticket agent call "
-         "campaign lead reminder tenant trial payment card credit policy days business hours team").split()
+WORDS = ["invoice", "refund", "warranty", "shipping", "order", "customer", "plan", "annual", "monthly", "support",
+         "ticket", "agent", "call", "campaign", "lead", "reminder", "tenant", "trial", "payment", "card", "credit",
+         "policy", "days", "business", "hours", "team"]
 
 
 def make_body(rng: random.Random, chars: int) -> str:

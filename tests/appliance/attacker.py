@@ -19,6 +19,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 TIMEOUT = 5
 
@@ -62,8 +63,8 @@ class Attacker:
         for path in self.t["dirs"]:
             self.attempt("list", path, lambda p=path: os.listdir(p))
         for path in self.t["files"]:
-            data = self.attempt("read", path, lambda p=path: open(p, "rb").read())
-            if data is not None:
+            data = self.attempt("read", path, lambda p=path: Path(p).read_bytes())
+            if isinstance(data, bytes):
                 self.loot[path] = data.decode(errors="replace")
         for path in self.t["sockets"]:
             self.attempt("connect", path, lambda p=path: self._connect(p))
@@ -74,12 +75,12 @@ class Attacker:
 
     def processes(self) -> None:
         for pid in self.t["pids"]:
-            environ = self.attempt("environ", str(pid), lambda p=pid: open(f"/proc/{p}/environ", "rb").read())
-            if environ is not None:
+            environ = self.attempt("environ", str(pid), lambda p=pid: Path(f"/proc/{p}/environ").read_bytes())
+            if isinstance(environ, bytes):
                 self.loot[f"environ:{pid}"] = environ.decode(errors="replace").replace("\0", "\n")
             self.attempt("fd", str(pid), lambda p=pid: os.listdir(f"/proc/{p}/fd"))
             try:
-                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
             leaked = [name for name, value in self.t["canaries"].items() if value in cmdline]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -47,7 +48,7 @@ class Appliance:
         self.port = int(env["PORT"])
         self.home.parent.mkdir(parents=True, exist_ok=True)
         self.out_path = self.home.parent / "appliance.out"
-        self._out = open(self.out_path, "wb")
+        self._out = open(self.out_path, "wb")  # noqa: SIM115 - the process writes to it until stop() closes it
         self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "run"], env=env, cwd=REPO,
                                      stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -159,9 +160,7 @@ class Appliance:
                 self.proc.kill()
                 self.proc.wait()
         for pid, _ in self.leftovers():
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         self._out.close()
         shutil.rmtree(self.home.parent, ignore_errors=True)

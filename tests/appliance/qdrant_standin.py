@@ -21,7 +21,7 @@ PROBES = {"/readyz": "all shards are ready", "/healthz": "healthz check passed",
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in PROBES:
             self._send(200, PROBES[path].encode(), "text/plain")
@@ -44,7 +44,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args) -> None:
         print(f"qdrant-standin: {format % args}", flush=True)
 
 

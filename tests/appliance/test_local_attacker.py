@@ -197,10 +197,10 @@ def _targets(running: Running, workdir: Path) -> Path:
         "sidecar_port": running.app.port, "qdrant_port": int(running.app.env["QDRANT_URL"].rsplit(":", 1)[1]),
         "admin_routes": ADMIN_ROUTES, "public_routes": PUBLIC_ROUTES, "owners": owners,
     }
-    path = workdir / "targets.json"
-    path.write_text(json.dumps(targets))
-    path.chmod(0o644)
-    return path
+    targets_file = workdir / "targets.json"
+    targets_file.write_text(json.dumps(targets))
+    targets_file.chmod(0o644)
+    return targets_file
 
 
 def attack(targets: Path, user: str | None) -> dict:
@@ -247,7 +247,8 @@ def test_a_local_attacker_gets_nothing_and_root_gets_everything(running):
                                                                               "xmlrpc", "admin-api", "qdrant-api"))
 
     # root: the same attempts, and they work.
-    assert [(a["kind"], a["target"]) for a in root["attempts"]] == [(a["kind"], a["target"]) for a in nobody["attempts"]]
+    tried = [(a["kind"], a["target"]) for a in nobody["attempts"]]
+    assert [(a["kind"], a["target"]) for a in root["attempts"]] == tried
     failed = [a for a in root["attempts"] if a["kind"] in ROOT_GETS and not a["ok"]]
     assert failed == [], failed
     leaked = [a for a in root["attempts"] if a["kind"] in NOBODY_GETS and a["ok"]]

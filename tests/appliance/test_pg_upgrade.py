@@ -14,9 +14,9 @@ import subprocess
 import psycopg
 import pytest
 
-from appliance.supervise import embedded
-from appliance.kernel.packs import load_settings
 from appliance.kernel.db.migrate import migrate
+from appliance.kernel.packs import load_settings
+from appliance.supervise import embedded
 from appliance.supervise.plan import POSTGRES_DIR, plan_services
 from appliance.supervise.prepare import make_dirs, migrate_database
 from tests.appliance.harness import appliance_home
@@ -117,8 +117,10 @@ def test_an_old_trust_cluster_is_upgraded_in_place_and_nothing_is_lost(caplog, k
                                     "WHERE datname = 'appliance'").fetchone() == ("appliance",)
                 left = conn.execute(
                     "SELECT count(*) FROM pg_class WHERE relowner = 10 AND relnamespace = 'public'::regnamespace "
-                    "UNION ALL SELECT count(*) FROM pg_proc WHERE proowner = 10 AND pronamespace = 'public'::regnamespace "
-                    "UNION ALL SELECT count(*) FROM pg_type WHERE typowner = 10 AND typnamespace = 'public'::regnamespace"
+                    "UNION ALL SELECT count(*) FROM pg_proc "
+                    "WHERE proowner = 10 AND pronamespace = 'public'::regnamespace "
+                    "UNION ALL SELECT count(*) FROM pg_type "
+                    "WHERE typowner = 10 AND typnamespace = 'public'::regnamespace"
                 ).fetchall()
                 assert left == [(0,), (0,), (0,)], "every object of the application is its role's"
                 conn.execute("INSERT INTO legacy_notes (body, mood) VALUES ('new', 'busy')")

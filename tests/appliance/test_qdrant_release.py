@@ -44,7 +44,7 @@ class Mirror:
         mirror = self
 
         class Handler(SimpleHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 mirror.requests.append(self.path)
                 super().do_GET()
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import quote, urlsplit
 
 import jwt
@@ -59,9 +60,9 @@ def leaks(text: str, canaries: dict[str, str]) -> set[str]:
 
 
 class _Hooks(JsonHandler):
-    received: list[str] = []
+    received: ClassVar[list[str]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length", 0))
         self.received.append(self.rfile.read(length).decode())
         self.send_json(200, {"ok": True})

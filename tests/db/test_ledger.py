@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -19,8 +19,11 @@ from appliance.kernel.ledger import Ledger, SlotRecord
 from appliance.kernel.outcomes import Outcome
 from appliance.kernel.schedules import parse_schedule
 
-T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=5)
+
+
+TEN_SECONDS = parse_schedule("10s")
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class Job:
     name: str = "j"
     lock_ttl: float = 1.0
     grace: float = 1.0
-    schedule: Any = parse_schedule("10s")
+    schedule: Any = TEN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,8 @@ def test_a_success_with_a_stale_fence_is_recorded_lease_lost_and_leaves_the_slot
 
 def test_complete_slot_commits_the_effect_once_and_a_takeover_finds_the_slot_done(ledger, migrated_db):
     ledger.start("j", _slot(0), "schedule", "a", "o", "w", 1, T0)
-    with psycopg.connect(migrated_db) as conn:
-        with conn.transaction():
-            complete_slot(conn, Ctx("j", "a"))
+    with psycopg.connect(migrated_db) as conn, conn.transaction():
+        complete_slot(conn, Ctx("j", "a"))
         # the worker died here, before finish: a takeover opens the slot again
     assert ledger.start("j", _slot(0), "schedule", "b", "o", "w2", 1, T0).done
     with psycopg.connect(migrated_db) as conn:
@@ -105,7 +107,8 @@ def test_a_retry_due_is_not_a_final_outcome_until_a_later_slot_supersedes_it(led
 
 def test_ranks_never_downgrade_a_slot(ledger, migrated_db):
     _run(ledger, 0, "r0")
-    ledger.record([SlotRecord("j", _slot(0), Outcome.SKIPPED_LOCKED, "w"), SlotRecord("j", _slot(1), Outcome.MISSED, "w")])
+    ledger.record([SlotRecord("j", _slot(0), Outcome.SKIPPED_LOCKED, "w"),
+                   SlotRecord("j", _slot(1), Outcome.MISSED, "w")])
     ledger.record([SlotRecord("j", _slot(1), Outcome.SKIPPED_UNAVAILABLE, "w")])
     with psycopg.connect(migrated_db) as conn:
         assert conn.execute("SELECT outcome FROM job_slots ORDER BY slot").fetchall() == [

@@ -5,6 +5,7 @@ ledger's account of every run, and ends with ``appliance audit`` finding nothing
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -88,10 +89,8 @@ def test_redis_shut_down_through_a_slot_within_grace_is_caught_up_once(cluster, 
     first = cluster.wait_mark("committed")[0][0]
     slot = first.timestamp() + 10
     time.sleep(max(0.0, slot - 1 - time.time()))
-    try:
+    with contextlib.suppress(redis.ConnectionError):  # the server closed the connection: it is down
         redis_server.client().shutdown(nosave=True)
-    except redis.ConnectionError:
-        pass  # the server closed the connection: it is down
     redis_server.proc.wait(5)
     time.sleep(max(0.0, slot + 2 - time.time()))
     redis_server.start()
@@ -113,7 +112,7 @@ def test_lock_evicted_under_its_live_holder_gives_no_second_effect(cluster, redi
     first = cluster.start(FAULT_WORK="7")
     first.wait_for_log("worker started")
     assert any("UNSAFE REDIS" in line.get("msg", "") for line in first.log_lines())
-    slot, run_id, pid = cluster.wait_mark("started")[0]
+    slot, run_id, _pid = cluster.wait_mark("started")[0]
     cluster.start(FAULT_WORK="0.2")
     blob = "x" * 256 * 1024
     for i in range(400):

@@ -31,7 +31,7 @@ class ProviderServer:
     def url(self) -> str:
         return self.server.origin
 
-    def start(self) -> "ProviderServer":
+    def start(self) -> ProviderServer:
         self.server.start()
         return self
 
@@ -66,7 +66,8 @@ class ProviderServer:
                     body = self.read_json() or {}
                     if server.delay:
                         time.sleep(server.delay)
-                    status, headers, payload = server._answer(method, self.path, self.headers.get("Idempotency-Key"), body)
+                    key = self.headers.get("Idempotency-Key")
+                    status, headers, payload = server._answer(method, self.path, key, body)
                 self.send_json(status, payload, headers)
 
             def do_POST(self) -> None:

@@ -71,7 +71,7 @@ class SmtpServer:
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, **tls)
         self.client_context = ssl.create_default_context(cafile=str(cert))
 
-    def start(self) -> "SmtpServer":
+    def start(self) -> SmtpServer:
         self.controller.start()
         return self
 

@@ -4,6 +4,7 @@ real providers cannot be reached here."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -12,8 +13,8 @@ import time
 import pytest
 
 from appliance.kernel.breaker import BreakerState, CircuitBreaker, CircuitOpen
-from appliance.packs.crm.jobs import campaigns
 from appliance.kernel.state import ClusterState
+from appliance.packs.crm.jobs import campaigns
 from tests.jobs.data import campaign, phones, recipient_states, tenant
 
 ALWAYS_503 = [(503, {"Retry-After": "0"})] * 1000
@@ -99,10 +100,8 @@ def test_half_open_lets_exactly_one_trial_through_across_replicas(redis_server):
 
     def call(breaker: CircuitBreaker) -> None:
         start.wait()
-        try:
+        with contextlib.suppress(CircuitOpen):
             allowed.append(breaker.before_call())
-        except CircuitOpen:
-            pass
 
     threads = [threading.Thread(target=call, args=(r,)) for r in replicas]
     for t in threads:

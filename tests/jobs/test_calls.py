@@ -3,7 +3,7 @@ backoff, and the voice provider (the local server of tests/jobs/providers.py), w
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -13,12 +13,11 @@ from appliance.packs.crm.jobs.claims import run_session
 from appliance.packs.crm.jobs.hours import BusinessHours
 from tests.jobs.data import phones, tenant
 
-UTC = timezone.utc
 WEEKDAYS_9_TO_17 = {day: ["09:00-17:00"] for day in ("mon", "tue", "wed", "thu", "fri")}
 
 
 def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+    return datetime(*args).replace(tzinfo=UTC)
 
 
 @pytest.mark.parametrize("zone, hours, holidays, at, expected", [

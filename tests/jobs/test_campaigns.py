@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.packs.crm.channels import build_channels
 from appliance.kernel.errors import LockLost
 from appliance.kernel.fencing import issue_fence
+from appliance.packs.crm.channels import build_channels
 from appliance.packs.crm.jobs import campaigns
 from appliance.packs.crm.jobs.claims import run_session
 from tests.jobs.data import campaign, emails, phones, recipient_states, tenant
@@ -54,7 +54,8 @@ def test_bad_recipients_fail_with_their_reason_while_the_rest_go_out(make_ctx, s
     assert rows["not-an-address"].startswith("failed:invalid email address")
     assert rows["also good@x"].startswith("failed:invalid email address")
     assert rows["+12025550100"] == "sent:"
-    assert rows["12345"].startswith("failed:invalid phone number") and rows["+1202555"].startswith("failed:invalid phone")
+    assert rows["12345"].startswith("failed:invalid phone number")
+    assert rows["+1202555"].startswith("failed:invalid phone")
     assert sql("SELECT status FROM campaigns WHERE id IN (%s, %s)", (c, w)) == [("completed",), ("completed",)]
     assert sql("SELECT count(*) FROM outbox") == [(3,)]
 
@@ -127,9 +128,8 @@ def test_a_run_whose_fence_is_lost_commits_nothing_and_the_next_run_reconciles(m
 
     campaigns.send = send_then_lose_lease
     try:
-        with pytest.raises(LockLost):
-            with run_session(ctx) as conn:
-                campaigns.process(conn, ctx, channels)
+        with pytest.raises(LockLost), run_session(ctx) as conn:
+            campaigns.process(conn, ctx, channels)
     finally:
         campaigns.send = original
     assert recipient_states(sql, c) == {"sending": 10, "pending": 20}

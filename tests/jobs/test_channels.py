@@ -4,6 +4,8 @@ idempotency keys, 429 with Retry-After, 5xx until the circuit breaker opens."""
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import psycopg
 
 from appliance.kernel.breaker import CircuitBreaker
@@ -57,8 +59,8 @@ def test_smtp_with_a_wrong_password_is_retried_later_and_opens_the_breaker(smtp_
 
 
 def provider_client(provider, sleeps, threshold=3, retries=2) -> ProviderClient:
-    return ProviderClient("whatsapp", ProviderConfig(provider.url, "test-token", 5.0), CircuitBreaker("whatsapp", threshold, 60),
-                          retries, 30.0, sleeps.append)
+    return ProviderClient("whatsapp", ProviderConfig(provider.url, "test-token", 5.0),
+                          CircuitBreaker("whatsapp", threshold, 60), retries, 30.0, sleeps.append)
 
 
 def test_429_with_retry_after_is_waited_out_and_the_key_makes_the_repeat_harmless(make_config, provider):
@@ -108,9 +110,9 @@ def test_a_4xx_refusal_is_final(provider):
 
 
 def test_retry_after_reads_seconds_and_http_dates():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     assert retry_after_seconds("120") == 120.0
     assert retry_after_seconds("Thu, 01 Jan 2026 12:00:30 GMT", lambda: now) == 30.0
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None

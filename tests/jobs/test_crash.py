@@ -14,12 +14,12 @@ import threading
 
 import pytest
 
-from appliance.packs.crm.channels import Channels, build_channels
 from appliance.kernel.errors import Cancelled, LockLost
+from appliance.kernel.owner import utcnow
+from appliance.packs.crm.channels import Channels, build_channels
 from appliance.packs.crm.jobs import campaigns
 from appliance.packs.crm.jobs.claims import run_session
 from appliance.packs.crm.jobs.sending import claim, reconcile
-from appliance.kernel.owner import utcnow
 from tests.jobs.data import campaign, emails, phones, recipient_states, tenant
 from tests.jobs.test_channels import smtp_transport
 from tests.services import wait_until
@@ -47,9 +47,8 @@ class DiesDuringHandOff:
 def crash_then_rerun(ctx_factory, channels: Channels, transport_attr: str, when: str, env: dict) -> None:
     setattr(channels, transport_attr, DiesDuringHandOff(getattr(channels, transport_attr), when))
     ctx = ctx_factory("campaign-scheduler", **env)
-    with pytest.raises(Cancelled):
-        with run_session(ctx) as conn:
-            campaigns.process(conn, ctx, channels)
+    with pytest.raises(Cancelled), run_session(ctx) as conn:
+        campaigns.process(conn, ctx, channels)
 
 
 def test_smtp_crash_after_hand_off_marks_the_batch_unknown_and_sends_nothing_twice(make_ctx, sql, smtp_server):

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from appliance.kernel.state import ClusterState
 from appliance.packs.crm.demo import TRIGGERED
 from appliance.packs.crm.jobs import calls, campaigns, cleanup, reminders, trials
-from appliance.kernel.state import ClusterState
 from tests.services import wait_until
 from tests.worker.harness import REPO, WorkerProcess, worker_env, write_jobs_file
 

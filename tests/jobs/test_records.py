@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.packs.crm.channels import Channels
 from appliance.kernel.errors import LockLost
 from appliance.kernel.fencing import issue_fence
+from appliance.packs.crm.channels import Channels
 from appliance.packs.crm.jobs import cleanup, reminders, trials
 from appliance.packs.crm.jobs.claims import run_session
 from tests.jobs.data import tenant
@@ -88,7 +88,8 @@ def test_cleanup_deletes_only_old_rows_in_small_batches(make_ctx, sql):
         for status in ("completed", "queued"):
             sql(f"INSERT INTO calls (tenant_id, phone, status, finished_at) VALUES (%s, '+12025550100', %s, {age})",
                 (t, status))
-        sql(f"INSERT INTO activity (tenant_id, kind, created_at) SELECT %s, 'x', {age} FROM generate_series(1, 7)", (t,))
+        sql(f"INSERT INTO activity (tenant_id, kind, created_at) SELECT %s, 'x', {age} FROM generate_series(1, 7)",
+            (t,))
         sql(f"INSERT INTO job_runs (run_id, job, slot, worker, started_at, finished_at, duration_ms, outcome) "
             f"SELECT 'r' || g || md5(({age})::text), 'j', {age}, 'w', {age}, {age}, 1, 'success' "
             f"FROM generate_series(1, 3) AS g")

@@ -52,7 +52,8 @@ class EmbeddingsServer(LocalServer):
                                             self.headers.get("authorization", "")))
                 reply = server.failing or (server.replies.popleft() if server.replies else None)
                 if reply is None and any(REFUSE in text for text in inputs):
-                    reply = Reply(400, body={"error": {"message": "input refused by policy", "type": "invalid_request_error"}})
+                    reply = Reply(400, body={"error": {"message": "input refused by policy",
+                                                       "type": "invalid_request_error"}})
                 if reply is not None:
                     self.send_json(reply.status, reply.body, reply.headers)
                     return

@@ -6,7 +6,7 @@ live in memory; each new one is a second newer than the previous, so "newest" is
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from tests.local_http import JsonHandler, LocalServer
 
@@ -18,7 +18,7 @@ class QdrantSnapshotServer(LocalServer):
     def __init__(self, collections: set[str]) -> None:
         self.collections = collections
         self.snapshots: dict[str, list[dict]] = {name: [] for name in collections}
-        self._clock = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self._clock = datetime(2026, 1, 1, tzinfo=UTC)
         server = self
 
         class Handler(JsonHandler):

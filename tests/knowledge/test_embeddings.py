@@ -9,16 +9,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
+from appliance.kernel.state import ClusterState
 from appliance.packs.knowledge import indexer
 from appliance.packs.knowledge.embedder import LocalEmbedder
 from appliance.packs.knowledge.store import open_store
-from appliance.kernel.state import ClusterState
 from tests.knowledge.openai_server import REFUSE, Reply
 from tests.services import wait_until
 

@@ -73,7 +73,7 @@ def test_soft_and_hard_deletes_remove_points(kconfig, make_ctx, sql, tenants):
     a, b = tenants
     soft = add(sql, a, "Old pricing", LONG)
     hard = add(sql, a, "Holiday hours", "Closed on public holidays.")
-    gone_with_tenant = add(sql, b, "Globex onboarding", "Welcome to Globex.")
+    add(sql, b, "Globex onboarding", "Welcome to Globex.")
     kept = add(sql, a, "Support email", "Write to support for help.")
     indexer.run(make_ctx(config))
     sql("UPDATE knowledge_documents SET deleted_at = now() WHERE id = %s", (soft,))
@@ -121,8 +121,9 @@ def test_collection_of_another_size_is_a_clear_error(kconfig, make_ctx, sql, ten
 def test_collection_filled_by_another_model_is_a_clear_error(kconfig, make_ctx, sql, tenants, openai_server):
     add(sql, tenants[0], "Refunds", "Refunds within 14 days.")
     indexer.run(make_ctx(kconfig()))
-    with_openai = kconfig(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=openai_server.base_url, EMBEDDING_MODEL="text-embedding-3-small")
-    with pytest.raises(CollectionMismatch, match="local-hash-v1.*text-embedding-3-small"):
+    with_openai = kconfig(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=openai_server.base_url,
+                          EMBEDDING_MODEL="text-embedding-3-small")
+    with pytest.raises(CollectionMismatch, match=r"local-hash-v1.*text-embedding-3-small"):
         indexer.run(make_ctx(with_openai))
     assert openai_server.requests == []
 

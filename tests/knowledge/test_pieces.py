@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -25,7 +26,7 @@ def test_chunks_respect_size_and_overlap_and_cover_the_body(size, overlap):
     assert len(chunks) >= math.ceil(len(BODY) / size)
     words = set(BODY.split())
     assert words == {w for c in chunks for w in c.text.split()}, "every word of the body is in some chunk"
-    for left, right in zip(chunks, chunks[1:]):
+    for left, right in itertools.pairwise(chunks):
         shared = max((n for n in range(1, min(len(left.text), len(right.text)) + 1)
                       if left.text.endswith(right.text[:n])), default=0)
         assert shared <= overlap
@@ -64,7 +65,10 @@ def test_local_embedder_is_deterministic_normalised_and_lexical():
     assert math.isclose(sum(v * v for v in refund), 1.0, rel_tol=1e-5)
     assert math.isclose(sum(v * v for v in empty), 1.0, rel_tol=1e-5)
     query = embedder.embed(["annual refunds"])[0]
-    assert sum(a * b for a, b in zip(query, refund)) > sum(a * b for a, b in zip(query, weather))
+    def similarity(vector: list[float]) -> float:
+        return sum(a * b for a, b in zip(query, vector, strict=True))
+
+    assert similarity(refund) > similarity(weather)
     assert embedder.identity.describe() == "local-hash-v1 (local, 256 dimensions)"
 
 

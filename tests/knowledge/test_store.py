@@ -4,6 +4,7 @@ mode of earlier releases. Other processes here are real ``python`` processes ope
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,8 +19,15 @@ from qdrant_client import QdrantClient, models
 
 from appliance.packs.knowledge import indexer
 from appliance.packs.knowledge.embedder import LocalEmbedder
-from appliance.packs.knowledge.store import (KnowledgePoint, StorageBusy, embedded_root, embedded_state, metadata, open_store,
-                                       point_id)
+from appliance.packs.knowledge.store import (
+    KnowledgePoint,
+    StorageBusy,
+    embedded_root,
+    embedded_state,
+    metadata,
+    open_store,
+    point_id,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 #: Another process opening the store: prints "open" once it holds it, then waits for a line on stdin.
@@ -41,10 +49,9 @@ def hold_in_another_process(home: Path, wait: float = 0.0) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen) -> tuple[int, str]:
-    try:
+    assert proc.stdin and proc.stdout and proc.stderr  # all three are pipes: hold_in_another_process
+    with contextlib.suppress(BrokenPipeError):
         proc.stdin.close()
-    except BrokenPipeError:
-        pass
     code = proc.wait(30)
     err = proc.stderr.read()
     proc.stdout.close()
@@ -135,7 +142,7 @@ def test_search_returns_the_best_chunk_of_each_document_even_when_one_document_c
         store.ensure(embedder.identity)
         store.upsert(crowd + others)
         hits = store.search(embedder.embed(["refund"])[0], 1, 3)
-    assert [h.document_id for h in hits][0] == 1 and len({h.document_id for h in hits}) == 3
+    assert next(h.document_id for h in hits) == 1 and len({h.document_id for h in hits}) == 3
 
 
 def test_points_of_the_previous_embedded_mode_are_carried_over(kconfig, make_ctx, sql, tenants):

@@ -37,7 +37,7 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _build(subject: str, key, issuer: x509.Name, issuer_key, ca: bool, usage=None, ip: str | None = None):
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
@@ -82,4 +82,5 @@ def make_certificates(directory: Path) -> Certificates:
     other_path, _ = _write(directory, "other-ca", other)
     server_cert, server_key_path = _write(directory, "server", server, server_key)
     client_cert, client_key_path = _write(directory, "client", client, client_key)
+    assert server_key_path is not None and client_key_path is not None  # written with their keys
     return Certificates(ca_path, server_cert, server_key_path, client_cert, client_key_path, other_path)

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from appliance.supervise import embedded
 from appliance.kernel.clients import connect_db
 from appliance.kernel.packs import load_settings
+from appliance.supervise import embedded
 from tests.conftest import _require
 from tests.services import PostgresServer
 from tests.sidecar.processes import process_env

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.process
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 PASSWORD = "acl-user-password-5f1c"
 ADMIN_TOKEN = "acl-test-admin-token-0123456789"
-JOBS = {
+JOBS: dict[str, dict[str, object]] = {
     "ok": {"callable": "tests.managed.jobs:ok", "schedule": "1s"},
     "boom": {"callable": "tests.managed.jobs:boom", "schedule": "1s", "max_retries": 1},
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -58,12 +58,13 @@ class Cluster:
         run_id = new_run_id()
         started = self.clock.now()
         token = make_token(run_id, started)
-        running = {"worker": f"{socket.gethostname()}:{os.getpid()}", "run_id": run_id, "slot": iso(started),
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        running = {"worker": worker, "run_id": run_id, "slot": iso(started),
                    "started": iso(started), "attempt": attempt, "trigger": trigger}
         claim, _ = locks.acquire(self.scripts, job, token, 60.0, None, json.dumps(running))
         assert claim == locks.Claim.OK, claim
         if self.ledger is not None:
-            self.ledger.start(job, started, trigger, run_id, token, running["worker"], attempt, started)
+            self.ledger.start(job, started, trigger, run_id, token, worker, attempt, started)
         return {**running, "token": token, "t0": self.clock.monotonic()}
 
     def finish_run(self, job: str, run: dict[str, Any], outcome: str = "success", processed: int = 0,
@@ -88,4 +89,4 @@ class Cluster:
 
 
 def iso_at(epoch: float) -> str:
-    return iso(datetime.fromtimestamp(epoch, timezone.utc))
+    return iso(datetime.fromtimestamp(epoch, UTC))

@@ -4,12 +4,12 @@ lease scripts, so the tests do not depend on the worker loop."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
-from appliance.kernel.clock import SYSTEM, Clock, SteppedClock
 from appliance.config import Config
+from appliance.kernel.clock import SYSTEM, Clock, SteppedClock
 from appliance.kernel.packs import load_settings
 from appliance.sidecar import create_app
 from tests.sidecar.cluster import ADMIN_TOKEN, Cluster

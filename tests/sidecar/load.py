@@ -31,9 +31,9 @@ class LoadResult:
         ordered = sorted(self.latencies)
         if not ordered:
             return float("nan")
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
-    def merge(self, other: "LoadResult") -> None:
+    def merge(self, other: LoadResult) -> None:
         self.seconds = max(self.seconds, other.seconds)
         self.latencies += other.latencies
         self.errors += other.errors

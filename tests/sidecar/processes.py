@@ -36,7 +36,7 @@ class SidecarProcess(WorkerProcess):
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(env, log_path, args=("sidecar",))
 
-    def wait_ready(self, timeout: float = 20) -> "SidecarProcess":
+    def wait_ready(self, timeout: float = 20) -> SidecarProcess:
         def answers() -> bool:
             assert self.alive(), self.log_path.read_text()[-3000:]
             return httpx.get(self.url + "/health/live", timeout=1).status_code == 200
@@ -69,7 +69,7 @@ class SilentListener:
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -82,7 +82,7 @@ class SilentListener:
             conn.close()
         self.sock.close()
 
-    def __enter__(self) -> "SilentListener":
+    def __enter__(self) -> SilentListener:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -22,7 +22,7 @@ def every_request(config: Config, values: dict[str, str]) -> list[tuple[str, str
     result = []
     for rule in rules:
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", lambda m: values.get(m.group(1), m.group(1)), rule.rule)
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             result.append((method, path))
     return result
 

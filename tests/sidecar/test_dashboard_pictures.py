@@ -6,6 +6,7 @@ the strict CSP (no page error, no CSP report). The ledger's past hours are writt
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import psycopg
@@ -80,8 +81,8 @@ def test_timeline_charts_run_detail_breakers_and_pause_all(appliance, browser, c
                for group in ("success", "failed", "missed", "abandoned")}
     assert len(set(colours.values())) == 4, colours
     xs = sorted(float(x) for x in marks.evaluate_all("ms => ms.map(m => m.getAttribute('x'))"))
-    widest = max(b - a for a, b in zip(xs, xs[1:]))
-    assert widest > 5 * min(b - a for a, b in zip(xs, xs[1:])), "the hour without slots shows as a gap"
+    widest = max(b - a for a, b in itertools.pairwise(xs))
+    assert widest > 5 * min(b - a for a, b in itertools.pairwise(xs)), "the hour without slots shows as a gap"
 
     runs = sum(counts.values()) - counts["missed"] + 1  # the failed slot had two attempts
     expect(page.locator("#duration-chart circle.series-dot")).to_have_count(runs)

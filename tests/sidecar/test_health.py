@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.services import free_port
 SEED_JOBS = ("campaign-scheduler", "lead-reminder-scheduler", "call-scheduler")
 
 
-def healthy_cluster(cluster, jobs=SEED_JOBS + ("nightly-report",)):
+def healthy_cluster(cluster, jobs=(*SEED_JOBS, "nightly-report")):
     for name in jobs:
         cluster.publish(name)
         cluster.run(name, processed=2)
@@ -126,7 +127,7 @@ def test_a_job_that_never_succeeded_is_measured_from_its_worker_start(client, cl
 
 
 def _utc(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize(("now", "last_success", "expected"), [
@@ -188,9 +189,9 @@ class _Qdrant(BaseHTTPRequestHandler):
     """A local HTTP server speaking Qdrant's ``/readyz`` (the Qdrant binary is not available in tests)."""
 
     status = 200
-    seen_keys: list[str] = []
+    seen_keys: ClassVar[list[str]] = []
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         type(self).seen_keys.append(self.headers.get("api-key", ""))
         self.send_response(self.status if self.path == "/readyz" else 404)
         self.send_header("Content-Length", "0")

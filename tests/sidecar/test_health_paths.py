@@ -11,7 +11,8 @@ from appliance.sidecar.checks import without_paths
 @pytest.mark.parametrize(("text", "shown"), [
     ("Error 2 connecting to unix socket: /srv/app/data/run/redis.sock. No such file or directory.",
      "Error 2 connecting to unix socket: <path>. No such file or directory."),
-    ('connection to server on socket "/srv/app/run/.s.PGSQL.5432" failed', 'connection to server on socket "<path>" failed'),
+    ('connection to server on socket "/srv/app/run/.s.PGSQL.5432" failed',
+     'connection to server on socket "<path>" failed'),
     ("/readyz answered HTTP 503", "/readyz answered HTTP 503"),
     ("ConnectError: http://127.0.0.1:6333/readyz refused", "ConnectError: http://127.0.0.1:6333/readyz refused"),
     ("connected (latency: 0.4ms)", "connected (latency: 0.4ms)"),
@@ -31,5 +32,6 @@ def test_health_with_services_down_on_unix_sockets_names_no_path(make_client, tm
     assert response.status_code == 503
     assert components["redis"]["status"] == components["database"]["status"] == "down"
     assert "<path>" in components["redis"]["message"] and "<path>" in components["database"]["message"]
-    assert components["qdrant"]["message"].startswith("embedded local mode") and "/" not in components["qdrant"]["message"]
+    qdrant = components["qdrant"]["message"]
+    assert qdrant.startswith("embedded local mode") and "/" not in qdrant
     assert str(tmp_path) not in text and "/run/" not in text

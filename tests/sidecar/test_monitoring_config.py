@@ -23,7 +23,7 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 def promtool(*args: str) -> str:
     _require("promtool")
-    result = subprocess.run([shutil.which("promtool"), *args], capture_output=True, text=True, timeout=60,
+    result = subprocess.run([shutil.which("promtool") or "promtool", *args], capture_output=True, text=True, timeout=60,
                             cwd=PROMETHEUS)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -39,7 +39,7 @@ def test_alert_rules_fire_as_their_unit_tests_expect():
 
 def exposed_names(client, cluster) -> set[str]:
     """Sample names the worker's metrics module defines plus those the sidecar computes at scrape time."""
-    names = set()
+    names: set[str] = set()
     for value in vars(worker_metrics).values():
         if isinstance(value, MetricWrapperBase):
             for family in value.describe():

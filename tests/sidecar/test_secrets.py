@@ -11,10 +11,10 @@ import pytest
 import redis
 
 from appliance.kernel.packs import load_settings
+from tests.services import free_port
 from tests.sidecar.cluster import Cluster
 from tests.sidecar.processes import SidecarProcess, process_env
 from tests.sidecar.routes import every_request, sweep
-from tests.services import free_port
 
 pytestmark = pytest.mark.process
 

@@ -17,8 +17,8 @@ import pytest
 
 from appliance.kernel.packs import load_settings
 from appliance.sidecar.server import options
-from tests.sidecar.load import run_load
 from tests.services import free_port, wait_until
+from tests.sidecar.load import run_load
 from tests.sidecar.processes import SidecarProcess, SilentListener, process_env
 from tests.worker.harness import REPO, WorkerProcess, write_jobs_file
 
@@ -192,7 +192,7 @@ def test_bad_configuration_exits_2_listing_every_problem(sidecar_env):
 def test_the_wsgi_module_serves_under_a_plain_gunicorn_command_line(tmp_path, sidecar_env, cluster):
     _healthy(cluster)
     port = free_port()
-    log = open(tmp_path / "gunicorn.log", "wb")
+    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - gunicorn writes to it; closed after it stops
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "appliance.sidecar.wsgi:app"],
                             env=process_env(sidecar_env), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:

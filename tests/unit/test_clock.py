@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from appliance.kernel.clock import SYSTEM, SteppedClock
 
-START = datetime(2026, 3, 29, 0, 59, 59, tzinfo=timezone.utc)
+START = datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC)
 
 
 def test_system_clock_reads_aware_utc_and_agrees_with_itself():
@@ -40,7 +40,7 @@ def test_stepped_clock_stands_still_until_advanced():
     clock.advance(1.5)
     assert clock.now() == START + timedelta(seconds=1.5)
     assert clock.monotonic() == mono + 1.5
-    assert clock.now().tzinfo == timezone.utc
+    assert clock.now().tzinfo == UTC
 
 
 def test_stepped_clock_set_moves_forward_only():

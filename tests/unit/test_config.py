@@ -110,8 +110,9 @@ def test_settings_alone_import_no_job_and_read_no_jobs_file(tmp_path):
     problem only for the commands that resolve jobs."""
     path = tmp_path / "jobs.toml"
     path.write_text('[jobs.a]\ncallable = "no.such.module:f"\nschedule = "every banana"\n')
+    env = {"APPLIANCE_HOME": str(tmp_path), "APPLIANCE_JOBS_FILE": str(path)}
     code = ("import sys; from appliance.kernel.packs import load_settings; "
-            f"config = load_settings({{'APPLIANCE_HOME': '{tmp_path}', 'APPLIANCE_JOBS_FILE': '{path}'}}, env_file=None); "
+            f"config = load_settings({env!r}, env_file=None); "
             "print(config.crm.campaign_batch_size, sorted(m for m in sys.modules "
             "if m.startswith(('appliance.packs.crm.jobs', 'appliance.packs.knowledge.jobs', 'appliance.worker'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -8,8 +8,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from appliance.config import ConfigError
-from appliance.kernel.packs import load_settings
 from appliance.config.connections import parse_sentinel_url
+from appliance.kernel.packs import load_settings
 
 
 @pytest.fixture
@@ -62,7 +62,8 @@ def test_sentinel_url():
     target = parse_sentinel_url("rediss+sentinel://app:p%40ss@s1:26379,[::1]:26380,s3/mymaster/2"
                                 "?sentinel_password=sp&ssl_ca_certs=/ca.pem")
     assert target.sentinels == (("s1", 26379), ("::1", 26380), ("s3", 26379))
-    assert (target.master, target.db, target.username, target.password, target.tls) == ("mymaster", 2, "app", "p@ss", True)
+    assert (target.master, target.db, target.username, target.password, target.tls) == \
+        ("mymaster", 2, "app", "p@ss", True)
     assert dict(target.options) == {"sentinel_password": "sp", "ssl_ca_certs": "/ca.pem"}
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -10,15 +12,13 @@ import pytest
 from appliance.kernel.errors import ScheduleError
 from appliance.kernel.schedules import parse_schedule
 
-UTC = timezone.utc
+
+def utc(*args: Any) -> datetime:
+    return datetime(*args).replace(tzinfo=UTC)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
-
-
-def local(zone: str, *args: int, fold: int = 0) -> datetime:
-    return datetime(*args, tzinfo=ZoneInfo(zone), fold=fold)
+def local(zone: str, *args: Any, fold: int = 0) -> datetime:
+    return datetime(*args).replace(tzinfo=ZoneInfo(zone), fold=fold)
 
 
 @pytest.mark.parametrize("text, after, expected", [
@@ -54,7 +54,7 @@ def test_interval_slots_are_aligned_and_never_drift_over_a_day():
     assert runs[0] == utc(2024, 5, 1, 0, 0, 30)
     assert runs[-1] == utc(2024, 5, 2, 0, 0, 0)
     assert all(t.second in (0, 30) and t.microsecond == 0 for t in runs)
-    assert {b - a for a, b in zip(runs, runs[1:])} == {timedelta(seconds=30)}
+    assert {b - a for a, b in itertools.pairwise(runs)} == {timedelta(seconds=30)}
 
 
 def test_interval_that_does_not_divide_a_day_is_aligned_to_the_epoch():
@@ -99,7 +99,7 @@ def test_hourly_follows_elapsed_time_through_dst(day, count):
     end = (local("Europe/Berlin", *day) + timedelta(days=1)).astimezone(UTC)
     runs = schedule.next_runs(start - timedelta(microseconds=1), 30)
     assert len([t for t in runs if t < end]) == count
-    assert all(b - a == timedelta(hours=1) for a, b in zip(runs, runs[1:]))
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(runs))
 
 
 def test_last_at_or_before_is_the_slot_a_restarted_worker_misses():

@@ -27,7 +27,8 @@ def write_jobs_file(path: Path, jobs: dict[str, dict]) -> Path:
 def worker_env(base: dict[str, str], jobs_file: Path, names: list[str], **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "SCHEDULE_"))}
     env.update(base)
-    env.update({"APPLIANCE_JOBS_FILE": str(jobs_file), "JOBS_ENABLED": ",".join(names), "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env.update({"APPLIANCE_JOBS_FILE": str(jobs_file), "JOBS_ENABLED": ",".join(names), "PYTHONPATH": path,
                 "LOG_FORMAT": "json", "LOG_LEVEL": "info", "STARTUP_WAIT": "5"})
     env.update(extra)
     return env
@@ -36,7 +37,7 @@ def worker_env(base: dict[str, str], jobs_file: Path, names: list[str], **extra:
 class WorkerProcess:
     def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ("worker",)):
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 - the worker writes to it until stop() closes it
         self.proc = subprocess.Popen([sys.executable, "-m", "appliance", *args], env=env, cwd=REPO,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 

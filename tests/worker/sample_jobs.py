@@ -24,7 +24,7 @@ def _record(ctx, event: str, **extra) -> None:
                                       "trigger": ctx.trigger, **extra}))
 
 
-def tick(ctx) -> None:
+def tick(ctx) -> dict[str, float]:
     """Sleeps ``duration`` seconds (default 0.2) between a start and an end record; no checkpoints. Returns a
     summary ``{"slept": duration}``."""
     _record(ctx, "start")

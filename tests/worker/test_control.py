@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import threading
 import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
 
 import psycopg
 import pytest
@@ -54,7 +56,7 @@ def test_failures_are_retried_with_backoff_then_dead_lettered_and_can_be_retried
     letters = wait_until(lambda: json.loads(cli("dlq", "list", "--json").stdout), 10, "a dead letter")
     attempts = [r for r in records(client, "flaky") if r["event"] == "start"]
     assert [r["attempt"] for r in attempts] == [1, 2, 3]
-    gaps = [b["t"] - a["t"] for a, b in zip(attempts, attempts[1:])]
+    gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(attempts)]
     assert 0.15 < gaps[0] < 0.4 and 0.8 < gaps[1] < 1.5, f"backoff 0.2 s then 1 s (±20%), got {gaps}"
     (letter,) = letters
     assert letter["job"] == "flaky" and letter["attempts"] == 3
@@ -153,9 +155,9 @@ def test_database_down_runs_nothing_unfenced_and_the_trigger_waits(cluster, redi
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
+    received: ClassVar[list[dict]] = []
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Hook.received.append(json.loads(body))
         self.send_response(200)

@@ -24,10 +24,9 @@ def test_a_run_with_a_stale_fence_cannot_commit(migrated_db):
         old = issue_fence(conn, "job")
         issue_fence(conn, "job")  # a newer run started: the old one lost its lease
     with psycopg.connect(migrated_db) as conn:
-        with pytest.raises(LockLost):
-            with conn.transaction():
-                conn.execute("INSERT INTO t VALUES ('late write')")
-                check_fence(conn, "job", old)
+        with pytest.raises(LockLost), conn.transaction():
+            conn.execute("INSERT INTO t VALUES ('late write')")
+            check_fence(conn, "job", old)
         assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
 
 

@@ -48,7 +48,8 @@ def test_acquire_is_exclusive_and_answers_why(r, scripts):
 def test_a_finished_slot_is_never_run_again_even_by_a_late_replica(r, scripts):
     a = token()
     assert locks.acquire(scripts, "job", a, 10, 1000)[0] is Claim.OK
-    assert locks.finish(scripts, "job", a, json.dumps({"outcome": "success"}), "success", 1000, 10, 1.0, 3) == (True, 0, False)
+    record = json.dumps({"outcome": "success"})
+    assert locks.finish(scripts, "job", a, record, "success", 1000, 10, 1.0, 3) == (True, 0, False)
     assert locks.acquire(scripts, "job", token(), 10, 1000)[0] is Claim.DONE
     assert locks.acquire(scripts, "job", token(), 10, 999)[0] is Claim.DONE
     assert locks.acquire(scripts, "job", token(), 10, 2000)[0] is Claim.OK

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
 
 from appliance.kernel import keys
-from appliance.kernel.packs import load_settings
-from appliance.worker.main import build
 from appliance.kernel.clock import SteppedClock
+from appliance.kernel.packs import load_settings
 from appliance.worker.claim import epoch_ms
+from appliance.worker.loop import SlotJob
+from appliance.worker.main import build
 from tests.worker.harness import write_jobs_file
 
-NOW = datetime(2026, 3, 1, 10, 0, 10, tzinfo=timezone.utc)
-LATEST = datetime(2026, 3, 1, 10, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, 10, 0, 10, tzinfo=UTC)
+LATEST = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def plan(tmp_path, app_env, redis_server):
     def make(done: datetime | None, grace: float | None = None) -> tuple[datetime, dict[str, str]]:
-        table = {"callable": "tests.worker.sample_jobs:tick", "schedule": "1m"}
+        table: dict[str, object] = {"callable": "tests.worker.sample_jobs:tick", "schedule": "1m"}
         if grace is not None:
             table["grace"] = grace
         env = {**app_env, "APPLIANCE_JOBS_FILE": str(write_jobs_file(tmp_path / "j.toml", {"minutely": table})),
@@ -31,7 +33,7 @@ def plan(tmp_path, app_env, redis_server):
         worker, _ = build(load_settings(env, env_file=None), client, db=None, clock=SteppedClock(NOW))
         worker.plan()
         (job,) = worker.scheduler.jobs
-        return job.slot, client.hgetall(keys.COUNTS)
+        return cast(SlotJob, job).slot, client.hgetall(keys.COUNTS)
 
     return make
 

@@ -65,7 +65,7 @@ def test_each_run_logs_start_and_end_with_job_slot_duration_outcome_and_owner(ru
 
 
 def test_job_table_history_and_heartbeats_are_readable_by_the_cli(running, migrated_db):
-    worker, env = running
+    _worker, env = running
     wait_until(lambda: len(json.loads(_cli(env, "jobs", "history", "tick", "--json"))) >= 2, 15, "history")
     jobs = {job["name"]: job for job in json.loads(_cli(env, "jobs", "list", "--json"))}
     assert set(jobs) == {"tick", "flaky"}

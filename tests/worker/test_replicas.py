@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import time
@@ -55,7 +56,7 @@ def test_three_replicas_run_each_slot_exactly_once_for_60s(start, redis_server):
     window = [s for s in slots if first_full <= datetime.fromisoformat(s).timestamp() <= last_full]
     assert len(window) >= 55, f"expected every slot of ~58 s, got {len(window)}"
     stamps = sorted(datetime.fromisoformat(s).timestamp() for s in window)
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert all(abs(g - 1.0) < 1e-6 for g in gaps), f"missing slots: gaps {sorted(set(gaps))}"
     assert len({r["pid"] for r in starts}) >= 2, "the slots should be spread over replicas"
     by_time = sorted(runs, key=lambda r: r["t"])
@@ -123,7 +124,8 @@ def test_worker_survives_a_redis_restart_and_resumes(start, app_env, redis_serve
     client = redis_server.client()
     wait_until(lambda: [r for r in records(client, "tick") if r["event"] == "end" and r["t"] > restarted + 0.5],
                10, "runs after the restart")
-    assert any(line.get("msg") == "Redis unavailable: slots are skipped until it returns" for line in worker.log_lines())
+    skipped = "Redis unavailable: slots are skipped until it returns"
+    assert any(line.get("msg") == skipped for line in worker.log_lines())
     code, _ = worker.terminate()
     assert code == 0
 

@@ -17,14 +17,15 @@ from typing import Any
 import psycopg
 from tqdm import tqdm
 
-from appliance.commands.common import (EXIT_CONFIG, config_or_exit, fail, jobs_or_exit, print_json, setup_logs,
-                                       use_metrics_dir)
+from appliance.commands.common import fail, print_json
 from appliance.config import Config
 from appliance.kernel.catalog import Jobs
 from appliance.kernel.clients import connect_db
+from appliance.kernel.db.rows import one
 from appliance.kernel.errors import ApplianceError, NotFound
 from appliance.kernel.locks import Claim
 from appliance.kernel.owner import utcnow
+from appliance.kernel.startup import EXIT_CONFIG, config_or_exit, jobs_or_exit, setup_logs, use_metrics_dir
 from appliance.packs.knowledge import documents
 from appliance.packs.knowledge.status import knowledge_status
 
@@ -160,8 +161,8 @@ def _progress(total: int, as_json: bool):
 def _run_indexer(config: Config, jobs: Jobs, marked: int, total: int, tenant: int | None, as_json: bool) -> int:
     # The worker (metrics after use_metrics_dir) and the embedder's libraries, for this command only.
     from appliance.commands.oneshot import foreground_runner
-    from appliance.worker.dispatch import Dispatch
     from appliance.packs.knowledge.services import PROGRESS
+    from appliance.worker.dispatch import Dispatch
 
     bar = _progress(total, as_json)
     try:
@@ -209,12 +210,12 @@ def _document_counts(config: Config) -> dict[str, Any]:
 
     try:
         with connect_db(config) as conn:
-            row = conn.execute(
+            row = one(conn.execute(
                 "SELECT count(*), count(*) FILTER (WHERE indexed_version = version),"
                 " count(*) FILTER (WHERE failed_version = version),"
                 " count(*) FILTER (WHERE indexed_version IS DISTINCT FROM version"
                 "  AND failed_version IS DISTINCT FROM version),"
-                " (SELECT count(*) FROM knowledge_deletions) FROM knowledge_documents").fetchone()
+                " (SELECT count(*) FROM knowledge_deletions) FROM knowledge_documents"))
     except psycopg.Error as exc:
         return {"error": f"PostgreSQL unavailable: {type(exc).__name__}"}
-    return dict(zip(("total", "indexed", "failed", "pending", "deletions_pending"), row))
+    return dict(zip(("total", "indexed", "failed", "pending", "deletions_pending"), row, strict=True))

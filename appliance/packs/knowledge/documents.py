@@ -11,6 +11,7 @@ from datetime import datetime
 
 import psycopg
 
+from appliance.kernel.db.rows import one
 from appliance.kernel.errors import NotFound
 
 _PENDING = "indexed_version IS DISTINCT FROM version AND failed_version IS DISTINCT FROM version"
@@ -32,7 +33,7 @@ def count_pending(conn: psycopg.Connection, tenant_id: int | None = None) -> int
     """Documents whose current version is not in Qdrant yet (and has not failed)."""
     where, params = _tenant(tenant_id)
     with conn.transaction():
-        row = conn.execute(f"SELECT count(*) FROM knowledge_documents WHERE {_PENDING}{where}", params).fetchone()
+        row = one(conn.execute(f"SELECT count(*) FROM knowledge_documents WHERE {_PENDING}{where}", params))
     return int(row[0])
 
 
@@ -68,7 +69,7 @@ def mark_indexed(conn: psycopg.Connection, done: list[tuple[int, int, int]]) -> 
     """``done``: (id, version, chunks) written to Qdrant. Call inside the caller's transaction block."""
     if not done:
         return
-    ids, versions, chunks = (list(column) for column in zip(*done))
+    ids, versions, chunks = (list(column) for column in zip(*done, strict=True))
     conn.execute(
         "UPDATE knowledge_documents d SET indexed_version = v.version, indexed_chunks = v.chunks,"
         " indexed_at = now(), failed_version = NULL, index_error = NULL"
@@ -82,7 +83,7 @@ def mark_failed(conn: psycopg.Connection, failed: list[tuple[int, int, str]]) ->
     Call inside the caller's transaction block."""
     if not failed:
         return
-    ids, versions, reasons = (list(column) for column in zip(*failed))
+    ids, versions, reasons = (list(column) for column in zip(*failed, strict=True))
     conn.execute(
         "UPDATE knowledge_documents d SET failed_version = v.version, index_error = v.reason"
         " FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(id, version, reason) WHERE d.id = v.id",
@@ -105,7 +106,7 @@ def forget_deletions(conn: psycopg.Connection, ids: list[int]) -> None:
 
 def count_deletions(conn: psycopg.Connection) -> int:
     with conn.transaction():
-        return int(conn.execute("SELECT count(*) FROM knowledge_deletions").fetchone()[0])
+        return int(one(conn.execute("SELECT count(*) FROM knowledge_deletions"))[0])
 
 
 def reset(conn: psycopg.Connection, tenant_id: int | None = None) -> int:

@@ -20,20 +20,42 @@ import json
 import logging
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from qdrant_edge import (CountRequest, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition, Filter,
-                         MatchValue, PayloadSchemaType, Point, Query, QueryRequest, ScrollRequest, UpdateOperation)
+from qdrant_edge import (
+    CountRequest,
+    Distance,
+    EdgeConfig,
+    EdgeShard,
+    EdgeVectorParams,
+    FieldCondition,
+    Filter,
+    MatchValue,
+    PayloadSchemaType,
+    Point,
+    Query,
+    QueryRequest,
+    ScrollRequest,
+    UpdateOperation,
+)
 
 from appliance.kernel.errors import ApplianceError
+from appliance.kernel.owner import iso, utcnow
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.legacy_local import migrate_collection
-from appliance.packs.knowledge.points import (INDEXED_FIELDS, Hit, KnowledgePoint, best_per_document, metadata, mismatch,
-                                        recorded_identity)
+from appliance.packs.knowledge.points import (
+    INDEXED_FIELDS,
+    Hit,
+    KnowledgePoint,
+    best_per_document,
+    metadata,
+    mismatch,
+    recorded_identity,
+)
 from appliance.packs.knowledge.storage_lock import StorageLock
-from appliance.kernel.owner import iso, utcnow
 
 log = logging.getLogger("appliance.knowledge")
 
@@ -206,7 +228,7 @@ class EdgeStore:
             self._closed = True
             _release(self.root)
 
-    def __enter__(self) -> "EdgeStore":
+    def __enter__(self) -> EdgeStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,16 +9,17 @@ filled it (``Identity``), so vectors of different embedders are never mixed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from appliance.kernel.breaker import CircuitBreaker
 from appliance.kernel.errors import ApplianceError
-
 from appliance.packs.knowledge.settings import LOCAL_MODEL, KnowledgeConfig
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class LocalEmbedder:
 
     def _one(self, text: str) -> np.ndarray:
         words = _WORD.findall(text.lower())
-        features = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+        features = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
         vector = np.zeros(self.dimensions, dtype=np.float32)
         if not features:
             vector[0] = 1.0  # cosine distance is undefined for a zero vector
@@ -99,7 +100,7 @@ class OpenAIEmbedder:
     circuit breaker; when the breaker is open, calls fail at once with ``EmbeddingUnavailable``.
     """
 
-    def __init__(self, config: "KnowledgeConfig", breaker: CircuitBreaker, client=None):
+    def __init__(self, config: KnowledgeConfig, breaker: CircuitBreaker, client=None):
         import openai  # a second to import: only the OpenAI embedder needs it, not the offline one
 
         self.identity = Identity("openai", config.embedding_model, config.embedding_dimensions)
@@ -127,7 +128,7 @@ class OpenAIEmbedder:
         from appliance.kernel.metrics import EMBEDDING_TOKENS
 
         model = self.identity.model
-        extra = {"dimensions": self.identity.dimensions} if self._send_dimensions else {}
+        extra: dict[str, Any] = {"dimensions": self.identity.dimensions} if self._send_dimensions else {}
         try:
             self.breaker.before_call()
         except ApplianceError as exc:
@@ -182,7 +183,7 @@ def _message(exc: Exception) -> str:
     return str(exc)
 
 
-def make_embedder(config: "KnowledgeConfig", breaker: CircuitBreaker) -> Embedder:
+def make_embedder(config: KnowledgeConfig, breaker: CircuitBreaker) -> Embedder:
     """The OpenAI embedder when ``OPENAI_API_KEY`` is set, otherwise the local one (logged once here)."""
     if config.local_embedder:
         log.warning("no OPENAI_API_KEY: embedding with the local deterministic embedder %s (offline, "
@@ -191,7 +192,7 @@ def make_embedder(config: "KnowledgeConfig", breaker: CircuitBreaker) -> Embedde
     return OpenAIEmbedder(config, breaker)
 
 
-def make_breaker(config: "KnowledgeConfig", client: "Redis | None" = None) -> CircuitBreaker:
+def make_breaker(config: KnowledgeConfig, client: Redis | None = None) -> CircuitBreaker:
     """The embeddings API's breaker; with ``client`` its state is shared by every run and replica."""
     return CircuitBreaker("embeddings", threshold=config.breaker_threshold, reset_after=config.breaker_reset,
                           client=client)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import gc
 import logging
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import cast
 
+from appliance.kernel.logs import fields
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.points import KnowledgePoint, recorded_identity
-from appliance.kernel.logs import fields
 
 log = logging.getLogger("appliance.knowledge")
 BATCH = 256
@@ -74,7 +75,9 @@ def _copy(path: Path, collection: str, identity: Identity,
         while True:
             records, offset = client.scroll(collection, limit=BATCH, offset=offset, with_payload=True,
                                             with_vectors=True)
-            write([KnowledgePoint(str(r.id), list(r.vector), dict(r.payload or {})) for r in records])
+            # One unnamed dense vector per point: how the indexer wrote these collections.
+            write([KnowledgePoint(str(r.id), list(cast(list[float], r.vector)), dict(r.payload or {}))
+                   for r in records])
             moved += len(records)
             if offset is None:
                 return moved, expected

@@ -4,8 +4,9 @@ record of the embedder that filled a collection, and the refusal to mix embedder
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from appliance.kernel.errors import ApplianceError
 from appliance.packs.knowledge.embedder import Identity

@@ -6,13 +6,13 @@ The collection records its embedder in Qdrant's collection metadata; payload ind
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from qdrant_client import QdrantClient, models
 
+from appliance.packs.knowledge import points
 from appliance.packs.knowledge.embedder import Identity
-from appliance.packs.knowledge.points import (INDEXED_FIELDS, Hit, KnowledgePoint, best_per_document, metadata, mismatch,
-                                        recorded_identity)
+from appliance.packs.knowledge.points import Hit, KnowledgePoint
 
 
 class ServerStore:
@@ -28,7 +28,7 @@ class ServerStore:
 
     @classmethod
     def connect(cls, url: str, api_key: str, collection: str, prefer_grpc: bool = True, grpc_port: int = 6334,
-                timeout: float = 30.0, upsert_batch: int = 256) -> "ServerStore":
+                timeout: float = 30.0, upsert_batch: int = 256) -> ServerStore:
         # No version check: qdrant-client runs it in a background thread at construction and only warns,
         # spuriously whenever the server is still starting (the worker waits for its /readyz instead).
         client = QdrantClient(url=url, api_key=api_key or None, prefer_grpc=prefer_grpc, grpc_port=grpc_port,
@@ -43,7 +43,7 @@ class ServerStore:
             self.client.create_collection(
                 self.collection, vectors_config=models.VectorParams(size=identity.dimensions,
                                                                     distance=models.Distance.COSINE),
-                metadata=metadata(identity),
+                metadata=points.metadata(identity),
             )
             self._index_payload(set())
             return True
@@ -58,22 +58,23 @@ class ServerStore:
     def _check(self, info: models.CollectionInfo, identity: Identity, adopt: bool = True) -> None:
         vectors = info.config.params.vectors
         if not isinstance(vectors, models.VectorParams):
-            raise mismatch(self.collection, "named vectors", identity)
+            raise points.mismatch(self.collection, "named vectors", identity)
         if vectors.size != identity.dimensions or vectors.distance != models.Distance.COSINE:
-            raise mismatch(self.collection, f"vectors of size {vectors.size} ({vectors.distance.value})", identity)
-        recorded = recorded_identity(info.config.metadata or {})
+            found = f"vectors of size {vectors.size} ({vectors.distance.value})"
+            raise points.mismatch(self.collection, found, identity)
+        recorded = points.recorded_identity(info.config.metadata or {})
         if recorded is None:
             # An empty collection created by hand is adopted; a filled one is refused.
             if info.points_count:
-                raise mismatch(self.collection, f"{info.points_count} points from an unknown embedder", identity)
+                raise points.mismatch(self.collection, f"{info.points_count} points from an unknown embedder", identity)
             if adopt:
-                self.client.update_collection(self.collection, metadata=metadata(identity))
+                self.client.update_collection(self.collection, metadata=points.metadata(identity))
             return
         if recorded != identity:
-            raise mismatch(self.collection, f"vectors from {recorded.describe()}", identity)
+            raise points.mismatch(self.collection, f"vectors from {recorded.describe()}", identity)
 
     def _index_payload(self, present: set[str]) -> None:
-        for name in INDEXED_FIELDS:
+        for name in points.INDEXED_FIELDS:
             if name not in present:
                 self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.INTEGER, wait=True)
 
@@ -96,7 +97,7 @@ class ServerStore:
             self.collection, group_by="document_id", query=vector, query_filter=_tenant_filter(tenant_id),
             limit=limit, group_size=1, with_payload=True,
         )
-        return best_per_document(((g.hits[0].score, g.hits[0].payload or {}) for g in result.groups), limit)
+        return points.best_per_document(((g.hits[0].score, g.hits[0].payload or {}) for g in result.groups), limit)
 
     def points(self) -> list[KnowledgePoint]:
         found, offset = [], None
@@ -111,7 +112,7 @@ class ServerStore:
             self._closed = True
             self.client.close()
 
-    def __enter__(self) -> "ServerStore":
+    def __enter__(self) -> ServerStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

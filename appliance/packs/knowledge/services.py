@@ -7,11 +7,12 @@ runs. A Qdrant server client is kept too; the embedded storage is opened for one
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
 
-from appliance.kernel.breaker import CircuitBreaker
 from appliance.config import Config
+from appliance.kernel.breaker import CircuitBreaker
 from appliance.packs.knowledge.embedder import Embedder, make_breaker, make_embedder
 from appliance.packs.knowledge.store import KnowledgeStore, open_store, server_mode
 
@@ -27,13 +28,13 @@ PROGRESS = "knowledge.progress"
 CHECKED = "knowledge.checked"
 
 
-def breaker(services: MutableMapping[str, Any], config: Config, client: "Redis | None" = None) -> CircuitBreaker:
+def breaker(services: MutableMapping[str, Any], config: Config, client: Redis | None = None) -> CircuitBreaker:
     if BREAKER not in services:
         services[BREAKER] = make_breaker(config.knowledge, client)
     return services[BREAKER]
 
 
-def embedder(services: MutableMapping[str, Any], config: Config, client: "Redis | None" = None) -> Embedder:
+def embedder(services: MutableMapping[str, Any], config: Config, client: Redis | None = None) -> Embedder:
     """The kept embedder, made again if the embedding settings differ from those it was made with.
     ``client``: the Redis that holds its circuit breaker's state (shared across replicas)."""
     k = config.knowledge

@@ -7,17 +7,20 @@ Snapshots are a server feature; in embedded mode the run does nothing and says s
 
 from __future__ import annotations
 
+from typing import cast
+
 from appliance.kernel.context import RunContext
+from appliance.kernel.logs import fields
 from appliance.packs.knowledge import services
 from appliance.packs.knowledge.server_store import ServerStore
 from appliance.packs.knowledge.store import server_mode
-from appliance.kernel.logs import fields
 
 
 def run(ctx: RunContext) -> dict:
     if not server_mode(ctx.config):
         return {"skipped": "embedded Qdrant has no snapshots; set QDRANT_URL to use the Qdrant server"}
-    with services.store(ctx.services, ctx.config) as store:
+    with services.store(ctx.services, ctx.config) as opened:
+        store = cast(ServerStore, opened)  # server mode: services.store opened the server's
         if not store.exists():
             return {"skipped": f"collection {store.collection} does not exist yet"}
         ctx.checkpoint()

@@ -17,9 +17,9 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from appliance.kernel.errors import ApplianceError
 from appliance.kernel.owner import iso, utcnow

@@ -14,8 +14,9 @@ the configuration; the stores take plain values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.points import CollectionMismatch, Hit, KnowledgePoint, metadata, point_id
@@ -57,21 +58,21 @@ class KnowledgeStore(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> "KnowledgeStore": ...
+    def __enter__(self) -> KnowledgeStore: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
 
-def server_mode(config: "Config") -> bool:
+def server_mode(config: Config) -> bool:
     return config.core.qdrant_url_set
 
 
-def embedded_root(config: "Config") -> Path:
+def embedded_root(config: Config) -> Path:
     """Where the embedded Qdrant (Qdrant Edge) keeps its collections, under ``APPLIANCE_HOME``."""
     return config.core.qdrant_edge_path
 
 
-def open_store(config: "Config", wait: float | None = None) -> KnowledgeStore:
+def open_store(config: Config, wait: float | None = None) -> KnowledgeStore:
     """A store on the configured Qdrant; the caller closes it.
 
     Embedded mode waits up to ``wait`` seconds (default ``QDRANT_LOCAL_WAIT``) for another process to close
@@ -91,7 +92,7 @@ def open_store(config: "Config", wait: float | None = None) -> KnowledgeStore:
                            k.storage_wait if wait is None else wait, upsert_batch=k.upsert_batch_size)
 
 
-def embedded_state(config: "Config") -> dict[str, Any]:
+def embedded_state(config: Config) -> dict[str, Any]:
     """Where the embedded storage is and, without waiting, either who uses it or how many points the
     collection holds (for ``appliance knowledge status``)."""
     root = embedded_root(config)

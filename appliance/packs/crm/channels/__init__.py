@@ -3,8 +3,9 @@ HTTP providers. ``build_channels`` picks each medium's transport from the config
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from appliance.kernel.breaker import CircuitBreaker
 from appliance.packs.crm.channels.http import ProviderClient
@@ -18,8 +19,17 @@ from appliance.packs.crm.settings import CrmConfig
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["Channels", "Message", "Outcome", "Result", "Transport", "build_channels", "deliver", "RecordOnly",
-           "IDEMPOTENT_TRANSPORTS"]
+__all__ = [
+    "IDEMPOTENT_TRANSPORTS",
+    "Channels",
+    "Message",
+    "Outcome",
+    "RecordOnly",
+    "Result",
+    "Transport",
+    "build_channels",
+    "deliver",
+]
 
 #: Transports (the outbox row's ``transport``) on which handing over the same key twice delivers once: an
 #: interrupted hand-off through them is simply repeated; through the others (SMTP) it becomes ``unknown``.
@@ -55,7 +65,7 @@ class Channels:
             close()
 
 
-def build_channels(crm: CrmConfig, sleep: Callable[[float], None], client: "redis.Redis | None" = None) -> Channels:
+def build_channels(crm: CrmConfig, sleep: Callable[[float], None], client: redis.Redis | None = None) -> Channels:
     """Transports for this configuration. ``sleep`` waits between provider retries (``RunContext.sleep``, so
     a stopping run is not held up by a long ``Retry-After``). ``client``: the Redis where the providers'
     circuit breakers keep their state, so it holds across runs and replicas (None: for this call only)."""

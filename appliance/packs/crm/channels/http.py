@@ -9,17 +9,18 @@ answers are retried without risk of a double send.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
 from appliance.kernel.breaker import BreakerState, CircuitBreaker, CircuitOpen
+from appliance.kernel.errors import ApplianceError
 from appliance.packs.crm.channels.message import Message, Outcome, Result
 from appliance.packs.crm.settings import ProviderConfig
-from appliance.kernel.errors import ApplianceError
 
 #: First wait between retries when the provider gives no Retry-After; doubles each time.
 BASE_BACKOFF = 0.5
@@ -46,14 +47,13 @@ class ProviderClient:
     max_wait: float = 30.0
     sleep: Callable[[float], None] = time.sleep
     client: httpx.Client | None = None
+    _http: httpx.Client = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.client is None:
-            self.client = httpx.Client(timeout=self.config.timeout)
+        self._http = self.client or httpx.Client(timeout=self.config.timeout)
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
+        self._http.close()
 
     def request(self, method: str, path: str, key: str | None = None, body: Any = None) -> dict:
         """The provider's JSON answer. Raises ``CircuitOpen`` without calling when the breaker is open,
@@ -69,12 +69,13 @@ class ProviderClient:
         error: ProviderError | None = None
         for attempt in range(retries + 1):
             if attempt:
-                wait = error.retry_after if error and error.retry_after is not None else BASE_BACKOFF * 2 ** (attempt - 1)
+                backoff = BASE_BACKOFF * 2 ** (attempt - 1)
+                wait = error.retry_after if error and error.retry_after is not None else backoff
                 if wait > self.max_wait:
                     break
                 self.sleep(wait)
             try:
-                response = self.client.request(method, url, json=body, headers=headers)
+                response = self._http.request(method, url, json=body, headers=headers)
             except httpx.HTTPError as exc:
                 error = ProviderError(f"{self.name}: {type(exc).__name__}: {exc}", transient=True)
                 continue
@@ -114,7 +115,7 @@ def send_each(messages: list[Message], send_one: Callable[[Message], str]) -> li
     return results
 
 
-def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> float | None:
+def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
     """Seconds from a ``Retry-After`` header: either a number of seconds or an HTTP date."""
     if not value:
         return None
@@ -126,7 +127,7 @@ def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now()).total_seconds())
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """How one hand-off ended.
 
     SENT: the provider accepted it (or the outbox recorded it). FAILED: refused for good (bad address, a 4xx

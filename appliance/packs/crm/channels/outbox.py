@@ -32,7 +32,7 @@ RETURNING idempotency_key, id
 """
 
 
-def deliver(conn: "psycopg.Connection", transport: "Transport", messages: list[Message]) -> list[Result]:
+def deliver(conn: psycopg.Connection, transport: Transport, messages: list[Message]) -> list[Result]:
     """Record ``messages`` in the outbox, hand the ones not yet delivered to ``transport``, record the results.
 
     ``conn`` must be in autocommit mode: the outbox rows are committed before the hand-off. A key already
@@ -42,7 +42,7 @@ def deliver(conn: "psycopg.Connection", transport: "Transport", messages: list[M
         return []
     recording = transport.name == "outbox"
     status = "recorded" if recording else "sending"
-    inserted = dict(conn.execute(_INSERT, {
+    inserted: dict[str, int] = dict(conn.execute(_INSERT, {
         "transport": transport.name, "status": status, "keys": [m.key for m in messages],
         "tenants": [m.tenant_id for m in messages], "channels": [m.channel for m in messages],
         "recipients": [m.to for m in messages], "subjects": [m.subject for m in messages],
@@ -70,7 +70,7 @@ def deliver(conn: "psycopg.Connection", transport: "Transport", messages: list[M
     return [known.get(m.key) or results[m.key] for m in messages]
 
 
-def record_results(conn: "psycopg.Connection", results: list[Result]) -> None:
+def record_results(conn: psycopg.Connection, results: list[Result]) -> None:
     """Write each result back to its outbox row."""
     if not results:
         return
@@ -84,7 +84,7 @@ def record_results(conn: "psycopg.Connection", results: list[Result]) -> None:
     )
 
 
-def lookup(conn: "psycopg.Connection", keys: list[str]) -> dict[str, tuple[str, str, str | None, str | None]]:
+def lookup(conn: psycopg.Connection, keys: list[str]) -> dict[str, tuple[str, str, str | None, str | None]]:
     """key -> (status, transport, provider id, error) of the outbox rows that exist among ``keys``."""
     rows = conn.execute(
         "SELECT idempotency_key, status, transport, coalesce(provider_message_id, 'outbox:' || id), error "

@@ -43,7 +43,8 @@ class SmtpTransport:
                 result = self._send_one(session, message)
                 results.append(result)
                 if result.outcome is Outcome.UNKNOWN:
-                    results += [Result(m.key, Outcome.SKIPPED, error="smtp: session broke off") for m in messages[index + 1:]]
+                    results += [Result(m.key, Outcome.SKIPPED, error="smtp: session broke off")
+                                for m in messages[index + 1:]]
                     break
         finally:
             try:

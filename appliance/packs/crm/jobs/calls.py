@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from appliance.kernel.db.rows import one
+from appliance.kernel.owner import utcnow
 from appliance.packs.crm.channels import Channels, Message, Outcome, Result, deliver
 from appliance.packs.crm.channels.outbox import lookup
 from appliance.packs.crm.jobs.callstate import poll, settle_calls
@@ -31,7 +33,6 @@ from appliance.packs.crm.jobs.claims import fenced, orphaned_fences, run_resourc
 from appliance.packs.crm.jobs.contacts import check_phone
 from appliance.packs.crm.jobs.hours import BusinessHours
 from appliance.packs.crm.jobs.sending import from_outbox
-from appliance.kernel.owner import utcnow
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -61,7 +62,7 @@ RETURNING c.id, c.tenant_id, c.lead_id, c.phone, c.attempts
 """
 
 
-def run(ctx: "RunContext") -> dict[str, int]:
+def run(ctx: RunContext) -> dict[str, int]:
     """The job: one tick (see the module docstring); returns its counts."""
     with run_resources(ctx) as (conn, channels):
         counts = tick(conn, ctx, channels, utcnow())
@@ -69,22 +70,22 @@ def run(ctx: "RunContext") -> dict[str, int]:
             return counts
 
 
-def tick(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, now: "datetime") -> dict[str, int]:
+def tick(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now: datetime) -> dict[str, int]:
     """One tick at ``now``; returns counts (reconciled, polled, rescheduled, dialled, failed)."""
     counts = {"reconciled": reconcile_calls(conn, ctx, now)}
     counts["polled"] = poll(conn, ctx, channels.calls, now) if channels.calls is not None else 0
     counts.update(dispatch(conn, ctx, channels, now))
     ctx.processed(counts["dialled"])
-    queued = conn.execute("SELECT count(*) FROM calls WHERE status = 'queued' AND scheduled_at <= %s",
-                          (now,)).fetchone()[0]
+    queued = one(conn.execute("SELECT count(*) FROM calls WHERE status = 'queued' AND scheduled_at <= %s",
+                              (now,)))[0]
     ctx.set_backlog("calls_queued", queued)
     return counts
 
 
-def dispatch(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, now: "datetime") -> dict[str, int]:
+def dispatch(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now: datetime) -> dict[str, int]:
     """Reschedule due calls of closed tenants to their next opening; claim and dial those of open ones."""
     crm = ctx.config.crm
-    closed: dict[int, "datetime | None"] = {}
+    closed: dict[int, datetime | None] = {}
     free: dict[int, int] = {}
     for tenant_id, zone, hours, holidays, cap, dialing in conn.execute(
             _DUE_TENANTS, {"cap": crm.call_max_concurrent, "now": now}).fetchall():
@@ -113,15 +114,15 @@ def dispatch(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, 
             messages[call_id] = Message(key, tenant_id, "voice", number,
                                         extra={"call_id": call_id, "lead_id": lead_id, "tenant_id": tenant_id})
     ids = list(messages)
-    results.update(zip(ids, deliver(conn, channels.voice, [messages[i] for i in ids])))
+    results.update(zip(ids, deliver(conn, channels.voice, [messages[i] for i in ids]), strict=True))
     recorded = set(ids) if channels.voice.name == "outbox" else set()
     settle_calls(conn, ctx, results, recorded, now)
     failed = sum(1 for r in results.values() if r.outcome is Outcome.FAILED)
     return {"rescheduled": rescheduled, "dialled": len(rows) - failed, "failed": failed}
 
 
-def _reschedule(conn: "psycopg.Connection", ctx: "RunContext", closed: dict[int, "datetime | None"],
-                now: "datetime") -> int:
+def _reschedule(conn: psycopg.Connection, ctx: RunContext, closed: dict[int, datetime | None],
+                now: datetime) -> int:
     """Move due calls of closed tenants to their next opening; a tenant that never opens fails them."""
     if not closed:
         return 0
@@ -139,9 +140,9 @@ def _reschedule(conn: "psycopg.Connection", ctx: "RunContext", closed: dict[int,
     return moved
 
 
-def reconcile_calls(conn: "psycopg.Connection", ctx: "RunContext", now: "datetime") -> int:
+def reconcile_calls(conn: psycopg.Connection, ctx: RunContext, now: datetime) -> int:
     """Settle calls that runs now gone left ``dialing`` before the provider's answer was recorded."""
-    by_fence = dict(conn.execute(
+    by_fence: dict[int, list[str]] = dict(conn.execute(
         "SELECT claim_fence, array_agg(id || ':' || attempts) FROM calls WHERE status = 'dialing' "
         "AND provider_call_id IS NULL AND claim_fence <> %s GROUP BY claim_fence", (ctx.fence,)).fetchall())
     settled = 0

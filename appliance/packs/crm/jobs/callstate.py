@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
     import psycopg
 
+    from appliance.kernel.context import RunContext
     from appliance.packs.crm.channels import Result
     from appliance.packs.crm.channels.voice import VoiceProvider
-    from appliance.kernel.context import RunContext
 
 #: Calls polled per tick, oldest dial first.
 POLL_LIMIT = 200
@@ -29,7 +29,8 @@ POLL_LIMIT = 200
 _SETTLE = """
 WITH r AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(outcomes)s::text[], %(providers)s::text[], %(errors)s::text[],
-                         %(waits)s::float8[], %(recorded)s::bool[]) AS r(id, outcome, provider_id, error, wait, recorded)
+                         %(waits)s::float8[], %(recorded)s::bool[])
+        AS r(id, outcome, provider_id, error, wait, recorded)
 ), c AS MATERIALIZED (
     -- fetched by primary key first, so the planner cannot pick the partial index of dialling calls per id
     SELECT id, tenant_id, dialed_at, attempts, status, claim_fence FROM calls WHERE id = ANY(%(ids)s::bigint[])
@@ -65,8 +66,8 @@ FROM u WHERE result <> 'skipped'
 """
 
 
-def settle_calls(conn: "psycopg.Connection", ctx: "RunContext", results: dict[int, "Result"], recorded: set[int],
-                 now: "datetime", claimed_by: int | None = None) -> None:
+def settle_calls(conn: psycopg.Connection, ctx: RunContext, results: dict[int, Result], recorded: set[int],
+                 now: datetime, claimed_by: int | None = None) -> None:
     """Apply dial results (call id -> result) to calls still claimed by ``claimed_by`` (default: this run),
     in one fenced transaction. ``recorded``: calls whose SENT means recorded in the outbox (finished now),
     not accepted by a provider (dialling until a poll finds them over). SKIPPED was never attempted."""
@@ -84,7 +85,7 @@ def settle_calls(conn: "psycopg.Connection", ctx: "RunContext", results: dict[in
         })
 
 
-def poll(conn: "psycopg.Connection", ctx: "RunContext", provider: "VoiceProvider", now: "datetime") -> int:
+def poll(conn: psycopg.Connection, ctx: RunContext, provider: VoiceProvider, now: datetime) -> int:
     """Ask the provider about calls it holds; finish those that are over (or ran past ``CALL_MAX_DURATION``).
     Returns how many calls changed state."""
     crm = ctx.config.crm
@@ -109,7 +110,7 @@ def poll(conn: "psycopg.Connection", ctx: "RunContext", provider: "VoiceProvider
     return len(updates)
 
 
-def _finish(call_id: int, attempts: int, outcome: str, answered: bool, crm, now: "datetime") -> tuple:
+def _finish(call_id: int, attempts: int, outcome: str, answered: bool, crm, now: datetime) -> tuple:
     """(id, status, outcome, error, scheduled_at) for a call that is over."""
     if answered:
         return call_id, "completed", outcome, None, None
@@ -119,8 +120,8 @@ def _finish(call_id: int, attempts: int, outcome: str, answered: bool, crm, now:
     return call_id, "queued", outcome, f"attempt {attempts}: {outcome}", now + timedelta(seconds=wait)
 
 
-def _apply(conn: "psycopg.Connection", ctx: "RunContext", updates: list[tuple], now: "datetime") -> None:
-    ids, statuses, outcomes, errors, whens = (list(column) for column in zip(*updates))
+def _apply(conn: psycopg.Connection, ctx: RunContext, updates: list[tuple], now: datetime) -> None:
+    ids, statuses, outcomes, errors, whens = (list(column) for column in zip(*updates, strict=True))
     with fenced(conn, ctx):
         conn.execute(
             "WITH u AS (UPDATE calls c SET status = v.status, outcome = v.outcome, error = v.error, "

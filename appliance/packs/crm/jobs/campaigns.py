@@ -25,27 +25,28 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from appliance.kernel.db.rows import one
+from appliance.kernel.owner import utcnow
 from appliance.packs.crm.channels import Channels, Message, Outcome
 from appliance.packs.crm.jobs.claims import fenced, run_resources
 from appliance.packs.crm.jobs.contacts import check_contact
 from appliance.packs.crm.jobs.ratelimit import allowance
 from appliance.packs.crm.jobs.sending import SendQueue, claim, reconcile, send
-from appliance.kernel.owner import utcnow
 
 if TYPE_CHECKING:
     import psycopg
 
-    from appliance.packs.crm.settings import CrmConfig
     from appliance.kernel.context import RunContext
+    from appliance.packs.crm.settings import CrmConfig
 
 KEY_PREFIX = "campaign-recipient"
 
 
-def recipients_queue(crm: "CrmConfig") -> SendQueue:
+def recipients_queue(crm: CrmConfig) -> SendQueue:
     return SendQueue("campaign_recipients", KEY_PREFIX, crm.campaign_max_attempts, crm.campaign_retry_backoff)
 
 
-def run(ctx: "RunContext") -> dict[str, int]:
+def run(ctx: RunContext) -> dict[str, int]:
     """The job: one pass over due and sending campaigns (see the module docstring); returns its summary."""
     with run_resources(ctx) as (conn, channels):
         summary = process(conn, ctx, channels)
@@ -53,7 +54,7 @@ def run(ctx: "RunContext") -> dict[str, int]:
             return summary
 
 
-def process(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, now=utcnow) -> dict[str, int]:
+def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now=utcnow) -> dict[str, int]:
     """Reconcile, start due campaigns, send within the run budget, report the backlog. ``conn`` is the run's
     session (``run_session``); ``now`` is the clock. Returns counts: reconciled, started, and recipients per
     outcome."""
@@ -69,13 +70,13 @@ def process(conn: "psycopg.Connection", ctx: "RunContext", channels: Channels, n
             break
         campaign = _Campaign(campaign_id, tenant_id, channel, Template(subject), Template(template))
         summary.update(send_campaign(conn, ctx, campaign, channels, queue, deadline, now))
-    pending = conn.execute("SELECT count(*) FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id "
-                           "WHERE r.status = 'pending' AND c.status IN ('scheduled', 'sending')").fetchone()[0]
+    pending = one(conn.execute("SELECT count(*) FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id "
+                               "WHERE r.status = 'pending' AND c.status IN ('scheduled', 'sending')"))[0]
     ctx.set_backlog("campaign_recipients_pending", pending)
     return dict(summary)
 
 
-def start_due(conn: "psycopg.Connection", ctx: "RunContext", now: datetime) -> list[int]:
+def start_due(conn: psycopg.Connection, ctx: RunContext, now: datetime) -> list[int]:
     """``scheduled`` campaigns whose time has come become ``sending`` (with an activity row each)."""
     with fenced(conn, ctx):
         started = conn.execute(
@@ -105,7 +106,7 @@ class _Campaign:
                        {"campaign_id": self.id})
 
 
-def send_campaign(conn: "psycopg.Connection", ctx: "RunContext", campaign: _Campaign, channels: Channels,
+def send_campaign(conn: psycopg.Connection, ctx: RunContext, campaign: _Campaign, channels: Channels,
                   queue: SendQueue, deadline: float, now=utcnow) -> Counter[str]:
     """Batches of one campaign until it is done, paused, cancelled, rate-limited or the budget is spent;
     returns how many recipients ended with each outcome."""
@@ -144,15 +145,16 @@ def send_campaign(conn: "psycopg.Connection", ctx: "RunContext", campaign: _Camp
         ctx.sleep(crm.campaign_batch_delay)
 
 
-def _complete_if_done(conn: "psycopg.Connection", ctx: "RunContext", campaign: _Campaign) -> None:
+def _complete_if_done(conn: psycopg.Connection, ctx: RunContext, campaign: _Campaign) -> None:
     with fenced(conn, ctx):
         done = conn.execute(
             "UPDATE campaigns c SET status = 'completed', completed_at = now() WHERE id = %s AND status = 'sending' "
             "AND NOT EXISTS (SELECT 1 FROM campaign_recipients r WHERE r.campaign_id = c.id "
             "                AND r.status IN ('pending', 'sending')) RETURNING id", (campaign.id,)).fetchone()
         if done:
-            summary = dict(conn.execute("SELECT status, count(*) FROM campaign_recipients WHERE campaign_id = %s "
-                                        "GROUP BY status", (campaign.id,)).fetchall())
+            summary: dict[str, int] = dict(conn.execute(
+                "SELECT status, count(*) FROM campaign_recipients WHERE campaign_id = %s GROUP BY status",
+                (campaign.id,)).fetchall())
             conn.execute("INSERT INTO activity (tenant_id, kind, subject_id, detail) "
                          "VALUES (%s, 'campaign-completed', %s, %s)", (campaign.tenant_id, campaign.id, Jsonb(summary)))
     if done:

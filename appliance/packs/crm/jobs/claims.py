@@ -14,12 +14,15 @@ back when a newer run of the job has started, so a run that lost its lease canno
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Iterable, Iterator
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from appliance.kernel.context import RunContext
+from appliance.kernel.db.rows import one
+from appliance.kernel.errors import ApplianceError
 from appliance.kernel.fencing import check_fence, complete_slot
 from appliance.packs.crm.channels import Channels, build_channels
 
@@ -31,11 +34,18 @@ def lock_key(job: str, fence: int) -> tuple[int, int]:
     return zlib.crc32(job.encode()) - _INT4, fence % _INT4
 
 
+def pool_of(ctx: RunContext) -> ConnectionPool:
+    """The run's PostgreSQL pool: every CRM job declares ``needs=("db",)``, so the worker gives it one."""
+    if ctx.db is None:
+        raise ApplianceError("the CRM jobs need PostgreSQL (DATABASE_URL)")
+    return ctx.db
+
+
 @contextmanager
 def run_session(ctx: RunContext) -> Iterator[psycopg.Connection]:
     """A pooled connection in autocommit mode, marked as this run's for as long as the block lasts."""
     fence = ctx.fence  # issued first: issuing takes a pooled connection of its own
-    with ctx.db.connection() as conn:
+    with pool_of(ctx).connection() as conn:
         conn.autocommit = True
         # no server-side prepared statements: after five runs of a prepared statement PostgreSQL may switch
         # to a generic plan, and for the batch statements (arrays of a thousand ids) that plan is 15 times
@@ -85,7 +95,7 @@ def orphaned_fences(conn: psycopg.Connection, job: str, fences: Iterable[int]) -
     gone = []
     for fence in sorted(set(fences)):
         # a transaction-level try-lock: taken and released at once, it only tells whether the owner lives
-        taken = conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", lock_key(job, fence)).fetchone()[0]
+        taken = one(conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", lock_key(job, fence)))[0]
         if taken:
             gone.append(fence)
     return gone

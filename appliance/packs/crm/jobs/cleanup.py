@@ -2,8 +2,8 @@
 
 Deleted: call records (``call_attempts``) and finished calls (``completed``, ``failed``, ``cancelled``) older
 than ``CALL_RETENTION_DAYS``; ended job runs, slot ledger rows, activity and settled outbox rows older than
-``ACTIVITY_RETENTION_DAYS`` (30). Each batch of ``CLEANUP_BATCH_SIZE`` rows is its own short transaction, with a checkpoint between
-batches, so no lock is held for long and a stopped run leaves nothing half done.
+``ACTIVITY_RETENTION_DAYS`` (30). Each batch of ``CLEANUP_BATCH_SIZE`` rows is its own short transaction, with a
+checkpoint between batches, so no lock is held for long and a stopped run leaves nothing half done.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from appliance.packs.crm.jobs.claims import fenced
 from appliance.kernel.owner import utcnow
+from appliance.packs.crm.jobs.claims import fenced, pool_of
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -41,13 +41,13 @@ TARGETS = (
 )
 
 
-def run(ctx: "RunContext", now: "datetime | None" = None) -> dict[str, int]:
+def run(ctx: RunContext, now: datetime | None = None) -> dict[str, int]:
     """The job; returns rows deleted per table."""
     at = now or utcnow()
     crm = ctx.config.crm
     days = {"calls": crm.call_retention_days, "activity": crm.activity_retention_days}
     deleted: dict[str, int] = {}
-    with ctx.db.connection() as conn:
+    with pool_of(ctx).connection() as conn:
         for target in TARGETS:
             cutoff = at - timedelta(days=days[target.retention])
             query = sql.SQL("DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < %s AND "

@@ -9,9 +9,9 @@ change (02:30 on that day opens at 03:30 the new local time).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Iterable, Mapping
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -30,7 +30,7 @@ class BusinessHours:
 
     @classmethod
     def parse(cls, zone: str, hours: Mapping[str, Iterable[str]] | None,
-              holidays: Iterable[date] = ()) -> "BusinessHours":
+              holidays: Iterable[date] = ()) -> BusinessHours:
         """Build from a tenant row: ``zone`` an IANA name, ``hours`` like ``{"mon": ["09:00-12:00",
         "13:00-18:00"]}`` (missing days are closed; ``24:00`` ends a day), ``holidays`` local dates.
 
@@ -59,7 +59,7 @@ class BusinessHours:
         """``at`` (in UTC) when open then; else the next time the tenant opens; None if it never opens within
         ``HORIZON_DAYS``."""
         if self.is_open(at):
-            return at.astimezone(timezone.utc)
+            return at.astimezone(UTC)
         first = at.astimezone(self.zone).date()
         for offset in range(HORIZON_DAYS):
             day = first + timedelta(days=offset)
@@ -67,7 +67,7 @@ class BusinessHours:
                 continue
             for start, _end in self.week[day.weekday()]:
                 wall = datetime.combine(day, time(start // 60, start % 60), tzinfo=self.zone)
-                candidate = wall.astimezone(timezone.utc)
+                candidate = wall.astimezone(UTC)
                 if candidate > at and self.is_open(candidate):
                     return candidate
         return None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from appliance.kernel.db.rows import one
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -16,13 +18,13 @@ if TYPE_CHECKING:
 UNLIMITED = 1 << 30
 
 
-def allowance(conn: "psycopg.Connection", tenant_id: int, default_limit: int) -> int:
+def allowance(conn: psycopg.Connection, tenant_id: int, default_limit: int) -> int:
     """How many more messages ``tenant_id`` may send now."""
     row = conn.execute("SELECT coalesce(send_rate_per_minute, %s) FROM tenants WHERE id = %s",
                        (default_limit, tenant_id)).fetchone()
     limit = row[0] if row else default_limit
     if not limit:
         return UNLIMITED
-    used = conn.execute("SELECT count(*) FROM outbox WHERE tenant_id = %s AND created_at > now() - interval '1 minute'",
-                        (tenant_id,)).fetchone()[0]
+    used = one(conn.execute("SELECT count(*) FROM outbox WHERE tenant_id = %s "
+                            "AND created_at > now() - interval '1 minute'", (tenant_id,)))[0]
     return max(0, limit - used)

@@ -16,22 +16,23 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from appliance.kernel.db.rows import one
+from appliance.kernel.owner import iso, utcnow
 from appliance.packs.crm.channels import Message, Outcome
 from appliance.packs.crm.jobs.claims import fenced, run_resources
 from appliance.packs.crm.jobs.contacts import check_email
 from appliance.packs.crm.jobs.sending import SendQueue, claim, reconcile, send
-from appliance.kernel.owner import iso, utcnow
 
 if TYPE_CHECKING:
     import psycopg
 
-    from appliance.packs.crm.channels import Channels
     from appliance.kernel.context import RunContext
+    from appliance.packs.crm.channels import Channels
 
 BATCH = 500
 
 
-def run(ctx: "RunContext") -> dict[str, int]:
+def run(ctx: RunContext) -> dict[str, int]:
     """The job: create the due reminders, then send them; returns its summary."""
     with run_resources(ctx) as (conn, channels):
         summary = process(conn, ctx, channels)
@@ -39,7 +40,7 @@ def run(ctx: "RunContext") -> dict[str, int]:
             return summary
 
 
-def process(conn: "psycopg.Connection", ctx: "RunContext", channels: "Channels", now=utcnow) -> dict[str, int]:
+def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now=utcnow) -> dict[str, int]:
     """Reconcile, create the due reminders, send them in batches, report the backlog. ``conn`` is the run's
     session (``run_session``); ``now`` is the clock. Returns counts: reconciled, created, and reminders per
     outcome."""
@@ -61,12 +62,12 @@ def process(conn: "psycopg.Connection", ctx: "RunContext", channels: "Channels",
         summary.update({outcome.value: n for outcome, n in counts.items()})
         if counts.get(Outcome.SKIPPED):
             break
-    pending = conn.execute("SELECT count(*) FROM reminders WHERE status = 'pending'").fetchone()[0]
+    pending = one(conn.execute("SELECT count(*) FROM reminders WHERE status = 'pending'"))[0]
     ctx.set_backlog("reminders_pending", pending)
     return dict(summary)
 
 
-def create_due(conn: "psycopg.Connection", ctx: "RunContext", now) -> int:
+def create_due(conn: psycopg.Connection, ctx: RunContext, now) -> int:
     """Insert one reminder per due follow-up that has none yet; returns how many were inserted."""
     with fenced(conn, ctx):
         cursor = conn.execute(
@@ -78,7 +79,7 @@ def create_due(conn: "psycopg.Connection", ctx: "RunContext", now) -> int:
         return cursor.rowcount
 
 
-def _messages(conn: "psycopg.Connection", queue: SendQueue, rows: list[tuple]) -> tuple[dict, dict[int, str]]:
+def _messages(conn: psycopg.Connection, queue: SendQueue, rows: list[tuple]) -> tuple[dict, dict[int, str]]:
     details = {r[0]: r[1:] for r in conn.execute(
         "SELECT r.id, r.tenant_id, l.name, l.email, l.phone, l.status, a.name, a.email FROM reminders r "
         "JOIN leads l ON l.id = r.lead_id LEFT JOIN agents a ON a.id = r.agent_id WHERE r.id = ANY(%s)",

@@ -49,9 +49,13 @@ class SendQueue:
         return f"{self.key_prefix}:{row_id}"
 
 
-def claim(conn: "psycopg.Connection", ctx: "RunContext", queue: SendQueue, limit: int, now: "datetime",
-          scope: sql.Composable = sql.SQL("TRUE"), params: dict[str, Any] | None = None,
-          returning: sql.Composable = sql.SQL("id")) -> list[tuple]:
+#: ``claim``'s defaults: every due row, and only its id.
+EVERY_ROW, ID_ONLY = sql.SQL("TRUE"), sql.SQL("id")
+
+
+def claim(conn: psycopg.Connection, ctx: RunContext, queue: SendQueue, limit: int, now: datetime,
+          scope: sql.Composable = EVERY_ROW, params: dict[str, Any] | None = None,
+          returning: sql.Composable = ID_ONLY) -> list[tuple]:
     """Claim up to ``limit`` due pending rows matching ``scope`` (oldest first), skipping rows another
     transaction holds; returns ``returning`` (which starts with ``id``) of each claimed row, by id."""
     query = sql.SQL("""
@@ -96,8 +100,8 @@ FROM n WHERE t.id = n.id
 """
 
 
-def settle(conn: "psycopg.Connection", ctx: "RunContext", queue: SendQueue, results: dict[int, Result],
-           now: "datetime", claimed_by: int | None = None) -> None:
+def settle(conn: psycopg.Connection, ctx: RunContext, queue: SendQueue, results: dict[int, Result],
+           now: datetime, claimed_by: int | None = None) -> None:
     """Record each row's result (row id -> result), in one fenced transaction. Only rows still claimed by
     ``claimed_by`` (default: this run) change. RETRY and SKIPPED go back to pending after a backoff (the
     provider's ``Retry-After`` when it gave one) until ``max_attempts``; SKIPPED was never attempted."""
@@ -113,25 +117,25 @@ def settle(conn: "psycopg.Connection", ctx: "RunContext", queue: SendQueue, resu
         })
 
 
-def send(conn: "psycopg.Connection", ctx: "RunContext", queue: SendQueue, transport: Transport,
-         messages: dict[int, Message], refused: dict[int, str], now: "datetime") -> Counter[Outcome]:
+def send(conn: psycopg.Connection, ctx: RunContext, queue: SendQueue, transport: Transport,
+         messages: dict[int, Message], refused: dict[int, str], now: datetime) -> Counter[Outcome]:
     """Hand ``messages`` (row id -> message) to ``transport`` through the outbox, mark ``refused`` rows
     (row id -> reason, such as an invalid address) failed without sending, and settle all of them.
     Returns how many rows ended with each outcome."""
     results = {row_id: Result(queue.key(row_id), Outcome.FAILED, error=reason) for row_id, reason in refused.items()}
     ids = list(messages)
-    results.update(zip(ids, deliver(conn, transport, [messages[i] for i in ids])))
+    results.update(zip(ids, deliver(conn, transport, [messages[i] for i in ids]), strict=True))
     settle(conn, ctx, queue, results, now)
     return Counter(result.outcome for result in results.values())
 
 
-def reconcile(conn: "psycopg.Connection", ctx: "RunContext", queue: SendQueue, now: "datetime") -> int:
+def reconcile(conn: psycopg.Connection, ctx: RunContext, queue: SendQueue, now: datetime) -> int:
     """Settle rows left in ``sending`` by runs that are gone, from their outbox rows (see the module
     docstring); returns how many rows were settled. Claims of runs still alive are left alone."""
-    claims = conn.execute(sql.SQL("SELECT claim_fence, array_agg(id) FROM {table} WHERE status = 'sending' "
-                                  "AND claim_fence <> %s GROUP BY claim_fence").format(table=sql.Identifier(queue.table)),
-                          (ctx.fence,)).fetchall()
-    by_fence = dict(claims)
+    query = sql.SQL("SELECT claim_fence, array_agg(id) FROM {table} WHERE status = 'sending' "
+                    "AND claim_fence <> %s GROUP BY claim_fence").format(table=sql.Identifier(queue.table))
+    claims = conn.execute(query, (ctx.fence,)).fetchall()
+    by_fence: dict[int, list[int]] = dict(claims)
     settled = 0
     for fence in orphaned_fences(conn, ctx.job, by_fence):
         ids = by_fence[fence]

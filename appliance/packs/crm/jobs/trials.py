@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from appliance.packs.crm.jobs.claims import fenced
 from appliance.kernel.owner import utcnow
+from appliance.packs.crm.jobs.claims import fenced, pool_of
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -33,11 +33,11 @@ RETURNING tenant_id
 """
 
 
-def run(ctx: "RunContext", now: "datetime | None" = None) -> dict[str, int]:
+def run(ctx: RunContext, now: datetime | None = None) -> dict[str, int]:
     """The job; returns how many tenants were suspended."""
     at = now or utcnow()
     total = 0
-    with ctx.db.connection() as conn:
+    with pool_of(ctx).connection() as conn:
         while True:
             ctx.checkpoint()
             with fenced(conn, ctx):
