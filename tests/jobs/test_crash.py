@@ -33,7 +33,7 @@ class DiesDuringHandOff:
 
     def __init__(self, inner, when: str):
         self.inner, self.when, self.batches = inner, when, 0
-        self.name, self.idempotent = inner.name, inner.idempotent
+        self.name = inner.name
 
     def send(self, messages):
         self.batches += 1

@@ -40,7 +40,6 @@ class RecordOnly:
     """The ``outbox`` transport: the outbox row is the delivery (``deliver`` never calls ``send``)."""
 
     name = "outbox"
-    idempotent = True
 
     def send(self, messages: list[Message]) -> list[Result]:
         raise RuntimeError("the outbox transport is handled by deliver()")

@@ -48,12 +48,12 @@ class Result:
 class Transport(Protocol):
     """A way out: ``outbox`` (record only), ``smtp`` or ``http``.
 
-    ``idempotent`` says whether handing over the same key twice delivers once; it decides what happens to a
-    message whose hand-off was interrupted (sent again, or marked unknown for a person).
+    ``name`` is what the outbox row records; ``appliance.packs.crm.channels.IDEMPOTENT_TRANSPORTS`` names those
+    that deliver a key handed over twice once, which decides what happens to a message whose hand-off was
+    interrupted (sent again, or marked unknown for a person).
     """
 
     name: str
-    idempotent: bool
 
     def send(self, messages: list[Message]) -> list[Result]:
         """Hand over every message; one ``Result`` per message, in order. Must not raise for a bad message."""

@@ -19,7 +19,6 @@ from appliance.packs.crm.settings import SmtpConfig
 
 class SmtpTransport:
     name = "smtp"
-    idempotent = False
 
     def __init__(self, config: SmtpConfig, breaker: CircuitBreaker, tls_context: ssl.SSLContext | None = None):
         self.config = config

@@ -35,7 +35,6 @@ class VoiceProvider:
     """Dials and polls. ``dial`` raises ``CircuitOpen`` or ``ProviderError`` (see ``ProviderClient``)."""
 
     name = "http"
-    idempotent = True
 
     def __init__(self, client: ProviderClient, caller_id: str = ""):
         self.client = client
@@ -61,7 +60,6 @@ class VoiceTransport:
     the provider accepted the call (the result's ``provider_id`` is its call id), not that anyone answered."""
 
     name = "http"
-    idempotent = True
 
     def __init__(self, provider: VoiceProvider):
         self.provider = provider

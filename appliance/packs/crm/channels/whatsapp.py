@@ -13,7 +13,6 @@ from appliance.packs.crm.channels.message import Message, Result
 
 class WhatsAppTransport:
     name = "http"
-    idempotent = True
 
     def __init__(self, client: ProviderClient):
         self.client = client
