@@ -153,3 +153,20 @@ def test_no_import_cycle():
         if name not in index:
             visit(name)
     assert cycles == []
+
+
+def test_the_documented_old_paths_still_work():
+    """Jobs written against ``appliance.context``, ``appliance.fencing``, ``appliance.errors`` and
+    ``appliance.jobspec`` get the kernel's own objects."""
+    from appliance import context, errors, fencing, jobspec
+    from appliance.kernel import context as kernel_context
+    from appliance.kernel import errors as kernel_errors
+    from appliance.kernel import fencing as kernel_fencing
+    from appliance.kernel import jobspec as kernel_jobspec
+
+    assert context.RunContext is kernel_context.RunContext
+    assert (fencing.check_fence, fencing.complete_slot, fencing.issue_fence) == \
+        (kernel_fencing.check_fence, kernel_fencing.complete_slot, kernel_fencing.issue_fence)
+    assert (errors.Cancelled, errors.LockLost, errors.ConfigError) == \
+        (kernel_errors.Cancelled, kernel_errors.LockLost, kernel_errors.ConfigError)
+    assert jobspec.JobSpec is kernel_jobspec.JobSpec
