@@ -35,7 +35,7 @@ from appliance.supervise.embedded import PG_DATABASE, PG_SUPERUSER, PG_USER, as_
 SCRAM_ITERATIONS = 4096
 #: Written on every start, so a hand edit that loosens it (``trust``) lasts until the next start only.
 HBA = f"""\
-# Written by `appliance run` at every start (appliance/pgaccess.py): edits here are replaced.
+# Written by `appliance run` at every start (appliance/supervise/pgaccess.py): edits here are replaced.
 # The superuser never logs in (administration runs in single-user mode); everyone else proves the
 # password with SCRAM, on the private unix socket or on loopback. Nothing else is accepted.
 local   all   {PG_SUPERUSER}                  reject
