@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
 import redis
 
 from appliance.kernel import keys
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.errors import ApplianceError
 from appliance.kernel.logs import fields
 
@@ -102,11 +101,11 @@ return {state, state, failures}
 
 
 class CircuitBreaker:
-    """``client``: the Redis holding the shared state (None: this process's own). ``clock``: epoch seconds,
-    compared across replicas when shared."""
+    """``client``: the Redis holding the shared state (None: this process's own). ``clock``: its wall time
+    (``time()``) is compared across replicas when shared."""
 
     def __init__(self, name: str, threshold: int = 5, reset_after: float = 30.0,
-                 clock: Callable[[], float] = time.time, log: logging.Logger | None = None,
+                 clock: Clock = SYSTEM, log: logging.Logger | None = None,
                  client: redis.Redis | None = None, probe_lease: float = PROBE_LEASE):
         self.name = name
         self.threshold = threshold
@@ -141,12 +140,12 @@ class CircuitBreaker:
             return self._state()
 
     def _now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        return int(self.clock.time() * 1000)
 
     def _state(self) -> BreakerState:
         if self._opened_at is None:
             return BreakerState.CLOSED
-        if self.clock() - self._opened_at >= self.reset_after:
+        if self.clock.time() - self._opened_at >= self.reset_after:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
 
@@ -165,7 +164,7 @@ class CircuitBreaker:
         with self._lock:
             state = self._state()
             if state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._trial_running):
-                left = self.reset_after - (self.clock() - (self._opened_at or 0.0))
+                left = self.reset_after - (self.clock.time() - (self._opened_at or 0.0))
                 raise CircuitOpen(self._refusal(self._failures, left))
             if state is BreakerState.HALF_OPEN:
                 self._trial_running = True
@@ -200,7 +199,7 @@ class CircuitBreaker:
             self._failures += 1
             self._trial_running = False
             if self._failures >= self.threshold or self._opened_at is not None:
-                self._opened_at = self.clock()
+                self._opened_at = self.clock.time()
             if before is not BreakerState.OPEN and self._opened_at is not None:
                 self._changed(before, BreakerState.OPEN, self._failures)
 

@@ -8,7 +8,6 @@ worker, the sidecar, the CLI and the control listener alike. PostgreSQL's TLS se
 from __future__ import annotations
 
 import ssl
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from redis.sentinel import Sentinel
 
 from appliance.config import Config, redact_url
 from appliance.config.connections import SentinelTarget, is_sentinel, parse_sentinel_url
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.errors import UntrustedService
 
 REDIS_SOCKET_TIMEOUT = 5.0
@@ -105,12 +105,13 @@ def connect_db(config: Config, autocommit: bool = True) -> psycopg.Connection:
     return psycopg.connect(config.core.database_url, connect_timeout=PG_CONNECT_TIMEOUT, autocommit=autocommit)
 
 
-def wait_for(name: str, probe: Callable[[], object], timeout: float, log, interval: float = 0.5) -> bool:
+def wait_for(name: str, probe: Callable[[], object], timeout: float, log, interval: float = 0.5,
+             clock: Clock = SYSTEM) -> bool:
     """Call ``probe`` until it returns without raising or ``timeout`` passes; log each wait once per kind.
 
     A refused server certificate raises ``UntrustedService`` at once: the service is up, but not the one
     the configuration trusts, and waiting will not change that."""
-    deadline = time.monotonic() + timeout
+    deadline = clock.monotonic() + timeout
     last_error = ""
     while True:
         try:
@@ -126,7 +127,7 @@ def wait_for(name: str, probe: Callable[[], object], timeout: float, log, interv
             if error != last_error:
                 log.warning("waiting for %s: %s", name, error)
                 last_error = error
-        if time.monotonic() >= deadline:
+        if clock.monotonic() >= deadline:
             log.error("%s still down after %.0fs", name, timeout)
             return False
-        time.sleep(interval)
+        clock.sleep(interval)

@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 
 
 class CancelToken:
-    """Set when the run must stop: its lease was lost or the worker is shutting down."""
+    """Set when the run must stop: its lease was lost or the worker is shutting down. ``clock``: the worker's,
+    which its waits are measured on."""
 
     def __init__(self, clock: Clock = SYSTEM) -> None:
         self._event = threading.Event()
-        self._clock = clock
+        self.clock = clock
         self.reason = ""
 
     def cancel(self, reason: str) -> None:
@@ -37,7 +38,7 @@ class CancelToken:
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds`` (of the injected clock); True if cancelled meanwhile."""
-        return self._clock.wait(self._event, seconds)
+        return self.clock.wait(self._event, seconds)
 
 
 @dataclass
@@ -74,6 +75,11 @@ class RunContext:
         if self.issued_fence is None:
             raise RuntimeError("no PostgreSQL configured: fencing numbers are issued by PostgreSQL")
         return self.issued_fence
+
+    @property
+    def clock(self) -> Clock:
+        """The worker's clock: jobs read the time here (``now()``, ``monotonic()``), so tests can step it."""
+        return self.cancel.clock
 
     @property
     def token(self) -> CancelToken:

@@ -17,11 +17,12 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
 from supervisor import childutils
+
+from appliance.kernel.clock import SYSTEM
 
 
 def handle(headers: dict[str, str], payload: str, critical: set[str], marker: Path, stop) -> bool:
@@ -32,7 +33,7 @@ def handle(headers: dict[str, str], payload: str, critical: set[str], marker: Pa
     name = event.get("processname", "")
     if name not in critical:
         return False
-    record = {"program": name, "group": event.get("groupname", name), "at": time.time()}
+    record = {"program": name, "group": event.get("groupname", name), "at": SYSTEM.time()}
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(marker)

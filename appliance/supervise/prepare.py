@@ -13,13 +13,13 @@ import logging
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psycopg
 
 from appliance.config import Config
 from appliance.kernel.clients import connect_db, wait_for
+from appliance.kernel.clock import SYSTEM
 from appliance.kernel.db.migrate import migrate
 from appliance.kernel.errors import ApplianceError
 from appliance.kernel.logs import fields
@@ -122,15 +122,15 @@ def _await_postmaster(data: Path, server: subprocess.Popen, timeout: float = PG_
     """Wait, quietly, until the server just started says it accepts connections (``postmaster.pid``'s status
     line reads ``ready``, what ``pg_ctl -w`` waits for) or exits. Probing earlier only meets a socket that
     does not exist yet, a warning at every start that an operator reads as a fault."""
-    deadline = time.monotonic() + timeout
-    while server.poll() is None and time.monotonic() < deadline:
+    deadline = SYSTEM.monotonic() + timeout
+    while server.poll() is None and SYSTEM.monotonic() < deadline:
         try:
             lines = (data / "postmaster.pid").read_text().splitlines()
         except OSError:
             lines = []
         if len(lines) > 7 and lines[7].strip() == "ready":
             return
-        time.sleep(0.05)
+        SYSTEM.sleep(0.05)
 
 
 def _wait_for_database(config: Config, probe, server: subprocess.Popen | None = None) -> None:

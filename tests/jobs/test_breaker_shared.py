@@ -8,11 +8,12 @@ import contextlib
 import dataclasses
 import logging
 import threading
-import time
 
 import pytest
 
 from appliance.kernel.breaker import BreakerState, CircuitBreaker, CircuitOpen
+from appliance.kernel.clock import SYSTEM, SteppedClock
+from appliance.kernel.context import CancelToken
 from appliance.kernel.state import ClusterState
 from appliance.packs.crm.jobs import campaigns
 from tests.jobs.data import campaign, phones, recipient_states, tenant
@@ -32,26 +33,29 @@ def opened_lines(caplog, name: str) -> list[str]:
 def test_a_second_run_does_not_send_again_before_the_breaker_lets_one_trial_through(
         make_ctx, sql, provider, redis_server, caplog):
     """Five recipients, three retries each: the first run sends 20 requests and opens the breaker; the next
-    run finds it open and sends none; after the reset time one run sends exactly one trial request."""
+    run finds it open and sends none; after the reset time one run sends exactly one trial request. The runs
+    share one stepped clock, so "after the reset time" is a step, not a sleep."""
     caplog.set_level(logging.INFO, logger="appliance.breaker")
     provider.plan = list(ALWAYS_503)
     c = campaign(sql, tenant(sql), phones(5), channel="whatsapp")
     client = redis_server.client()
+    clock = SteppedClock(SYSTEM.now())
 
     def run() -> int:
         before = len(provider.requests)
         ctx = make_ctx("campaign-scheduler", WHATSAPP_API_URL=provider.url, **SETTINGS)
-        campaigns.run(dataclasses.replace(ctx, redis=client))
+        campaigns.run(dataclasses.replace(ctx, redis=client, cancel=CancelToken(clock)))
         return len(provider.requests) - before
 
     assert run() == 20
-    assert ClusterState(client).breakers()[0]["state"] == "open"
+    assert ClusterState(client, clock).breakers()[0]["state"] == "open"
     assert run() == 0, "the breaker opened by the first run is still open in the second"
+    clock.advance(0.999)
     assert run() == 0
-    time.sleep(1.1)
+    clock.advance(0.001)  # PROVIDER_BREAKER_RESET=1 (s) since it opened
     assert run() == 1, "half-open: one trial request, without retries"
     assert run() == 0
-    (whatsapp,) = ClusterState(client).breakers()
+    (whatsapp,) = ClusterState(client, clock).breakers()
     assert whatsapp["name"] == "whatsapp" and whatsapp["state"] == "open" and whatsapp["opened_total"] == 2
     assert recipient_states(sql, c) == {"pending": 5}, "nothing was lost: the recipients wait for the provider"
     assert [line.split(":")[0] for line in opened_lines(caplog, "whatsapp")] == [
@@ -91,10 +95,11 @@ def test_two_replicas_share_one_breaker_and_its_opening_is_logged_once(redis_ser
 
 
 def test_half_open_lets_exactly_one_trial_through_across_replicas(redis_server):
-    replicas = [CircuitBreaker("embeddings", threshold=1, reset_after=0.2, client=redis_server.client())
+    clock = SteppedClock(SYSTEM.now())
+    replicas = [CircuitBreaker("embeddings", threshold=1, reset_after=60, clock=clock, client=redis_server.client())
                 for _ in range(8)]
     failing(replicas[0])
-    time.sleep(0.25)
+    clock.advance(60)
     allowed: list[BreakerState] = []
     start = threading.Barrier(len(replicas))
 
@@ -111,18 +116,20 @@ def test_half_open_lets_exactly_one_trial_through_across_replicas(redis_server):
     assert allowed == [BreakerState.HALF_OPEN], "one trial call in the whole cluster"
     replicas[3].record_success()
     assert all(r.state is BreakerState.CLOSED for r in replicas)
-    assert ClusterState(redis_server.client()).breakers()[0]["failures"] == 0
+    assert ClusterState(redis_server.client(), clock).breakers()[0]["failures"] == 0
 
 
 def test_a_trial_whose_caller_died_frees_its_place_after_the_probe_lease(redis_server):
-    first = CircuitBreaker("smtp", threshold=1, reset_after=0.1, probe_lease=0.3, client=redis_server.client())
-    other = CircuitBreaker("smtp", threshold=1, reset_after=0.1, probe_lease=0.3, client=redis_server.client())
+    clock = SteppedClock(SYSTEM.now())
+    first, other = (CircuitBreaker("smtp", threshold=1, reset_after=10, probe_lease=30, clock=clock,
+                                   client=redis_server.client()) for _ in range(2))
     failing(first)
-    time.sleep(0.15)
+    clock.advance(10)
     assert first.before_call() is BreakerState.HALF_OPEN  # and its caller never reports back
+    clock.advance(29.999)
     with pytest.raises(CircuitOpen):
         other.before_call()
-    time.sleep(0.35)
+    clock.advance(0.001)
     assert other.before_call() is BreakerState.HALF_OPEN
 
 

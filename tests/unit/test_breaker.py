@@ -8,14 +8,7 @@ import logging
 import pytest
 
 from appliance.kernel.breaker import BreakerState, CircuitBreaker, CircuitOpen
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from appliance.kernel.clock import SteppedClock
 
 
 def transitions(caplog) -> list[tuple[str, str]]:
@@ -23,7 +16,7 @@ def transitions(caplog) -> list[tuple[str, str]]:
 
 
 def test_each_change_of_state_is_logged_once(caplog):
-    clock = Clock()
+    clock = SteppedClock()
     breaker = CircuitBreaker("embeddings", threshold=3, reset_after=60, clock=clock,
                              log=logging.getLogger("test.breaker"))
     caplog.set_level(logging.INFO, logger="test.breaker")
@@ -36,14 +29,14 @@ def test_each_change_of_state_is_logged_once(caplog):
     assert transitions(caplog) == [("WARNING", "open")]
     assert "opened after 3 consecutive failures; calls fail fast for 60s" in caplog.records[0].getMessage()
 
-    clock.now += 60
+    clock.advance(60)
     breaker.before_call()  # the trial call
     breaker.record_failure()
     assert breaker.state is BreakerState.OPEN
     assert transitions(caplog) == [("WARNING", "open"), ("WARNING", "open")]
     assert "opened again: the trial call failed" in caplog.records[-1].getMessage()
 
-    clock.now += 60
+    clock.advance(60)
     breaker.before_call()
     breaker.record_success()
     breaker.record_success()
@@ -52,7 +45,7 @@ def test_each_change_of_state_is_logged_once(caplog):
 
 
 def test_failures_below_the_threshold_and_successes_log_nothing(caplog):
-    breaker = CircuitBreaker("smtp", threshold=3, clock=Clock(), log=logging.getLogger("test.breaker"))
+    breaker = CircuitBreaker("smtp", threshold=3, clock=SteppedClock(), log=logging.getLogger("test.breaker"))
     caplog.set_level(logging.INFO, logger="test.breaker")
     breaker.record_failure()
     breaker.record_failure()

@@ -16,13 +16,12 @@ import json
 import os
 import socket
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.errors import ApplianceError
-from appliance.kernel.owner import iso, utcnow
+from appliance.kernel.owner import iso
 
 LOCK_FILE = ".lock"
 _POLL = 0.05
@@ -78,19 +77,19 @@ class StorageLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        me = {"pid": os.getpid(), "program": program_name(), "host": socket.gethostname(), "since": iso(utcnow())}
+        me = {"pid": os.getpid(), "program": program_name(), "host": socket.gethostname(), "since": iso(SYSTEM.now())}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
         self._fd = fd
         return True
 
-    def acquire(self, wait: float, clock: Callable[[], float] = time.monotonic) -> None:
-        """Take the lock, waiting up to ``wait`` seconds; raise ``StorageBusy`` naming the holder."""
-        deadline = clock() + wait
+    def acquire(self, wait: float, clock: Clock = SYSTEM) -> None:
+        """Take the lock, waiting up to ``wait`` seconds of ``clock``; raise ``StorageBusy`` naming the holder."""
+        deadline = clock.monotonic() + wait
         while not self.try_acquire():
-            if clock() >= deadline:
+            if clock.monotonic() >= deadline:
                 raise StorageBusy(self.busy_message(wait))
-            time.sleep(_POLL)
+            clock.sleep(_POLL)
 
     def release(self) -> None:
         if self._fd is not None:

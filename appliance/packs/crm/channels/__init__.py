@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from appliance.kernel.breaker import CircuitBreaker
+from appliance.kernel.clock import SYSTEM, Clock
 from appliance.packs.crm.channels.http import ProviderClient
 from appliance.packs.crm.channels.message import Message, Outcome, Result, Transport
 from appliance.packs.crm.channels.outbox import deliver
@@ -64,14 +65,16 @@ class Channels:
             close()
 
 
-def build_channels(crm: CrmConfig, sleep: Callable[[float], None], client: redis.Redis | None = None) -> Channels:
+def build_channels(crm: CrmConfig, sleep: Callable[[float], None], client: redis.Redis | None = None,
+                   clock: Clock = SYSTEM) -> Channels:
     """Transports for this configuration. ``sleep`` waits between provider retries (``RunContext.sleep``, so
     a stopping run is not held up by a long ``Retry-After``). ``client``: the Redis where the providers'
-    circuit breakers keep their state, so it holds across runs and replicas (None: for this call only)."""
+    circuit breakers keep their state, so it holds across runs and replicas (None: for this call only).
+    ``clock``: the run's (``RunContext.clock``), which the breakers' reset times are measured on."""
     closers: list[Callable[[], None]] = []
 
     def breaker(name: str) -> CircuitBreaker:
-        return CircuitBreaker(name, crm.breaker_threshold, crm.breaker_reset, client=client)
+        return CircuitBreaker(name, crm.breaker_threshold, crm.breaker_reset, clock=clock, client=client)
 
     def provider(name: str, config) -> ProviderClient:
         http = ProviderClient(name, config, breaker(name), crm.provider_max_retries, crm.provider_retry_max_wait,

@@ -8,7 +8,6 @@ answers are retried without risk of a double send.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 
 from appliance.kernel.breaker import BreakerState, CircuitBreaker, CircuitOpen
+from appliance.kernel.clock import SYSTEM
 from appliance.kernel.errors import ApplianceError
 from appliance.packs.crm.channels.message import Message, Outcome, Result
 from appliance.packs.crm.settings import ProviderConfig
@@ -45,7 +45,7 @@ class ProviderClient:
     breaker: CircuitBreaker
     max_retries: int = 3
     max_wait: float = 30.0
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = SYSTEM.sleep
     client: httpx.Client | None = None
     _http: httpx.Client = field(init=False, repr=False)
 
@@ -81,7 +81,8 @@ class ProviderClient:
                 continue
             if response.status_code == 429 or response.status_code >= 500:
                 error = ProviderError(f"{self.name}: HTTP {response.status_code}{_detail(response)}", transient=True,
-                                      retry_after=retry_after_seconds(response.headers.get("Retry-After")))
+                                      retry_after=retry_after_seconds(response.headers.get("Retry-After"),
+                                                                      self.breaker.clock.now))
                 continue
             self.breaker.record_success()
             if response.status_code >= 400:
@@ -115,7 +116,7 @@ def send_each(messages: list[Message], send_one: Callable[[Message], str]) -> li
     return results
 
 
-def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
+def retry_after_seconds(value: str | None, now: Callable[[], datetime] = SYSTEM.now) -> float | None:
     """Seconds from a ``Retry-After`` header: either a number of seconds or an HTTP date."""
     if not value:
         return None

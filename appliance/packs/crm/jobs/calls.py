@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from appliance.kernel.db.rows import one
-from appliance.kernel.owner import utcnow
 from appliance.packs.crm.channels import Channels, Message, Outcome, Result, deliver
 from appliance.packs.crm.channels.outbox import lookup
 from appliance.packs.crm.jobs.callstate import poll, settle_calls
@@ -65,7 +64,7 @@ RETURNING c.id, c.tenant_id, c.lead_id, c.phone, c.attempts
 def run(ctx: RunContext) -> dict[str, int]:
     """The job: one tick (see the module docstring); returns its counts."""
     with run_resources(ctx) as (conn, channels):
-        counts = tick(conn, ctx, channels, utcnow())
+        counts = tick(conn, ctx, channels, ctx.clock.now())
         with fenced(conn, ctx, complete=True):
             return counts
 

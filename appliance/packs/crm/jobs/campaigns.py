@@ -15,7 +15,6 @@ Templates use ``$name`` / ``${name}`` placeholders (``string.Template``), filled
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +25,6 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from appliance.kernel.db.rows import one
-from appliance.kernel.owner import utcnow
 from appliance.packs.crm.channels import Channels, Message, Outcome
 from appliance.packs.crm.jobs.claims import fenced, run_resources
 from appliance.packs.crm.jobs.contacts import check_contact
@@ -54,19 +52,20 @@ def run(ctx: RunContext) -> dict[str, int]:
             return summary
 
 
-def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now=utcnow) -> dict[str, int]:
+def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now=None) -> dict[str, int]:
     """Reconcile, start due campaigns, send within the run budget, report the backlog. ``conn`` is the run's
-    session (``run_session``); ``now`` is the clock. Returns counts: reconciled, started, and recipients per
-    outcome."""
+    session (``run_session``); ``now`` gives the wall time (default: the run's clock). Returns counts:
+    reconciled, started, and recipients per outcome."""
+    now = now or ctx.clock.now
     crm = ctx.config.crm
     queue = recipients_queue(crm)
     summary: Counter[str] = Counter(reconciled=reconcile(conn, ctx, queue, now()))
     summary["started"] = len(start_due(conn, ctx, now()))
-    deadline = time.monotonic() + crm.campaign_run_budget
+    deadline = ctx.clock.monotonic() + crm.campaign_run_budget
     for campaign_id, tenant_id, channel, subject, template in conn.execute(
             "SELECT id, tenant_id, channel, subject, template FROM campaigns WHERE status = 'sending' "
             "ORDER BY started_at, id").fetchall():
-        if time.monotonic() >= deadline:
+        if ctx.clock.monotonic() >= deadline:
             break
         campaign = _Campaign(campaign_id, tenant_id, channel, Template(subject), Template(template))
         summary.update(send_campaign(conn, ctx, campaign, channels, queue, deadline, now))
@@ -107,9 +106,10 @@ class _Campaign:
 
 
 def send_campaign(conn: psycopg.Connection, ctx: RunContext, campaign: _Campaign, channels: Channels,
-                  queue: SendQueue, deadline: float, now=utcnow) -> Counter[str]:
+                  queue: SendQueue, deadline: float, now=None) -> Counter[str]:
     """Batches of one campaign until it is done, paused, cancelled, rate-limited or the budget is spent;
     returns how many recipients ended with each outcome."""
+    now = now or ctx.clock.now
     crm = ctx.config.crm
     transport = channels.for_campaign(campaign.channel)
     done: Counter[str] = Counter()
@@ -140,7 +140,7 @@ def send_campaign(conn: psycopg.Connection, ctx: RunContext, campaign: _Campaign
         counts = send(conn, ctx, queue, transport, messages, refused, now())
         ctx.processed(counts.get(Outcome.SENT, 0))
         done.update({outcome.value: n for outcome, n in counts.items()})
-        if counts.get(Outcome.SKIPPED) or time.monotonic() >= deadline:
+        if counts.get(Outcome.SKIPPED) or ctx.clock.monotonic() >= deadline:
             return done  # the provider's circuit is open, or the run's time is up: the next run continues
         ctx.sleep(crm.campaign_batch_delay)
 

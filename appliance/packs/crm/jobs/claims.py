@@ -68,7 +68,7 @@ def run_session(ctx: RunContext) -> Iterator[psycopg.Connection]:
 @contextmanager
 def run_resources(ctx: RunContext) -> Iterator[tuple[psycopg.Connection, Channels]]:
     """The run's session (``run_session``) and the channels it sends through, both closed when it ends."""
-    channels = build_channels(ctx.config.crm, ctx.sleep, ctx.redis)
+    channels = build_channels(ctx.config.crm, ctx.sleep, ctx.redis, ctx.clock)
     try:
         with run_session(ctx) as conn:
             yield conn, channels

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from appliance.kernel.owner import utcnow
 from appliance.packs.crm.jobs.claims import fenced, pool_of
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ TARGETS = (
 
 def run(ctx: RunContext, now: datetime | None = None) -> dict[str, int]:
     """The job; returns rows deleted per table."""
-    at = now or utcnow()
+    at = now or ctx.clock.now()
     crm = ctx.config.crm
     days = {"calls": crm.call_retention_days, "activity": crm.activity_retention_days}
     deleted: dict[str, int] = {}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 
 from appliance.kernel.db.rows import one
-from appliance.kernel.owner import iso, utcnow
+from appliance.kernel.owner import iso
 from appliance.packs.crm.channels import Message, Outcome
 from appliance.packs.crm.jobs.claims import fenced, run_resources
 from appliance.packs.crm.jobs.contacts import check_email
@@ -40,10 +40,11 @@ def run(ctx: RunContext) -> dict[str, int]:
             return summary
 
 
-def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now=utcnow) -> dict[str, int]:
+def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now=None) -> dict[str, int]:
     """Reconcile, create the due reminders, send them in batches, report the backlog. ``conn`` is the run's
-    session (``run_session``); ``now`` is the clock. Returns counts: reconciled, created, and reminders per
-    outcome."""
+    session (``run_session``); ``now`` gives the wall time (default: the run's clock). Returns counts:
+    reconciled, created, and reminders per outcome."""
+    now = now or ctx.clock.now
     crm = ctx.config.crm
     queue = SendQueue("reminders", "reminder", crm.campaign_max_attempts, crm.campaign_retry_backoff)
     summary: Counter[str] = Counter(reconciled=reconcile(conn, ctx, queue, now()))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from appliance.kernel.owner import utcnow
 from appliance.packs.crm.jobs.claims import fenced, pool_of
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ RETURNING tenant_id
 
 def run(ctx: RunContext, now: datetime | None = None) -> dict[str, int]:
     """The job; returns how many tenants were suspended."""
-    at = now or utcnow()
+    at = now or ctx.clock.now()
     total = 0
     with pool_of(ctx).connection() as conn:
         while True:
