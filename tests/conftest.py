@@ -84,3 +84,9 @@ def make_config(app_env):
         return load_settings({**app_env, **overrides}, env_file=None)
 
     return make
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that take tens of seconds by design (``@pytest.mark.long``) go first: in a parallel run they then
+    overlap the many short ones instead of being the last to finish. Otherwise the order is unchanged."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

@@ -26,7 +26,7 @@ from tests.appliance.harness import REPO
 from tests.conftest import _require
 from tests.services import free_port, wait_until
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(120, func_only=True)]
+pytestmark = [pytest.mark.container, pytest.mark.long, pytest.mark.timeout(120, func_only=True)]
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,7 @@ def test_sigterm_exits_within_the_bound_and_the_cut_run_is_abandoned(tmp_path, j
         started.append(app)
         app.wait_states({"worker": "RUNNING", "sidecar": "RUNNING", "postgres": "RUNNING"})
         assert _cli(app, "jobs", "trigger", job).returncode == 0
-        (run,) = wait_until(lambda: _runs(app, job), 30, "the run started")
+        (run,) = wait_until(lambda: _runs(app, job), 30, "the run started", interval=0.5)  # a CLI process each
         assert run["outcome"] == "running"
         code, seconds = app.terminate()
         assert code == 0, app.output()[-3000:]
@@ -53,7 +53,8 @@ def test_sigterm_exits_within_the_bound_and_the_cut_run_is_abandoned(tmp_path, j
         again = Appliance(env)  # the same APPLIANCE_HOME: its data, its ledger
         started.append(again)
         again.wait_states({"worker": "RUNNING", "postgres": "RUNNING"})
-        (ended,) = wait_until(lambda: [r for r in _runs(again, job) if r["outcome"] != "running"], 30, "reconciled")
+        (ended,) = wait_until(lambda: [r for r in _runs(again, job) if r["outcome"] != "running"], 30, "reconciled",
+                              interval=0.5)
         assert ended["run_id"] == run["run_id"] and ended["outcome"] == "abandoned", ended
         assert ("SHUTDOWN_TIMEOUT" in ended["reason"]) == (job == "stubborn"), ended["reason"]
         assert again.terminate()[0] == 0

@@ -51,6 +51,7 @@ def _pause(cluster, rng: random.Random) -> str:
     return f"SIGSTOP {victim.pid} for {seconds:.1f}s"
 
 
+@pytest.mark.long
 def test_random_faults_leave_a_history_the_audit_finds_clean(cluster, redis_server):
     seed = int(os.environ.get("SOAK_SEED", time.time_ns() % 100_000))
     rng = random.Random(seed)

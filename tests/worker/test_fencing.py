@@ -10,6 +10,7 @@ import pytest
 
 from appliance.kernel.errors import LockLost
 from appliance.kernel.fencing import check_fence, issue_fence
+from tests.services import wait_until
 
 
 def test_fences_only_grow_per_job(migrated_db):
@@ -46,8 +47,15 @@ def test_a_newer_fence_waits_for_the_current_holders_commit(migrated_db):
             check_fence(conn, "job", current)
             thread = threading.Thread(target=newer_run)
             thread.start()
-            time.sleep(0.5)
+            wait_until(lambda: _waiting_for_a_lock(migrated_db), 10, "the newer run blocked on the fence row")
             assert issued_at == []
             committed_at = time.monotonic()
         thread.join(5)
     assert issued_at and issued_at[0] >= committed_at
+
+
+def _waiting_for_a_lock(url: str) -> bool:
+    """Whether a session of this database waits for a row lock (the other run's ``issue_fence``)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return bool(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND wait_event_type = 'Lock'").fetchone()[0])

@@ -37,6 +37,7 @@ def start(tmp_path, app_env):
         worker.kill()
 
 
+@pytest.mark.long
 @pytest.mark.timeout(150)
 def test_three_replicas_run_each_slot_exactly_once_for_60s(start, redis_server):
     """3 workers, a 1 s job that takes 0.2 s, 60 s: every slot once, never two runs at the same time."""
