@@ -8,6 +8,7 @@ import time
 import psycopg
 import pytest
 
+from appliance.kernel.db.rows import one
 from appliance.kernel.errors import LockLost
 from appliance.kernel.fencing import check_fence, issue_fence
 from tests.services import wait_until
@@ -57,5 +58,5 @@ def test_a_newer_fence_waits_for_the_current_holders_commit(migrated_db):
 def _waiting_for_a_lock(url: str) -> bool:
     """Whether a session of this database waits for a row lock (the other run's ``issue_fence``)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        return bool(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                 "AND wait_event_type = 'Lock'").fetchone()[0])
+        return bool(one(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND wait_event_type = 'Lock'"))[0])
