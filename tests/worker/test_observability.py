@@ -77,11 +77,14 @@ def test_job_table_history_and_heartbeats_are_readable_by_the_cli(running, migra
     assert {"started", "finished", "outcome", "duration_ms", "worker", "error", "slot"} <= set(newest)
     assert newest["worker"] == tick["last_run"]["worker"]
     assert newest["summary"] == {"slept": 0.2}, "what the job returned is stored with its run"
-    failed = json.loads(_cli(env, "jobs", "history", "flaky", "--json"))[0]
+    # Like tick, flaky runs every second: its newest run may still be running.
+    failed = wait_until(lambda: [run for run in json.loads(_cli(env, "jobs", "history", "flaky", "--json"))
+                                 if run["finished"]], 15, "a finished run of flaky", interval=0.5)[0]
     assert failed["outcome"] == "failure" and "flaky job failed on purpose" in failed["error"]
     with psycopg.connect(migrated_db) as conn:
         rows = dict(conn.execute("SELECT job, count(*) FROM job_runs GROUP BY job").fetchall())
-        outcome = conn.execute("SELECT outcome, error FROM job_runs WHERE job = 'flaky' LIMIT 1").fetchone()
+        outcome = conn.execute("SELECT outcome, error FROM job_runs WHERE job = 'flaky' AND finished_at IS NOT NULL "
+                               "ORDER BY id LIMIT 1").fetchone()
         summary = conn.execute("SELECT summary FROM job_runs WHERE job = 'tick' LIMIT 1").fetchone()[0]
     assert rows.get("tick", 0) >= 2 and rows.get("flaky", 0) >= 1
     assert outcome[0] == "failure" and "failed on purpose" in outcome[1]
