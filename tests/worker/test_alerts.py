@@ -137,11 +137,14 @@ def test_the_watch_starts_with_the_first_run_and_delivers_the_warning(redis_serv
     alerter = Alerter(client, alert_config(check_interval=0.2,
                                            webhook_url=f"http://127.0.0.1:{server.server_port}/hook"))
     try:
-        time.sleep(0.5)
-        assert _Hook.received == [], "no watch before the worker ran anything"
+        assert "alert-watch" not in _threads(), "no watch before the worker ran anything"
         alerter.succeeded("sync", streak=0)
+        assert "alert-watch" in _threads()
         wait_until(lambda: _Hook.received, 5, "the eviction warning")
-        time.sleep(0.5)
+        # Each check runs the eviction condition's script once (no job or breaker here): two more checks, and
+        # still one warning.
+        checks = _script_calls(client)
+        wait_until(lambda: _script_calls(client) >= checks + 2, 5, "two more checks")
         (warning,) = _Hook.received
         assert warning["severity"] == "warning" and warning["condition"] == "eviction"
         assert "volatile-lru" in warning["message"]
@@ -149,3 +152,12 @@ def test_the_watch_starts_with_the_first_run_and_delivers_the_warning(redis_serv
         alerter.close()
         server.shutdown()
         server.server_close()
+
+
+def _threads() -> set[str]:
+    return {thread.name for thread in threading.enumerate()}
+
+
+def _script_calls(client) -> int:
+    return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
