@@ -43,7 +43,8 @@ def test_sigterm_exits_within_the_bound_and_the_cut_run_is_abandoned(tmp_path, j
         app = Appliance(env)
         started.append(app)
         app.wait_states({"worker": "RUNNING", "sidecar": "RUNNING", "postgres": "RUNNING"})
-        assert _cli(app, "jobs", "trigger", job).returncode == 0
+        # RUNNING is supervisord's word after startsecs; the job exists for the cluster once published.
+        wait_until(lambda: _cli(app, "jobs", "trigger", job).returncode == 0, 30, "the job published")
         (run,) = wait_until(lambda: _runs(app, job), 30, "the run started", interval=0.5)  # a CLI process each
         assert run["outcome"] == "running"
         code, seconds = app.terminate()
