@@ -35,6 +35,7 @@ from appliance.worker.claim import Claims, OpenRun
 from appliance.worker.dispatch import Attempt, Dispatch
 from appliance.worker.leases import Lease, LeaseKeeper
 from appliance.worker.recorder import Recorder
+from appliance.worker.together import StartTogether
 
 log = logging.getLogger("appliance.worker.run")
 
@@ -68,6 +69,7 @@ class Runner:
         self.services = services if services is not None else {}
         self.cancel_all = CancelToken(clock)
         self._active: dict[int, CancelToken] = {}
+        self.together = StartTogether()
 
     def execute(self, d: Dispatch) -> Attempt:
         """Run ``d`` if its job's lease can be taken (and, for a queued trigger, the trigger is still there)."""
@@ -96,25 +98,13 @@ class Runner:
         if (run.request or {}).get("by"):
             base["by"] = run.request["by"]  # type: ignore[index]
         log.info("run started", extra=fields(**base, fence=run.fence))
-        outcome, error, trace, summary = Outcome.SUCCESS, "", "", None
-        t0 = self.clock.monotonic()
         try:
-            if d.scheduled:
-                ctx.sleep(self.claims.until(d.slot))  # claimed ahead: the body starts on the slot's instant
-                metrics.SCHEDULE_LAG.observe(max(0.0, -self.claims.until(d.slot)))
-                t0 = self.clock.monotonic()
-            summary = _summary(job.func(ctx))
-        except Cancelled as exc:
-            outcome = Outcome.LEASE_LOST if lease.lost else Outcome.CANCELLED
-            error = str(exc) or cancel.reason
-        except LockLost as exc:
-            outcome, error = Outcome.LEASE_LOST, str(exc)
-        except Exception as exc:  # noqa: BLE001 - any failure of a job is recorded and retried
-            outcome, error, trace = Outcome.FAILURE, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            outcome, error, trace, summary, duration = self._body(d, ctx, lease)
         finally:
             self.keeper.drop(lease)
             self._active.pop(id(ctx), None)
-        duration = self.clock.monotonic() - t0
+        if d.scheduled:
+            self.together.settle(d.slot)
         error, trace, summary = self.redact.text(error), self.redact.text(trace), self.redact.value(summary)
         retry = outcome is Outcome.FAILURE and d.attempt <= job.max_retries
         recorded = self._close(run, Outcome.RETRYING if retry else outcome, error, ctx, summary, duration)
@@ -143,6 +133,30 @@ class Runner:
         elif recorded is Outcome.SUCCESS:
             self.alerter.succeeded(job.name, streak, warned)
         return Attempt(Claim.OK, recorded.value, error, retry=retry, request=run.request)
+
+    def _body(self, d: Dispatch, ctx: RunContext, lease: Lease) -> tuple[Outcome, str, str, Any, float]:
+        """The job itself, on its slot's instant: (outcome, error, traceback, summary, seconds)."""
+        outcome, error, trace, summary = Outcome.SUCCESS, "", "", None
+        t0 = self.clock.monotonic()
+        if d.scheduled:
+            self.together.claimed(d.slot)
+        try:
+            if d.scheduled:
+                try:
+                    ctx.sleep(self.claims.until(d.slot))  # claimed ahead: the body starts on the slot's instant
+                finally:
+                    self.together.started(d.slot)
+                metrics.SCHEDULE_LAG.observe(max(0.0, -self.claims.until(d.slot)))
+                t0 = self.clock.monotonic()
+            summary = _summary(d.job.func(ctx))
+        except Cancelled as exc:
+            outcome = Outcome.LEASE_LOST if lease.lost else Outcome.CANCELLED
+            error = str(exc) or ctx.cancel.reason
+        except LockLost as exc:
+            outcome, error = Outcome.LEASE_LOST, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any failure of a job is recorded and retried
+            outcome, error, trace = Outcome.FAILURE, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        return outcome, error, trace, summary, self.clock.monotonic() - t0
 
     def _close(self, run: OpenRun, outcome: Outcome, error: str, ctx: RunContext,
                summary: dict[str, Any] | None, duration: float) -> Outcome:
