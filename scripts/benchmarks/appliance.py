@@ -61,19 +61,24 @@ def one_round(redis_server: RedisServer, database_url: str, job: str | None,
                      QDRANT_GRPC_PORT=str(free_port()))
     env = base_env(home, REDIS_URL=redis_server.url, DATABASE_URL=database_url, PATH="/usr/bin:/bin",
                    SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT), LOG_LEVEL="warning", **extra)
+    # A run SIGKILLed in the previous round left its lease (lock_ttl 120 s), which a worker in another
+    # APPLIANCE_HOME rightly waits out: each round starts from an empty Redis.
+    with redis_server.client() as client:
+        client.flushall()
     started, since = time.monotonic(), time.time()
     app = Appliance(env)
     try:
-        wait_until(lambda: (r := app.health()).status_code == 200 and r.json()["status"] == "ok", 60,
-                   "/health ok", interval=0.05)
+        if busy:  # a job holding the GIL keeps the worker's heartbeat from reaching /health: not "ok"
+            wait_until(lambda: running(database_url, since), 60, "the slow job running")
+        else:
+            wait_until(lambda: (r := app.health()).status_code == 200 and r.json()["status"] == "ok", 60,
+                       "/health ok", interval=0.05)
         to_health = time.monotonic() - started
         wanted = ("worker", "sidecar", "qdrant") if qdrant_server else ("worker", "sidecar")
         states = app.wait_states({name: "RUNNING" for name in wanted})
         # The appliance's own processes: the stand-in is not what the image would run as Qdrant.
         rss = rss_mib(app.proc.pid) - (rss_mib(states["qdrant"][1]) if qdrant_server else 0.0)
         parts = {name: rss_mib(states[name][1]) for name in ("worker", "sidecar")}
-        if busy:
-            wait_until(lambda: running(database_url, since), 30, "the slow job running")
         code, to_exit = app.terminate(30)
         if code != 0:
             raise RuntimeError(f"appliance exited {code}:\n{app.output()[-2000:]}")
