@@ -43,6 +43,14 @@ class SlotRecord:
 
 
 @dataclass(frozen=True)
+class CloseRuns:
+    """Close the runs a stopping worker leaves open (``Ledger.close_worker``), after its other entries."""
+
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Started:
     fence: int
     done: bool  # the slot's effect committed already: the run must not happen
@@ -92,6 +100,25 @@ class Ledger:
         with self.pool.connection(timeout=CONNECT_WAIT) as conn:
             (closed,) = one(conn.execute("SELECT appliance_reconcile(%s, NULL, NULL, %s, %s)",
                                          (job, reason, worker)))
+        return int(closed)
+
+    def durability_problem(self) -> str | None:
+        """The settings (of this pool's sessions) under which PostgreSQL may lose its last commits in a
+        crash, and with them issued fences and ledger rows; None when commits are durable."""
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            settings = one(conn.execute("SELECT current_setting('fsync'), current_setting('synchronous_commit')"))
+        unsafe = [f"{name}=off" for name, value in zip(("fsync", "synchronous_commit"), settings, strict=True)
+                  if value == "off"]
+        return ", ".join(unsafe) or None
+
+    def close_worker(self, worker: str, reason: str) -> int:
+        """Close every run ``worker`` left open (a retry it will not run, a run it could not end): its own
+        stop, in one statement."""
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            (closed,) = one(conn.execute(
+                "SELECT coalesce(sum(appliance_reconcile(job, NULL, NULL, %(reason)s, %(worker)s)), 0) FROM "
+                "(SELECT DISTINCT job FROM job_runs WHERE worker = %(worker)s "
+                "AND outcome IN ('running', 'retrying')) AS open", {"reason": reason, "worker": worker}))
         return int(closed)
 
     def open_runs(self, jobs: Iterable[str]) -> list[dict[str, Any]]:

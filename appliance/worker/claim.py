@@ -177,10 +177,13 @@ class Claims:
         self.recorder.put(SlotRecord(job, slot, outcome, self.worker_id, reason))
 
     def slot_not_run(self, d: Dispatch, outcome: Outcome, reason: str) -> None:
-        """A scheduled slot that this attempt could not run. A first attempt is skipped; a retry that cannot
-        run leaves its slot failed (the run before it failed)."""
+        """A scheduled slot that this attempt could not run. A first attempt is skipped; a retry held off by
+        the job's next holder leaves its slot failed (the run before it failed). A retry an outage kept from
+        running is not recorded yet: the loop runs it when the services are back, or records it failed when
+        its grace ends."""
         if d.attempt > 1:
-            self.record_slot(d.job.name, d.slot, Outcome.FAILED, f"retry not run: {reason}")
+            if outcome is not Outcome.SKIPPED_UNAVAILABLE:
+                self.record_slot(d.job.name, d.slot, Outcome.FAILED, f"retry not run: {reason}")
             return
         if outcome is not Outcome.SKIPPED_UNAVAILABLE:  # counted by the caller: Redis may be the one down
             self.skip(d.job.name, outcome)

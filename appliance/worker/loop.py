@@ -127,7 +127,7 @@ class Worker:
         self._seq = itertools.count()
         self._redis_down_logged = False
         self._watching: set[str] = set()  # jobs whose lease holder is being watched for a takeover
-        self._unavailable: dict[str, datetime] = {}  # job -> latest slot an outage kept from running
+        self._unavailable: dict[str, Dispatch] = {}  # job -> latest slot (or retry) an outage kept from running
         self._catch_up_armed = False
 
     # -- control --------------------------------------------------------------------------------------
@@ -337,8 +337,8 @@ class Worker:
         if result.unavailable:
             if result.unavailable == "redis":
                 self._redis_down(Exception(result.error))
-            if d.scheduled and d.attempt == 1:
-                self._unavailable[job.name] = d.slot
+            if d.scheduled:  # a first attempt or a retry: either runs when the services are back
+                self._unavailable[job.name] = d
                 self._arm_catch_up()
             return
         if result.claim is not None and self._redis_down_logged:
@@ -366,23 +366,26 @@ class Worker:
         self.after(CATCH_UP_EVERY, lambda: self.pool.submit(self._catch_up))
 
     def _catch_up(self) -> None:
-        """Run once the latest slot an outage skipped, if it is still the job's latest and within grace and
-        the services are back. On a pool thread: probing a paused server must not hold up the loop."""
+        """Run once the latest slot an outage skipped (or the retry it kept from running), if it is still the
+        job's latest and within grace and the services are back. On a pool thread: probing a paused server
+        must not hold up the loop."""
         try:
             now = self.clock.now()
-            due: dict[str, datetime] = {}
-            for name, slot in list(self._unavailable.items()):
-                job = self.jobs[name]
-                if job.schedule.last_at_or_before(now) != slot or (now - slot).total_seconds() > job.grace:
+            due: dict[str, Dispatch] = {}
+            for name, d in list(self._unavailable.items()):
+                if d.job.schedule.last_at_or_before(now) != d.slot or (now - d.slot).total_seconds() > d.job.grace:
                     self._unavailable.pop(name, None)  # a later slot came, or grace ran out: it stays skipped
+                    if d.attempt > 1:  # the failed attempt before it decides the slot
+                        self.runner.claims.record_slot(name, d.slot, Outcome.FAILED,
+                                                       "retry not run: a service was unavailable until its grace ended")
                 else:
-                    due[name] = slot
+                    due[name] = d
             if due and self._services_up():
-                for name, slot in due.items():
+                for name, d in due.items():
                     self._unavailable.pop(name, None)
                     log.info("catching up a slot skipped during an outage",
-                             extra=fields(job=name, slot=slot.isoformat()))
-                    self._dispatch(Dispatch(self.jobs[name], slot))
+                             extra=fields(job=name, slot=d.slot.isoformat(), attempt=d.attempt))
+                    self._dispatch(d)
         finally:
             with self._lock:
                 self._catch_up_armed = False

@@ -29,7 +29,7 @@ from appliance.kernel.catalog import JobSettings, load_jobs
 from appliance.kernel.clients import make_pool, make_redis, wait_for
 from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.eviction import eviction_policy, eviction_problem
-from appliance.kernel.ledger import Ledger
+from appliance.kernel.ledger import CloseRuns, Ledger
 from appliance.kernel.logs import fields
 from appliance.kernel.owner import iso, worker_id
 from appliance.kernel.redaction import Redactor
@@ -191,6 +191,7 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
     liveness = Liveness(config.core.run_dir / "workers", heartbeat_of(keeper).me)
     liveness.hold()
     close_dead_runs(worker, liveness)
+    check_durability(worker.runner.ledger)
     worker.plan()
     keeper.start()
     threading.Thread(target=listen, args=(worker, make_redis(config.core.redis_url, timeout=10)),
@@ -217,6 +218,22 @@ def check_eviction(config: Config, client: redis.Redis) -> tuple[bool, str | Non
     log.warning("UNSAFE REDIS: %s; starting anyway (REDIS_EVICTION_POLICY=refuse stops the worker instead)",
                 problem)
     return True, problem
+
+
+def check_durability(ledger: Ledger | None) -> None:
+    """Warn loudly when PostgreSQL may lose its last commits in a crash: a fence issued again after a crash
+    is the one thing fencing cannot survive."""
+    if ledger is None:
+        return
+    try:
+        problem = ledger.durability_problem()
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL down: the runs wait for it anyway
+        log.warning("could not read PostgreSQL's durability settings", extra=fields(error=type(exc).__name__))
+        return
+    if problem:
+        log.warning("UNSAFE POSTGRESQL: %s: a crash can lose the last commits, and with them issued fences and "
+                    "ledger rows (a fence could then be issued twice); keep fsync and synchronous_commit on",
+                    problem)
 
 
 def close_dead_runs(worker: Worker, liveness: Liveness) -> None:
@@ -265,6 +282,9 @@ def shutdown(worker: Worker, keeper: LeaseKeeper, pools, timeout: float) -> int:
         worker.runner.abandon(lease, f"did not reach a checkpoint within SHUTDOWN_TIMEOUT ({timeout:g} s)")
         metrics.ABANDONED.labels(lease.job).inc()
         log.warning("abandoned a run that did not stop in time; its lease is released", extra=fields(job=lease.job))
+    # A retry still waiting (its backoff, or an outage) will not run: its slot is recorded failed, and any
+    # run of this worker still open is closed, once the entries before it are written.
+    worker.runner.recorder.put_close(CloseRuns(worker.runner.worker_id, "the worker stopped"))
     worker.runner.recorder.stop(max(0.0, timeout - (clock.monotonic() - started) - 0.1))
     keeper.stop()
     with contextlib.suppress(redis.RedisError, AttributeError):

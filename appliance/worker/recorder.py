@@ -15,13 +15,16 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from appliance.kernel import metrics
-from appliance.kernel.ledger import SlotRecord
+from appliance.kernel.ledger import CloseRuns, SlotRecord
 from appliance.kernel.logs import fields
 
 if TYPE_CHECKING:
     from appliance.kernel.ledger import Ledger
 
 log = logging.getLogger("appliance.worker.ledger")
+
+#: A slot record, a run end (``Ledger.finish``'s arguments), or the closing of what a stopping worker leaves.
+Entry = SlotRecord | CloseRuns | tuple[Any, ...]
 
 LIMIT = 100_000
 BATCH = 1000
@@ -31,7 +34,7 @@ RETRY_EVERY = 1.0
 class Recorder:
     def __init__(self, ledger: Ledger | None):
         self.ledger = ledger
-        self._pending: deque[SlotRecord | tuple[Any, ...]] = deque()
+        self._pending: deque[Entry] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._failing = False
@@ -45,7 +48,11 @@ class Recorder:
         """Arguments of ``Ledger.finish`` for a run whose end could not be written."""
         self._add(args)
 
-    def _add(self, entry: SlotRecord | tuple[Any, ...]) -> None:
+    def put_close(self, close: CloseRuns) -> None:
+        """Close what the worker leaves open, once every entry before it is written."""
+        self._add(close)
+
+    def _add(self, entry: Entry) -> None:
         if self.ledger is None:
             return
         with self._cond:
@@ -98,21 +105,23 @@ class Recorder:
                         return
                     self._cond.wait(RETRY_EVERY)
 
-    def _take(self) -> list[SlotRecord | tuple[Any, ...]]:
-        """A run of slot records (one statement), or one run end, from the head of the queue."""
+    def _take(self) -> list[Entry]:
+        """A run of slot records (one statement), or one other entry, from the head of the queue."""
         first = self._pending.popleft()
         if not isinstance(first, SlotRecord):
             return [first]
-        batch: list[SlotRecord | tuple[Any, ...]] = [first]
+        batch: list[Entry] = [first]
         while self._pending and len(batch) < BATCH and isinstance(self._pending[0], SlotRecord):
             batch.append(self._pending.popleft())
         return batch
 
-    def _write(self, batch: list[SlotRecord | tuple[Any, ...]]) -> bool:
+    def _write(self, batch: list[Entry]) -> bool:
         assert self.ledger is not None
         try:
             if isinstance(batch[0], SlotRecord):
                 self.ledger.record(batch)  # type: ignore[arg-type]
+            elif isinstance(batch[0], CloseRuns):
+                self.ledger.close_worker(batch[0].worker, batch[0].reason)
             else:
                 self.ledger.finish(*batch[0])
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: keep the entries and try again

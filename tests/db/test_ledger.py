@@ -1,4 +1,4 @@
-"""The ledger's SQL (migration 0003) and its checker, on a real PostgreSQL: what a run may record, and that
+"""The ledger's SQL (migrations 0003 and 0004) and its checker, on a real PostgreSQL: what a run may record, and that
 ``appliance.kernel.audit`` finds each kind of violation when the history is made to contain one."""
 
 from __future__ import annotations
@@ -103,6 +103,33 @@ def test_a_retry_due_is_not_a_final_outcome_until_a_later_slot_supersedes_it(led
     ledger.start("j", _slot(1), "schedule", "b", "o", "w", 1, _slot(1))  # the retry never came
     with psycopg.connect(migrated_db) as conn:
         assert conn.execute("SELECT outcome FROM job_slots WHERE slot = %s", (_slot(0),)).fetchone() == ("failed",)
+
+
+def test_a_failed_attempts_late_end_does_not_reopen_a_run_its_retry_closed(ledger, migrated_db):
+    """PostgreSQL was down when attempt 1 failed: its end ("retrying") is written after its retry started
+    (which closed it). The late end keeps it closed, as a failure; the retry decides the slot."""
+    ledger.start("j", _slot(0), "schedule", "a1", "o", "w", 1, T0)
+    ledger.start("j", _slot(0), "schedule", "a2", "o", "w", 2, T0 + timedelta(seconds=4))
+    assert ledger.finish("a1", Outcome.RETRYING, None, "db crashed", 0, None, 1.0, None) is Outcome.FAILURE
+    assert ledger.finish("a2", Outcome.SUCCESS, Outcome.SUCCESS, None, 1, None, 1.0, None) is Outcome.SUCCESS
+    with psycopg.connect(migrated_db) as conn:
+        assert conn.execute("SELECT run_id, outcome FROM job_runs ORDER BY id").fetchall() == [
+            ("a1", "failure"), ("a2", "success")]
+    assert _kinds(_audit(migrated_db, until=_slot(0))) == []
+
+
+def test_a_stopping_worker_closes_what_it_leaves_open(ledger, migrated_db):
+    """A retry still waiting when its worker stops: ``close_worker`` records the slot failed with the reason
+    and closes the attempt; another worker's open run is left alone."""
+    ledger.start("j", _slot(0), "schedule", "a1", "o", "w", 1, T0)
+    ledger.finish("a1", Outcome.RETRYING, None, "boom", 0, None, 1.0, None)
+    ledger.start("k", _slot(0), "schedule", "other", "o", "elsewhere", 1, T0)
+    assert ledger.close_worker("w", "the worker stopped") == 1
+    with psycopg.connect(migrated_db) as conn:
+        assert conn.execute("SELECT run_id, outcome FROM job_runs ORDER BY id").fetchall() == [
+            ("a1", "failure"), ("other", "running")]
+        assert conn.execute("SELECT job, outcome, reason FROM job_slots").fetchall() == [
+            ("j", "failed", "retry not run: the worker stopped")]
 
 
 def test_ranks_never_downgrade_a_slot(ledger, migrated_db):

@@ -34,7 +34,7 @@ class Cluster:
     def env(self, home: str | None = None, **extra: str) -> dict[str, str]:
         jobs = {JOB: {"callable": "tests.faults.jobs:effect", "schedule": self.schedule, "lock_ttl": self.lock_ttl}}
         env = worker_env(self.app_env, write_jobs_file(self.tmp / "jobs.toml", jobs), [JOB],
-                         JOB_RETRY_BACKOFF_MS="200", **extra)
+                         **{"JOB_RETRY_BACKOFF_MS": "200", **extra})
         if home:
             env["APPLIANCE_HOME"] = str(self.tmp / home)
         return env

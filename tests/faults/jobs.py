@@ -7,7 +7,7 @@ that final transaction, as a job may. It never calls ``ctx.checkpoint()``: the w
 
 Behaviour per worker process, from its environment: ``FAULT_WORK`` seconds of work before the final
 transaction (default 0.2); ``FAULT_BLOCK=before_commit|after_commit`` sleeps a minute at that step, for the
-test to kill the process there.
+test to kill the process there; ``FAULT_FAIL=1`` makes every run fail before its final transaction.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def effect(ctx) -> dict:
     if block == "before_commit":
         time.sleep(60)
     time.sleep(float(os.environ.get("FAULT_WORK", "0.2")))
+    if os.environ.get("FAULT_FAIL") == "1":
+        raise RuntimeError("failing as told (FAULT_FAIL=1)")
     with ctx.db.connection() as conn, conn.transaction():
         conn.execute("INSERT INTO fault_effects (job, slot, run_id, fence, pid) VALUES (%s, %s, %s, %s, %s)",
                      (ctx.job, ctx.slot, ctx.run_id, ctx.fence, os.getpid()))
