@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from appliance.kernel.db.migrate import migrate
 from tests.faults.jobs import SCHEMA
-from tests.services import wait_until
+from tests.services import PostgresServer, wait_until
 from tests.worker.harness import REPO, WorkerProcess, worker_env, write_jobs_file
 
 JOB = "effect"
@@ -89,10 +91,33 @@ class Cluster:
                 worker.terminate()
 
 
-@pytest.fixture
-def cluster(tmp_path, app_env):
+def _cluster(tmp_path: Path, app_env: dict[str, str]) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path, app_env)
     cluster.sql(SCHEMA)
     yield cluster
     for worker in cluster.workers:
         worker.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path, app_env):
+    """Workers on the session's shared PostgreSQL (fsync off for speed: never crash it)."""
+    yield from _cluster(tmp_path, app_env)
+
+
+@pytest.fixture
+def durable_postgres():
+    # Durable like the appliance's own cluster (the shared test cluster runs with fsync and synchronous
+    # commit off for speed, and a crash there loses commits: fences would repeat).
+    server = PostgresServer(("-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on")).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def durable_cluster(tmp_path, app_env, durable_postgres):
+    """Workers on a PostgreSQL of their own, durable, that the test may crash and restart."""
+    url = durable_postgres.create_database("outage")
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    yield from _cluster(tmp_path, {**app_env, "DATABASE_URL": url})

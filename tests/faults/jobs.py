@@ -7,7 +7,8 @@ that final transaction, as a job may. It never calls ``ctx.checkpoint()``: the w
 
 Behaviour per worker process, from its environment: ``FAULT_WORK`` seconds of work before the final
 transaction (default 0.2); ``FAULT_BLOCK=before_commit|after_commit`` sleeps a minute at that step, for the
-test to kill the process there; ``FAULT_FAIL=1`` makes every run fail before its final transaction.
+test to kill the process there; ``FAULT_LINGER`` seconds after the commit before the job returns;
+``FAULT_FAIL=1`` makes every run fail before its final transaction.
 """
 
 from __future__ import annotations
@@ -46,4 +47,5 @@ def effect(ctx) -> dict:
     _mark(ctx, "committed")
     if block == "after_commit":
         time.sleep(60)
+    time.sleep(float(os.environ.get("FAULT_LINGER", "0")))
     return {"fence": ctx.fence}

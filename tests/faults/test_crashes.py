@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import time
+from datetime import timedelta
 
 import pytest
 import redis
@@ -57,6 +58,32 @@ def test_kill_after_the_final_commit_is_not_run_again_by_the_takeover(cluster):
     assert cluster.slot_row(slot)[:2] == ("success", run_id)
     wait_until(lambda: cluster.run_row(run_id)[0] == "success", 10, "the dead holder's run closed")
     assert cluster.run_row(run_id)[2] is True
+    cluster.stop_all()
+    cluster.assert_audit_clean()
+
+
+def test_kill_after_the_run_is_recorded_but_before_its_lease_is_released(cluster, redis_server):
+    """kill -9 in the last step of a run: its end is in PostgreSQL, but Redis writes are paused, so the lease
+    and the running entry are never released. The worker elsewhere waits out the lease, finds the slot done
+    in PostgreSQL, does not run it again, and runs the next slot."""
+    client = redis_server.client()
+    cluster.schedule = "10s"
+    holder = cluster.start(FAULT_LINGER="1.5")
+    slot, run_id, _ = cluster.wait_mark("committed")[0]
+    other = cluster.start(home="elsewhere")
+    client.client_pause(6000, all=False)  # writes only: the holder's release blocks, reads go on
+    try:
+        wait_until(lambda: cluster.run_row(run_id)[0] == "success", 10, "the run's end in PostgreSQL")
+        time.sleep(0.3)  # the release is on its way to (and blocked in) Redis
+        holder.kill()
+    finally:
+        client.client_unpause()
+    assert client.exists("lock:effect") and client.hexists("appliance:running", "effect")
+    other.wait_for_log("slot already committed; not run again", timeout=15)
+    assert [e[1] for e in cluster.effects(slot)] == [run_id]
+    assert cluster.slot_row(slot)[:2] == ("success", run_id)
+    (after,) = wait_until(lambda: cluster.effects(slot + timedelta(seconds=10)), 20, "the next slot's effect")
+    assert after[3] == other.pid
     cluster.stop_all()
     cluster.assert_audit_clean()
 

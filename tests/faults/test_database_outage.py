@@ -3,62 +3,38 @@ OOM kill or a node loss would) before a slot and comes back within its grace, or
 run. The promise holds through both: each slot has one committed effect or one ledger row saying why not,
 the rows of the outage are written once the database is back, and ``appliance audit`` finds nothing.
 
-Each test has its own PostgreSQL cluster, so it can kill and restart it without touching other tests."""
+Each test has its own durable PostgreSQL cluster (``durable_cluster``), so it can kill and restart it without
+touching other tests."""
 
 from __future__ import annotations
 
 import signal
 import time
 
-import psycopg
 import pytest
 
-from appliance.kernel.db.migrate import migrate
-from tests.faults.conftest import Cluster
-from tests.faults.jobs import SCHEMA
 from tests.services import PostgresServer, wait_until
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-def own_postgres():
-    # Durable like the appliance's own cluster (the shared test cluster runs with fsync and synchronous
-    # commit off for speed, and a crash there loses commits: fences would repeat).
-    server = PostgresServer(("-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on")).start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def outage_cluster(tmp_path, app_env, own_postgres):
-    url = own_postgres.create_database("outage")
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
-    cluster = Cluster(tmp_path, {**app_env, "DATABASE_URL": url})
-    cluster.sql(SCHEMA)
-    yield cluster
-    for worker in cluster.workers:
-        worker.kill()
 
 
 def _crash(server: PostgresServer) -> None:
     server.stop(signal.SIGKILL)  # no shutdown checkpoint: the restart replays the WAL
 
 
-def test_postgres_crashed_through_a_slot_within_grace_is_caught_up_once(outage_cluster, own_postgres):
+def test_postgres_crashed_through_a_slot_within_grace_is_caught_up_once(durable_cluster, durable_postgres):
     """The database is down from a second before a slot to two seconds after it: the slot cannot be fenced,
     so it does not run then; it is recorded skipped_unavailable in memory, and once PostgreSQL answers again
     within the job's grace it runs once and its ledger row ends as that run's outcome."""
-    cluster = outage_cluster
+    cluster = durable_cluster
     cluster.schedule = "10s"
     worker = cluster.start()
     first = cluster.wait_mark("committed")[0][0]
     slot = first.timestamp() + 10
     time.sleep(max(0.0, slot - 1 - time.time()))
-    _crash(own_postgres)
+    _crash(durable_postgres)
     time.sleep(max(0.0, slot + 2 - time.time()))
-    own_postgres.start()
+    durable_postgres.start()
     line = worker.wait_for_log("catching up a slot skipped during an outage", timeout=20)
     (effect,) = wait_until(lambda: cluster.effects(line["slot"]), 20, "the caught-up slot's effect")
     assert int(effect[0].timestamp()) == int(slot)
@@ -68,19 +44,19 @@ def test_postgres_crashed_through_a_slot_within_grace_is_caught_up_once(outage_c
     cluster.assert_audit_clean()
 
 
-def test_postgres_crashed_in_the_middle_of_a_run_is_retried_once_it_is_back(outage_cluster, own_postgres):
+def test_postgres_crashed_in_the_middle_of_a_run_is_retried_once_it_is_back(durable_cluster, durable_postgres):
     """The database dies while a run is in its body (its fence issued, its effect not yet written) and comes
     back three seconds later. The run cannot commit and fails; its retry, due while the database is still
     down, cannot be fenced, so it waits for the database instead of giving the slot up, and then runs once:
     one effect, the slot a success, the failed attempt closed."""
-    cluster = outage_cluster
+    cluster = durable_cluster
     cluster.schedule = "30s"
     cluster.lock_ttl = 5.0
     worker = cluster.start(FAULT_WORK="2")
     slot, run_id, _pid = cluster.wait_mark("started", timeout=45)[0]  # the first slot comes within 30 s
-    _crash(own_postgres)
+    _crash(durable_postgres)
     time.sleep(3)
-    own_postgres.start()
+    durable_postgres.start()
     (effect,) = wait_until(lambda: cluster.effects(slot), 20, "the retry's effect")
     assert effect[1] != run_id
     wait_until(lambda: cluster.slot_row(slot)[:2] == ("success", effect[1]), 10, "the slot recorded a success")
@@ -92,11 +68,11 @@ def test_postgres_crashed_in_the_middle_of_a_run_is_retried_once_it_is_back(outa
     cluster.assert_audit_clean()
 
 
-def test_a_retry_left_waiting_when_the_worker_stops_is_recorded_failed(outage_cluster):
+def test_a_retry_left_waiting_when_the_worker_stops_is_recorded_failed(durable_cluster):
     """A run fails and its retry waits out its backoff; the worker is stopped meanwhile. The retry will not
     run, so the slot is recorded failed with that reason and the failed attempt is closed: nothing is left
     open for the audit or for another worker to guess about."""
-    cluster = outage_cluster
+    cluster = durable_cluster
     cluster.schedule = "30s"
     worker = cluster.start(FAULT_FAIL="1", JOB_RETRY_BACKOFF_MS="20000")
     worker.wait_for_log("retry scheduled", timeout=40)
@@ -109,10 +85,10 @@ def test_a_retry_left_waiting_when_the_worker_stops_is_recorded_failed(outage_cl
     cluster.assert_audit_clean()
 
 
-def test_a_database_that_may_lose_commits_is_a_loud_warning(outage_cluster):
+def test_a_database_that_may_lose_commits_is_a_loud_warning(durable_cluster):
     """Fencing cannot survive a fence issued twice, which a crash of a server that acknowledges commits
     before they are on disk can cause: the worker says so at start (read per session, as its runs see it)."""
-    cluster = outage_cluster
+    cluster = durable_cluster
     durable = cluster.start()
     assert not [line for line in durable.log_lines() if "UNSAFE POSTGRESQL" in line.get("msg", "")]
     (name,) = cluster.sql("SELECT current_database()")[0]

@@ -1,5 +1,6 @@
 """A soak in the Jepsen manner: three workers run a 1 s job while random faults hit them (kill -9 and an
-immediate restart, SIGSTOP past the lease, Redis SHUTDOWN NOSAVE with and without its data coming back).
+immediate restart, SIGSTOP past the lease, Redis SHUTDOWN NOSAVE with and without its data coming back,
+PostgreSQL crashed with SIGKILL and restarted: its own durable cluster).
 Nothing is asserted about the timeline; afterwards the history is checked: ``appliance audit`` finds no
 violation, and every effect in the table is its slot's only one and the one the ledger names.
 
@@ -35,6 +36,14 @@ def _redis_outage(redis_server, rng: random.Random) -> str:
     return f"redis outage ({'empty' if lose else 'with its data'})"
 
 
+def _postgres_crash(postgres, rng: random.Random) -> str:
+    postgres.stop(signal.SIGKILL)
+    down = rng.uniform(0.5, 2.5)
+    time.sleep(down)
+    postgres.start()
+    return f"postgres crash ({down:.1f}s down)"
+
+
 def _kill_and_restart(cluster, rng: random.Random) -> str:
     victim = rng.choice([w for w in cluster.workers if w.alive()])
     victim.kill()
@@ -52,7 +61,8 @@ def _pause(cluster, rng: random.Random) -> str:
 
 
 @pytest.mark.long
-def test_random_faults_leave_a_history_the_audit_finds_clean(cluster, redis_server):
+def test_random_faults_leave_a_history_the_audit_finds_clean(durable_cluster, redis_server, durable_postgres):
+    cluster = durable_cluster
     seed = int(os.environ.get("SOAK_SEED", time.time_ns() % 100_000))
     rng = random.Random(seed)
     print(f"soak seed {seed}")
@@ -64,8 +74,9 @@ def test_random_faults_leave_a_history_the_audit_finds_clean(cluster, redis_serv
     deadline = time.monotonic() + SECONDS
     while time.monotonic() < deadline:
         time.sleep(rng.uniform(1.0, 3.0))
-        kind = rng.choice([_kill_and_restart, _pause, _redis_outage])
-        faults.append(kind(redis_server if kind is _redis_outage else cluster, rng))
+        kind = rng.choice([_kill_and_restart, _pause, _redis_outage, _postgres_crash])
+        target = {_redis_outage: redis_server, _postgres_crash: durable_postgres}.get(kind, cluster)
+        faults.append(kind(target, rng))
     print("faults:", "; ".join(faults))
     time.sleep(3)
     until = datetime.now(UTC)
