@@ -1,6 +1,7 @@
 """Faults at each step of a run, against real worker processes, redis-server and PostgreSQL: a holder paused
-past its lease, kill -9 before and after the final commit (also of a job's first-ever slot), Redis shut down
-through a slot, keys evicted under a live holder. Each test checks the effects (exactly one per slot), the
+past its lease, kill -9 before and after the final commit (also of a job's first-ever slot) and after the
+run's end is recorded but before its lease is released, Redis shut down through a slot, keys evicted under a
+live holder (PostgreSQL crashes: test_database_outage.py). Each test checks the effects (exactly one per slot), the
 ledger's account of every run, and ends with ``appliance audit`` finding nothing."""
 
 from __future__ import annotations
