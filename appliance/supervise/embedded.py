@@ -71,7 +71,8 @@ def give_to(path: Path, user: str | None) -> None:
 
 
 def redis_argv(data_dir: Path, socket_dir: Path, port: int = 0) -> list[str]:
-    """``redis-server`` on a unix socket (mode 700 directory) with append-only persistence in ``data_dir``."""
+    """``redis-server`` on a unix socket (mode 700 directory) with append-only persistence in ``data_dir``,
+    never evicting a key (a lease evicted under its holder is what fencing must then catch)."""
     return [
         shutil.which("redis-server") or "redis-server",
         "--port", str(port),
@@ -81,6 +82,7 @@ def redis_argv(data_dir: Path, socket_dir: Path, port: int = 0) -> list[str]:
         "--dir", str(data_dir),
         "--appendonly", "yes",
         "--save", "",
+        "--maxmemory-policy", "noeviction",
         "--daemonize", "no",
         "--logfile", "",
     ]
