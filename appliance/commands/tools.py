@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail
-from appliance.config import Config
+from appliance.config import Config, pin_home, set_process_env
 from appliance.kernel.clients import make_redis
 from appliance.supervise.plan import INSTALLED_SUPERVISOR_CONF, REPO, locate
 
@@ -52,9 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def appliance_config() -> Config:
     """The configuration of the appliance this command is about (see the module's docstring)."""
     here = os.getcwd()
-    home = os.environ.get("APPLIANCE_HOME")
-    if home:
-        os.environ["APPLIANCE_HOME"] = str(Path(home).absolute())
+    pin_home()
     if (REPO / "supervisord.conf").is_file():
         os.chdir(REPO)
     try:
@@ -90,7 +88,7 @@ def connection_args(client: Any) -> tuple[list[str], dict[str, str]]:
 
 def real_redis_cli(path: str | None = None) -> str | None:
     """The first ``redis-cli`` on PATH that is a program, not a script such as the wrappers of this project."""
-    for directory in (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep):
+    for directory in (path.split(os.pathsep) if path is not None else os.get_exec_path()):
         candidate = Path(directory or ".") / "redis-cli"
         try:
             with open(candidate, "rb") as handle:
@@ -114,7 +112,8 @@ def redis_cli_command(args: argparse.Namespace) -> int:
         target, env = connection_args(client)
     except Exception as exc:  # noqa: BLE001 - a Sentinel that cannot be asked is one clear line, no traceback
         fail(f"cannot find the appliance's Redis: {type(exc).__name__}: {exc}")
-    os.environ.update(env)
+    for name, value in env.items():
+        set_process_env(name, value)
     os.execv(program, [program, *target, *given])
 
 
@@ -124,7 +123,7 @@ def supervisorctl_command(args: argparse.Namespace) -> int:
     if not conf.is_file():
         fail(f"no supervisord.conf found (looked for {REPO / 'supervisord.conf'} and {INSTALLED_SUPERVISOR_CONF})",
              EXIT_CONFIG)
-    os.environ["APPLIANCE_HOME"] = str(config.core.home)
+    set_process_env("APPLIANCE_HOME", str(config.core.home))
     argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args.args]
     os.execv(argv[0], argv)
 

@@ -80,6 +80,19 @@ def set_process_env(name: str, value: str) -> None:
     os.environ[name] = value
 
 
+def process_environment() -> dict[str, str]:
+    """This process's environment as it is, for the launcher that hands each supervised program its share."""
+    return dict(os.environ)
+
+
+def pin_home() -> None:
+    """Make an exported relative ``APPLIANCE_HOME`` absolute against the current directory, so that a command
+    which changes directory before reading the configuration still means the folder its user meant."""
+    home = os.environ.get("APPLIANCE_HOME")
+    if home:
+        set_process_env("APPLIANCE_HOME", str(Path(home).absolute()))
+
+
 def read_config(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env",
                 packs: Iterable[SettingsSource] = ()) -> tuple[Config, list[str]]:
     """The configuration and its problems; a bad value reads as its default, so that whoever resolves the jobs

@@ -31,6 +31,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from appliance.config import process_environment
+
 SECRET_NAMES = "APPLIANCE_SECRET_NAMES"
 WITHHELD = "APPLIANCE_WITHHELD_SECRETS"
 #: What every program may see: how to find programs and libraries, the locale, the time zone, and
@@ -93,7 +95,7 @@ def main(argv: list[str]) -> int:
         return 2
     command = argv[2:]
     try:
-        os.execvpe(command[0], command, program_env(argv[0], os.environ))
+        os.execvpe(command[0], command, program_env(argv[0], process_environment()))
     except OSError as exc:
         print(f"launch: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
         return 127
