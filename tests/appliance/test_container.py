@@ -15,6 +15,7 @@ and stopping a container.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -93,3 +94,19 @@ def test_image_runs_the_appliance_and_stops_cleanly(built_image):
         assert "stopped: worker" in logs or "stopped: worker" in image.podman("logs", name).stderr
     finally:
         image.podman("rm", "-f", "-v", name, check=False)
+
+
+def test_the_image_was_installed_by_the_pinned_installer(built_image):
+    """The build ran scripts/bootstrap-pip before reading requirements.lock, as scripts/install does: the image's
+    venv has the pip and setuptools of requirements-bootstrap.lock, and every locked version."""
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    locks = (REPO / "requirements-bootstrap.lock").read_text() + (REPO / "requirements.lock").read_text()
+    pins = {canonical(name): version
+            for name, version in re.findall(r"^([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==(\S+)", locks, re.M)}
+    listed = image.podman("run", "--rm", built_image, "python3", "-m", "pip", "list",
+                          "--disable-pip-version-check", "--format", "json").stdout
+    installed = {canonical(item["name"]): item["version"] for item in json.loads(listed)}
+    assert installed["pip"] == pins["pip"] and installed["setuptools"] == pins["setuptools"], installed
+    assert {name: installed.get(name) for name in pins} == pins
