@@ -46,6 +46,8 @@ class CoreConfig:
     log_format: str
     log_level: str
     shutdown_timeout: float
+    #: Seconds any PostgreSQL operation may wait for the server's answer before it fails (a partition).
+    database_timeout: float
     lock_ttl: float
     max_retries: int
     retry_backoff: float
@@ -132,6 +134,7 @@ def load_core(env: EnvReader) -> CoreConfig:
         log_format=env.str("LOG_FORMAT", "auto", choices=("auto", "json", "text")),
         log_level=env.str("LOG_LEVEL", "info", choices=("debug", "info", "warning", "error")),
         shutdown_timeout=env.duration("SHUTDOWN_TIMEOUT", 5.0, unit="s", min=0.1),
+        database_timeout=env.duration("DATABASE_TIMEOUT", 30.0, unit="s", min=0.5),
         lock_ttl=env.duration("LOCK_TTL", 60.0, unit="s", min=0.3),
         max_retries=env.int("JOB_MAX_RETRIES", 3, min=0, max=20),
         retry_backoff=env.duration("JOB_RETRY_BACKOFF_MS", 5.0, unit="ms", min=0.0),

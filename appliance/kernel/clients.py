@@ -16,7 +16,7 @@ import redis
 from psycopg_pool import ConnectionPool
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.maint_notifications import MaintNotificationsConfig
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from appliance.config import Config, redact_url
 from appliance.config.connections import SentinelTarget, is_sentinel, parse_sentinel_url
@@ -53,6 +53,23 @@ def make_redis(url: str, timeout: float = REDIS_SOCKET_TIMEOUT) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
+def bounded(client: redis.Redis, timeout: float) -> redis.Redis:
+    """A client of the same server with the same settings (TLS, credentials, Sentinel), a pool of its own and
+    socket timeouts of at most ``timeout`` seconds: for calls that must not block past a deadline (the lease
+    keeper's), and that must not queue behind the other clients' connections."""
+    pool = client.connection_pool
+    kwargs = {key: value for key, value in pool.connection_kwargs.items() if key != "connection_pool"}
+    kwargs["socket_timeout"] = min(timeout, kwargs.get("socket_timeout") or timeout)
+    kwargs["socket_connect_timeout"] = min(timeout, kwargs.get("socket_connect_timeout") or timeout)
+    if isinstance(pool, SentinelConnectionPool):
+        own: redis.ConnectionPool = SentinelConnectionPool(pool.service_name, pool.sentinel_manager,
+                                                           connection_class=pool.connection_class,
+                                                           is_master=pool.is_master, **kwargs)
+    else:
+        own = type(pool)(connection_class=pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=own)
+
+
 def _sentinel_master(target: SentinelTarget, options: dict[str, Any]) -> redis.Redis:
     """A client of the current master of ``target``; the sentinels get the same TLS settings and timeouts."""
     query = dict(target.options)
@@ -83,6 +100,36 @@ def untrusted(exc: BaseException) -> str | None:
     return None
 
 
+class BoundedConnection(psycopg.Connection):
+    """A PostgreSQL connection none of whose operations waits longer than ``answer_timeout`` seconds for the
+    server. A partition that keeps the connection open and moves no byte is not noticed by libpq (no socket
+    timeout of its own; TCP keepalives are answered by whatever holds the other end), so without this a query
+    would wait for as long as the partition lasts, holding its run and its lease. The operation fails with
+    ``NoAnswer`` (an ``OperationalError``) and the connection is closed: the protocol stopped mid-message, and a
+    pool replaces a closed connection."""
+
+    answer_timeout = 30.0
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        if timeout is not None and timeout <= self.answer_timeout:
+            return super().wait(gen, interval=interval, timeout=timeout)
+        try:
+            return super().wait(gen, interval=interval, timeout=self.answer_timeout)
+        except psycopg.errors._WaitTimeout:
+            self.close()
+            raise NoAnswer(f"no answer from PostgreSQL within {self.answer_timeout:g} s (DATABASE_TIMEOUT); "
+                           "the connection was closed") from None
+
+
+class NoAnswer(psycopg.OperationalError):
+    """A PostgreSQL operation got no answer within ``DATABASE_TIMEOUT``."""
+
+
+def bounded_connection(timeout: float) -> type[BoundedConnection]:
+    """The connection class whose operations wait at most ``timeout`` seconds for an answer."""
+    return type("BoundedConnection", (BoundedConnection,), {"answer_timeout": timeout})
+
+
 def make_pool(config: Config, max_size: int | None = None, name: str = "appliance",
               autocommit: bool = False) -> ConnectionPool:
     """A psycopg pool, not yet opened (so a missing database does not stop the worker from starting).
@@ -96,13 +143,15 @@ def make_pool(config: Config, max_size: int | None = None, name: str = "applianc
         open=False,
         name=name,
         timeout=5.0,
+        connection_class=bounded_connection(config.core.database_timeout),
         kwargs={"connect_timeout": PG_CONNECT_TIMEOUT, "autocommit": autocommit, "application_name": name},
     )
 
 
 def connect_db(config: Config, autocommit: bool = True) -> psycopg.Connection:
     """One direct connection, for the CLI and migrations."""
-    return psycopg.connect(config.core.database_url, connect_timeout=PG_CONNECT_TIMEOUT, autocommit=autocommit)
+    return bounded_connection(config.core.database_timeout).connect(
+        config.core.database_url, connect_timeout=PG_CONNECT_TIMEOUT, autocommit=autocommit)
 
 
 def wait_for(name: str, probe: Callable[[], object], timeout: float, log, interval: float = 0.5,

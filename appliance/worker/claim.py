@@ -47,6 +47,8 @@ class OpenRun:
     owner: str
     fence: int | None
     request: Mapping[str, Any] | None
+    #: Monotonic time at which the acquire that took the lease was sent: the lease runs from there.
+    sent: float | None = None
 
     @property
     def slot_ms(self) -> int | None:
@@ -86,10 +88,12 @@ class Claims:
                               "started": iso(started), "attempt": d.attempt, "trigger": d.reason})
         try:
             self._release_leftover(job.name)
+            sent = self.clock.monotonic()
             claim, pttl = locks.acquire(self.scripts, job.name, owner, job.lock_ttl, slot_ms, running)
             if claim is Claim.LOCKED and d.scheduled and d.attempt == 1 and self.until(d.slot) > 0:
                 # Claimed ahead of the instant while the previous run still held the job: try again on it.
                 self.clock.sleep(self.until(d.slot))
+                sent = self.clock.monotonic()
                 claim, pttl = locks.acquire(self.scripts, job.name, owner, job.lock_ttl, slot_ms, running)
         except redis.RedisError as exc:
             metrics.JOB_RUNS.labels(job.name, Outcome.SKIPPED_UNAVAILABLE.value).inc()
@@ -105,7 +109,7 @@ class Claims:
             request = self._take_trigger(job.name, owner)
             if request is None:
                 return Attempt(Claim.DONE)
-        run = OpenRun(d, run_id, started, owner, None, request)
+        run = OpenRun(d, run_id, started, owner, None, request, sent)
         return self._open(run)
 
     def _open(self, run: OpenRun) -> OpenRun | Attempt:

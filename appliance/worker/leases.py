@@ -1,9 +1,18 @@
-"""The keeper thread: renews every held lease at a third of its TTL and publishes the worker's heartbeat.
+"""The keeper: renews every held lease at a third of its TTL, watches each lease's deadline on a thread that
+does no I/O, and publishes the worker's heartbeat on a thread of its own.
 
-Renewal is compare-and-expire, so only the owner extends a lease. When a renewal finds the lease gone
-(expired, Redis restarted, an operator's ``redis-cli DEL``) or cannot reach Redis before the lease would have
-expired, the run's cancel token is set: the job stops at its next checkpoint, and the loss is logged and
-counted as ``lock_lost``.
+A lease is the holder's for ``ttl`` from the moment its acquire or its last successful renewal was *sent*
+(Redis extended it on receiving the command, later). The holder therefore stops believing in it at
+``Lease.deadline`` = that send time + ``ttl`` - ``lease_margin(ttl)``, measured on the monotonic clock: the
+deadline thread cancels the run then, whatever the network does, and the margin is the time the job has to
+reach its next checkpoint before a replica elsewhere can take the slot over. A partition that keeps the
+connection open and moves no byte (no socket timeout fires, no TCP keepalive fails) changes nothing here.
+
+Renewal is compare-and-expire, so only the owner extends a lease. A renewal that finds the lease gone
+(expired, Redis restarted, an operator's ``redis-cli DEL``) cancels the run at once. Every Redis call of the
+keeper goes through a client whose socket timeout is at most ``call_timeout``, and a renewal is not begun when
+it could end after the deadline it serves: no call blocks past the earliest deadline it guards. The heartbeat
+has a thread of its own, so a slow heartbeat never delays a renewal.
 """
 
 from __future__ import annotations
@@ -22,16 +31,32 @@ from appliance.kernel.logs import fields
 
 log = logging.getLogger("appliance.worker.leases")
 
+#: The least time a job is given between its cancellation and the earliest takeover elsewhere.
+MIN_MARGIN = 0.5
+
+
+def lease_margin(ttl: float) -> float:
+    """Seconds before a lease's expiry in Redis at which its holder cancels the run: a tenth of the TTL, at
+    least ``MIN_MARGIN``, at most a third of the TTL (a renewal at a third must still come before it)."""
+    return min(ttl / 3, max(MIN_MARGIN, ttl / 10))
+
+
+def call_timeout(ttls: list[float], ceiling: float) -> float:
+    """The socket timeout of the keeper's Redis client for leases of these TTLs: a fifth of the shortest, so
+    that a renewal begun at a third of a TTL ends, answered or not, well before that lease's deadline."""
+    return max(0.05, min([ceiling, *(ttl / 5 for ttl in ttls)]))
+
 
 @dataclass
 class Lease:
-    """A lease held by a run: ``owner`` is its owner token in ``lock:<job>``."""
+    """A lease held by a run: ``owner`` is its owner token in ``lock:<job>``; ``confirmed`` the monotonic time
+    at which its acquire (or its last successful renewal) was sent."""
 
     job: str
     owner: str
     ttl: float
     cancel: CancelToken
-    expires: float = 0.0  # monotonic time after which Redis has surely dropped the key
+    confirmed: float | None = None
     next_renew: float = 0.0
     lost: bool = False
     run_id: str = ""
@@ -39,31 +64,55 @@ class Lease:
     clock: Clock = field(default=SYSTEM, repr=False)
 
     def __post_init__(self) -> None:
-        now = self.clock.monotonic()
-        self.expires = now + self.ttl
-        self.next_renew = now + self.ttl / 3
+        if self.confirmed is None:
+            self.confirmed = self.clock.monotonic()
+        self.next_renew = self.confirmed + self.ttl / 3
+
+    @property
+    def sent(self) -> float:
+        assert self.confirmed is not None
+        return self.confirmed
+
+    @property
+    def expires(self) -> float:
+        """Monotonic time after which Redis has surely dropped the key (unless renewed since)."""
+        return self.sent + self.ttl
+
+    @property
+    def deadline(self) -> float:
+        """Monotonic time at which the holder cancels its run unless a renewal has succeeded since."""
+        return self.expires - lease_margin(self.ttl)
 
 
 class LeaseKeeper:
+    """``scripts``: registered on a client whose socket timeout is at most ``timeout`` seconds (see
+    ``call_timeout``). ``heartbeat``: called every ``heartbeat_every`` seconds on the heartbeat's thread."""
+
     def __init__(self, scripts: locks.Scripts, heartbeat: Callable[[], None], heartbeat_every: float,
-                 clock: Clock = SYSTEM):
+                 clock: Clock = SYSTEM, timeout: float = 0.0):
         self.scripts = scripts
         self.heartbeat = heartbeat
         self.heartbeat_every = heartbeat_every
         self.clock = clock
+        self.timeout = timeout
         self._leases: dict[int, Lease] = {}
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # renewals and the heartbeat wait on it
+        self._watch = threading.Condition(lock)  # the deadline thread waits on it
         self._stopping = False
-        self._next_beat = 0.0
-        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+        self._threads = [threading.Thread(target=self._renew_loop, name="lease-keeper", daemon=True),
+                         threading.Thread(target=self._deadline_loop, name="lease-deadline", daemon=True),
+                         threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def hold(self, lease: Lease) -> Lease:
         with self._cond:
             self._leases[id(lease)] = lease
-            self._cond.notify()
+            self._cond.notify_all()
+            self._watch.notify_all()
         return lease
 
     def drop(self, lease: Lease) -> None:
@@ -77,49 +126,91 @@ class LeaseKeeper:
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout=2)
+            self._cond.notify_all()
+            self._watch.notify_all()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=2)
 
-    def _loop(self) -> None:
+    # -- deadlines: no I/O on this thread ---------------------------------------------------------------
+    def _deadline_loop(self) -> None:
         while True:
             with self._cond:
                 if self._stopping:
                     return
-                due = [lease for lease in self._leases.values() if lease.next_renew <= self.clock.monotonic()]
-            for lease in due:
-                self._renew(lease)
-            if self.clock.monotonic() >= self._next_beat:
-                self._beat()
+                now = self.clock.monotonic()
+                late = [lease for lease in self._leases.values() if lease.deadline <= now]
+                for lease in late:
+                    self._leases.pop(id(lease), None)
+                wake = min([lease.deadline for lease in self._leases.values()], default=None)
+                if not late:
+                    self.clock.wait(self._watch, None if wake is None else max(0.0, wake - now))
+            for lease in late:
+                self._lose(lease, f"lease deadline passed: no renewal reached Redis within "
+                                  f"{lease.ttl - lease_margin(lease.ttl):g} s of the last one sent")
+
+    def _lose(self, lease: Lease, reason: str) -> None:
+        if lease.lost:
+            return
+        lease.lost = True
+        lease.cancel.cancel(reason)
+        if lease.on_lost:
+            lease.on_lost(lease)
+
+    # -- renewals ---------------------------------------------------------------------------------------
+    def _renew_loop(self) -> None:
+        while True:
             with self._cond:
                 if self._stopping:
                     return
-                wake = min([self._next_beat, *(lease.next_renew for lease in self._leases.values())])
-                self.clock.wait(self._cond, max(0.0, wake - self.clock.monotonic()))
-
-    def _beat(self) -> None:
-        try:
-            self.heartbeat()
-            self._next_beat = self.clock.monotonic() + self.heartbeat_every
-        except redis.RedisError as exc:
-            log.debug("heartbeat failed: %s", exc)
-            self._next_beat = self.clock.monotonic() + min(1.0, self.heartbeat_every)
+                now = self.clock.monotonic()
+                due = [lease for lease in self._leases.values() if lease.next_renew <= now]
+            for lease in due:
+                self._renew(lease)
+            with self._cond:
+                if self._stopping:
+                    return
+                wake = min([lease.next_renew for lease in self._leases.values()], default=None)
+                now = self.clock.monotonic()
+                self.clock.wait(self._cond, None if wake is None else max(0.0, wake - now))
 
     def _renew(self, lease: Lease) -> None:
-        started = self.clock.monotonic()
+        sent = self.clock.monotonic()
+        if sent + self.timeout >= lease.deadline:
+            # An answer could come after the deadline: leave the lease to the deadline thread.
+            lease.next_renew = lease.deadline + lease.ttl
+            return
         try:
             ours = locks.renew(self.scripts, lease.job, lease.owner, lease.ttl)
         except redis.RedisError as exc:
-            if self.clock.monotonic() < lease.expires:
-                lease.next_renew = self.clock.monotonic() + min(0.5, lease.ttl / 10)
-                log.warning("could not renew lease, retrying", extra=fields(job=lease.job, error=str(exc)))
-                return
-            ours = False
-        if ours:
-            lease.expires = started + lease.ttl
-            lease.next_renew = started + lease.ttl / 3
+            lease.next_renew = self.clock.monotonic() + min(0.5, lease.ttl / 10)
+            log.warning("could not renew lease, retrying", extra=fields(job=lease.job, error=str(exc)))
             return
-        self.drop(lease)
-        lease.lost = True
-        lease.cancel.cancel("lock lost")
-        if lease.on_lost:
-            lease.on_lost(lease)
+        if not ours:
+            self.drop(lease)
+            self._lose(lease, "lease lost: renewal found it gone or taken")
+            return
+        with self._cond:
+            if not lease.lost:
+                lease.confirmed = max(lease.sent, sent)
+            lease.next_renew = sent + lease.ttl / 3
+            self._watch.notify_all()
+
+    # -- heartbeat --------------------------------------------------------------------------------------
+    def _beat_loop(self) -> None:
+        next_beat = 0.0
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                self.clock.wait(self._cond, max(0.0, next_beat - self.clock.monotonic()))
+                if self._stopping:
+                    return
+                if self.clock.monotonic() < next_beat:
+                    continue
+            try:
+                self.heartbeat()
+                next_beat = self.clock.monotonic() + self.heartbeat_every
+            except redis.RedisError as exc:
+                log.debug("heartbeat failed: %s", exc)
+                next_beat = self.clock.monotonic() + min(1.0, self.heartbeat_every)

@@ -26,7 +26,7 @@ from appliance import __version__
 from appliance.config import Config
 from appliance.kernel import keys, locks, metrics
 from appliance.kernel.catalog import JobSettings, load_jobs
-from appliance.kernel.clients import make_pool, make_redis, wait_for
+from appliance.kernel.clients import REDIS_SOCKET_TIMEOUT, bounded, make_pool, make_redis, wait_for
 from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.eviction import eviction_policy, eviction_problem
 from appliance.kernel.ledger import CloseRuns, Ledger
@@ -35,7 +35,7 @@ from appliance.kernel.owner import iso, worker_id
 from appliance.kernel.redaction import Redactor
 from appliance.kernel.state import ClusterState
 from appliance.worker.alerts import Alerter
-from appliance.worker.leases import LeaseKeeper
+from appliance.worker.leases import LeaseKeeper, call_timeout
 from appliance.worker.liveness import Liveness
 from appliance.worker.loop import Worker
 from appliance.worker.pool import RunPool
@@ -143,13 +143,16 @@ def build(config: Config, client: redis.Redis | None = None, db=None, clock: Clo
     me = worker_id()
     scripts = locks.register(client)
     pool = RunPool(max(config.core.worker_threads, len(jobs)))
-    keeper = LeaseKeeper(scripts, heartbeat=lambda: None, heartbeat_every=config.core.heartbeat_ttl / 3,
-                         clock=clock)
+    # The keeper's own clients: renewals bounded by the shortest lease they serve, the heartbeat by its TTL.
+    timeout = call_timeout([job.lock_ttl for job in jobs], REDIS_SOCKET_TIMEOUT)
+    keeper = LeaseKeeper(locks.register(bounded(client, timeout)), heartbeat=lambda: None,
+                         heartbeat_every=config.core.heartbeat_ttl / 3, clock=clock, timeout=timeout)
     alerter = Alerter(client, config.core.alerts, redactor=Redactor.from_config(config))
     runner = Runner(config, client, scripts, db, keeper, alerter, me, ledger=ledger, recorder=Recorder(ledger),
                     clock=clock)
     worker = Worker(config, client, runner, pool, jobs, clock=clock)
-    keeper.heartbeat = Heartbeat(worker, ClusterState(client), me, config.core.heartbeat_ttl)
+    beat_client = bounded(client, min(REDIS_SOCKET_TIMEOUT, config.core.heartbeat_ttl / 5))
+    keeper.heartbeat = Heartbeat(worker, ClusterState(beat_client), me, config.core.heartbeat_ttl)
     return worker, keeper
 
 

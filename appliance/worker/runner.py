@@ -84,8 +84,8 @@ class Runner:
         cancel = CancelToken(self.clock)
         if self.cancel_all.cancelled:
             cancel.cancel(self.cancel_all.reason)
-        lease = self.keeper.hold(Lease(job.name, run.owner, job.lock_ttl, cancel, on_lost=self._lost,
-                                       run_id=run.run_id, clock=self.clock))
+        lease = self.keeper.hold(Lease(job.name, run.owner, job.lock_ttl, cancel, confirmed=run.sent,
+                                       on_lost=self._lost, run_id=run.run_id, clock=self.clock))
         ctx = RunContext(
             job=job.name, slot=d.slot, run_id=run.run_id, attempt=d.attempt, owner=run.owner,
             config=self.config, redis=self.redis, db=self.db, trigger=run.reason, services=self.services,
@@ -115,6 +115,8 @@ class Runner:
         if recorded is Outcome.LEASE_LOST and not lease.lost:
             lease.lost = True
             self._lost(lease)
+        if lease.lost:
+            self._count_lost(job.name)
         record = {**base, "worker": self.worker_id, "started": iso(run.started), "finished": iso(self.clock.now()),
                   "duration_ms": round(duration * 1000, 3), "outcome": recorded.value,
                   "processed": ctx.processed_count, "error": error or None, "fence": run.fence, "summary": summary}
@@ -211,13 +213,19 @@ class Runner:
         if not ours and not lease.lost:
             lease.lost = True
             self._lost(lease)
+            self._count_lost(job.name)
         return streak, warned
 
     def _lost(self, lease: Lease) -> None:
+        """Called by the lease keeper's threads: no I/O but the log (a partition must not hold them)."""
         metrics.LOCK_LOST.labels(lease.job).inc()
-        log.error("lease lost while running", extra=fields(job=lease.job, owner=lease.owner))
+        log.error("lease lost while running", extra=fields(job=lease.job, owner=lease.owner,
+                                                           reason=lease.cancel.reason))
+
+    def _count_lost(self, job: str) -> None:
+        """The cluster counter of lost leases, counted by the run's own thread once the run has ended."""
         with contextlib.suppress(redis.RedisError):
-            self.state.count(lease.job, "lock_lost")
+            self.state.count(job, "lock_lost")
 
     def _observe(self, job: JobSettings, outcome: Outcome, duration: float, ctx: RunContext) -> None:
         metrics.JOB_RUNS.labels(job.name, outcome.value).inc()

@@ -27,6 +27,8 @@ class Cluster:
     app_env: dict[str, str]
     schedule: str = "5s"
     lock_ttl: float = 1.0
+    #: The job every worker runs (as ``effect``): one of ``tests.faults.jobs``.
+    callable: str = "tests.faults.jobs:effect"
     workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
@@ -34,7 +36,7 @@ class Cluster:
         return self.app_env["DATABASE_URL"]
 
     def env(self, home: str | None = None, **extra: str) -> dict[str, str]:
-        jobs = {JOB: {"callable": "tests.faults.jobs:effect", "schedule": self.schedule, "lock_ttl": self.lock_ttl}}
+        jobs = {JOB: {"callable": self.callable, "schedule": self.schedule, "lock_ttl": self.lock_ttl}}
         env = worker_env(self.app_env, write_jobs_file(self.tmp / "jobs.toml", jobs), [JOB],
                          **{"JOB_RETRY_BACKOFF_MS": "200", **extra})
         if home:

@@ -9,12 +9,17 @@ Behaviour per worker process, from its environment: ``FAULT_WORK`` seconds of wo
 transaction (default 0.2); ``FAULT_BLOCK=before_commit|after_commit`` sleeps a minute at that step, for the
 test to kill the process there; ``FAULT_LINGER`` seconds after the commit before the job returns;
 ``FAULT_FAIL=1`` makes every run fail before its final transaction.
+
+``steady`` is the job that does keep its checkpoints: ``FAULT_WORK`` seconds in steps of 0.1 s (``ctx.sleep``),
+each noted with the wall time in the file ``FAULT_TRACE`` (every worker of a test runs on this machine, so on
+one clock), then the same final transaction as ``effect``.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from appliance.kernel.fencing import complete_slot
 
@@ -48,4 +53,25 @@ def effect(ctx) -> dict:
     if block == "after_commit":
         time.sleep(60)
     time.sleep(float(os.environ.get("FAULT_LINGER", "0")))
+    return {"fence": ctx.fence}
+
+
+def _note(ctx, event: str) -> None:
+    line = f"{ctx.slot.isoformat()} {ctx.run_id} {os.getpid()} {event} {time.time():.6f}\n"
+    with Path(os.environ["FAULT_TRACE"]).open("a") as trace:
+        trace.write(line)
+
+
+def steady(ctx) -> dict:
+    _note(ctx, "start")
+    try:
+        for _ in range(round(float(os.environ.get("FAULT_WORK", "0.2")) / 0.1)):
+            ctx.sleep(0.1)
+            _note(ctx, "step")
+        with ctx.db.connection() as conn, conn.transaction():
+            conn.execute("INSERT INTO fault_effects (job, slot, run_id, fence, pid) VALUES (%s, %s, %s, %s, %s)",
+                         (ctx.job, ctx.slot, ctx.run_id, ctx.fence, os.getpid()))
+            complete_slot(conn, ctx)
+    finally:
+        _note(ctx, "stop")
     return {"fence": ctx.fence}
