@@ -26,6 +26,7 @@ class Outcome(StrEnum):
     SKIPPED_UNAVAILABLE = "skipped_unavailable"  # Redis or PostgreSQL was down at the slot
     PAUSED = "paused"  # the job was paused
     MISSED = "missed"  # no worker ran it in time (downtime longer than the job's grace)
+    COALESCED = "coalesced"  # its late run would have run into the next slot, which ran instead
 
 
 #: Slot outcomes after which a takeover or a misfire may still run the slot once (nothing of it committed,

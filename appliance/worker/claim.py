@@ -85,7 +85,8 @@ class Claims:
         owner = make_token(run_id, started)
         slot_ms = epoch_ms(d.slot) if d.scheduled else None
         running = json.dumps({"worker": self.worker_id, "run_id": run_id, "slot": iso(d.slot),
-                              "started": iso(started), "attempt": d.attempt, "trigger": d.reason})
+                              "started": iso(started), "attempt": d.attempt, "trigger": d.reason,
+                              "catch_up": d.catch_up})
         try:
             self._release_leftover(job.name)
             sent = self.clock.monotonic()
@@ -101,6 +102,8 @@ class Claims:
                 self.slot_not_run(d, Outcome.SKIPPED_UNAVAILABLE, f"Redis unavailable: {exc}")
             return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=str(exc), unavailable="redis")
         if claim is not Claim.OK:
+            if claim is Claim.LOCKED and d.scheduled and d.attempt == 1 and self._held_by_catch_up(job.name, d.slot):
+                return Attempt(claim, holder_pttl=pttl, wait=True)
             if d.scheduled and (claim is Claim.LOCKED or (claim is Claim.DONE and d.attempt > 1)):
                 self.slot_not_run(d, Outcome.SKIPPED_LOCKED, "an earlier run held the job")
             return Attempt(claim, holder_pttl=pttl)
@@ -136,6 +139,17 @@ class Claims:
         if d.scheduled:
             self._running_again(d.job.name)
         return run
+
+    def _held_by_catch_up(self, job: str, slot: datetime) -> bool:
+        """Whether the run holding ``job`` is the catch-up of a slot before ``slot`` (which then waits for it)."""
+        try:
+            held = self.redis.hget(keys.RUNNING, job)
+        except redis.RedisError:
+            return False
+        if not held:
+            return False
+        run = json.loads(held)
+        return bool(run.get("catch_up")) and str(run.get("slot", "")) < iso(slot)
 
     def give_back(self, job: str, owner: str, taken: Mapping[str, Any] | None) -> None:
         """Release a lease that will not be used (and put a taken trigger back where it was)."""

@@ -28,6 +28,9 @@ class Dispatch:
     source: Source = Source.SCHEDULE
     attempt: int = 1
     request: Mapping[str, Any] | None = None
+    #: A slot run late (after downtime, an outage, a dead holder or a loop that fell behind): coalesced into the
+    #: next slot when it would run into it, and the next slot waits for it rather than being skipped.
+    catch_up: bool = False
 
     @classmethod
     def manual(cls, job: JobSettings, at: datetime, reason: str, by: str) -> Dispatch:
@@ -66,3 +69,5 @@ class Attempt:
     retry: bool = False
     request: Mapping[str, Any] | None = None
     unavailable: str = ""
+    #: The job is held by the catch-up of an earlier slot: this slot waits for it instead of being skipped.
+    wait: bool = False

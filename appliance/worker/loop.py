@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -31,6 +32,8 @@ from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.locks import Claim
 from appliance.kernel.logs import fields
 from appliance.kernel.outcomes import RERUNNABLE, Outcome
+from appliance.kernel.owner import iso
+from appliance.worker.catch_up import coalesced_into, expected_duration, is_late
 from appliance.worker.dispatch import Attempt, Dispatch, Source
 from appliance.worker.pool import RunPool
 from appliance.worker.runner import Runner
@@ -120,7 +123,8 @@ class Worker:
         self._stopping = threading.Event()
         self._refresh_due = 0.0
         self._paused: set[str] = set()
-        self._running: set[str] = set()
+        self._running: dict[str, Dispatch] = {}  # job -> the dispatch of its run on this worker
+        self._waiting: dict[str, Dispatch] = {}  # job -> a slot waiting for this worker's catch-up of an earlier one
         self._deferred: set[str] = set()
         self._lock = threading.Lock()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -284,7 +288,7 @@ class Worker:
     def _slot_due(self, job: SlotJob) -> None:
         """Called by ``schedule`` for a due ``SlotJob``; must not raise, or the library would not reschedule."""
         try:
-            self._dispatch(Dispatch(job.settings, job.slot))
+            self._dispatch(Dispatch(job.settings, job.slot, catch_up=is_late(job.slot, self.clock.now())))
         except Exception:
             log.exception("dispatch failed", extra=fields(job=job.settings.name))
 
@@ -297,38 +301,76 @@ class Worker:
             claims.skip(job.name, Outcome.PAUSED)
             claims.record_slot(job.name, d.slot, Outcome.PAUSED, "the job is paused")
             return
+        if self._coalesce(d):
+            return
         with self._lock:
-            busy = job.name in self._running
-            if not busy:
-                self._running.add(job.name)
-        if busy and first_slot and (ahead := (d.slot - self.clock.now()).total_seconds()) > 0:
+            holder = self._running.get(job.name)
+            if holder is None:
+                self._running[job.name] = d
+        if holder is not None and first_slot and (ahead := (d.slot - self.clock.now()).total_seconds()) > 0:
             # Claimed ahead of its instant while this worker's previous run still goes: look again on the
             # instant itself, when the slot would have been taken without the lead.
             self.after(ahead, lambda: self._dispatch(d))
             return
-        if busy:
-            if first_slot:
-                reason = "an earlier run on this worker still held the job"
-                claims.skip(job.name, "skipped_overlap")
-                claims.record_slot(job.name, d.slot, Outcome.SKIPPED_LOCKED, reason)
-                claims.note_skipped(job.name, Outcome.SKIPPED_LOCKED, reason)
-            elif d.scheduled:
-                claims.record_slot(job.name, d.slot, Outcome.FAILED, "retry not run: a later run held the job")
-            elif d.source is Source.QUEUED:
-                with self._lock:
-                    self._deferred.add(job.name)
+        if holder is not None:
+            self._busy(d, holder)
             return
         self.pool.submit(lambda: self._run_task(d))
+
+    def _coalesce(self, d: Dispatch) -> bool:
+        """Record a catch-up that would run into the job's next slot as coalesced into it (``catch_up``)."""
+        if not d.catch_up:
+            return False
+        expected = expected_duration(self.runner.durations, self.redis, d.job.name)
+        following = coalesced_into(d, self.clock.now(), expected)
+        if following is None:
+            return False
+        reason = f"its late run would have run into the next slot, {iso(following)}, which runs instead"
+        self.runner.claims.skip(d.job.name, Outcome.COALESCED)
+        self.runner.claims.record_slot(d.job.name, d.slot, Outcome.COALESCED, reason)
+        log.info("late slot coalesced into the next one", extra=fields(job=d.job.name, slot=iso(d.slot),
+                                                                        into=iso(following)))
+        return True
+
+    def _busy(self, d: Dispatch, holder: Dispatch) -> None:
+        """``d`` came while this worker runs ``holder`` for the same job."""
+        job, claims = d.job, self.runner.claims
+        if d.scheduled and d.attempt == 1 and holder.catch_up and holder.slot < d.slot:
+            with self._lock:
+                self._waiting[job.name] = d  # runs when the catch-up ends (see _run_task)
+            return
+        if d.scheduled and d.attempt == 1:
+            reason = "an earlier run on this worker still held the job"
+            claims.skip(job.name, "skipped_overlap")
+            claims.record_slot(job.name, d.slot, Outcome.SKIPPED_LOCKED, reason)
+            claims.note_skipped(job.name, Outcome.SKIPPED_LOCKED, reason)
+        elif d.scheduled:
+            claims.record_slot(job.name, d.slot, Outcome.FAILED, "retry not run: a later run held the job")
+        elif d.source is Source.QUEUED:
+            with self._lock:
+                self._deferred.add(job.name)
+
+    def _waited(self, d: Dispatch) -> None:
+        """A slot that waited for a catch-up: run it now, unless its grace ended meanwhile."""
+        if (self.clock.now() - d.slot).total_seconds() > d.job.grace:
+            reason = "the catch-up of an earlier slot held the job until this slot's grace ended"
+            self.runner.claims.skip(d.job.name, Outcome.SKIPPED_LOCKED)
+            self.runner.claims.record_slot(d.job.name, d.slot, Outcome.SKIPPED_LOCKED, reason)
+            return
+        self._dispatch(d)
 
     def _run_task(self, d: Dispatch) -> None:
         try:
             result = self.runner.execute(d)
         finally:
             with self._lock:
-                self._running.discard(d.job.name)
+                self._running.pop(d.job.name, None)
                 deferred = d.job.name in self._deferred
                 self._deferred.discard(d.job.name)
+                waiting = self._waiting.pop(d.job.name, None)
         self._after_attempt(d, result)
+        if waiting is not None:
+            self._waited(waiting)
         # After a trigger, look for the next one at once; not while a service is down (it would spin).
         self.wake(refresh=(not d.scheduled or deferred) and not result.unavailable)
 
@@ -349,6 +391,9 @@ class Worker:
             log.info("retry scheduled", extra=fields(job=job.name, attempt=d.attempt + 1, delay_s=round(delay, 3)))
             retry = d.again(result.request)
             self.after(delay, lambda: self._dispatch(retry))
+        elif result.wait:
+            # Held by the catch-up of an earlier slot on another replica: look again until it ends.
+            self.after(min(1.0, job.lock_ttl / 3), lambda: self._waited(d))
         elif result.claim in (Claim.RUNNING, Claim.LOCKED):
             if d.scheduled:
                 self._watch_holder(job, result.holder_pttl)
@@ -385,7 +430,7 @@ class Worker:
                     self._unavailable.pop(name, None)
                     log.info("catching up a slot skipped during an outage",
                              extra=fields(job=name, slot=d.slot.isoformat(), attempt=d.attempt))
-                    self._dispatch(d)
+                    self._dispatch(replace(d, catch_up=True))
         finally:
             with self._lock:
                 self._catch_up_armed = False
@@ -447,4 +492,4 @@ class Worker:
         if job.schedule.last_at_or_before(now) != slot or now > deadline:
             return  # a later slot runs on its own; its start closes the dead run as abandoned
         log.warning("holder of a slot died; taking the slot over", extra=fields(job=job.name, slot=slot.isoformat()))
-        self._dispatch(Dispatch(job, slot))
+        self._dispatch(Dispatch(job, slot, catch_up=True))

@@ -69,6 +69,8 @@ class Runner:
         self.services = services if services is not None else {}
         self.cancel_all = CancelToken(clock)
         self._active: dict[int, CancelToken] = {}
+        #: Seconds the last run of each job took here (how long a catch-up of it is expected to take).
+        self.durations: dict[str, float] = {}
         self.together = StartTogether()
 
     def execute(self, d: Dispatch) -> Attempt:
@@ -100,6 +102,7 @@ class Runner:
         log.info("run started", extra=fields(**base, fence=run.fence))
         try:
             outcome, error, trace, summary, duration = self._body(d, ctx, lease)
+            self.durations[job.name] = duration
         finally:
             self.keeper.drop(lease)
             self._active.pop(id(ctx), None)

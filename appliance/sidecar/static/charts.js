@@ -10,7 +10,7 @@ const Charts = (() => {
   // A slot's outcome (appliance.outcomes) -> the colour group of its mark.
   const GROUPS = {
     success: "success", failed: "failed", dead_lettered: "failed", failure: "failed",
-    skipped_locked: "skipped", skipped_unavailable: "skipped", paused: "skipped",
+    skipped_locked: "skipped", skipped_unavailable: "skipped", paused: "skipped", coalesced: "skipped",
     missed: "missed", abandoned: "abandoned", lease_lost: "abandoned", cancelled: "abandoned",
     running: "running", retrying: "running",
   };
