@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 
 class Proxy:
@@ -124,3 +125,12 @@ class Proxy:
                         sock.close()
                 with self._lock, contextlib.suppress(ValueError):
                     self._pairs.remove((client, server))
+
+
+def through(url: str, proxy: Proxy) -> str:
+    """A PostgreSQL or Redis ``url`` with its server replaced by the proxy's TCP port (a unix socket's ``host``
+    and ``port`` query parameters dropped; user, database, passfile kept)."""
+    parts = urlsplit(url)
+    query = {key: values[0] for key, values in parse_qs(parts.query).items() if key not in ("host", "port")}
+    netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))

@@ -106,7 +106,9 @@ class Claims:
                 return Attempt(claim, holder_pttl=pttl, wait=True)
             if d.scheduled and (claim is Claim.LOCKED or (claim is Claim.DONE and d.attempt > 1)):
                 self.slot_not_run(d, Outcome.SKIPPED_LOCKED, "an earlier run held the job")
-            return Attempt(claim, holder_pttl=pttl)
+            elif claim is Claim.DONE and d.scheduled and slot_ms is not None and pttl > slot_ms:
+                self.superseded(d)  # claimed late: a later slot ran first (pttl is the newest done slot)
+            return Attempt(claim, holder_pttl=0 if claim is Claim.DONE else pttl)
         request = d.request
         if d.source is Source.QUEUED:
             request = self._take_trigger(job.name, owner)
@@ -133,7 +135,10 @@ class Claims:
             return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=error, unavailable="postgres")
         if started.done:
             self.give_back(d.job.name, run.owner, None)
-            log.info("slot already committed; not run again", extra=fields(job=d.job.name, slot=iso(d.slot)))
+            if d.scheduled:
+                self.superseded(d)  # a row of the slot's own success, if it is one, outranks this
+            log.info("slot already committed, or a later one; not run again",
+                     extra=fields(job=d.job.name, slot=iso(d.slot)))
             return Attempt(Claim.DONE)
         run.fence = started.fence
         if d.scheduled:
@@ -207,6 +212,14 @@ class Claims:
             self.skip(d.job.name, outcome)
         self.record_slot(d.job.name, d.slot, outcome, reason)
         self.note_skipped(d.job.name, outcome, reason)
+
+    def superseded(self, d: Dispatch) -> None:
+        """A slot claimed after a later slot of its job had already run: it is not run after it. Its row says
+        so (``coalesced``; a retry's slot ``failed``), unless the slot's own run already says more."""
+        if d.attempt > 1:
+            self.record_slot(d.job.name, d.slot, Outcome.FAILED, "retry not run: a later slot ran first")
+        else:
+            self.record_slot(d.job.name, d.slot, Outcome.COALESCED, "a later slot ran first; not run after it")
 
     def note_skipped(self, job: str, outcome: Outcome, reason: str) -> None:
         """Log slots skipped once per change of state (not once per slot), and once when they run again."""

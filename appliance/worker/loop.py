@@ -362,6 +362,8 @@ class Worker:
     def _run_task(self, d: Dispatch) -> None:
         try:
             result = self.runner.execute(d)
+        except Exception as exc:  # noqa: BLE001 - a fault outside the job (the job's own are caught in the runner)
+            result = self._crashed(d, exc)
         finally:
             with self._lock:
                 self._running.pop(d.job.name, None)
@@ -373,6 +375,15 @@ class Worker:
             self._waited(waiting)
         # After a trigger, look for the next one at once; not while a service is down (it would spin).
         self.wake(refresh=(not d.scheduled or deferred) and not result.unavailable)
+
+    def _crashed(self, d: Dispatch, exc: Exception) -> Attempt:
+        """The runner itself failed (not the job): the slot still ends with a row that says so; a lease it may
+        hold expires, and its open run is closed as abandoned by the next holder."""
+        error = f"the worker could not run it: {type(exc).__name__}: {exc}"
+        log.exception("run failed outside the job", extra=fields(job=d.job.name, slot=iso(d.slot)))
+        if d.scheduled:
+            self.runner.claims.record_slot(d.job.name, d.slot, Outcome.FAILED, error)
+        return Attempt(None, Outcome.FAILURE.value, error=error)
 
     def _after_attempt(self, d: Dispatch, result: Attempt) -> None:
         job = d.job

@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.faults.conftest import Cluster
-from tests.proxy import Proxy
+from tests.proxy import Proxy, through
 from tests.services import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.long, pytest.mark.timeout(300)]
@@ -113,7 +113,7 @@ def test_a_holder_cut_off_from_postgresql_gives_its_run_up_and_the_slot_ends_onc
     server = _pg_upstream(db)
     proxy = Proxy(server, "postgres")
     try:
-        holder_env = dict(DATABASE_URL=_through(db, proxy), FAULT_TRACE=str(trace), FAULT_WORK="1.5",
+        holder_env = dict(DATABASE_URL=through(db, proxy), FAULT_TRACE=str(trace), FAULT_WORK="1.5",
                           DATABASE_TIMEOUT="2")
         holder = cluster.start("home-0", **holder_env)
         started = wait_until(lambda: first(trace, "start", pid=holder.pid), 30, "the holder's run")
@@ -178,11 +178,3 @@ def _pg_upstream(url: str) -> Path:
     query = parse_qs(parts.query)
     port = query.get("port", [str(parts.port or 5432)])[0]
     return Path(query["host"][0]) / f".s.PGSQL.{port}"
-
-
-def _through(url: str, proxy: Proxy) -> str:
-    """``url`` with its server replaced by the proxy's TCP port."""
-    parts = urlsplit(url)
-    query = {key: values[0] for key, values in parse_qs(parts.query).items() if key not in ("host", "port")}
-    netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
