@@ -1,0 +1,107 @@
+"""``appliance restore``: the steps. Nothing in the home changes until every check has passed.
+
+1. Read the whole archive: the manifest first (not ours, or too new: refused), then every member against its
+   size and sha256 (damaged: refused).
+2. Check the target: nothing of the appliance runs in the home; this ``pg_restore`` reads the dump; this
+   appliance knows the archive's schema (the next start migrates an older one); every part of the archive has
+   a pack here that restores it, and each pack's check passes (same Qdrant mode, store free).
+3. Extract into a private directory in the home, checking every member again.
+4. The database: with the embedded PostgreSQL, a new cluster (this machine's PostgreSQL, the home's password)
+   in ``postgres.restoring``, filled by ``pg_restore`` in one transaction, then put in place of ``postgres``,
+   which is kept as ``postgres.before-restore-STAMP`` (a directory of another major version too: this is the
+   upgrade path). With an external ``DATABASE_URL``, ``pg_restore --clean`` in one transaction.
+5. Each pack puts its store in place, keeping the one there before the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from appliance.backup import archive, home, postgres
+from appliance.backup.manifest import ArchiveRefused
+from appliance.config import Config
+from appliance.kernel.backup import BackupPart, BackupRefused
+from appliance.kernel.db.migrate import available
+from appliance.supervise import pgversion
+from appliance.supervise.pgserver import setup_cluster, temporary_server
+from appliance.supervise.plan import POSTGRES_DIR, plan_services
+from appliance.supervise.prepare import make_dirs
+
+RESTORING = "restoring"
+
+
+def check(config: Config, manifest: dict[str, Any], parts: Sequence[tuple[str, BackupPart]]) -> None:
+    """Raise ``BackupRefused`` unless the archive can be restored into this configuration; changes nothing."""
+    busy = home.running(config)
+    if busy:
+        raise BackupRefused(f"the appliance is running in {config.core.home}: {', '.join(busy)}. Stop it first "
+                            f"(docker stop, Ctrl-C, systemctl stop), then restore")
+    pg = manifest["postgres"]
+    here = pgversion.installed_major("pg_restore")
+    if pg["dump_major"] > here:
+        raise ArchiveRefused(f"the dump was made by pg_dump {pg['dump_major']}; this appliance's pg_restore is "
+                             f"PostgreSQL {here}, which cannot read it: restore with an image of PostgreSQL "
+                             f"{pg['dump_major']} or newer")
+    known = max((m.version for m in available()), default=0)
+    if pg["schema_version"] > known:
+        raise ArchiveRefused(f"the archive's database schema is version {pg['schema_version']}, newer than this "
+                             f"appliance knows ({known}; archive from appliance {manifest.get('appliance_version')}): "
+                             f"restore with that version or a newer one")
+    names = {name for name, _ in parts}
+    foreign = sorted(set(manifest["parts"]) - names)
+    if foreign:
+        raise ArchiveRefused(f"the archive holds data of {', '.join(foreign)}, which no installed pack restores")
+    for name, part in parts:
+        if name in manifest["parts"]:
+            part.check(config, manifest["parts"][name])
+
+
+def restore_archive(config: Config, path: Path, parts: Sequence[tuple[str, BackupPart]],
+                    when: datetime) -> list[str]:
+    """Steps 1 to 5; returns lines for the operator."""
+    manifest = archive.verify(path)
+    check(config, manifest, parts)
+    aside = f"before-restore-{when.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    make_dirs(config, plan_services(config))
+    staging = config.core.home / f".restore-{aside}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
+    try:
+        archive.extract(path, staging)
+        said = [_database(config, staging / manifest["postgres"]["member"], aside)]
+        for name, part in parts:
+            if name in manifest["parts"]:
+                said += part.restore(config, staging / name, manifest["parts"][name], aside)
+            else:
+                said.append(f"{name}: not in the archive; left as it is")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return said
+
+
+def _database(config: Config, dump: Path, aside: str) -> str:
+    if not config.core.database_embedded:
+        postgres.restore(config, dump, clean=True)
+        return "postgres: the external database restored (each archived object replaced)"
+    data = config.core.home / POSTGRES_DIR
+    new = data.with_name(f"{POSTGRES_DIR}.{RESTORING}")
+    shutil.rmtree(new, ignore_errors=True)  # what a restore cut short left
+    try:
+        setup_cluster(config, new)
+        with temporary_server(config, new):
+            postgres.restore(config, dump, clean=False)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    said = "postgres: the embedded database restored into a new cluster"
+    if data.exists():
+        kept = data.with_name(f"{POSTGRES_DIR}.{aside}")
+        os.rename(data, kept)
+        said += f"; the one there before is kept in {kept}"
+    os.rename(new, data)
+    return said
