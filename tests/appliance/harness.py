@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -37,6 +38,13 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
                  "LOG_LEVEL": "info", "PYTHONPATH": str(REPO), "STARTUP_WAIT": "10"})
     keep.update(extra)
     return keep
+
+
+def file_tree(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file and directory under ``root``: mode, and the sha256 of a file's content."""
+    return {str(p.relative_to(root)): (p.lstat().st_mode, hashlib.sha256(p.read_bytes()).hexdigest()
+                                       if p.is_file() and not p.is_symlink() else "")
+            for p in sorted(root.rglob("*")) if not p.is_socket()}
 
 
 class Appliance:

@@ -7,7 +7,6 @@ real cluster's ``PG_VERSION``: the check reads that file, as PostgreSQL itself d
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -16,15 +15,9 @@ from pathlib import Path
 import pytest
 
 from appliance.supervise import embedded, pgversion
-from tests.appliance.harness import REPO, appliance_home, base_env
+from tests.appliance.harness import REPO, appliance_home, base_env, file_tree
 
 pytestmark = pytest.mark.process
-
-
-def tree(root: Path) -> dict[str, tuple[int, str]]:
-    """Every file under ``root``: (mode, sha256 of its content)."""
-    return {str(p.relative_to(root)): (p.stat().st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def old_cluster(home: Path) -> tuple[Path, int]:
@@ -42,7 +35,7 @@ def test_run_refuses_a_data_directory_of_another_major_version():
     home = appliance_home()
     try:
         data, other = old_cluster(home)
-        before = tree(data)
+        before = file_tree(data)
         done = subprocess.run([sys.executable, "-m", "appliance", "run"], env=base_env(home), cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, done.stdout + done.stderr
@@ -52,7 +45,7 @@ def test_run_refuses_a_data_directory_of_another_major_version():
         for words in (str(data), f"PostgreSQL {other}", f"PostgreSQL {installed}", "appliance backup",
                       "appliance restore", "Upgrading PostgreSQL"):
             assert words in said[0], said[0]
-        assert tree(data) == before, "the directory is left as it was (pg_hba.conf included)"
+        assert file_tree(data) == before, "the directory is left as it was (pg_hba.conf included)"
         assert not (home / "run" / "supervisord.pid").exists()
         assert (home / "log" / "supervisord.log").read_text() == "", "supervisord never started"
         assert not list((home / "log").glob("postgres*.log")) or all(
