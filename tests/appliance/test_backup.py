@@ -117,7 +117,7 @@ def test_round_trip_into_a_fresh_home_gives_the_same_ledger_crm_and_search(start
     assert archive.stat().st_mode & 0o777 == 0o600
     with tarfile.open(archive) as tar:
         assert tar.getnames()[0] == "manifest.json"
-        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        manifest = json.loads(tar.extractfile("manifest.json").read())
     assert manifest["postgres"]["format"] == "custom" and manifest["postgres"]["server_major"] >= 15
     assert manifest["parts"]["knowledge"]["collections"] == {COLLECTION: {"points": 9}}
     assert all(len(m["sha256"]) == 64 for m in manifest["members"].values())
