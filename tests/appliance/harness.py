@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from tests.services import free_port, short_tmpdir, wait_until
 
@@ -45,6 +46,28 @@ def file_tree(root: Path) -> dict[str, tuple[int, str]]:
     return {str(p.relative_to(root)): (p.lstat().st_mode, hashlib.sha256(p.read_bytes()).hexdigest()
                                        if p.is_file() and not p.is_symlink() else "")
             for p in sorted(root.rglob("*")) if not p.is_socket()}
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``appliance ARGS`` as an operator runs it, in ``env``."""
+    return subprocess.run([sys.executable, "-m", "appliance", *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def db_url(home: Path) -> str:
+    """The embedded database of ``home``, as its ``DATABASE_URL`` default names it."""
+    return f"postgresql:///appliance?host={home}/run&user=appliance&passfile={home}/secrets/postgres.pgpass"
+
+
+def contents(url: str) -> dict[str, list[str]]:
+    """Every table's rows (as JSON text, sorted) and every sequence's position."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        found = {t: sorted(r[0] for r in conn.execute(f'SELECT to_jsonb(t)::text FROM "{t}" t')) for t in tables}
+        for (name,) in conn.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'").fetchall():
+            found[f"sequence {name}"] = [str(conn.execute(f'SELECT last_value, is_called FROM "{name}"').fetchone())]
+    return found
 
 
 class Appliance:

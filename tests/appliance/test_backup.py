@@ -15,8 +15,6 @@ import gzip
 import io
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -29,7 +27,7 @@ from appliance.packs.knowledge.edge_store import open_edge_store
 from appliance.supervise.pgserver import temporary_server
 from appliance.supervise.plan import plan_services
 from appliance.supervise.prepare import make_dirs, migrate_database
-from tests.appliance.harness import REPO, Appliance, appliance_home, base_env, file_tree
+from tests.appliance.harness import REPO, Appliance, appliance_home, base_env, cli, contents, db_url, file_tree
 from tests.services import wait_until
 
 pytestmark = pytest.mark.process
@@ -40,26 +38,6 @@ DOCS = (
     ("Shipping", "Orders leave the Pune warehouse within two business days; express delivery costs extra."),
 )
 COLLECTION = "bharat_crm_knowledge"
-
-
-def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "appliance", *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def db_url(home: Path) -> str:
-    return f"postgresql:///appliance?host={home}/run&user=appliance&passfile={home}/secrets/postgres.pgpass"
-
-
-def contents(url: str) -> dict[str, list[str]]:
-    """Every table's rows (as JSON text, sorted) and every sequence's position."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
-        found = {t: sorted(r[0] for r in conn.execute(f'SELECT to_jsonb(t)::text FROM "{t}" t')) for t in tables}
-        for (name,) in conn.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'").fetchall():
-            found[f"sequence {name}"] = [str(conn.execute(f'SELECT last_value, is_called FROM "{name}"').fetchone())]
-    return found
 
 
 def add_documents(url: str) -> None:

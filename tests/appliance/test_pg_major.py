@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from appliance.supervise import embedded, pgversion
-from tests.appliance.harness import REPO, appliance_home, base_env, file_tree
+from tests.appliance.harness import REPO, Appliance, appliance_home, base_env, cli, contents, db_url, file_tree
 
 pytestmark = pytest.mark.process
 
@@ -52,3 +52,36 @@ def test_run_refuses_a_data_directory_of_another_major_version():
             p.read_text() == "" for p in (home / "log").glob("postgres*.log"))
     finally:
         shutil.rmtree(home.parent, ignore_errors=True)
+
+
+def test_the_upgrade_path_backup_before_restore_after(tmp_path):
+    """docs/operations.md "Upgrading PostgreSQL": with the old image, ``appliance backup`` (here with the
+    appliance stopped); with the new one, ``appliance run`` refuses the old directory, ``appliance restore``
+    builds a cluster of the installed version and keeps the old directory beside it, and the appliance starts
+    with every row there."""
+    home = appliance_home()
+    env = base_env(home, IS_WORKER="false")  # no job changes a row: what was archived stays comparable
+    started = [Appliance(env)]
+    old = started[0]
+    try:
+        old.wait_states({"postgres": "RUNNING", "sidecar": "RUNNING"})
+        assert cli(env, "seed-demo").returncode == 0
+        before = contents(db_url(home))
+        assert old.terminate()[0] == 0
+        made = cli(env, "backup", "--output", str(tmp_path))
+        assert made.returncode == 0, made.stderr
+        other = pgversion.installed_major() - 1
+        (home / "postgres" / "PG_VERSION").write_text(f"{other}\n")  # what the new image finds
+        assert cli(env, "run", timeout=60).returncode == 2
+
+        restored = cli(env, "restore", made.stdout.splitlines()[-1])
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        (kept,) = home.glob("postgres.before-restore-*")
+        assert (kept / "PG_VERSION").read_text().strip() == str(other) and str(kept) in restored.stdout
+        assert (home / "postgres" / "PG_VERSION").read_text().strip() == str(pgversion.installed_major())
+        started.append(new := Appliance(env))
+        new.wait_states({"postgres": "RUNNING", "sidecar": "RUNNING"})
+        assert contents(db_url(home)) == before
+    finally:
+        for app in reversed(started):
+            app.close()
