@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from appliance.kernel.db.migrate import migrate
 from appliance.kernel.packs import load_settings
 from appliance.packs.knowledge.edge_store import open_edge_store
 from appliance.supervise.pgserver import temporary_server
@@ -256,3 +257,30 @@ def test_damaged_foreign_and_newer_archives_are_refused_before_anything_changes(
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
         shutil.rmtree(target.parent, ignore_errors=True)
+
+
+def test_an_external_database_is_restored_over_its_objects_in_one_transaction(tmp_path, postgres_server):
+    """``DATABASE_URL`` with its password in it (which reaches pg_dump and pg_restore in ``PGPASSWORD``, and
+    the manifest nowhere): the target database, migrated and holding other rows, ends with the source's."""
+    password = (postgres_server.dir / "password").read_text().strip()
+
+    def database(rows: list[str]) -> str:
+        url = postgres_server.create_database("bk")
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+            for name in rows:
+                conn.execute("INSERT INTO tenants (name) VALUES (%s)", (name,))
+        name = url.split("///", 1)[1].split("?", 1)[0]
+        return f"postgresql://appliance:{password}@127.0.0.1:{postgres_server.port}/{name}", url
+
+    source, source_local = database(["Acme", "Globex"])
+    target, target_local = database(["Initech"])
+    env = {**base_env(tmp_path / "home"), "REDIS_URL": "redis://127.0.0.1:1/0"}
+    made = cli({**env, "DATABASE_URL": source}, "backup", "--output", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    with tarfile.open(made.stdout.splitlines()[-1]) as tar:
+        manifest = tar.extractfile("manifest.json").read().decode()  # type: ignore[union-attr]
+    assert password not in manifest and '"database": "external"' in manifest
+    restored = cli({**env, "DATABASE_URL": target}, "restore", made.stdout.splitlines()[-1])
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert contents(target_local) == contents(source_local)
