@@ -264,7 +264,7 @@ def test_an_external_database_is_restored_over_its_objects_in_one_transaction(tm
     the manifest nowhere): the target database, migrated and holding other rows, ends with the source's."""
     password = (postgres_server.dir / "password").read_text().strip()
 
-    def database(rows: list[str]) -> str:
+    def database(rows: list[str]) -> tuple[str, str]:
         url = postgres_server.create_database("bk")
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn)
@@ -279,7 +279,7 @@ def test_an_external_database_is_restored_over_its_objects_in_one_transaction(tm
     made = cli({**env, "DATABASE_URL": source}, "backup", "--output", str(tmp_path))
     assert made.returncode == 0, made.stderr
     with tarfile.open(made.stdout.splitlines()[-1]) as tar:
-        manifest = tar.extractfile("manifest.json").read().decode()  # type: ignore[union-attr]
+        manifest = tar.extractfile("manifest.json").read().decode()
     assert password not in manifest and '"database": "external"' in manifest
     restored = cli({**env, "DATABASE_URL": target}, "restore", made.stdout.splitlines()[-1])
     assert restored.returncode == 0, restored.stdout + restored.stderr
