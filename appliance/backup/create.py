@@ -25,7 +25,9 @@ from appliance.backup.home import postgres_pid
 from appliance.backup.manifest import DUMP, FORMAT, FORMAT_VERSION, describe
 from appliance.config import Config
 from appliance.kernel.backup import BackupPart
+from appliance.kernel.clients import connect_db
 from appliance.kernel.clock import SYSTEM
+from appliance.kernel.db.rows import one
 from appliance.kernel.errors import ApplianceError
 from appliance.kernel.owner import iso
 from appliance.supervise import pgversion
@@ -89,6 +91,11 @@ def create_backup(config: Config, target: Path, parts: Sequence[tuple[str, Backu
 
 def _snapshot_and_dump(config: Config, staging: Path, parts: Sequence[tuple[str, BackupPart]],
                        wait: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    with connect_db(config) as conn:
+        if one(conn.execute("SELECT to_regclass('schema_migrations')"))[0] is None:
+            raise UsageError("the database has no appliance schema (no schema_migrations table): is DATABASE_URL "
+                             "right? The appliance creates it at its first start")
+    # Not in the snapshot's transaction: its first statement must be the export, which fixes what it sees.
     with postgres.snapshot(config) as snap:
         infos = _save_parts(config, staging, list(parts), snap.take, wait)
         if snap.id is None:

@@ -36,6 +36,7 @@ class Snapshot:
         self.id: str | None = None
 
     def take(self) -> None:
+        """Export the snapshot: the transaction's first statement, so the snapshot is fixed right here."""
         if self.id is not None:
             raise ApplianceError("the database snapshot was asked for twice")
         self.id = one(self.conn.execute("SELECT pg_export_snapshot()"))[0]
