@@ -63,7 +63,7 @@ def test_the_collection_goes_through_the_servers_snapshot_api(tmp_path, qdrant_s
                "backup", "--output", str(tmp_path))
     assert made.returncode == 0, made.stderr
     with tarfile.open(made.stdout.splitlines()[-1]) as tar:
-        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        manifest = json.loads(tar.extractfile("manifest.json").read())
     info = manifest["parts"]["knowledge"]
     assert info["qdrant"] == "server" and info["collection"] == COLLECTION and info["server"] == source
     assert KEY not in json.dumps(manifest)
