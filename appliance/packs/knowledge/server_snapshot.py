@@ -47,7 +47,7 @@ def save(config: Config, directory: Path, consistent_point: Callable[[], None]) 
     base = _collection(config)
     try:
         with _client(config) as http:
-            if http.get(base).status_code == 404:
+            if not _ok(http.get(f"{base}/exists"))["result"]["exists"]:
                 return {**info, "snapshot": None}
             # Taking a snapshot reads the whole collection: it may well take longer than one request's timeout.
             created = _ok(http.post(f"{base}/snapshots", params={"wait": "true"}, timeout=None))["result"]
