@@ -7,10 +7,11 @@
    a pack here that restores it, and each pack's check passes (same Qdrant mode, store free).
 3. Extract into a private directory in the home, checking every member again.
 4. The database: with the embedded PostgreSQL, a new cluster (this machine's PostgreSQL, the home's password)
-   in ``postgres.restoring``, filled by ``pg_restore`` in one transaction, then put in place of ``postgres``,
-   which is kept as ``postgres.before-restore-STAMP`` (a directory of another major version too: this is the
-   upgrade path). With an external ``DATABASE_URL``, ``pg_restore --clean`` in one transaction.
-5. Each pack puts its store in place, keeping the one there before the same way.
+   in ``postgres.restoring``, filled by ``pg_restore`` in one transaction. With an external ``DATABASE_URL``,
+   ``pg_restore --clean`` in one transaction, which replaces the archived objects at once.
+5. Each pack puts its store in place, keeping the one there before beside it; then the new cluster takes the
+   place of ``postgres``, which is kept as ``postgres.before-restore-STAMP`` (a directory of another major
+   version too: this is the upgrade path).
 """
 
 from __future__ import annotations
@@ -73,23 +74,37 @@ def restore_archive(config: Config, path: Path, parts: Sequence[tuple[str, Backu
     staging.mkdir(mode=0o700)
     try:
         archive.extract(path, staging)
-        said = [_database(config, staging / manifest["postgres"]["member"], aside)]
-        for name, part in parts:
-            if name in manifest["parts"]:
-                said += part.restore(config, staging / name, manifest["parts"][name], aside)
-            else:
-                said.append(f"{name}: not in the archive; left as it is")
+        dump = staging / manifest["postgres"]["member"]
+        if not config.core.database_embedded:
+            postgres.restore(config, dump, clean=True)
+            return ["postgres: the external database restored (each archived object replaced)",
+                    *_parts(config, staging, manifest, parts, aside)]
+        new = _new_cluster(config, dump)
+        try:
+            said = _parts(config, staging, manifest, parts, aside)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        return [_replace(config, new, aside), *said]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _parts(config: Config, staging: Path, manifest: dict[str, Any], parts: Sequence[tuple[str, BackupPart]],
+           aside: str) -> list[str]:
+    said = []
+    for name, part in parts:
+        if name in manifest["parts"]:
+            said += part.restore(config, staging / name, manifest["parts"][name], aside)
+        else:
+            said.append(f"{name}: not in the archive; left as it is")
     return said
 
 
-def _database(config: Config, dump: Path, aside: str) -> str:
-    if not config.core.database_embedded:
-        postgres.restore(config, dump, clean=True)
-        return "postgres: the external database restored (each archived object replaced)"
-    data = config.core.home / POSTGRES_DIR
-    new = data.with_name(f"{POSTGRES_DIR}.{RESTORING}")
+def _new_cluster(config: Config, dump: Path) -> Path:
+    """A new cluster of the installed PostgreSQL beside the home's, filled from ``dump``; removed on failure.
+    Built before anything is replaced, since it is the step most likely to fail."""
+    new = config.core.home / f"{POSTGRES_DIR}.{RESTORING}"
     shutil.rmtree(new, ignore_errors=True)  # what a restore cut short left
     try:
         setup_cluster(config, new)
@@ -98,6 +113,11 @@ def _database(config: Config, dump: Path, aside: str) -> str:
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
+    return new
+
+
+def _replace(config: Config, new: Path, aside: str) -> str:
+    data = config.core.home / POSTGRES_DIR
     said = "postgres: the embedded database restored into a new cluster"
     if data.exists():
         kept = data.with_name(f"{POSTGRES_DIR}.{aside}")
