@@ -8,6 +8,7 @@ in between). Compressed because Qdrant's files are mostly preallocated zeros; ex
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -47,9 +48,22 @@ def write(staging: Path, manifest: dict[str, Any], target: Path, mtime: float) -
                         tar.addfile(info, handle)
             raw.flush()
             os.fsync(raw.fileno())
-        os.link(partial, target)  # unlike a rename, fails rather than replace an archive already there
+        _place(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _place(partial: Path, target: Path) -> None:
+    """``partial`` becomes ``target``, which must not exist: a hard link, unlike a rename, fails rather than
+    replace a file. Where the file system has no hard links, a rename after looking."""
+    try:
+        os.link(partial, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, "an archive never replaces a file", str(target)) from None
+        os.rename(partial, target)
 
 
 def _info(name: str, size: int, mtime: float) -> tarfile.TarInfo:

@@ -25,9 +25,9 @@ def running(config: Config) -> list[str]:
     """What runs in the configuration's home, one phrase each; empty when nothing does."""
     run = config.core.run_dir
     found = []
-    pid = live_pid(run / SUPERVISORD_PID)
+    pid = live_pid(run / SUPERVISORD_PID, "supervis")
     if pid is not None or answers(run / SUPERVISORD_SOCKET):
-        found.append(f"supervisord ({f'pid {pid}, ' if pid else ''}{run / SUPERVISORD_SOCKET})")
+        found.append(f"supervisord ({f'pid {pid} in ' if pid else ''}{run / SUPERVISORD_PID})")
     found += [f"a worker ({lock})" for lock in sorted((run / WORKERS_DIR).glob("*.lock")) if locked(lock)]
     pid = postgres_pid(config)
     if pid is not None:
@@ -39,22 +39,31 @@ def running(config: Config) -> list[str]:
 
 def postgres_pid(config: Config) -> int | None:
     """The embedded PostgreSQL's postmaster, when one is alive."""
-    return live_pid(config.core.home / POSTGRES_DIR / "postmaster.pid")
+    return live_pid(config.core.home / POSTGRES_DIR / "postmaster.pid", "postgres")
 
 
-def live_pid(pid_file: Path) -> int | None:
-    """The pid on the file's first line when that process exists."""
+def live_pid(pid_file: Path, program: str) -> int | None:
+    """The pid on the file's first line when that process exists and is ``program``.
+
+    A pid file left by a killed container names a pid that the next container reuses for something else (often
+    1, this very command in ``docker run IMAGE appliance restore``): a process of another name is not it."""
     try:
         pid = int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
+        return None
+    if pid == os.getpid():
         return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return None
     except PermissionError:
-        return pid  # alive, another user's (PostgreSQL's own user)
-    return pid
+        pass  # alive, another user's (PostgreSQL's own user)
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid  # cannot tell: alive is the safe answer
+    return pid if program.encode() in command else None
 
 
 def locked(path: Path) -> bool:

@@ -1,18 +1,25 @@
-"""The pieces of ``appliance backup`` that need no service: sparse copies, member names, and the nesting that
-takes the database snapshot while every pack's store is quiet."""
+"""The pieces of ``appliance backup`` and ``restore`` that need no service: sparse copies, member names, the
+nesting that takes the database snapshot while every pack's store is quiet, stale pid files, the storage
+lock probed without a write, and which Qdrant a shell's backup takes."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from appliance.backup.create import _save_parts
+from appliance.backup.home import live_pid
 from appliance.backup.manifest import ArchiveDamaged, ArchiveRefused, parse, valid_name
+from appliance.commands.backup import _as_programs_see_it
 from appliance.kernel.backup import BLOCK, write_sparse
+from appliance.kernel.packs import load_settings
+from appliance.packs.knowledge.storage_lock import LOCK_FILE, StorageLock
+from tests.appliance.harness import STANDIN_QDRANT
 
 
 def test_zeros_become_holes_and_the_content_is_the_same(tmp_path):
@@ -73,3 +80,45 @@ def test_the_snapshot_is_taken_while_every_part_holds_its_store(tmp_path):
     assert log == ["a holds", "b holds", "snapshot", "b copied, lets go", "a copied, lets go"]
     assert infos == {"a": {"wait": 5.0}, "b": {"wait": 5.0}}
     assert sorted(os.listdir(tmp_path)) == ["a", "b"]
+
+
+def test_a_stale_pid_file_is_not_a_running_program(tmp_path):
+    """A pid file left by a killed container names a pid the next one reuses: this very command (often pid 1),
+    or another program."""
+    pid_file = tmp_path / "supervisord.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    assert live_pid(pid_file, "supervis") is None
+    with subprocess.Popen(["sleep", "30"]) as other:
+        try:
+            pid_file.write_text(f"{other.pid}\n")
+            assert live_pid(pid_file, "supervis") is None
+            assert live_pid(pid_file, "sleep") == other.pid
+        finally:
+            other.kill()
+    assert live_pid(pid_file, "sleep") is None, "a dead pid"
+    assert live_pid(tmp_path / "missing.pid", "sleep") is None
+
+
+def test_who_holds_the_storage_is_told_without_writing_anything(tmp_path):
+    storage = tmp_path / "qdrant-edge"
+    assert StorageLock(storage).held_by() is None and not storage.exists(), "an absent storage is not created"
+    holder = StorageLock(storage)
+    holder.try_acquire()
+    try:
+        written = (storage / LOCK_FILE).read_bytes()
+        found = StorageLock(storage).held_by()
+        assert found is not None and found.pid == os.getpid()
+        assert (storage / LOCK_FILE).read_bytes() == written
+    finally:
+        holder.release()
+    assert StorageLock(storage).held_by() is None
+
+
+def test_with_a_bundled_qdrant_server_the_backup_uses_it_as_the_programs_do():
+    """``docker exec CTR appliance backup`` has no ``QDRANT_URL`` when ``appliance run`` chose the bundled
+    server: the backup must take the server's collection, not an embedded storage that is not in use."""
+    bundled = load_settings({"APPLIANCE_HOME": "/tmp/none", "QDRANT_BIN": str(STANDIN_QDRANT)}, env_file=None)
+    seen = _as_programs_see_it(bundled)
+    assert seen.core.qdrant_url_set and seen.core.qdrant_url == "http://127.0.0.1:6333"
+    embedded = load_settings({"APPLIANCE_HOME": "/tmp/none"}, env_file=None)
+    assert _as_programs_see_it(embedded) is embedded

@@ -68,7 +68,7 @@ class KnowledgeBackup:
         if here == "server":
             server_snapshot.check(config, info)
             return
-        holder = StorageLock(embedded_root(config)).holder() if embedded_root(config).is_dir() else None
+        holder = StorageLock(embedded_root(config)).held_by()
         if holder is not None:
             raise BackupRefused(f"the embedded Qdrant storage is in use by {holder.describe()}: stop it first")
 
