@@ -68,6 +68,13 @@ def started():
         app.close()
 
 
+def worked(home: Path) -> bool:
+    """The demo's jobs have run (the ledger has finished runs) and every document is indexed."""
+    with psycopg.connect(db_url(home), autocommit=True) as conn:
+        runs = conn.execute("SELECT count(*) FROM job_runs WHERE outcome <> 'running'").fetchone()
+    return all_indexed(db_url(home)) and runs is not None and runs[0] >= 5
+
+
 def test_round_trip_into_a_fresh_home_gives_the_same_ledger_crm_and_search(started):
     home = appliance_home()
     env = base_env(home, SCHEDULE_KNOWLEDGE_INDEXER="2s")
@@ -76,13 +83,7 @@ def test_round_trip_into_a_fresh_home_gives_the_same_ledger_crm_and_search(start
     seeded = cli(env, "seed-demo", "--trigger")
     assert seeded.returncode == 0, seeded.stderr
     add_documents(db_url(home))
-
-    def settled() -> bool:
-        with psycopg.connect(db_url(home), autocommit=True) as conn:
-            runs = conn.execute("SELECT count(*) FROM job_runs WHERE outcome <> 'running'").fetchone()
-        return all_indexed(db_url(home)) and runs is not None and runs[0] >= 5
-
-    wait_until(settled, 90, "jobs run and documents indexed", interval=0.5)
+    wait_until(lambda: worked(home), 90, "jobs run and documents indexed", interval=0.5)
     # The worker stops so the rows stay as archived; PostgreSQL, Redis and the sidecar keep running.
     assert "stopped" in app.ctl("stop", "worker").stdout
     before, hits = contents(db_url(home)), search(env)
