@@ -1,6 +1,7 @@
 """An embedded PostgreSQL data directory written by another major version (an image upgrade that changed the
-base image's PostgreSQL) stops ``appliance run`` before anything starts: exit 2, one line naming both
-versions and the way out, the directory untouched, supervisord never started.
+base image's PostgreSQL) stops ``appliance run`` (and ``appliance backup``) before anything starts: exit 2, one
+line naming both versions and the way out, the directory untouched, supervisord never started; the upgrade
+path of docs/operations.md gets the appliance going again with every row.
 
 Only one major version is installed here, so the "other" version is made by writing another number into a
 real cluster's ``PG_VERSION``: the check reads that file, as PostgreSQL itself does before refusing it."""
@@ -50,6 +51,9 @@ def test_run_refuses_a_data_directory_of_another_major_version():
         assert (home / "log" / "supervisord.log").read_text() == "", "supervisord never started"
         assert not list((home / "log").glob("postgres*.log")) or all(
             p.read_text() == "" for p in (home / "log").glob("postgres*.log"))
+        backup = cli(base_env(home), "backup", timeout=60)
+        assert backup.returncode == 2 and f"PostgreSQL {other}" in backup.stderr, backup.stderr
+        assert file_tree(data) == before, "nor does a backup start it"
     finally:
         shutil.rmtree(home.parent, ignore_errors=True)
 
