@@ -70,7 +70,7 @@ class KnowledgeBackup:
             return
         holder = StorageLock(embedded_root(config)).held_by()
         if holder is not None:
-            raise BackupRefused(f"the embedded Qdrant storage is in use by {holder.describe()}: stop it first")
+            raise BackupRefused(f"the embedded Qdrant storage is in use by {holder}: stop it first")
 
     def restore(self, config: Config, directory: Path, info: dict[str, Any], aside: str) -> list[str]:
         if server_mode(config):

@@ -113,9 +113,9 @@ class StorageLock:
         self.release()
         return True
 
-    def held_by(self) -> Holder | None:
-        """Who holds the lock now, told without creating or writing anything (for checks that must leave the
-        storage as it is); None when it is free or absent."""
+    def held_by(self) -> str | None:
+        """Who holds the lock now (``Holder.describe()``), told without creating or writing anything, for checks
+        that must leave the storage as it is; None when it is free or absent."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -124,7 +124,8 @@ class StorageLock:
             # A shared lock conflicts with the holder's exclusive one, and writes nothing.
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return self._written_holder() or Holder(0, "another process", "?", "?")
+            holder = self._written_holder()
+            return holder.describe() if holder else "another process"
         finally:
             os.close(fd)
         return None
