@@ -6,7 +6,8 @@ embedded Redis and PostgreSQL, the embedded Qdrant Edge storage, the local embed
 - A backup taken while the indexer writes is consistent: every document the dump calls indexed has exactly its
   points, of that version, in the archived collection.
 - Damaged, foreign and too-new archives, and a home where the appliance runs, are refused with their exit
-  code before anything in the target home changes.
+  code before anything in the target home changes; an external database is restored over its objects.
+- A backup never replaces a file, and one that cannot get the embedded storage fails and leaves nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import shutil
 import tarfile
 import threading
@@ -25,6 +27,7 @@ import pytest
 from appliance.kernel.db.migrate import migrate
 from appliance.kernel.packs import load_settings
 from appliance.packs.knowledge.edge_store import open_edge_store
+from appliance.packs.knowledge.storage_lock import StorageLock
 from appliance.supervise.pgserver import temporary_server
 from appliance.supervise.plan import plan_services
 from appliance.supervise.prepare import make_dirs, migrate_database
@@ -285,3 +288,25 @@ def test_an_external_database_is_restored_over_its_objects_in_one_transaction(tm
     restored = cli({**env, "DATABASE_URL": target}, "restore", made.stdout.splitlines()[-1])
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert contents(target_local) == contents(source_local)
+
+
+def test_backup_refuses_to_replace_a_file_and_fails_while_the_storage_stays_busy(tmp_path, keep_umask):
+    home, env = _home_with_database()
+    try:
+        existing = tmp_path / "kept.tar.gz"
+        existing.write_bytes(b"an older archive")
+        for output, words in ((existing, "exists"), (tmp_path / "missing" / "a.tar.gz", "is not a directory")):
+            done = cli(env, "backup", "--output", str(output))
+            assert done.returncode == 2 and words in done.stderr, done.stderr
+        assert existing.read_bytes() == b"an older archive"
+
+        storage = StorageLock(home / "qdrant-edge")
+        assert storage.try_acquire()  # an indexer run that does not end
+        try:
+            done = cli(env, "backup", "--output", str(tmp_path), "--wait", "0.5")
+        finally:
+            storage.release()
+        assert done.returncode == 1 and f"in use by pid {os.getpid()}" in done.stderr, done.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.tar.gz"], "nothing is left behind"
+    finally:
+        shutil.rmtree(home.parent, ignore_errors=True)
