@@ -1,7 +1,8 @@
 """``appliance backup``: the steps.
 
 1. The database must answer: the running appliance's, an external one, or (the appliance stopped) the
-   embedded server started for the backup, after checking that this machine's PostgreSQL can read it.
+   embedded server started for the backup, after checking that this machine's PostgreSQL can read it; so must
+   a bundled Qdrant server (started for the backup too when the appliance is stopped).
 2. Each pack's part holds its store quiet (nested, so all of them at once), the database snapshot is
    exported inside, each part copies its files, then lets go.
 3. ``pg_dump`` of that snapshot; the manifest; the archive, linked into place only when complete.
@@ -21,7 +22,7 @@ from typing import Any
 
 from appliance import __version__
 from appliance.backup import archive, postgres
-from appliance.backup.home import postgres_pid
+from appliance.backup.home import postgres_pid, supervisord_running
 from appliance.backup.manifest import DUMP, FORMAT, FORMAT_VERSION, describe
 from appliance.config import Config
 from appliance.kernel.backup import BackupPart
@@ -32,7 +33,8 @@ from appliance.kernel.errors import ApplianceError
 from appliance.kernel.owner import iso
 from appliance.supervise import pgversion
 from appliance.supervise.pgserver import temporary_server
-from appliance.supervise.plan import POSTGRES_DIR
+from appliance.supervise.plan import POSTGRES_DIR, Plan
+from appliance.supervise.qdrantserver import temporary_qdrant
 
 #: Where archives go without ``--output``, under ``APPLIANCE_HOME``.
 BACKUPS_DIR = "backups"
@@ -70,12 +72,12 @@ def target_path(config: Config, output: str | None, when: datetime) -> Path:
     return path
 
 
-def create_backup(config: Config, target: Path, parts: Sequence[tuple[str, BackupPart]], wait: float,
+def create_backup(config: Config, plan: Plan, target: Path, parts: Sequence[tuple[str, BackupPart]], wait: float,
                   when: datetime) -> Created:
     started = SYSTEM.monotonic()
     with tempfile.TemporaryDirectory(prefix=".appliance-backup-", dir=target.parent) as tmp:
         staging = Path(tmp)
-        with database_up(config):
+        with database_up(config), bundled_qdrant_up(config, plan):
             facts, infos = _snapshot_and_dump(config, staging, parts, wait)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "created": iso(when),
@@ -121,6 +123,17 @@ def _save_parts(config: Config, staging: Path, parts: list[tuple[str, BackupPart
     (staging / name).mkdir(mode=0o700)
     info = part.save(config, staging / name, consistent_point, wait)
     return {name: info, **inner}
+
+
+@contextmanager
+def bundled_qdrant_up(config: Config, plan: Plan) -> Iterator[None]:
+    """The bundled Qdrant server answering for the block: Supervisor's, or (the appliance stopped) one
+    started for it."""
+    if plan.qdrant != "server" or supervisord_running(config):
+        yield
+        return
+    with temporary_qdrant(config, plan):
+        yield
 
 
 @contextmanager

@@ -25,8 +25,8 @@ def running(config: Config) -> list[str]:
     """What runs in the configuration's home, one phrase each; empty when nothing does."""
     run = config.core.run_dir
     found = []
-    pid = live_pid(run / SUPERVISORD_PID, "supervis")
-    if pid is not None or answers(run / SUPERVISORD_SOCKET):
+    if supervisord_running(config):
+        pid = live_pid(run / SUPERVISORD_PID, "supervis")
         found.append(f"supervisord ({f'pid {pid} in ' if pid else ''}{run / SUPERVISORD_PID})")
     found += [f"a worker ({lock})" for lock in sorted((run / WORKERS_DIR).glob("*.lock")) if locked(lock)]
     pid = postgres_pid(config)
@@ -35,6 +35,11 @@ def running(config: Config) -> list[str]:
     if answers(run / REDIS_SOCKET):
         found.append(f"the embedded Redis ({run / REDIS_SOCKET})")
     return found
+
+
+def supervisord_running(config: Config) -> bool:
+    run = config.core.run_dir
+    return live_pid(run / SUPERVISORD_PID, "supervis") is not None or answers(run / SUPERVISORD_SOCKET)
 
 
 def postgres_pid(config: Config) -> int | None:

@@ -2,9 +2,10 @@
 
 1. Read the whole archive: the manifest first (not ours, or too new: refused), then every member against its
    size and sha256 (damaged: refused).
-2. Check the target: nothing of the appliance runs in the home; this ``pg_restore`` reads the dump; this
-   appliance knows the archive's schema (the next start migrates an older one); every part of the archive has
-   a pack here that restores it, and each pack's check passes (same Qdrant mode, store free).
+2. Check the target: nothing of the appliance runs in the home (a bundled Qdrant server is then started for
+   the restore); this ``pg_restore`` reads the dump; this appliance knows the archive's schema (the next start
+   migrates an older one); every part of the archive has a pack here that restores it, and each pack's check
+   passes (same Qdrant mode, store free, server answering).
 3. Extract into a private directory in the home, checking every member again.
 4. The database: with the embedded PostgreSQL, a new cluster (this machine's PostgreSQL, the home's password)
    in ``postgres.restoring``, filled by ``pg_restore`` in one transaction. With an external ``DATABASE_URL``,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,18 +32,23 @@ from appliance.kernel.backup import BackupPart, BackupRefused
 from appliance.kernel.db.migrate import available
 from appliance.supervise import pgversion
 from appliance.supervise.pgserver import setup_cluster, temporary_server
-from appliance.supervise.plan import POSTGRES_DIR, plan_services
-from appliance.supervise.prepare import make_dirs
+from appliance.supervise.plan import POSTGRES_DIR, Plan
+from appliance.supervise.prepare import make_dirs, make_home
+from appliance.supervise.qdrantserver import temporary_qdrant
 
 RESTORING = "restoring"
 
 
-def check(config: Config, manifest: dict[str, Any], parts: Sequence[tuple[str, BackupPart]]) -> None:
-    """Raise ``BackupRefused`` unless the archive can be restored into this configuration; changes nothing."""
+def refuse_if_running(config: Config) -> None:
     busy = home.running(config)
     if busy:
         raise BackupRefused(f"the appliance is running in {config.core.home}: {', '.join(busy)}. Stop it first "
                             f"(docker stop, Ctrl-C, systemctl stop), then restore")
+
+
+def check(config: Config, manifest: dict[str, Any], parts: Sequence[tuple[str, BackupPart]]) -> None:
+    """Raise ``BackupRefused`` unless the archive can be restored into this configuration (the packs' own
+    checks aside, which may need their server); changes nothing."""
     pg = manifest["postgres"]
     here = pgversion.installed_major("pg_restore")
     if pg["dump_major"] > here:
@@ -57,18 +64,29 @@ def check(config: Config, manifest: dict[str, Any], parts: Sequence[tuple[str, B
     foreign = sorted(set(manifest["parts"]) - names)
     if foreign:
         raise ArchiveRefused(f"the archive holds data of {', '.join(foreign)}, which no installed pack restores")
-    for name, part in parts:
-        if name in manifest["parts"]:
-            part.check(config, manifest["parts"][name])
 
 
-def restore_archive(config: Config, path: Path, parts: Sequence[tuple[str, BackupPart]],
+def restore_archive(config: Config, plan: Plan, path: Path, parts: Sequence[tuple[str, BackupPart]],
                     when: datetime) -> list[str]:
     """Steps 1 to 5; returns lines for the operator."""
     manifest = archive.verify(path)
+    refuse_if_running(config)
     check(config, manifest, parts)
+    with ExitStack() as stack:
+        if plan.qdrant == "server":
+            # The bundled server is the appliance's (stopped): its collection is restored through its API.
+            make_home(config)
+            stack.enter_context(temporary_qdrant(config, plan))
+        for name, part in parts:
+            if name in manifest["parts"]:
+                part.check(config, manifest["parts"][name])
+        return _restore(config, plan, path, manifest, parts, when)
+
+
+def _restore(config: Config, plan: Plan, path: Path, manifest: dict[str, Any],
+             parts: Sequence[tuple[str, BackupPart]], when: datetime) -> list[str]:
     aside = f"before-restore-{when.astimezone(UTC):%Y%m%dT%H%M%SZ}"
-    make_dirs(config, plan_services(config))
+    make_dirs(config, plan)
     staging = config.core.home / f".restore-{aside}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700)

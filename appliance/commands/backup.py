@@ -27,7 +27,7 @@ from appliance.kernel.clock import SYSTEM
 from appliance.kernel.errors import ApplianceError, ConfigError
 from appliance.kernel.packs import packs_of
 from appliance.supervise.pgversion import MajorVersionMismatch
-from appliance.supervise.plan import plan_services
+from appliance.supervise.plan import Plan, plan_services
 
 EXIT_FAILED = 1
 #: Long enough for an indexer run of the worker, which holds the embedded Qdrant storage while it writes.
@@ -61,13 +61,13 @@ def _seconds(text: str) -> float:
 
 
 def backup_command(args: argparse.Namespace) -> int:
-    config = _as_programs_see_it(config_or_exit())
+    config, plan = _as_programs_see_it(config_or_exit())
     setup_logs(config, "cli")
     os.umask(0o077)
     when = SYSTEM.now()
     with _exit_codes():
         target = target_path(config, args.output, when)
-        created = create_backup(config, target, _parts(config), args.wait, when)
+        created = create_backup(config, plan, target, _parts(config), args.wait, when)
     pg = created.manifest["postgres"]
     print(f"postgres: PostgreSQL {pg['server_version']}, schema version {pg['schema_version']}, "
           f"{created.manifest['members'][pg['member']]['size']} bytes dumped")
@@ -79,12 +79,12 @@ def backup_command(args: argparse.Namespace) -> int:
 
 
 def restore_command(args: argparse.Namespace) -> int:
-    config = _as_programs_see_it(config_or_exit())
+    config, plan = _as_programs_see_it(config_or_exit())
     setup_logs(config, "cli")
     os.umask(0o077)
     started = SYSTEM.monotonic()
     with _exit_codes():
-        said = restore_archive(config, args.archive.absolute(), _parts(config), SYSTEM.now())
+        said = restore_archive(config, plan, args.archive.absolute(), _parts(config), SYSTEM.now())
     for line in said:
         print(line)
     print(f"restored {args.archive} into {config.core.home} in {SYSTEM.monotonic() - started:.1f} s; "
@@ -114,18 +114,19 @@ def _parts(config: Config) -> list[tuple[str, BackupPart]]:
     return found
 
 
-def _as_programs_see_it(config: Config) -> Config:
-    """The configuration with the Qdrant URL ``appliance run`` gives its programs: with a bundled Qdrant
-    server and no ``QDRANT_URL``, a shell (``docker exec``) would otherwise take the embedded store for it."""
+def _as_programs_see_it(config: Config) -> tuple[Config, Plan]:
+    """The service plan, and the configuration with the Qdrant URL ``appliance run`` gives its programs: with a
+    bundled Qdrant server and no ``QDRANT_URL``, a shell (``docker exec``) would otherwise take the embedded
+    store for it."""
     try:
         plan = plan_services(config)
     except ConfigError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     if plan.qdrant != "server" or config.core.qdrant_url_set:
-        return config
+        return config, plan
     return dataclasses.replace(config, core=dataclasses.replace(config.core, qdrant_url=plan.qdrant_url,
-                                                                 qdrant_url_set=True))
+                                                                 qdrant_url_set=True)), plan
 
 
 def _describe(info: dict) -> str:

@@ -34,10 +34,20 @@ from appliance.supervise.plan import (
 
 log = logging.getLogger("appliance.run")
 
-__all__ = ["FATAL_MARKER", "StartupError", "fatal_marker", "make_dirs", "migrate_database"]
+__all__ = ["FATAL_MARKER", "StartupError", "fatal_marker", "make_dirs", "make_home", "migrate_database"]
 
 #: Name of the file the FATAL listener writes under the run directory (see ``appliance.supervise.fatal``).
 FATAL_MARKER = "fatal.json"
+
+def make_home(config: Config) -> None:
+    """``APPLIANCE_HOME`` created if missing: traversable, not listable (0711). PostgreSQL's own user must reach
+    its data and socket directories when the appliance runs as root; everything inside is private by its own
+    mode. Whatever starts first in a new home (a restore's Qdrant server) must not make it 0700."""
+    home = config.core.home
+    if not home.exists():
+        home.mkdir(parents=True)
+        home.chmod(0o711)
+
 
 def make_dirs(config: Config, plan: Plan) -> None:
     """Data, run, log and metrics directories, and every program's log file (so the ``logs`` program
@@ -50,11 +60,7 @@ def make_dirs(config: Config, plan: Plan) -> None:
     """
     os.umask(0o077)
     core = config.core
-    if not core.home.exists():
-        core.home.mkdir(parents=True)
-        # Traversable, not listable: PostgreSQL's own user must reach its data and socket directories when
-        # the appliance runs as root; everything inside is private by its own mode.
-        core.home.chmod(0o711)
+    make_home(config)
     for path in (core.run_dir, core.log_dir, core.metrics_dir, core.home / REDIS_DIR, core.secrets_dir):
         embedded.private_dir(path)
     for path in (core.qdrant_path, core.home / QDRANT_SERVER_DIR):

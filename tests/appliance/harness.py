@@ -70,6 +70,26 @@ def contents(url: str) -> dict[str, list[str]]:
     return found
 
 
+def processes_of(home: Path) -> list[tuple[int, str]]:
+    """(pid, command line) of live processes started for ``home``: every one of them inherited
+    ``APPLIANCE_HOME=<home>`` in its environment, or names the home on its command line."""
+    mark = f"APPLIANCE_HOME={home}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes() + b"\0"
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # redis-server rewrites its process title over its environment: its command line names the home
+        if state != "Z" and ((b"\0" + mark) in (b"\0" + environ) or str(home) in cmdline):
+            found.append((int(entry.name), cmdline))
+    return found
+
+
 class Appliance:
     """One ``appliance run`` process (which becomes supervisord) and its programs."""
 
@@ -151,23 +171,8 @@ class Appliance:
         return code, time.monotonic() - started
 
     def leftovers(self) -> list[tuple[int, str]]:
-        """(pid, command line) of live processes this appliance started: every one of them inherited
-        ``APPLIANCE_HOME=<this test's home>`` in its environment, or names the home on its command line."""
-        mark = f"APPLIANCE_HOME={self.home}".encode() + b"\0"
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes() + b"\0"
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            # redis-server rewrites its process title over its environment: its command line names the home
-            if state != "Z" and ((b"\0" + mark) in (b"\0" + environ) or str(self.home) in cmdline):
-                found.append((int(entry.name), cmdline))
-        return found
+        """(pid, command line) of live processes this appliance started (``processes_of`` its home)."""
+        return processes_of(self.home)
 
     def zombies(self) -> list[int]:
         """Exited children of supervisord that it has not reaped."""

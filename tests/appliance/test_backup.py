@@ -31,8 +31,18 @@ from appliance.packs.knowledge.storage_lock import StorageLock
 from appliance.supervise.pgserver import temporary_server
 from appliance.supervise.plan import plan_services
 from appliance.supervise.prepare import make_dirs, migrate_database
-from tests.appliance.harness import REPO, Appliance, appliance_home, base_env, cli, contents, db_url, file_tree
-from tests.services import wait_until
+from tests.appliance.harness import (
+    REPO,
+    Appliance,
+    appliance_home,
+    base_env,
+    cli,
+    contents,
+    db_url,
+    file_tree,
+    processes_of,
+)
+from tests.services import free_port, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -42,6 +52,7 @@ DOCS = (
     ("Shipping", "Orders leave the Pune warehouse within two business days; express delivery costs extra."),
 )
 COLLECTION = "bharat_crm_knowledge"
+BUNDLED_STANDIN = REPO / "tests" / "knowledge" / "qdrant_server.py"
 
 
 def add_documents(url: str) -> None:
@@ -310,3 +321,32 @@ def test_backup_refuses_to_replace_a_file_and_fails_while_the_storage_stays_busy
         assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.tar.gz"], "nothing is left behind"
     finally:
         shutil.rmtree(home.parent, ignore_errors=True)
+
+
+def test_a_bundled_qdrant_server_is_started_for_a_backup_and_a_restore_while_the_appliance_is_stopped(tmp_path,
+                                                                                                   keep_umask):
+    """The image's default: a bundled Qdrant server, supervised, so stopped with the appliance. The bundled
+    binary here is ``tests/knowledge/qdrant_server.py`` run as a program (no Qdrant server binary exists here):
+    it speaks the snapshot API over collections kept as files in its storage."""
+    source, _ = _home_with_database()
+    target = appliance_home()
+    try:
+        storage = source / "qdrant-server" / "storage"
+        storage.mkdir(parents=True)
+        content = b"the bundled server's collection " * 30_000
+        (storage / f"{COLLECTION}.blob").write_bytes(content)
+
+        def env(home: Path) -> dict[str, str]:
+            return base_env(home, QDRANT_BIN=str(BUNDLED_STANDIN), QDRANT_URL=f"http://127.0.0.1:{free_port()}",
+                            QDRANT_API_KEY="bundled-test-key-0123456789")
+
+        made = cli(env(source), "backup", "--output", str(tmp_path))
+        assert made.returncode == 0, made.stderr
+        assert "qdrant server" in made.stdout and "collection.snapshot" in made.stdout
+        restored = cli(env(target), "restore", made.stdout.splitlines()[-1])
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert (target / "qdrant-server" / "storage" / f"{COLLECTION}.blob").read_bytes() == content
+        assert processes_of(source) == processes_of(target) == [], "what the commands started is stopped"
+    finally:
+        shutil.rmtree(source.parent, ignore_errors=True)
+        shutil.rmtree(target.parent, ignore_errors=True)

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """A local HTTP server speaking the part of Qdrant's REST API that the snapshot job and ``appliance backup``
 use (no Qdrant server binary exists here): ``GET /collections`` and ``/collections/{c}/exists``; create, list,
 download and delete of ``/collections/{c}/snapshots`` (seed 004's ``POST
@@ -5,15 +6,25 @@ download and delete of ``/collections/{c}/snapshots`` (seed 004's ``POST
 ``priority``, ``checksum``), as Qdrant's API reference describes them.
 
 A collection's content is an opaque blob (``contents``): a snapshot is a copy of it, an upload replaces it.
-Everything lives in memory; each new snapshot is a second newer than the previous, so "newest" is well
-defined. With ``api_key``, every request must carry it in the ``api-key`` header."""
+Everything lives in memory (with ``storage``, uploads are also written there as ``NAME.blob``); each new
+snapshot is a second newer than the previous, so "newest" is well defined. With ``api_key``, every request must
+carry it in the ``api-key`` header.
+
+Run as a program, it stands in for the bundled Qdrant binary (``QDRANT_BIN``): ``--config-path FILE``, with its
+port, API key and storage in the ``QDRANT__*`` variables the appliance gives the real server; the collections
+are the storage's ``*.blob`` files. SIGTERM stops it."""
 
 from __future__ import annotations
 
 import email
 import hashlib
+import os
 import re
+import signal
+import sys
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.local_http import JsonHandler, LocalServer
@@ -30,8 +41,9 @@ class _Handler(JsonHandler):
     api_key: str
 
     def do_GET(self) -> None:
-        if self._allowed():
-            self._serve_get(unquote(self.path.split("?")[0]))
+        path = unquote(self.path.split("?")[0])
+        if path == "/readyz" or self._allowed():  # Qdrant's probes need no API key
+            self._serve_get(path)
 
     def do_POST(self) -> None:
         if not self._allowed():
@@ -76,20 +88,24 @@ class _Handler(JsonHandler):
 
 
 class QdrantSnapshotServer(LocalServer):
-    def __init__(self, collections: set[str], contents: dict[str, bytes] | None = None, api_key: str = "") -> None:
+    def __init__(self, collections: set[str], contents: dict[str, bytes] | None = None, api_key: str = "",
+                 port: int = 0, storage: Path | None = None) -> None:
+        self.storage = storage
         self.collections = collections
         self.contents = {name: (contents or {}).get(name, f"points of {name}".encode()) for name in collections}
         self.snapshots: dict[str, list[dict]] = {name: [] for name in collections}
         self.snapshot_data: dict[str, bytes] = {}
         self._clock = datetime(2026, 1, 1, tzinfo=UTC)
         Handler = type("Handler", (_Handler,), {"qdrant": self, "api_key": api_key})
-        super().__init__(Handler, "qdrant-server")
+        super().__init__(Handler, "qdrant-server", port)
 
     @property
     def url(self) -> str:
         return self.origin
 
     def get(self, path: str) -> tuple[int, object]:
+        if path == "/readyz":
+            return 200, "all shards are ready"
         if path == "/collections":
             return 200, {"collections": [{"name": name} for name in sorted(self.collections)]}
         if match := _EXISTS.match(path):
@@ -126,6 +142,8 @@ class QdrantSnapshotServer(LocalServer):
         self.collections.add(collection)
         self.snapshots.setdefault(collection, [])
         self.contents[collection] = data
+        if self.storage is not None:
+            (self.storage / f"{collection}.blob").write_bytes(data)
         return 200, True
 
     def delete(self, path: str) -> tuple[int, object]:
@@ -138,3 +156,21 @@ class QdrantSnapshotServer(LocalServer):
         self.snapshots[match[1]] = kept
         self.snapshot_data.pop(match[2], None)
         return 200, True
+
+
+def main(argv: list[str]) -> int:
+    if "--config-path" not in argv or not os.path.isfile(argv[argv.index("--config-path") + 1]):
+        print("qdrant_server: --config-path FILE is required and must exist", file=sys.stderr)
+        return 1
+    storage = Path(os.environ["QDRANT__STORAGE__STORAGE_PATH"])
+    contents = {path.stem: path.read_bytes() for path in storage.glob("*.blob")}
+    server = QdrantSnapshotServer(set(contents), contents, os.environ.get("QDRANT__SERVICE__API_KEY", ""),
+                                  int(os.environ["QDRANT__SERVICE__HTTP_PORT"]), storage)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown).start())
+    server.httpd.serve_forever()
+    server.httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

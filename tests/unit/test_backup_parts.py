@@ -118,7 +118,7 @@ def test_with_a_bundled_qdrant_server_the_backup_uses_it_as_the_programs_do():
     """``docker exec CTR appliance backup`` has no ``QDRANT_URL`` when ``appliance run`` chose the bundled
     server: the backup must take the server's collection, not an embedded storage that is not in use."""
     bundled = load_settings({"APPLIANCE_HOME": "/tmp/none", "QDRANT_BIN": str(STANDIN_QDRANT)}, env_file=None)
-    seen = _as_programs_see_it(bundled)
-    assert seen.core.qdrant_url_set and seen.core.qdrant_url == "http://127.0.0.1:6333"
+    seen, plan = _as_programs_see_it(bundled)
+    assert seen.core.qdrant_url_set and seen.core.qdrant_url == "http://127.0.0.1:6333" and plan.qdrant == "server"
     embedded = load_settings({"APPLIANCE_HOME": "/tmp/none"}, env_file=None)
-    assert _as_programs_see_it(embedded) is embedded
+    assert _as_programs_see_it(embedded)[0] is embedded
