@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "appliance.commands.control",
     "appliance.commands.audit",
     "appliance.commands.tools",
+    "appliance.commands.backup",
 )
 
 

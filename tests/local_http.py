@@ -37,10 +37,11 @@ class JsonHandler(BaseHTTPRequestHandler):
 
 
 class LocalServer:
-    """``handler`` served on a free loopback port from a daemon thread, between ``start()`` and ``stop()``."""
+    """``handler`` served on a loopback port (a free one unless given) from a daemon thread, between ``start()``
+    and ``stop()``."""
 
-    def __init__(self, handler: Callable[..., BaseHTTPRequestHandler], name: str):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def __init__(self, handler: Callable[..., BaseHTTPRequestHandler], name: str, port: int = 0):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name=name, daemon=True)
 

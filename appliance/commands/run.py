@@ -3,8 +3,9 @@
 Validate the configuration (exit 2 listing every problem), choose embedded or external services, create
 the directories, apply the database migrations (advisory-locked), then replace this process with
 supervisord in the foreground (``appliance.supervise.pid1``), which runs the programs of
-``supervisord.conf``. Exit codes: 2 bad configuration, 1 a start step failed, otherwise supervisord's
-(0 stopped on request, 3 a critical program went FATAL).
+``supervisord.conf``. Exit codes: 2 bad configuration (or an embedded data directory of another PostgreSQL
+major version), 1 a start step failed, otherwise supervisord's (0 stopped on request, 3 a critical program
+went FATAL).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import logging
 import os
 import sys
 
-from appliance.commands.common import fail, jobs_or_exit, setup_logs
+from appliance.commands.common import EXIT_CONFIG, fail, jobs_or_exit, setup_logs
 from appliance.commands.tools import redis_cli_hint
 from appliance.config import set_process_env
 from appliance.kernel.errors import ConfigError
 from appliance.kernel.logs import fields
+from appliance.supervise.pgversion import MajorVersionMismatch
 from appliance.supervise.plan import plan_services, supervisor_env
 from appliance.supervise.prepare import StartupError, fatal_marker, make_dirs, migrate_database
 
@@ -51,6 +53,9 @@ def run_appliance(args: argparse.Namespace) -> int:
     try:
         make_dirs(config, plan)
         applied = migrate_database(config, plan)
+    except MajorVersionMismatch as exc:
+        # Like bad configuration: a restart finds the same directory, so the orchestrator should not retry.
+        fail(str(exc), EXIT_CONFIG)
     except (StartupError, OSError) as exc:
         fail(str(exc))
     log.info("database schema up to date", extra=fields(applied=",".join(applied) or "none"))

@@ -9,7 +9,8 @@ A job pack (the CRM pack, the knowledge indexer, one of your own) is a ``Pack`` 
 The kernel and the processes find packs only through ``installed_packs()`` and never import one by name, so a
 third pack plugs in exactly as the built-in ones do. What every start reads is given directly and must be cheap
 to import: ``settings`` and ``health``. What imports libraries is named ``"module:attribute"`` and imported only
-where it is used: ``jobs`` where jobs are resolved, ``commands`` when the CLI is built.
+where it is used: ``jobs`` where jobs are resolved, ``commands`` when the CLI is built, ``backup`` by
+``appliance backup`` and ``appliance restore``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from appliance.config import Config, load_config
 from appliance.config.env import EnvReader
+from appliance.kernel.backup import BackupPart
 from appliance.kernel.errors import ConfigError
 from appliance.kernel.jobspec import JobSpec
 
@@ -53,7 +55,9 @@ class Pack:
     - ``health``: a function of the configuration whose result ``/health`` shows under the pack's name;
     - ``seed_names``: seed 004's names of its jobs in ``/health`` and ``/metrics``;
     - ``migrations``: the package whose ``migrations/NNNN_name.sql`` the pack's tables come from (versions
-      must not clash with another pack's: docs/architecture.md lists the ranges taken).
+      must not clash with another pack's: docs/architecture.md lists the ranges taken);
+    - ``backup``: ``"module:attribute"`` of a ``appliance.kernel.backup.BackupPart``, for data the pack keeps
+      outside PostgreSQL (its tables are in the database's dump already).
     """
 
     name: str
@@ -63,6 +67,7 @@ class Pack:
     health: Callable[[Config], dict[str, Any]] | None = None
     seed_names: Mapping[str, SeedNames] = field(default_factory=dict)
     migrations: str | None = None
+    backup: str | None = None
 
     def job_specs(self) -> list[JobSpec]:
         return list(load_attribute(self.jobs)) if self.jobs else []
@@ -70,6 +75,9 @@ class Pack:
     def register_commands(self, sub: argparse._SubParsersAction) -> None:
         if self.commands:
             load_attribute(self.commands)(sub)
+
+    def backup_part(self) -> BackupPart | None:
+        return load_attribute(self.backup) if self.backup else None
 
 
 def load_attribute(target: str) -> Any:

@@ -176,11 +176,12 @@ def supervisor_env(config: Config, plan: Plan, python: str = sys.executable) -> 
         "APPLIANCE_CRITICAL": ",".join(CRITICAL),
     }
     if plan.qdrant == "server":
-        env.update(_qdrant_server_env(config, plan))
+        env.update(qdrant_server_env(config, plan))
     return env
 
 
-def _qdrant_server_env(config: Config, plan: Plan) -> dict[str, str]:
+def qdrant_server_env(config: Config, plan: Plan) -> dict[str, str]:
+    """What the supervised Qdrant server reads: its URL, ports, storage and API key (``QDRANT__*``)."""
     port = urlsplit(plan.qdrant_url).port or QDRANT_DEFAULT_PORT
     storage, snapshots = qdrant_dirs(config.core.home)
     env = {

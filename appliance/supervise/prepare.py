@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 from pathlib import Path
 
 import psycopg
 
 from appliance.config import Config
-from appliance.kernel.clients import connect_db, wait_for
-from appliance.kernel.clock import SYSTEM
+from appliance.kernel.clients import connect_db
 from appliance.kernel.db.migrate import migrate
 from appliance.kernel.errors import ApplianceError
-from appliance.kernel.logs import fields
-from appliance.supervise import embedded, pgaccess
+from appliance.supervise import embedded, pgversion
+from appliance.supervise.pgserver import StartupError, setup_cluster, temporary_server, wait_for_database
 from appliance.supervise.plan import (
     LOG_FILES,
     POSTGRES_DIR,
@@ -36,15 +34,19 @@ from appliance.supervise.plan import (
 
 log = logging.getLogger("appliance.run")
 
+__all__ = ["FATAL_MARKER", "StartupError", "fatal_marker", "make_dirs", "make_home", "migrate_database"]
+
 #: Name of the file the FATAL listener writes under the run directory (see ``appliance.supervise.fatal``).
 FATAL_MARKER = "fatal.json"
-#: How long the temporary PostgreSQL gets to start or stop around the migrations.
-PG_START_TIMEOUT = 30.0
-PG_STOP_TIMEOUT = 15.0
 
-
-class StartupError(ApplianceError):
-    """A step before supervisord failed; the message says which and why (no secrets)."""
+def make_home(config: Config) -> None:
+    """``APPLIANCE_HOME`` created if missing: traversable, not listable (0711). PostgreSQL's own user must reach
+    its data and socket directories when the appliance runs as root; everything inside is private by its own
+    mode. Whatever starts first in a new home (a restore's Qdrant server) must not make it 0700."""
+    home = config.core.home
+    if not home.exists():
+        home.mkdir(parents=True)
+        home.chmod(0o711)
 
 
 def make_dirs(config: Config, plan: Plan) -> None:
@@ -58,11 +60,7 @@ def make_dirs(config: Config, plan: Plan) -> None:
     """
     os.umask(0o077)
     core = config.core
-    if not core.home.exists():
-        core.home.mkdir(parents=True)
-        # Traversable, not listable: PostgreSQL's own user must reach its data and socket directories when
-        # the appliance runs as root; everything inside is private by its own mode.
-        core.home.chmod(0o711)
+    make_home(config)
     for path in (core.run_dir, core.log_dir, core.metrics_dir, core.home / REDIS_DIR, core.secrets_dir):
         embedded.private_dir(path)
     for path in (core.qdrant_path, core.home / QDRANT_SERVER_DIR):
@@ -82,90 +80,33 @@ def make_dirs(config: Config, plan: Plan) -> None:
 def migrate_database(config: Config, plan: Plan) -> list[str]:
     """Apply pending migrations; returns their names. Starts and stops the embedded server when needed,
     after creating its cluster (first start) and bringing its roles and authentication to
-    ``appliance.supervise.pgaccess``'s rules (every start; an old cluster is upgraded in place)."""
+    ``appliance.supervise.pgaccess``'s rules (every start; an old cluster is upgraded in place).
+
+    Raises ``MajorVersionMismatch`` before anything starts when the embedded data directory was written by
+    another PostgreSQL major version."""
     if not plan.postgres_embedded:
         return _migrate(config)
-    core = config.core
-    user = embedded.run_as_user()
-    data = core.home / POSTGRES_DIR
+    data = config.core.home / POSTGRES_DIR
     try:
-        if embedded.init_postgres(data, core.run_dir, user):
-            log.info("created the embedded PostgreSQL cluster", extra=fields(path=str(data)))
-        password_file = core.database_password_file
-        assert password_file is not None, "the embedded database always has its password file"
-        password = pgaccess.load_password(password_file, core.database_passfile)
-        for change in pgaccess.secure_cluster(data, user, password):
-            log.info("embedded PostgreSQL: %s", change)
-    except (OSError, RuntimeError, subprocess.SubprocessError, ApplianceError) as exc:
-        raise StartupError(f"could not set up the embedded PostgreSQL cluster in {data}: {_reason(exc)}") from None
-    server = subprocess.Popen(embedded.postgres_argv(data, core.run_dir, user),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _await_postmaster(data, server)
-        _wait_for_database(config, lambda: connect_db(config).close(), server)
+        pgversion.check_data_dir(data)
+    except pgversion.MajorVersionMismatch:
+        raise
+    except (OSError, subprocess.SubprocessError, ApplianceError) as exc:
+        raise StartupError(f"could not tell which PostgreSQL wrote {data}: {exc}") from None
+    for change in setup_cluster(config, data):
+        log.info("embedded PostgreSQL: %s", change)
+    with temporary_server(config, data):
         return _migrate(config)
-    finally:
-        _stop_postgres(server)
 
 
 def _migrate(config: Config) -> list[str]:
-    _wait_for_database(config, lambda: connect_db(config).close())
+    wait_for_database(config, lambda: connect_db(config).close())
     try:
         with connect_db(config) as conn:
             applied = migrate(conn)
     except (psycopg.Error, ApplianceError) as exc:
         raise StartupError(f"database migration failed: {type(exc).__name__}: {exc}") from None
     return [f"{m.version:04d}_{m.name}" for m in applied]
-
-
-def _await_postmaster(data: Path, server: subprocess.Popen, timeout: float = PG_START_TIMEOUT) -> None:
-    """Wait, quietly, until the server just started says it accepts connections (``postmaster.pid``'s status
-    line reads ``ready``, what ``pg_ctl -w`` waits for) or exits. Probing earlier only meets a socket that
-    does not exist yet, a warning at every start that an operator reads as a fault."""
-    deadline = SYSTEM.monotonic() + timeout
-    while server.poll() is None and SYSTEM.monotonic() < deadline:
-        try:
-            lines = (data / "postmaster.pid").read_text().splitlines()
-        except OSError:
-            lines = []
-        if len(lines) > 7 and lines[7].strip() == "ready":
-            return
-        SYSTEM.sleep(0.05)
-
-
-def _wait_for_database(config: Config, probe, server: subprocess.Popen | None = None) -> None:
-    """Wait for ``probe`` to succeed; with ``server`` (the temporary embedded PostgreSQL), stop waiting at
-    once when it exits, and report its last words."""
-    def check() -> None:
-        if server is None or server.poll() is None:
-            probe()
-
-    timeout = PG_START_TIMEOUT if server is not None else config.core.startup_wait
-    up = wait_for("PostgreSQL", check, timeout, log, interval=0.2)
-    if server is not None and server.poll() is not None:
-        said = server.stderr.read().decode(errors="replace")[-500:] if server.stderr else ""
-        raise StartupError(f"the embedded PostgreSQL exited at start: {said.strip()}")
-    if not up:
-        raise StartupError(f"PostgreSQL was not reachable within {timeout:.0f}s")
-
-
-def _stop_postgres(server: subprocess.Popen) -> None:
-    """SIGINT is PostgreSQL's fast shutdown: it ends sessions and checkpoints, so the next start is clean."""
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(PG_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    if server.stderr is not None:
-        server.stderr.close()
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, subprocess.CalledProcessError) and exc.stderr:
-        return exc.stderr.decode(errors="replace").strip()[-500:]
-    return f"{type(exc).__name__}: {exc}"
 
 
 def fatal_marker(run_dir: Path) -> Path:

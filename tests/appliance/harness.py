@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from tests.services import free_port, short_tmpdir, wait_until
 
@@ -37,6 +39,55 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
                  "LOG_LEVEL": "info", "PYTHONPATH": str(REPO), "STARTUP_WAIT": "10"})
     keep.update(extra)
     return keep
+
+
+def file_tree(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file and directory under ``root``: mode, and the sha256 of a file's content."""
+    return {str(p.relative_to(root)): (p.lstat().st_mode, hashlib.sha256(p.read_bytes()).hexdigest()
+                                       if p.is_file() and not p.is_symlink() else "")
+            for p in sorted(root.rglob("*")) if not p.is_socket()}
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``appliance ARGS`` as an operator runs it, in ``env``."""
+    return subprocess.run([sys.executable, "-m", "appliance", *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def db_url(home: Path) -> str:
+    """The embedded database of ``home``, as its ``DATABASE_URL`` default names it."""
+    return f"postgresql:///appliance?host={home}/run&user=appliance&passfile={home}/secrets/postgres.pgpass"
+
+
+def contents(url: str) -> dict[str, list[str]]:
+    """Every table's rows (as JSON text, sorted) and every sequence's position."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        found = {t: sorted(r[0] for r in conn.execute(f'SELECT to_jsonb(t)::text FROM "{t}" t')) for t in tables}
+        for (name,) in conn.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'").fetchall():
+            found[f"sequence {name}"] = [str(conn.execute(f'SELECT last_value, is_called FROM "{name}"').fetchone())]
+    return found
+
+
+def processes_of(home: Path) -> list[tuple[int, str]]:
+    """(pid, command line) of live processes started for ``home``: every one of them inherited
+    ``APPLIANCE_HOME=<home>`` in its environment, or names the home on its command line."""
+    mark = f"APPLIANCE_HOME={home}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes() + b"\0"
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # redis-server rewrites its process title over its environment: its command line names the home
+        if state != "Z" and ((b"\0" + mark) in (b"\0" + environ) or str(home) in cmdline):
+            found.append((int(entry.name), cmdline))
+    return found
 
 
 class Appliance:
@@ -120,23 +171,8 @@ class Appliance:
         return code, time.monotonic() - started
 
     def leftovers(self) -> list[tuple[int, str]]:
-        """(pid, command line) of live processes this appliance started: every one of them inherited
-        ``APPLIANCE_HOME=<this test's home>`` in its environment, or names the home on its command line."""
-        mark = f"APPLIANCE_HOME={self.home}".encode() + b"\0"
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes() + b"\0"
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            # redis-server rewrites its process title over its environment: its command line names the home
-            if state != "Z" and ((b"\0" + mark) in (b"\0" + environ) or str(self.home) in cmdline):
-                found.append((int(entry.name), cmdline))
-        return found
+        """(pid, command line) of live processes this appliance started (``processes_of`` its home)."""
+        return processes_of(self.home)
 
     def zombies(self) -> list[int]:
         """Exited children of supervisord that it has not reaped."""

@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kernel", ("appliance.kernel", "appliance.context", "appliance.errors", "appliance.fencing",
                 "appliance.jobspec")),
     ("processes", ("appliance.worker", "appliance.sidecar", "appliance.supervise", "appliance.commands",
-                   "appliance.cli", "appliance.__main__")),
+                   "appliance.backup", "appliance.cli", "appliance.__main__")),
     ("packs", ("appliance.packs",)),
 )
 #: Pairs within a layer that must stay apart: the sidecar reads what the worker publishes and never imports

@@ -1,7 +1,8 @@
 """The knowledge pack: documents embedded into the appliance's Qdrant (docs/knowledge.md).
 
-Its settings (``config.knowledge``), the indexer and snapshot jobs, ``appliance knowledge`` and the
-``knowledge`` section of ``/health`` (which embedder and which Qdrant are in use), registered in ``PACK``.
+Its settings (``config.knowledge``), the indexer and snapshot jobs, ``appliance knowledge``, the
+``knowledge`` section of ``/health`` (which embedder and which Qdrant are in use) and its collection's part of
+``appliance backup``, registered in ``PACK``.
 """
 
 from appliance.kernel.packs import Pack
@@ -15,4 +16,5 @@ PACK = Pack(
     commands="appliance.packs.knowledge.commands:register",
     health=knowledge_status,
     migrations="appliance.packs.knowledge",
+    backup="appliance.packs.knowledge.backup:PART",
 )

@@ -1,8 +1,8 @@
 """The ``knowledge-snapshots`` job: a daily snapshot of the collection on the Qdrant server (seed 004's
 ``POST /collections/bharat_crm_knowledge/snapshots``), keeping the newest ``QDRANT_SNAPSHOT_KEEP``.
 
-Snapshots are a server feature; in embedded mode the run does nothing and says so in its summary (back up
-``$APPLIANCE_HOME/qdrant`` with the rest of the data directory instead).
+Snapshots are a server feature; in embedded mode the run does nothing and says so in its summary
+(``appliance backup`` archives the embedded storage with the database instead).
 """
 
 from __future__ import annotations

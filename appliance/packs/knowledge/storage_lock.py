@@ -102,11 +102,7 @@ class StorageLock:
         """Who holds the lock now, or None when it is free (or the holder has not written itself yet)."""
         if self.try_acquire_probe():
             return None
-        try:
-            data = json.loads(self.path.read_text() or "{}")
-            return Holder(int(data["pid"]), str(data["program"]), str(data["host"]), str(data["since"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return self._written_holder()
 
     def try_acquire_probe(self) -> bool:
         """Whether the lock is free right now (taking and dropping it at once); True when this process holds it."""
@@ -116,6 +112,30 @@ class StorageLock:
             return False
         self.release()
         return True
+
+    def held_by(self) -> str | None:
+        """Who holds the lock now (``Holder.describe()``), told without creating or writing anything, for checks
+        that must leave the storage as it is; None when it is free or absent."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            # A shared lock conflicts with the holder's exclusive one, and writes nothing.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._written_holder()
+            return holder.describe() if holder else "another process"
+        finally:
+            os.close(fd)
+        return None
+
+    def _written_holder(self) -> Holder | None:
+        try:
+            data = json.loads(self.path.read_text() or "{}")
+            return Holder(int(data["pid"]), str(data["program"]), str(data["host"]), str(data["since"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def busy_message(self, waited: float) -> str:
         holder = self.holder()
