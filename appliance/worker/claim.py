@@ -32,6 +32,9 @@ from appliance.worker.recorder import Recorder
 
 log = logging.getLogger("appliance.worker.run")
 
+#: The reason of a slot nobody claimed before a later one finished (``Claim.PASSED``).
+PASSED_OVER = "passed over: a later slot finished first (a worker whose clock is ahead took the job past it)"
+
 
 def epoch_ms(dt: datetime) -> int:
     return round(dt.timestamp() * 1000)
@@ -101,8 +104,10 @@ class Claims:
                 self.slot_not_run(d, Outcome.SKIPPED_UNAVAILABLE, f"Redis unavailable: {exc}")
             return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=str(exc), unavailable="redis")
         if claim is not Claim.OK:
-            if d.scheduled and (claim is Claim.LOCKED or (claim is Claim.DONE and d.attempt > 1)):
+            if d.scheduled and (claim is Claim.LOCKED or (claim in (Claim.DONE, Claim.PASSED) and d.attempt > 1)):
                 self.slot_not_run(d, Outcome.SKIPPED_LOCKED, "an earlier run held the job")
+            elif claim is Claim.PASSED and d.scheduled:
+                self.passed_over(d)
             return Attempt(claim, holder_pttl=pttl)
         request = d.request
         if d.source is Source.QUEUED:
@@ -131,6 +136,8 @@ class Claims:
         if started.done:
             self.give_back(d.job.name, run.owner, None)
             log.info("slot already committed; not run again", extra=fields(job=d.job.name, slot=iso(d.slot)))
+            if d.scheduled and d.attempt == 1:
+                self.passed_over(d)  # PostgreSQL's done slot is this one or a later one: Redis had lost the marker
             return Attempt(Claim.DONE)
         run.fence = started.fence
         if d.scheduled:
@@ -193,6 +200,13 @@ class Claims:
             self.skip(d.job.name, outcome)
         self.record_slot(d.job.name, d.slot, outcome, reason)
         self.note_skipped(d.job.name, outcome, reason)
+
+    def passed_over(self, d: Dispatch) -> None:
+        """A later slot finished before this first attempt claimed its own. The slot ran before it (its row
+        outranks ``missed``: nothing changes) or nobody claimed it: a worker whose clock is ahead took the job
+        past it, as when it joins a cluster running behind it. Its row then says so. Not counted: the worker
+        cannot tell which of the two it was without asking PostgreSQL."""
+        self.record_slot(d.job.name, d.slot, Outcome.MISSED, PASSED_OVER)
 
     def note_skipped(self, job: str, outcome: Outcome, reason: str) -> None:
         """Log slots skipped once per change of state (not once per slot), and once when they run again."""
