@@ -68,7 +68,6 @@ class SkewWatch:
 
     def __init__(self, client: redis.Redis, threshold: float, clock: Clock = SYSTEM):
         self.client, self.threshold, self.clock = client, threshold, clock
-        self.last: Offset | None = None
         self.skewed = False
         self._unsupported = False
 
@@ -84,7 +83,6 @@ class SkewWatch:
             log.warning("cannot measure this worker's clock offset: Redis refused TIME",
                         extra=fields(error=str(exc)))
             return None
-        self.last = offset
         metrics.CLOCK_OFFSET.set(offset.seconds)
         self._judge(offset)
         return offset

@@ -160,7 +160,6 @@ class Monitor:
         return Component(Status.UP, f"worker {newest['id']} beat {newest['heartbeat_age']:.1f}s ago "
                                     f"(TTL {float(newest.get('ttl') or core.heartbeat_ttl):g}s)")
 
-
     def clock_component(self, redis_result: Component, workers: list[dict[str, Any]]) -> Component:
         """Whether every live worker's wall clock is within ``CLOCK_SKEW_WARN`` of Redis' clock, as each measured
         it at its last heartbeat; degraded naming each one that is not (skew makes slots run early or late, and can
