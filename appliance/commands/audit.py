@@ -1,19 +1,22 @@
 """``appliance audit``: check the slot ledger for the worker's promises (see ``appliance.kernel.audit``).
 
-Exit 0 when the window holds no violation, 1 when it does (each is listed), 2 on bad arguments.
+Times are taken on PostgreSQL's clock (``--since 10m`` is ten minutes before its ``now()``), not on the clock of
+the host the command runs on, which may disagree with the cluster's; worker clocks up to ``CLOCK_SKEW_WARN``
+behind it are allowed for. Exit 0 when the window holds no violation, 1 when it does (each is listed), 2 on
+bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from appliance.commands.common import EXIT_CONFIG, fail, jobs_or_exit, print_json
 from appliance.config.env import EnvReader
-from appliance.kernel.audit import Report, audit
+from appliance.kernel.audit import Report, audit, shared_now
 from appliance.kernel.clients import connect_db
-from appliance.kernel.owner import utcnow
 
 EXIT_VIOLATIONS = 1
 
@@ -23,30 +26,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "that committed runs never overlapped and fences only grew")
     parser.add_argument("--since", default="24h", help="start: a duration ago (30m, 24h, 7d) or an ISO time")
     parser.add_argument("--until", default="0s", help="end: a duration ago or an ISO time (default: now; each "
-                                                      "job's window also ends a lock TTL + grace ago)")
+                                                      "job's window also ends a lock TTL + grace + "
+                                                      "CLOCK_SKEW_WARN ago)")
     parser.add_argument("--job", action="append", help="only this job (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=run_audit)
 
 
-def parse_when(text: str, now: datetime) -> datetime:
-    """A duration ago (``30m``) or an ISO 8601 time (UTC when it names no zone)."""
+def parse_when(text: str) -> Callable[[datetime], datetime]:
+    """A duration ago (``30m``) or an ISO 8601 time (UTC when it names no zone), as a function of now."""
     env = EnvReader({"WHEN": text})
     seconds = env.duration("WHEN", -1.0)
     if not env.problems and seconds >= 0:
-        return now - timedelta(seconds=seconds)
+        return lambda now: now - timedelta(seconds=seconds)
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{text!r}: expected a duration like 30m or 24h, or an ISO time") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return lambda _now: when
 
 
 def run_audit(args: argparse.Namespace) -> int:
     config, known = jobs_or_exit()
-    now = utcnow()
     try:
-        since, until = parse_when(args.since, now), parse_when(args.until, now)
+        since, until = parse_when(args.since), parse_when(args.until)
     except ValueError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -57,7 +61,8 @@ def run_audit(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         with connect_db(config) as conn:
-            report = audit(conn, jobs, since, until, now)
+            now = shared_now(conn)
+            report = audit(conn, jobs, since(now), until(now), now, config.core.clock_skew_warn)
     except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback
         fail(f"cannot read the ledger: {type(exc).__name__}: {exc}")
     if args.json:

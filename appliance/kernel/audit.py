@@ -11,7 +11,10 @@
 - ``open``: no run started before the window's end is still recorded as running.
 
 Slots newer than a job's lock TTL + grace may still be running or be caught up, so a job's window ends
-there at the latest.
+there at the latest. Two clocks meet here (docs/worker.md "Clocks"): slots, and when runs started, are
+workers' wall clock times; ``now`` is the shared clock's (``appliance audit`` reads PostgreSQL's). A worker
+whose clock is ``skew`` seconds behind reaches each slot, and stamps each run's start, that much later, so
+the window also ends ``skew`` earlier: a slot or run newer than that is not judged yet, not missing.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ class Report:
     until: datetime
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
+    #: How far behind the shared clock a worker's clock may be (``CLOCK_SKEW_WARN``): allowed for.
+    skew: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -68,16 +73,24 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {"since": iso(self.since), "until": iso(self.until), "ok": self.ok, "jobs": self.jobs,
-                "violations": [asdict(v) for v in self.violations]}
+                "clock_skew_allowed_seconds": self.skew, "violations": [asdict(v) for v in self.violations]}
 
 
 def audit(conn: psycopg.Connection, jobs: Iterable[JobSettings], since: datetime, until: datetime,
-          now: datetime) -> Report:
-    report = Report(since, until)
+          now: datetime, skew: float = 0.0) -> Report:
+    """Check ``jobs`` over ``since`` .. ``until`` as of ``now`` on the shared clock, allowing for worker clocks
+    up to ``skew`` seconds behind it."""
+    report = Report(since, until, skew=skew)
     for job in jobs:
-        end = min(until, now - timedelta(seconds=job.lock_ttl + job.grace))
+        end = min(until, now - timedelta(seconds=job.lock_ttl + job.grace + skew))
         _audit_job(conn, job, since, end, report)
     return report
+
+
+def shared_now(conn: psycopg.Connection) -> datetime:
+    """PostgreSQL's clock: the one the ledger stamps fences, commits and records with, whatever the clock of
+    the host that runs the audit says."""
+    return one(conn.execute("SELECT now()"))[0]
 
 
 def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end: datetime, report: Report) -> None:

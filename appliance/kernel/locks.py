@@ -20,7 +20,11 @@ class Claim(StrEnum):
     """Answer of ``acquire``."""
 
     OK = "ok"  # the lease is ours; run the slot
-    DONE = "done"  # this slot (or a later one) already finished somewhere: nothing to do
+    DONE = "done"  # this slot already finished somewhere: nothing to do
+    #: A later slot already finished: this one ran before it, or was passed over by a worker whose clock is
+    #: ahead (docs/worker.md "Clocks"). Not run; a first attempt records it ``missed``, which a row it already
+    #: has outranks.
+    PASSED = "passed"
     RUNNING = "running"  # another replica is running this very slot
     LOCKED = "locked"  # a run of an earlier slot (or a manual run) still holds the job
 
@@ -28,13 +32,14 @@ class Claim(StrEnum):
 # KEYS[1] lock:<job>   KEYS[2] appliance:slot:<job>   KEYS[3] appliance:running
 # ARGV[1] owner token  ARGV[2] ttl ms  ARGV[3] slot epoch ms, or "" for a manual run outside the slot sequence
 # ARGV[4] job name     ARGV[5] JSON of the run, stored in appliance:running while it lasts
-# Returns {claim, pttl of the current holder, or for 'done' the newest finished slot (epoch ms), else 0}.
+# Returns {claim, pttl of the current holder or 0}.
 ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 local slot = ARGV[3]
 if slot ~= '' then
   local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '-1')
-  if done >= tonumber(slot) then return {'done', done} end
+  if done == tonumber(slot) then return {'done', 0} end
+  if done > tonumber(slot) then return {'passed', 0} end
 end
 if holder then
   local claimed = redis.call('HGET', KEYS[2], 'claimed')

@@ -41,6 +41,9 @@ REDIS_EVICTION_UNSAFE = Gauge("appliance_redis_eviction_unsafe", "1 when Redis' 
 BREAKER_TRANSITIONS = Counter("appliance_breaker_transitions", "Changes of state of a circuit breaker, by "
                               "breaker and the state it changed to (counted once cluster-wide).",
                               ["breaker", "state"])
+CLOCK_OFFSET = Gauge("appliance_clock_offset_seconds", "The worker's wall clock minus Redis' clock (TIME), measured "
+                     "at every heartbeat: positive when it is ahead (it reaches its slots early).",
+                     multiprocess_mode="mostrecent")
 WORKER_START = Gauge("appliance_worker_start_time_seconds", "Unix time the worker process started.",
                      multiprocess_mode="max")
 

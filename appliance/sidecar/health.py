@@ -4,8 +4,9 @@ Overall status:
 
 - ``unhealthy`` (HTTP 503) when a critical component is down: Redis, PostgreSQL, or the worker beside this
   sidecar (no heartbeat younger than its TTL);
-- ``degraded`` (HTTP 200) when any other component is down or degraded (Qdrant), a job is stale: it has not
-  succeeded within ``HEALTH_STALE_FACTOR`` x its period (the dead-man's switch), or a provider's circuit
+- ``degraded`` (HTTP 200) when any other component is down or degraded (Qdrant; ``clock``: a live worker's wall
+  clock is off Redis' clock by more than ``CLOCK_SKEW_WARN``, as its heartbeat says), a job is stale: it has
+  not succeeded within ``HEALTH_STALE_FACTOR`` x its period (the dead-man's switch), or a provider's circuit
   breaker is open (or half-open, waiting for its trial call);
 - ``ok`` (HTTP 200) otherwise.
 
@@ -30,6 +31,7 @@ from appliance.kernel.clock import SYSTEM, Clock
 from appliance.kernel.freshness import freshness
 from appliance.kernel.owner import iso
 from appliance.kernel.packs import SeedNames, packs_of
+from appliance.kernel.skew import published
 from appliance.sidecar.checks import (
     CachedProbe,
     Component,
@@ -109,6 +111,7 @@ class Monitor:
         workers = snapshot.get("workers", [])
         now = self.clock.now()
         components["worker"] = replace(self.worker_component(components["redis"], workers), checked_at=iso(now))
+        components["clock"] = replace(self.clock_component(components["redis"], workers), checked_at=iso(now))
         pause = snapshot.get("paused_all")
         if pause:
             jobs = [{**job, "paused": True} for job in jobs]  # a stopped scheduler makes no job stale
@@ -134,6 +137,7 @@ class Monitor:
             "scheduler": {"state": "paused" if pause else "running", "paused_by": (pause or {}).get("by"),
                           "paused_at": (pause or {}).get("at")},
             "breakers": breakers,
+            "clocks": clocks(workers, self.config.core.clock_skew_warn),
             **self.pack_health,
         }, snapshot
 
@@ -155,6 +159,32 @@ class Monitor:
         newest = min(mine, key=lambda w: w["heartbeat_age"])
         return Component(Status.UP, f"worker {newest['id']} beat {newest['heartbeat_age']:.1f}s ago "
                                     f"(TTL {float(newest.get('ttl') or core.heartbeat_ttl):g}s)")
+
+    def clock_component(self, redis_result: Component, workers: list[dict[str, Any]]) -> Component:
+        """Whether every live worker's wall clock is within ``CLOCK_SKEW_WARN`` of Redis' clock, as each measured
+        it at its last heartbeat; degraded naming each one that is not (skew makes slots run early or late, and can
+        have some recorded missed, but never runs one twice: docs/worker.md "Clocks")."""
+        if redis_result.status == Status.DOWN:
+            return Component(Status.DOWN, "unknown: Redis, where heartbeats live, is down")
+        threshold = self.config.core.clock_skew_warn
+        offsets = {w["id"]: offset for w in workers if (offset := published(w)) is not None}
+        skewed = [f"{worker} {offset.seconds:+.3f}s" for worker, offset in sorted(offsets.items())
+                  if offset.past(threshold)]
+        if skewed:
+            return Component(Status.DEGRADED, f"worker clock(s) off Redis' clock by more than CLOCK_SKEW_WARN "
+                                              f"({threshold:g}s): {', '.join(skewed)}")
+        return Component(Status.UP, f"{len(offsets)} worker clock(s) within {threshold:g}s of Redis' clock")
+
+
+def clocks(workers: list[dict[str, Any]], threshold: float) -> dict[str, dict[str, Any]]:
+    """Each live worker's clock offset from Redis' clock (its wall clock minus Redis', with the error bound of
+    the measurement) and whether it is past ``CLOCK_SKEW_WARN``; a worker that measured none is left out."""
+    result = {}
+    for worker in workers:
+        offset = published(worker)
+        if offset is not None:
+            result[worker["id"]] = {**offset.as_dict(), "skewed": offset.past(threshold)}
+    return result
 
 
 def overall(components: dict[str, Component], fresh: dict[str, dict[str, Any]],

@@ -32,6 +32,9 @@ from appliance.worker.recorder import Recorder
 
 log = logging.getLogger("appliance.worker.run")
 
+#: The reason of a slot nobody claimed before a later one finished (``Claim.PASSED``).
+PASSED_OVER = "passed over: a later slot finished first (a worker whose clock is ahead took the job past it)"
+
 
 def epoch_ms(dt: datetime) -> int:
     return round(dt.timestamp() * 1000)
@@ -104,11 +107,11 @@ class Claims:
         if claim is not Claim.OK:
             if claim is Claim.LOCKED and d.scheduled and d.attempt == 1 and self._held_by_catch_up(job.name, d.slot):
                 return Attempt(claim, holder_pttl=pttl, wait=True)
-            if d.scheduled and (claim is Claim.LOCKED or (claim is Claim.DONE and d.attempt > 1)):
+            if d.scheduled and (claim is Claim.LOCKED or (claim in (Claim.DONE, Claim.PASSED) and d.attempt > 1)):
                 self.slot_not_run(d, Outcome.SKIPPED_LOCKED, "an earlier run held the job")
-            elif claim is Claim.DONE and d.scheduled and slot_ms is not None and pttl > slot_ms:
-                self.superseded(d)  # claimed late: a later slot ran first (pttl is the newest done slot)
-            return Attempt(claim, holder_pttl=0 if claim is Claim.DONE else pttl)
+            elif claim is Claim.PASSED and d.scheduled:
+                self.passed_over(d)
+            return Attempt(claim, holder_pttl=pttl)
         request = d.request
         if d.source is Source.QUEUED:
             request = self._take_trigger(job.name, owner)
@@ -135,10 +138,12 @@ class Claims:
             return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=error, unavailable="postgres")
         if started.done:
             self.give_back(d.job.name, run.owner, None)
-            if d.scheduled:
-                self.superseded(d)  # a row of the slot's own success, if it is one, outranks this
             log.info("slot already committed, or a later one; not run again",
                      extra=fields(job=d.job.name, slot=iso(d.slot)))
+            if d.scheduled and d.attempt == 1:
+                self.passed_over(d)  # PostgreSQL's done slot is this one or a later one: Redis had lost the marker
+            elif d.scheduled:  # a row of the slot's own success, if it is one, outranks this
+                self.record_slot(d.job.name, d.slot, Outcome.FAILED, "retry not run: a later slot ran first")
             return Attempt(Claim.DONE)
         run.fence = started.fence
         if d.scheduled:
@@ -213,13 +218,12 @@ class Claims:
         self.record_slot(d.job.name, d.slot, outcome, reason)
         self.note_skipped(d.job.name, outcome, reason)
 
-    def superseded(self, d: Dispatch) -> None:
-        """A slot claimed after a later slot of its job had already run: it is not run after it. Its row says
-        so (``coalesced``; a retry's slot ``failed``), unless the slot's own run already says more."""
-        if d.attempt > 1:
-            self.record_slot(d.job.name, d.slot, Outcome.FAILED, "retry not run: a later slot ran first")
-        else:
-            self.record_slot(d.job.name, d.slot, Outcome.COALESCED, "a later slot ran first; not run after it")
+    def passed_over(self, d: Dispatch) -> None:
+        """A later slot finished before this first attempt claimed its own. The slot ran before it (its row
+        outranks ``missed``: nothing changes) or nobody claimed it: a worker whose clock is ahead took the job
+        past it, as when it joins a cluster running behind it. Its row then says so. Not counted: the worker
+        cannot tell which of the two it was without asking PostgreSQL."""
+        self.record_slot(d.job.name, d.slot, Outcome.MISSED, PASSED_OVER)
 
     def note_skipped(self, job: str, outcome: Outcome, reason: str) -> None:
         """Log slots skipped once per change of state (not once per slot), and once when they run again."""

@@ -33,6 +33,7 @@ from appliance.kernel.ledger import CloseRuns, Ledger
 from appliance.kernel.logs import fields
 from appliance.kernel.owner import iso, worker_id
 from appliance.kernel.redaction import Redactor
+from appliance.kernel.skew import SkewWatch
 from appliance.kernel.state import ClusterState
 from appliance.worker.alerts import Alerter
 from appliance.worker.leases import LeaseKeeper, call_timeout
@@ -74,19 +75,23 @@ def job_table(worker: Worker, me: str) -> dict[str, dict]:
 
 
 class Heartbeat:
-    """Publishes this worker's heartbeat and job table; called by the lease keeper every TTL/3."""
+    """Publishes this worker's heartbeat (with its clock's offset from Redis' clock) and job table; called by
+    the lease keeper every TTL/3, on the heartbeat's own thread and Redis client."""
 
-    def __init__(self, worker: Worker, state: ClusterState, me: str, ttl: float):
+    def __init__(self, worker: Worker, state: ClusterState, me: str, ttl: float, skew_warn: float = 1.0):
         self.worker, self.state, self.me, self.ttl = worker, state, me, ttl
         self.started = iso(worker.clock.now())
         self.eviction_problem: str | None = None
+        self.skew = SkewWatch(state.r, skew_warn, worker.clock)
 
     def __call__(self) -> None:
         rss, cpu = metrics.sample_process("worker")
+        offset = self.skew.check()
         info = {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
                 "beat_at": self.worker.clock.time(),
                 "ttl": self.ttl, "version": __version__, "jobs": sorted(self.worker.jobs),
-                "running": self.worker.running_jobs(), "rss_bytes": rss, "cpu_seconds": cpu}
+                "running": self.worker.running_jobs(), "rss_bytes": rss, "cpu_seconds": cpu,
+                "clock": offset.as_dict() if offset else None}
         self.state.beat(self.me, info, self.ttl)
         self.state.publish_jobs(job_table(self.worker, self.me))
         self._watch_eviction()
@@ -152,7 +157,8 @@ def build(config: Config, client: redis.Redis | None = None, db=None, clock: Clo
                     clock=clock)
     worker = Worker(config, client, runner, pool, jobs, clock=clock)
     beat_client = bounded(client, min(REDIS_SOCKET_TIMEOUT, config.core.heartbeat_ttl / 5))
-    keeper.heartbeat = Heartbeat(worker, ClusterState(beat_client), me, config.core.heartbeat_ttl)
+    keeper.heartbeat = Heartbeat(worker, ClusterState(beat_client), me, config.core.heartbeat_ttl,
+                                 config.core.clock_skew_warn)
     return worker, keeper
 
 

@@ -162,6 +162,21 @@ def test_concurrent_takeovers_of_one_slot_commit_once_without_deadlock(ledger, m
     assert _audit(migrated_db, until=_slot(0)).ok
 
 
+def test_the_audit_allows_for_worker_clocks_behind_the_shared_clock(ledger, migrated_db):
+    """A worker whose clock is 3 s behind reaches slot 2 (and stamps its run's start) 3 s late: 3 s after it
+    on the shared clock, that run is still going and its slot has no row yet. Allowing for no skew the audit
+    calls it missing and open; allowing for 3 s it waits, and still judges the slots before it."""
+    _run(ledger, 0, "r0")
+    _run(ledger, 1, "r1")
+    ledger.start("j", _slot(2), "schedule", "late", "o", "behind", 1, _slot(2))
+    now = _slot(2) + timedelta(seconds=3)
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        strict = audit(conn, [Job()], T0, now, now)
+        allowing = audit(conn, [Job()], T0, now, now, skew=3.0)
+    assert _kinds(strict) == ["open", "unrecorded"]
+    assert allowing.ok and allowing.jobs["j"]["expected"] == 2 and allowing.as_dict()["clock_skew_allowed_seconds"] == 3
+
+
 def _forge(url: str, statements: list[str]) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in statements:

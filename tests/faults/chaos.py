@@ -40,7 +40,7 @@ import psycopg
 import redis
 
 from appliance.kernel.db.migrate import migrate
-from tests import faketime
+from tests.faults import skew as skewing
 from tests.faults.conftest import JOB, Cluster
 from tests.faults.jobs import SCHEMA
 from tests.proxy import Proxy, through
@@ -101,8 +101,8 @@ class Chaos:
     def _setup(self, workers: int) -> None:
         if not self.mounted:
             self.report.left_out["disk-full"] = "cannot mount a tmpfs here"
-        if (why := faketime.available()) is not None:
-            self.report.left_out["skew"] = why
+        if skewing.libfaketime() is None:
+            self.report.left_out["skew"] = "libfaketime is not installed (Debian package faketime)"
         self.redis = RedisServer()
         self.postgres = PostgresServer(("-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on"))
         if self.mounted:  # the servers' data on the small filesystem too
@@ -129,8 +129,7 @@ class Chaos:
         extra = {"REDIS_URL": f"redis://127.0.0.1:{redis_link.port}/0",
                  "DATABASE_URL": through(self.cluster.db, pg_link), "DATABASE_TIMEOUT": "2",
                  "APPLIANCE_HOME": str(self.disk / f"home-{i}"), "FAULT_WORK": WORK}
-        if skew:
-            extra.update(faketime.skewed(skew))
+        extra.update(skewing.skewed(skew))
         worker = WorkerProcess(self.cluster.env(**extra), self.root / f"worker-{i}.log")
         self.cluster.workers.append(worker)
         return worker

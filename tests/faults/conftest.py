@@ -49,6 +49,15 @@ class Cluster:
         worker.wait_for_log("worker started")
         return worker
 
+    def start_together(self, *extras: dict[str, str]) -> list[WorkerProcess]:
+        """One worker per environment in ``extras``, all started before any is waited for."""
+        workers = [WorkerProcess(self.env(None, **extra), self.tmp / f"worker-{len(self.workers) + i}.log")
+                   for i, extra in enumerate(extras)]
+        self.workers += workers
+        for worker in workers:
+            worker.wait_for_log("worker started")
+        return workers
+
     def sql(self, query: str, params=None) -> list[tuple]:
         with psycopg.connect(self.db, autocommit=True) as conn:
             cur = conn.execute(query, params)
@@ -76,14 +85,16 @@ class Cluster:
                           (run_id,))
         return row
 
-    def audit(self, *args: str) -> tuple[int, dict]:
-        result = subprocess.run([sys.executable, "-m", "appliance", "audit", "--json", *args], env=self.env(),
-                                cwd=REPO, capture_output=True, text=True, timeout=60)
+    def audit(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
+        """``appliance audit --json ARGS`` in the workers' environment plus ``env``."""
+        result = subprocess.run([sys.executable, "-m", "appliance", "audit", "--json", *args],
+                                env={**self.env(), **(env or {})}, cwd=REPO, capture_output=True, text=True,
+                                timeout=60)
         assert result.returncode in (0, 1), result.stderr
         return result.returncode, json.loads(result.stdout)
 
-    def assert_audit_clean(self, since: str = "10m", until: str = "0s") -> dict:
-        code, report = self.audit("--since", since, "--until", until)
+    def assert_audit_clean(self, since: str = "10m", until: str = "0s", env: dict[str, str] | None = None) -> dict:
+        code, report = self.audit("--since", since, "--until", until, env=env)
         assert code == 0 and report["ok"], json.dumps(report["violations"], indent=1)
         return report
 

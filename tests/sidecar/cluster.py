@@ -43,13 +43,16 @@ class Cluster:
         return info
 
     def beat(self, jobs: list[str], host: str | None = None, pid: int | None = None, ttl: float = 30.0,
-             started: float | None = None, running: list[str] | None = None) -> str:
-        """A heartbeat; by default from a worker on this host (the one beside the sidecar)."""
+             started: float | None = None, running: list[str] | None = None,
+             clock_offset: float | None = None) -> str:
+        """A heartbeat; by default from a worker on this host (the one beside the sidecar), with the clock offset
+        it measured (seconds ahead of Redis' clock) when given."""
         host = host or socket.gethostname()
         pid = pid or os.getpid()
         worker = f"{host}:{pid}"
         info = {"host": host, "pid": pid, "started": iso_at(started or self.clock.time()), "beat_at": self.clock.time(),
-                "ttl": ttl, "version": "test", "jobs": sorted(jobs), "running": running or []}
+                "ttl": ttl, "version": "test", "jobs": sorted(jobs), "running": running or [],
+                "clock": None if clock_offset is None else {"offset_seconds": clock_offset, "error_seconds": 0.0002}}
         self.state.beat(worker, info, ttl)
         return worker
 

@@ -126,6 +126,28 @@ def test_a_job_that_never_succeeded_is_measured_from_its_worker_start(client, cl
     assert body["status"] == "degraded"
 
 
+def test_a_worker_whose_clock_is_off_past_the_threshold_degrades_health_naming_it(make_client, cluster):
+    """Each heartbeat carries the offset its worker measured against Redis' clock: one past CLOCK_SKEW_WARN
+    (either way) makes /health degraded, not unhealthy, and the clock component names that worker."""
+    healthy_cluster(cluster)
+    cluster.beat(jobs=list(SEED_JOBS), clock_offset=0.004)
+    cluster.beat(jobs=list(SEED_JOBS), host="ahead-host", pid=7, clock_offset=2.5)
+    cluster.beat(jobs=list(SEED_JOBS), host="behind-host", pid=8, clock_offset=-0.4)
+    response = make_client().get("/health")
+    body = response.get_json()
+    assert response.status_code == 200 and body["status"] == "degraded", body
+    clock = body["components"]["clock"]
+    assert clock["status"] == "degraded" and "ahead-host:7 +2.500s" in clock["message"], clock
+    assert "behind-host" not in clock["message"]
+    assert body["clocks"]["ahead-host:7"] == {"offset_seconds": 2.5, "error_seconds": 0.0002, "skewed": True}
+    assert body["clocks"]["behind-host:8"]["skewed"] is False
+    # Behind by as much is as far off; within a larger threshold every clock is fine.
+    cluster.beat(jobs=list(SEED_JOBS), host="ahead-host", pid=7, clock_offset=-2.5)
+    assert "ahead-host:7 -2.500s" in make_client().get("/health").get_json()["components"]["clock"]["message"]
+    relaxed = make_client(CLOCK_SKEW_WARN="3s").get("/health").get_json()
+    assert relaxed["status"] == "ok" and relaxed["components"]["clock"]["status"] == "up", relaxed["components"]
+
+
 def _utc(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 

@@ -1,7 +1,6 @@
-"""Every slot ends with a ledger row, also in the two cases the chaos run (``scripts/chaos``) found without one:
-a slot claimed late, after a later slot of its job had already run (its claim held up by a Redis blip, a pause,
-a slow start), which is not run after it; and a run the worker itself could not carry out (an error outside the
-job, such as a failing system call). Real redis-server and PostgreSQL."""
+"""Every slot ends with a ledger row, also in cases the chaos run (``scripts/chaos``) found without one: the retry
+of a slot claimed after a later slot had already run, and a run the worker itself could not carry out (an error
+outside the job, such as a failing system call). Real redis-server and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,13 +9,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from appliance.kernel import keys
 from appliance.kernel.clients import make_pool
 from appliance.kernel.ledger import Ledger
 from appliance.kernel.locks import Claim
-from appliance.kernel.outcomes import Outcome
 from appliance.kernel.packs import load_settings
-from appliance.worker.claim import epoch_ms
 from appliance.worker.dispatch import Dispatch
 from appliance.worker.main import build
 from tests.worker.harness import write_jobs_file
@@ -49,37 +45,17 @@ def _flush(claims) -> None:
     assert claims.recorder.stop(10)
 
 
-def test_redis_knows_a_later_slot_ran(claims, redis_server, app_env):
+def test_a_retry_that_finds_a_later_slot_done_ends_its_slot_failed(claims, app_env):
+    """Redis lost its markers; PostgreSQL's fence row says a later slot is done: the retry is not run, and its
+    slot, whose first attempt failed, ends failed (slots passed over on a first attempt: test_passed_over)."""
     claims_, job, _ = claims
-    redis_server.client().hset(keys.slot("tick"), "done", epoch_ms(LATER))
-    attempt = claims_.take(Dispatch(job, SLOT))
-    assert attempt.claim is Claim.DONE
-    _flush(claims_)
-    assert _row(app_env["DATABASE_URL"], SLOT) == ("coalesced", "a later slot ran first; not run after it")
-
-
-def test_only_postgresql_knows_a_later_slot_ran(claims, app_env):
-    """Redis lost its markers (restarted empty); the fence row says a later slot is done."""
-    claims_, job, _ = claims
-    ledger = claims_.ledger
-    assert not ledger.start("tick", LATER, "schedule", "r-later", "owner", "w", 1, LATER).done
     with psycopg.connect(app_env["DATABASE_URL"], autocommit=True) as conn:
-        conn.execute("UPDATE job_fences SET done_slot = %s WHERE job = 'tick'", (LATER,))
-    attempt = claims_.take(Dispatch(job, SLOT))
+        conn.execute("INSERT INTO job_fences (job, fence, done_slot) VALUES ('tick', 1, %s) "
+                     "ON CONFLICT (job) DO UPDATE SET done_slot = EXCLUDED.done_slot", (LATER,))
+    attempt = claims_.take(Dispatch(job, SLOT, attempt=2))
     assert attempt.claim is Claim.DONE
     _flush(claims_)
-    assert _row(app_env["DATABASE_URL"], SLOT) == ("coalesced", "a later slot ran first; not run after it")
-
-
-def test_the_slots_own_success_is_not_overwritten(claims, redis_server, app_env):
-    claims_, job, _ = claims
-    ledger = claims_.ledger
-    ledger.start("tick", SLOT, "schedule", "r1", "owner", "w", 1, SLOT)
-    ledger.finish("r1", Outcome.SUCCESS, Outcome.SUCCESS, None, 0, None, 1.0, None)
-    redis_server.client().hset(keys.slot("tick"), "done", epoch_ms(LATER))
-    claims_.take(Dispatch(job, SLOT))
-    _flush(claims_)
-    assert _row(app_env["DATABASE_URL"], SLOT)[0] == "success"
+    assert _row(app_env["DATABASE_URL"], SLOT) == ("failed", "retry not run: a later slot ran first")
 
 
 def test_a_run_the_worker_could_not_carry_out_still_ends_its_slot(claims, app_env):
