@@ -80,8 +80,12 @@ class Heartbeat:
         self.worker, self.state, self.me, self.ttl = worker, state, me, ttl
         self.started = iso(worker.clock.now())
         self.eviction_problem: str | None = None
+        #: This process's liveness lock, taken again here when the disk was full at start.
+        self.liveness: Liveness | None = None
 
     def __call__(self) -> None:
+        if self.liveness is not None and not self.liveness.held and self.liveness.hold():
+            log.info("the worker's liveness file exists now (the disk has room again)")
         rss, cpu = metrics.sample_process("worker")
         info = {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
                 "beat_at": self.worker.clock.time(),
@@ -192,7 +196,10 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))
     liveness = Liveness(config.core.run_dir / "workers", heartbeat_of(keeper).me)
-    liveness.hold()
+    if not liveness.hold():
+        log.warning("the disk is full: no liveness file for this worker yet (tried again at every heartbeat); "
+                    "should it die before, its successor here waits for its leases' TTL")
+    heartbeat_of(keeper).liveness = liveness
     close_dead_runs(worker, liveness)
     check_durability(worker.runner.ledger)
     worker.plan()

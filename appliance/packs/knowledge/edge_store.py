@@ -43,6 +43,7 @@ from qdrant_edge import (
 )
 
 from appliance.kernel.errors import ApplianceError
+from appliance.kernel.files import write_atomic
 from appliance.kernel.owner import iso, utcnow
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.legacy_local import migrate_collection
@@ -153,9 +154,7 @@ class EdgeStore:
         meta = {**metadata(identity), "size": identity.dimensions, "distance": "Cosine", "created": iso(utcnow())}
         if migrated:
             meta["migrated_from"] = str(self.legacy)
-        partial = self._meta_path.with_suffix(".tmp")
-        partial.write_text(json.dumps(meta, indent=2))
-        partial.replace(self._meta_path)
+        write_atomic(self._meta_path, json.dumps(meta, indent=2))
         return migrated > 0
 
     def check(self, identity: Identity) -> None:

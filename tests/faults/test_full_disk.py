@@ -1,0 +1,187 @@
+"""The files the appliance writes itself, on a disk filled to the last byte (a tmpfs of the test's own): none
+is left half-written, no process dies of it, and each one recovers by itself when space returns.
+
+The appliance as a whole on a full disk is ``tests/appliance/test_disk_full.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.packs.knowledge.storage_lock import StorageLock
+from appliance.supervise import fatal
+from appliance.supervise.pgaccess import load_password, write_private
+from appliance.worker.liveness import Liveness
+from tests.services import wait_until
+from tests.tmpfs import small_disk
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.process
+
+
+@pytest.mark.parametrize("inodes", [False, True], ids=["blocks", "blocks-and-inodes"])
+def test_a_secret_rewritten_on_a_full_disk_keeps_its_old_value_and_leaves_nothing_behind(tmp_path, inodes):
+    with small_disk(tmp_path / "disk") as disk:
+        secrets = disk.path / "secrets"
+        password = load_password(secrets / "postgres-password", secrets / "postgres.pgpass")
+        disk.fill(inodes=inodes)
+        with pytest.raises(OSError, match="No space left"):
+            write_private(secrets / "postgres.pgpass", "*:*:*:appliance:another-password\n")
+        assert (secrets / "postgres.pgpass").read_text() == f"*:*:*:appliance:{password}\n"
+        assert sorted(p.name for p in secrets.iterdir()) == ["postgres-password", "postgres.pgpass"]
+        disk.release()
+        write_private(secrets / "postgres.pgpass", "*:*:*:appliance:another-password\n")
+        assert (secrets / "postgres.pgpass").read_text() == "*:*:*:appliance:another-password\n"
+        assert oct((secrets / "postgres.pgpass").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_fatal_listener_on_a_full_disk_waits_for_room_to_record_why_then_stops(tmp_path):
+    """A program going FATAL while the disk is full: the listener neither dies nor stops the appliance without
+    the marker (which would make it exit 0, "stopped on request"); it records the marker once there is room,
+    then stops the appliance."""
+    with small_disk(tmp_path / "disk") as disk:
+        marker = disk.path / "fatal.json"
+        disk.fill()
+        stopped = threading.Event()
+        payload = "processname:worker groupname:worker from_state:BACKOFF"
+        thread = threading.Thread(target=fatal.handle, args=({"eventname": "PROCESS_STATE_FATAL"}, payload,
+                                                             {"worker"}, marker, stopped.set))
+        thread.start()
+        try:
+            time.sleep(2.5)
+            assert not stopped.is_set() and not marker.exists()
+        finally:
+            disk.release()
+        thread.join(10)
+        assert stopped.is_set()
+        assert json.loads(marker.read_text())["program"] == "worker"
+        assert [p.name for p in disk.path.iterdir() if p.name != "filler"] == ["fatal.json"]
+
+
+#: A process using the appliance's metrics on a full disk: new label sets (new entries, new pages of the map)
+#: and a new metric type (a new file), then, once ``go`` exists, more counts; it prints what it counted.
+METRICS = """
+import os, sys, time
+from pathlib import Path
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+from appliance.kernel import metrics
+for i in range(300):
+    metrics.JOB_RUNS.labels(f"job-{i}", "skipped_unavailable").inc()
+metrics.JOB_DURATION.labels("job-0").observe(0.5)
+print("counted on the full disk", flush=True)
+while not Path(sys.argv[2]).exists():
+    time.sleep(0.05)
+time.sleep(1.1)  # the next try of moving the values into their files
+metrics.JOB_RUNS.labels("job-1", "skipped_unavailable").inc(41)
+metrics.JOB_DURATION.labels("job-0").observe(0.5)
+print("counted again", flush=True)
+"""
+
+
+@pytest.mark.parametrize("inodes", [False, True], ids=["blocks", "blocks-and-inodes"])
+def test_metrics_on_a_full_disk_never_kill_the_process_and_reach_their_files_when_space_returns(tmp_path, inodes):
+    """prometheus_client maps sparse files: written on a full disk, a new page is a SIGBUS. Here the process
+    lives on, and what it counted meanwhile is in its files once space returns."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    with small_disk(tmp_path / "disk") as disk:
+        directory = disk.path / "metrics"
+        directory.mkdir()
+        disk.fill(inodes=inodes)
+        go = tmp_path / "go"
+        proc = subprocess.Popen([sys.executable, "-c", METRICS, str(directory), str(go)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line == "counted on the full disk\n", (proc.wait(30), proc.stderr.read() if proc.stderr else "")
+            disk.release()
+            go.touch()
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0 and out == "counted again\n", (proc.returncode, err)
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for metric in MultiProcessCollector(None, path=str(directory)).collect() for s in metric.samples}
+        runs = {labels: value for (name, labels), value in samples.items() if name == "appliance_job_runs_total"}
+        assert len(runs) == 300
+        assert runs[(("job", "job-1"), ("outcome", "skipped_unavailable"))] == 42
+        assert samples[("appliance_job_duration_seconds_count", (("job", "job-0"),))] == 2
+
+
+def test_a_worker_started_on_a_full_disk_runs_without_its_liveness_file_and_makes_it_later(tmp_path):
+    with small_disk(tmp_path / "disk") as disk:
+        directory = disk.path / "run" / "workers"
+        mine = Liveness(directory, "host:1")
+        disk.fill()
+        assert mine.hold() is False and not mine.held
+        assert Liveness(directory, "host:2").is_dead("host:1") is False, "unknown here: left to the lease TTL"
+        disk.release()
+        assert mine.hold() is True and mine.held
+        assert Liveness(directory, "host:2").is_dead("host:1") is False, "alive: its lock is held"
+
+
+def test_the_knowledge_storage_lock_taken_on_a_full_disk_is_held_and_released(tmp_path):
+    """Its holder's description cannot be written: the lock is held all the same (it names "another process"),
+    and released; before, the failed write left the lock taken by nobody, so the storage stayed busy."""
+    with small_disk(tmp_path / "disk") as disk:
+        directory = disk.path / "qdrant-edge"
+        directory.mkdir()
+        disk.fill(inodes=False)
+        first = StorageLock(directory)
+        assert first.try_acquire() and first.held
+        assert (directory / ".lock").read_bytes() == b"", "no half description"
+        first.release()
+        second = StorageLock(directory)
+        assert second.try_acquire()
+        second.release()
+
+
+def test_a_storage_program_waits_for_room_before_it_starts_then_starts_by_itself(tmp_path):
+    """The launcher of the embedded services: on a full disk the program does not start (it would fail at
+    once, and supervisord would give up on it); it starts once space returns; stopping it meanwhile is clean."""
+    started = tmp_path / "started"
+    with small_disk(tmp_path / "disk", size="64M") as disk:
+        data = disk.path / "postgres"
+        data.mkdir()
+        disk.fill()
+        argv = [sys.executable, "-m", "appliance.supervise.launch", "--room", str(data), "postgres", "--",
+                "sh", "-c", f"echo $$ > {started}"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(2.5)
+            assert proc.poll() is None and not started.exists()
+            disk.release()
+            _, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, err
+        assert int(started.read_text()) == proc.pid, "the program itself, in the launcher's place"
+        assert "postgres waits for room" in err and "starting postgres" in err
+
+        disk.fill()
+        waiting = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: waiting.stderr is not None and "waits for room" in waiting.stderr.readline(), 10,
+                       "the launcher waiting")
+            waiting.send_signal(signal.SIGINT)  # postgres' stopsignal
+            assert waiting.wait(5) == 0
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+            waiting.communicate()
