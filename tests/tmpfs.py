@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,7 @@ class SmallDisk:
         directory = self.path / INODE_FILLER
         with contextlib.suppress(FileExistsError):
             directory.mkdir()
-        count = 0
+        count = len(os.listdir(directory))
         while True:
             try:
                 (directory / str(count)).touch()
@@ -74,6 +75,25 @@ class SmallDisk:
                     raise
                 break
             count += 1
+
+    @contextlib.contextmanager
+    def kept_full(self, every: float = 0.2):
+        """``fill``, then fill again whatever is freed (a process exiting, a temporary file removed) until the
+        block ends, as a runaway writer would: the disk stays full however the programs on it react."""
+        self.fill()
+        stop = threading.Event()
+
+        def refill() -> None:
+            while not stop.wait(every):
+                self.fill()
+
+        thread = threading.Thread(target=refill, name="filler", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
 
     def release(self) -> None:
         """Give back everything ``fill`` took."""
