@@ -29,7 +29,7 @@ from tests.services import wait_until
 from tests.tmpfs import SmallDisk, small_disk
 from tests.worker.harness import write_jobs_file
 
-pytestmark = [pytest.mark.process, pytest.mark.long]
+pytestmark = pytest.mark.process
 
 #: Every 2 s, its effect and ledger row committed in PostgreSQL (``tests.faults.jobs``).
 EFFECT = {"callable": "tests.faults.jobs:effect", "schedule": "2s", "lock_ttl": 5}
@@ -75,6 +75,7 @@ def _poll_health(app: Appliance, seconds: float) -> list[tuple[float, int, dict]
     return seen
 
 
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_a_home_disk_filled_to_the_last_byte_degrades_loses_nothing_and_recovers_by_itself(tmp_path, home_disk):
     home = home_disk.path
@@ -154,3 +155,18 @@ def test_a_home_disk_filled_to_the_last_byte_degrades_loses_nothing_and_recovers
 
 def _files(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.is_file()] if directory.is_dir() else []
+
+
+def test_starting_on_a_full_disk_fails_at_once_saying_so(tmp_path):
+    """``appliance run`` cannot make its directories: exit 1 (a start step failed) with what to do."""
+    home = appliance_home()
+    try:
+        with small_disk(home, size="8M", inodes=64) as disk:
+            disk.fill()
+            done = subprocess.run([sys.executable, "-m", "appliance", "run"], env=base_env(disk.path / "data"),
+                                  cwd=REPO, capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(home.parent, ignore_errors=True)
+    assert done.returncode == 1, done.stderr
+    assert "No space left on device" in done.stderr
+    assert "APPLIANCE_HOME's filesystem is full: free space there" in done.stderr
