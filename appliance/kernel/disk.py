@@ -69,9 +69,10 @@ def is_full_error(exc: BaseException) -> bool:
 
 
 def size_text(count: float) -> str:
-    """``count`` bytes for a human: ``0 B``, ``512 KiB``, ``31.9 MiB``, ``1.2 GiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" or count == int(count) else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"
+    """``count`` bytes for a human: ``0 B``, ``188 KiB``, ``31.9 MiB``, ``1.2 GiB``."""
+    unit = "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024:
+            break
+        count, unit = count / 1024, bigger
+    return f"{count:.0f} {unit}" if unit == "B" or count == int(count) else f"{count:.1f} {unit}"

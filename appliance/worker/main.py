@@ -84,8 +84,7 @@ class Heartbeat:
         self.liveness: Liveness | None = None
 
     def __call__(self) -> None:
-        if self.liveness is not None and not self.liveness.held and self.liveness.hold():
-            log.info("the worker's liveness file exists now (the disk has room again)")
+        self._hold_liveness()
         rss, cpu = metrics.sample_process("worker")
         info = {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
                 "beat_at": self.worker.clock.time(),
@@ -94,6 +93,18 @@ class Heartbeat:
         self.state.beat(self.me, info, self.ttl)
         self.state.publish_jobs(job_table(self.worker, self.me))
         self._watch_eviction()
+
+    def _hold_liveness(self) -> None:
+        """Make the liveness file a full disk kept from being made at start. Never stops the heartbeat: the
+        keeper's thread survives only Redis errors."""
+        if self.liveness is None or self.liveness.held:
+            return
+        try:
+            if self.liveness.hold():
+                log.info("the worker's liveness file exists now (the disk has room again)")
+        except OSError as exc:
+            log.warning("cannot make the worker's liveness file; not trying again", extra=fields(error=str(exc)))
+            self.liveness = None
 
     def _watch_eviction(self) -> None:
         """Keep the eviction gauge current (an operator may change the policy at run time) and say so once

@@ -186,3 +186,29 @@ def test_a_storage_program_waits_for_room_before_it_starts_then_starts_by_itself
             if waiting.poll() is None:
                 waiting.kill()
             waiting.communicate()
+
+
+def test_a_worker_started_on_a_full_disk_runs_its_slots_and_makes_its_liveness_file_once_there_is_room(
+        tmp_path, cluster):
+    """A worker (re)started while its APPLIANCE_HOME is full (Redis and PostgreSQL elsewhere): it starts, runs
+    its slots, and makes its liveness file at a heartbeat after space returns. Before, it died at its first
+    metric (SIGBUS, or ENOSPC creating the file) at every start, until supervisord gave up on it."""
+    with small_disk(tmp_path / "disk") as disk:
+        (disk.path / "home" / "metrics").mkdir(parents=True)  # made by `appliance run` before the disk filled
+        disk.fill()
+        worker = cluster.start(home="disk/home", HEARTBEAT_TTL="1")
+        assert any("no liveness file" in line.get("msg", "") for line in worker.log_lines())
+        cluster.wait_mark("committed", count=2, timeout=30)
+        assert not (disk.path / "home" / "run" / "workers").exists()
+        disk.release()
+        worker.wait_for_log("the worker's liveness file exists now (the disk has room again)", timeout=15)
+        assert [p.name for p in (disk.path / "home" / "run" / "workers").iterdir()] == [
+            f"{worker_id(worker)}.lock"]
+        assert worker.alive()
+        cluster.stop_all()
+    cluster.assert_audit_clean()
+
+
+def worker_id(worker) -> str:
+    line = next(line for line in worker.log_lines() if line.get("msg") == "worker started")
+    return line["worker"]
