@@ -212,3 +212,62 @@ def test_a_worker_started_on_a_full_disk_runs_its_slots_and_makes_its_liveness_f
 def worker_id(worker) -> str:
     line = next(line for line in worker.log_lines() if line.get("msg") == "worker started")
     return line["worker"]
+
+
+#: A process with the embedded Qdrant (Qdrant Edge) open: it writes, waits for the test to fill the disk,
+#: writes again, waits for the test to release it, writes again; it prints what happened.
+EDGE = """
+import sys
+from appliance.kernel.errors import ApplianceError
+from appliance.kernel.packs import load_settings
+from appliance.packs.knowledge.embedder import Identity
+from appliance.packs.knowledge.store import KnowledgePoint, open_store, point_id
+config = load_settings({"APPLIANCE_HOME": sys.argv[1], "EMBEDDING_DIMENSIONS": "8"}, env_file=None)
+
+def points(start, count):
+    return [KnowledgePoint(point_id(i, 0), [float(i % 7 + 1)] * 8,
+                           {"tenant_id": 1, "document_id": i, "chunk_index": 0, "text": "x" * 2000})
+            for i in range(start, start + count)]
+
+with open_store(config) as store:
+    store.ensure(Identity("local", "test", 8))
+    store.upsert(points(0, 100))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    try:
+        store.upsert(points(100, 2000))
+        print("written on the full disk", flush=True)
+    except ApplianceError as exc:
+        print(f"refused: {exc}", flush=True)
+    print(f"count {store.count()}", flush=True)
+    sys.stdin.readline()
+    store.upsert(points(100, 2000))
+    print(f"count {store.count()}", flush=True)
+"""
+
+
+def test_the_embedded_qdrant_writes_nothing_on_a_full_disk_and_again_once_there_is_room(tmp_path):
+    """Qdrant Edge writes through memory maps: on a full disk its write was a SIGBUS that killed the process
+    (the worker, with every run in it). It refuses instead, with why; what it held stays; it writes again once
+    space returns."""
+    with small_disk(tmp_path / "disk", size="48M", inodes=1024) as disk:
+        proc = subprocess.Popen([sys.executable, "-c", EDGE, str(disk.path / "home")], cwd=REPO,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            assert proc.stdout.readline() == "ready\n"
+            disk.fill()
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            refused = proc.stdout.readline()
+            assert refused.startswith("refused: the embedded Qdrant writes nothing while APPLIANCE_HOME's "
+                                      "filesystem is full"), (refused, proc.wait(30))
+            assert proc.stdout.readline() == "count 100\n"
+            disk.release()
+            out, err = proc.communicate("\n", timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0 and out == "count 2100\n", (proc.returncode, err)
