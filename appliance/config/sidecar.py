@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from appliance.config.env import EnvReader
 
@@ -20,6 +20,11 @@ class FreeSpace:
 
     percent: float | None = None
     bytes: int = 0
+    #: As the operator wrote it (``check-config`` shows this).
+    text: str = field(default="", compare=False)
+
+    def describe(self) -> str:
+        return self.text
 
     def of(self, total: int) -> int:
         """The amount in bytes on a filesystem of ``total`` bytes."""
@@ -34,8 +39,12 @@ class FreeSpace:
         if unit == "%":
             if number > 100:
                 raise ValueError(text)
-            return cls(percent=number)
-        return cls(bytes=round(number * _UNIT_BYTES[unit]))
+            return cls(percent=number, text=text.strip())
+        return cls(bytes=round(number * _UNIT_BYTES[unit]), text=text.strip())
+
+
+#: ``/health`` is degraded below this much free space on APPLIANCE_HOME's filesystem, by default.
+DISK_FREE_WARN = FreeSpace(percent=5.0, text="5%")
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,7 @@ class SidecarConfig:
     #: Seconds between refreshes of the dashboard.
     dashboard_refresh: float
     #: ``/health`` is degraded while APPLIANCE_HOME's filesystem has less free space than this.
-    disk_free_warn: FreeSpace = FreeSpace(percent=5.0)
+    disk_free_warn: FreeSpace = DISK_FREE_WARN
 
     @property
     def admin_enabled(self) -> bool:
@@ -83,7 +92,7 @@ def load_sidecar(env: EnvReader) -> SidecarConfig:
         workers=env.int("SIDECAR_WORKERS", 2, min=1, max=32),
         threads=env.int("SIDECAR_THREADS", 4, min=1, max=64),
         dashboard_refresh=env.duration("DASHBOARD_REFRESH", 5.0, unit="s", min=1.0),
-        disk_free_warn=env.typed("DISK_FREE_WARN", FreeSpace(percent=5.0), FreeSpace.parse,
+        disk_free_warn=env.typed("DISK_FREE_WARN", DISK_FREE_WARN, FreeSpace.parse,
                                  "a share of the disk like 5% or an amount like 500MB, 2GiB (0: never)"),
     )
 
