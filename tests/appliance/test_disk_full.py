@@ -145,6 +145,9 @@ def test_a_home_disk_filled_to_the_last_byte_degrades_loses_nothing_and_recovers
         assert after["worker"] == states["worker"] and after["sidecar"] == states["sidecar"], \
             "no process died of the full disk"
         assert not [line for line in app.supervisord_log() if "FATAL" in line or "gave up" in line]
+        # supervisord could not write the log files: one line each on its output, not a traceback per line.
+        output = app.output()
+        assert "supervisord: cannot write" in output and "Traceback" not in output, output[-3000:]
         assert not [p for p in (*_files(home / "secrets"), *_files(home / "run")) if p.name.endswith(".tmp")]
         code, _ = app.terminate()
         assert code == 0, app.output()[-3000:]

@@ -271,3 +271,59 @@ def test_the_embedded_qdrant_writes_nothing_on_a_full_disk_and_again_once_there_
                 proc.kill()
                 proc.communicate()
         assert proc.returncode == 0 and out == "count 2100\n", (proc.returncode, err)
+
+
+#: supervisor's rotated log file as supervisord uses it (through ``appliance.supervise.pid1``'s patch): 17
+#: lines of 1000 bytes, near its rotation at 20000; then lines on the full disk (the rotation comes due);
+#: then lines once space returns.
+LOG_FILE = """
+import sys
+from supervisor import loggers
+from appliance.supervise import logfiles
+logfiles.install()
+handler = loggers.RotatingFileHandler(sys.argv[1], maxBytes=20000, backupCount=2)
+
+def lines(start, stop):
+    for i in range(start, stop):
+        handler.emit(loggers.LogRecord(loggers.LevelsByName.INFO, b"line %05d " % i + b"x" * 989 + b"\\n"))
+
+lines(0, 17)
+print("ready", flush=True)
+sys.stdin.readline()
+lines(17, 40)
+print("lines written on the full disk", flush=True)
+sys.stdin.readline()
+lines(40, 43)
+handler.close()
+"""
+
+
+def test_supervisord_log_files_on_a_full_disk_cost_one_line_and_are_written_again_by_themselves(tmp_path):
+    """A rotation that comes due on a full disk renames the file and cannot create the next one: in supervisor
+    the error escaped (supervisord then closed the program's pipe, or failed where it was logging) and the
+    file stayed closed for good. Here: one line when writing stops, one when it resumes, no traceback, and
+    the lines after the disk has room are in a new file."""
+    with small_disk(tmp_path / "disk") as disk:
+        log = disk.path / "worker.log"
+        proc = subprocess.Popen([sys.executable, "-c", LOG_FILE, str(log)], cwd=REPO, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            assert proc.stdout.readline() == "ready\n"
+            disk.fill()
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == "lines written on the full disk\n"
+            disk.release()
+            _, err = proc.communicate("\n", timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+        assert err.splitlines() == [f"supervisord: cannot write {log} (No space left on device): its lines are lost "
+                                    f"until the disk has room again", f"supervisord: writing {log} again"]
+        assert log.read_text().splitlines()[-1].startswith("line 00042 ")
+        assert log.with_name("worker.log.1").read_text().startswith("line 00000 "), "it rotated on the full disk"
