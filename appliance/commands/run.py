@@ -18,6 +18,7 @@ import sys
 from appliance.commands.common import EXIT_CONFIG, fail, jobs_or_exit, setup_logs
 from appliance.commands.tools import redis_cli_hint
 from appliance.config import set_process_env
+from appliance.kernel.disk import is_full_error
 from appliance.kernel.errors import ConfigError
 from appliance.kernel.logs import fields
 from appliance.supervise.pgversion import MajorVersionMismatch
@@ -31,6 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("run", help="start the appliance: migrations, then supervisord in the foreground "
                                         "running qdrant, worker and sidecar (and embedded redis/postgres)")
     parser.set_defaults(handler=run_appliance)
+
+
+def _start_failure(exc: BaseException) -> str:
+    """What went wrong, and on a full disk (the error itself, or the embedded PostgreSQL's words) what to do."""
+    text = str(exc)
+    if is_full_error(exc) or "No space left on device" in text:
+        return (f"{text}\nAPPLIANCE_HOME's filesystem is full: free space there (docs/operations.md, "
+                f"\"A full disk\") and start again")
+    return text
 
 
 def run_appliance(args: argparse.Namespace) -> int:
@@ -57,7 +67,7 @@ def run_appliance(args: argparse.Namespace) -> int:
         # Like bad configuration: a restart finds the same directory, so the orchestrator should not retry.
         fail(str(exc), EXIT_CONFIG)
     except (StartupError, OSError) as exc:
-        fail(str(exc))
+        fail(_start_failure(exc))
     log.info("database schema up to date", extra=fields(applied=",".join(applied) or "none"))
     log.info("this appliance's Redis from a shell: %s", redis_cli_hint())
     for name, value in env.items():

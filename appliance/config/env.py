@@ -117,6 +117,11 @@ class EnvReader:
             return default
 
     # -- typed getters --------------------------------------------------------------------------------
+    def typed(self, name: builtins.str, default: T, convert: Callable[[builtins.str], T],
+              expected: builtins.str) -> T:
+        """A value of a section's own type: ``convert`` raises ``ValueError`` on a bad value."""
+        return self._typed(name, default, expected, convert)
+
     def str(self, name: builtins.str, default: builtins.str = "",
             choices: tuple[builtins.str, ...] | None = None) -> builtins.str:
         value = self.raw(name)

@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from appliance.config.env import EnvReader
 
 #: A dependency check may never take longer than this, so ``/health`` answers within 1.5 s.
 MAX_CHECK_TIMEOUT = 1.0
+_FREE_SPACE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|b|kb|mb|gb|tb|kib|mib|gib|tib)?\s*$", re.IGNORECASE)
+_UNIT_BYTES = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+@dataclass(frozen=True)
+class FreeSpace:
+    """An amount of free space: a share of the filesystem's size (``percent``) or a number of bytes."""
+
+    percent: float | None = None
+    bytes: int = 0
+    #: As the operator wrote it (``check-config`` shows this).
+    text: str = field(default="", compare=False)
+
+    def describe(self) -> str:
+        return self.text
+
+    def of(self, total: int) -> int:
+        """The amount in bytes on a filesystem of ``total`` bytes."""
+        return round(total * self.percent / 100) if self.percent is not None else self.bytes
+
+    @classmethod
+    def parse(cls, text: str) -> FreeSpace:
+        match = _FREE_SPACE.match(text)
+        if not match:
+            raise ValueError(text)
+        number, unit = float(match.group(1)), (match.group(2) or "b").lower()
+        if unit == "%":
+            if number > 100:
+                raise ValueError(text)
+            return cls(percent=number, text=text.strip())
+        return cls(bytes=round(number * _UNIT_BYTES[unit]), text=text.strip())
+
+
+#: ``/health`` is degraded below this much free space on APPLIANCE_HOME's filesystem, by default.
+DISK_FREE_WARN = FreeSpace(percent=5.0, text="5%")
 
 
 @dataclass(frozen=True)
@@ -29,6 +66,8 @@ class SidecarConfig:
     threads: int
     #: Seconds between refreshes of the dashboard.
     dashboard_refresh: float
+    #: ``/health`` is degraded while APPLIANCE_HOME's filesystem has less free space than this.
+    disk_free_warn: FreeSpace = DISK_FREE_WARN
 
     @property
     def admin_enabled(self) -> bool:
@@ -53,6 +92,8 @@ def load_sidecar(env: EnvReader) -> SidecarConfig:
         workers=env.int("SIDECAR_WORKERS", 2, min=1, max=32),
         threads=env.int("SIDECAR_THREADS", 4, min=1, max=64),
         dashboard_refresh=env.duration("DASHBOARD_REFRESH", 5.0, unit="s", min=1.0),
+        disk_free_warn=env.typed("DISK_FREE_WARN", DISK_FREE_WARN, FreeSpace.parse,
+                                 "a share of the disk like 5% or an amount like 500MB, 2GiB (0: never)"),
     )
 
 

@@ -2,7 +2,8 @@
 
 The worker and the sidecar's gunicorn workers are separate processes, so prometheus_client runs in its
 multiprocess mode: the entry point sets ``PROMETHEUS_MULTIPROC_DIR`` (``$APPLIANCE_HOME/metrics``) before this
-module is imported, each process writes its own files there, and the sidecar aggregates them.
+module is imported, each process writes its own files there, and the sidecar aggregates them. Their blocks are
+allocated before they are written (``appliance.kernel.metric_files``), so a full disk never kills a process.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import os
 import resource
 
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
+
+from appliance.kernel import metric_files
+
+# Before the first metric: a full disk must not turn a metric's first write into SIGBUS.
+metric_files.install()
 
 JOB_RUNS = Counter("appliance_job_runs", "Slots and runs by job and outcome.", ["job", "outcome"])
 JOB_DURATION = Histogram(

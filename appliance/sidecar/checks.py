@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,8 +26,10 @@ import psycopg
 import redis
 
 from appliance.config.env import redact_url
+from appliance.config.sidecar import FreeSpace
 from appliance.kernel import keys
 from appliance.kernel.clock import SYSTEM, Clock
+from appliance.kernel.disk import FULL_BELOW, measure, size_text
 from appliance.kernel.eviction import eviction_policy, eviction_problem
 from appliance.kernel.owner import iso
 from appliance.kernel.state import ClusterState
@@ -180,3 +183,28 @@ def embedded_qdrant() -> Component:
     """The embedded Qdrant (Qdrant Edge) opens inside the worker process, one process at a time behind a file
     lock: the sidecar never takes it from the worker, so it does not probe the storage."""
     return Component(Status.UP, "embedded local mode (inside the worker process; not probed)")
+
+
+#: How ``/health`` names the filesystem it looks at: by the setting, never by its path (see ``Component.public``).
+DISK_NAME = "APPLIANCE_HOME"
+
+
+def check_disk(home: Path, warn: FreeSpace) -> Component:
+    """The free space of ``home``'s filesystem (``data``: what ``/health`` shows as ``disk``): ``full`` below
+    ``appliance.kernel.disk.FULL_BELOW`` or without a free inode, ``low`` below ``DISK_FREE_WARN``."""
+    space = measure(home)
+    floor = warn.of(space.total_bytes)
+    state = "full" if space.full else "low" if space.free_bytes < floor else "ok"
+    data = {"status": state, "filesystem": DISK_NAME, "type": space.fstype, "free_bytes": space.free_bytes,
+            "total_bytes": space.total_bytes, "free_inodes": space.free_inodes, "warn_below_bytes": floor,
+            "full_below_bytes": FULL_BELOW}
+    inodes = "" if space.free_inodes is None else f", {space.free_inodes} inodes"
+    kind = f" ({space.fstype})" if space.fstype else ""
+    free, total = size_text(space.free_bytes), size_text(space.total_bytes)
+    text = f"{DISK_NAME}'s filesystem{kind}: {free} free of {total}{inodes}"
+    if state == "full":
+        return Component(Status.DEGRADED, f"{text}: full; what the appliance writes there fails until space is "
+                                          f"freed, and it recovers by itself then", data=data)
+    if state == "low":
+        return Component(Status.DEGRADED, f"{text}: below DISK_FREE_WARN ({size_text(floor)})", data=data)
+    return Component(Status.UP, text, data=data)

@@ -5,10 +5,16 @@ Overall status:
 - ``unhealthy`` (HTTP 503) when a critical component is down: Redis, PostgreSQL, or the worker beside this
   sidecar (no heartbeat younger than its TTL);
 - ``degraded`` (HTTP 200) when any other component is down or degraded (Qdrant; ``clock``: a live worker's wall
-  clock is off Redis' clock by more than ``CLOCK_SKEW_WARN``, as its heartbeat says), a job is stale: it has
-  not succeeded within ``HEALTH_STALE_FACTOR`` x its period (the dead-man's switch), or a provider's circuit
-  breaker is open (or half-open, waiting for its trial call);
+  clock is off Redis' clock by more than ``CLOCK_SKEW_WARN``, as its heartbeat says; ``disk``: the disk of
+  ``APPLIANCE_HOME`` below ``DISK_FREE_WARN``), a job is stale: it has not succeeded within
+  ``HEALTH_STALE_FACTOR`` x its period (the dead-man's switch), or a provider's circuit breaker is open (or
+  half-open, waiting for its trial call);
 - ``ok`` (HTTP 200) otherwise.
+
+While that disk is full (``appliance.kernel.disk``), a critical component that keeps its data there (the
+embedded Redis and PostgreSQL, the worker) and is down is listed under ``disk.affected`` and makes the status
+``degraded``, not ``unhealthy``: restarting the container would not free the disk and could not start on it,
+while the appliance keeps what it committed and recovers by itself once space returns.
 
 ``/health/live`` does no I/O at all, so a liveness probe never restarts the container (and its Qdrant) because
 Redis is down; ``/health/ready`` runs the same checks as ``/health`` and answers 503 when unhealthy.
@@ -17,6 +23,7 @@ Redis is down; ``/health/ready`` runs the same checks as ``/health`` and answers
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -33,10 +40,12 @@ from appliance.kernel.owner import iso
 from appliance.kernel.packs import SeedNames, packs_of
 from appliance.kernel.skew import published
 from appliance.sidecar.checks import (
+    DISK_NAME,
     CachedProbe,
     Component,
     Status,
     check_database,
+    check_disk,
     check_qdrant,
     check_redis,
     embedded_qdrant,
@@ -79,7 +88,12 @@ class Monitor:
             "database": lambda: check_database(core.database_url),
             "qdrant": embedded_qdrant if self.qdrant_embedded
             else (lambda: check_qdrant(self.http, core.qdrant_url)),
+            "disk": lambda: check_disk(core.home, side.disk_free_warn),
         }
+        #: The components that keep their data on APPLIANCE_HOME's disk: a full disk is why they fail.
+        self.on_disk = frozenset({"worker", *(["redis"] if core.redis_embedded else []),
+                                  *(["database"] if core.database_embedded else []),
+                                  *(["qdrant"] if self.qdrant_embedded or core.qdrant_bin else [])})
         self.probes = {name: CachedProbe(name, check, side.cache_ttl, side.check_timeout, self.executor, clock)
                        for name, check in checks.items()}
 
@@ -117,7 +131,8 @@ class Monitor:
             jobs = [{**job, "paused": True} for job in jobs]  # a stopped scheduler makes no job stale
         fresh = freshness(jobs, workers, now.timestamp(), self.config.sidecar.stale_factor)
         breakers = {b["name"]: {k: v for k, v in b.items() if k != "name"} for b in snapshot.get("breakers", [])}
-        status = overall(components, fresh, breakers)
+        disk = self.disk(components)
+        status = overall(components, fresh, breakers, disk["affected"])
         services = {name: SERVICE_WORDS[name][components[name].status == Status.DOWN] for name in SERVICE_WORDS}
         if self.qdrant_embedded:
             services["qdrant"] = "embedded"
@@ -138,8 +153,19 @@ class Monitor:
                           "paused_at": (pause or {}).get("at")},
             "breakers": breakers,
             "clocks": clocks(workers, self.config.core.clock_skew_warn),
+            "disk": disk,
             **self.pack_health,
         }, snapshot
+
+    def disk(self, components: dict[str, Component]) -> dict[str, Any]:
+        """The ``disk`` section: the disk check's figures, and while the disk is full the components that keep
+        their data there and are not up (``affected``)."""
+        found = components["disk"]
+        facts = dict(found.data or {"status": "unknown", "filesystem": DISK_NAME})
+        full = facts["status"] == "full"
+        facts["affected"] = sorted(name for name, c in components.items()
+                                   if full and name in self.on_disk and c.status != Status.UP)
+        return facts
 
     def worker_component(self, redis_result: Component, workers: list[dict[str, Any]]) -> Component:
         """The worker beside this sidecar, judged by its heartbeat (key TTL = ``HEARTBEAT_TTL``)."""
@@ -188,8 +214,9 @@ def clocks(workers: list[dict[str, Any]], threshold: float) -> dict[str, dict[st
 
 
 def overall(components: dict[str, Component], fresh: dict[str, dict[str, Any]],
-            breakers: dict[str, dict[str, Any]] | None = None) -> str:
-    if any(components[name].status == Status.DOWN for name in CRITICAL if name in components):
+            breakers: dict[str, dict[str, Any]] | None = None, affected: Collection[str] = ()) -> str:
+    """``affected``: components down because the disk is full; they degrade the status instead of failing it."""
+    if any(components[name].status == Status.DOWN for name in CRITICAL if name in components and name not in affected):
         return "unhealthy"
     if any(c.status != Status.UP for c in components.values()):
         return "degraded"

@@ -3,8 +3,8 @@
 The Prometheus text aggregates what every appliance process wrote to the multiprocess directory
 (``$APPLIANCE_HOME/metrics``: the worker's runs, durations, retries, dead letters, backlog, CPU and RSS) and
 adds what only the sidecar knows, computed at scrape time from the cached health checks: component status,
-overall health, the dead-man's switch per job, live workers and heartbeat ages, pending dead letters, circuit
-breakers, pause-all, uptime.
+overall health, the free space of APPLIANCE_HOME's filesystem, the dead-man's switch per job, live workers and
+heartbeat ages, pending dead letters, circuit breakers, pause-all, uptime.
 """
 
 from __future__ import annotations
@@ -52,9 +52,26 @@ class SidecarCollector(Collector):
                                 value=HEALTH_VALUE[report["status"]])
         yield GaugeMetricFamily("appliance_sidecar_uptime_seconds", "Seconds since the sidecar started.",
                                 value=monitor.uptime())
+        yield from self._disk(report["disk"])
         yield from self._jobs(report, snapshot)
         if snapshot:
             yield from self._cluster(snapshot)
+
+    def _disk(self, disk: dict[str, Any]) -> Iterator[Metric]:
+        """APPLIANCE_HOME's filesystem, as the (cached) disk check last saw it; nothing when it could not look."""
+        if "free_bytes" not in disk:
+            return
+        yield GaugeMetricFamily("appliance_disk_free_bytes", "Free bytes on APPLIANCE_HOME's filesystem (what an "
+                                "unprivileged process may use).", value=disk["free_bytes"])
+        yield GaugeMetricFamily("appliance_disk_size_bytes", "Size of APPLIANCE_HOME's filesystem in bytes.",
+                                value=disk["total_bytes"])
+        yield GaugeMetricFamily("appliance_disk_warn_below_bytes", "DISK_FREE_WARN in bytes: /health is degraded "
+                                "below it.", value=disk["warn_below_bytes"])
+        yield GaugeMetricFamily("appliance_disk_full", "1 while APPLIANCE_HOME's filesystem is full (too little room "
+                                "for PostgreSQL to restart, or no free inode).", value=int(disk["status"] == "full"))
+        if disk["free_inodes"] is not None:
+            yield GaugeMetricFamily("appliance_disk_free_inodes", "Free inodes on APPLIANCE_HOME's filesystem.",
+                                    value=disk["free_inodes"])
 
     def _jobs(self, report: dict[str, Any], snapshot: dict[str, Any]) -> Iterator[Metric]:
         stale = GaugeMetricFamily("appliance_job_stale", "Dead-man's switch: 1 when the job has not succeeded "

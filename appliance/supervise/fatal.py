@@ -17,12 +17,18 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 from supervisor import childutils
 
 from appliance.kernel.clock import SYSTEM
+from appliance.kernel.disk import is_full_error
+from appliance.kernel.files import write_atomic
+
+#: Seconds between two tries of writing the marker on a full disk.
+MARKER_RETRY = 1.0
 
 
 def handle(headers: dict[str, str], payload: str, critical: set[str], marker: Path, stop) -> bool:
@@ -34,13 +40,33 @@ def handle(headers: dict[str, str], payload: str, critical: set[str], marker: Pa
     if name not in critical:
         return False
     record = {"program": name, "group": event.get("groupname", name), "at": SYSTEM.time()}
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(marker)
+    write_marker(marker, record)
     print(f"fatal: program {name} went FATAL (it kept exiting at start); stopping the appliance",
           file=sys.stderr, flush=True)
     stop()
     return True
+
+
+def write_marker(marker: Path, record: dict, sleep: Callable[[float], None] = SYSTEM.sleep) -> None:
+    """Write the marker whole (``appliance.kernel.files``). While the disk is full, wait for space instead: the
+    marker is what makes the appliance exit 3 rather than 0, and a restart could not start on a full disk
+    anyway. Meanwhile the other programs keep running. Any other failure is reported and the stop goes on."""
+    waiting = False
+    while True:
+        try:
+            write_atomic(marker, json.dumps(record))
+        except OSError as exc:
+            if not is_full_error(exc):
+                print(f"fatal: could not write {marker.name} ({exc.strerror}): the appliance will exit 0, not 3",
+                      file=sys.stderr, flush=True)
+                return
+            if not waiting:
+                print(f"fatal: program {record['program']} went FATAL while the disk is full; the appliance stops "
+                      f"once there is room to record why", file=sys.stderr, flush=True)
+                waiting = True
+            sleep(MARKER_RETRY)
+        else:
+            return
 
 
 def stop_parent() -> None:

@@ -30,10 +30,14 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.config import process_environment
+from appliance.supervise.headroom import wait_for_room
 
 SECRET_NAMES = "APPLIANCE_SECRET_NAMES"
+#: ``--room DIR``: wait until DIR's filesystem is not full before starting (``appliance.supervise.headroom``).
+ROOM_OPTION = "--room"
 WITHHELD = "APPLIANCE_WITHHELD_SECRETS"
 #: What every program may see: how to find programs and libraries, the locale, the time zone, and
 #: supervisord's own SUPERVISOR_* variables (the listener protocol relies on them). APPLIANCE_HOME is no
@@ -89,11 +93,16 @@ def program_env(program: str, environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    room = None
+    if argv[:1] == [ROOM_OPTION] and len(argv) > 1:
+        room, argv = Path(argv[1]), argv[2:]
     if len(argv) < 3 or argv[1] != "--" or argv[0] not in PROGRAMS:
-        print("usage: python -m appliance.supervise.launch {" + ",".join(PROGRAMS) + "} -- COMMAND [ARG...]",
-              file=sys.stderr)
+        print(f"usage: python -m appliance.supervise.launch [{ROOM_OPTION} DIR] {{" + ",".join(PROGRAMS)
+              + "} -- COMMAND [ARG...]", file=sys.stderr)
         return 2
     command = argv[2:]
+    if room is not None:
+        wait_for_room(room, argv[0])
     try:
         os.execvpe(command[0], command, program_env(argv[0], process_environment()))
     except OSError as exc:

@@ -29,6 +29,7 @@ import subprocess
 from pathlib import Path
 
 from appliance.kernel.errors import ApplianceError
+from appliance.kernel.files import write_atomic
 from appliance.supervise.embedded import PG_DATABASE, PG_SUPERUSER, PG_USER, as_user, find_pg_bin
 
 #: SCRAM iterations; PostgreSQL's own default (``scram_iterations``).
@@ -71,13 +72,8 @@ def load_password(password_file: Path, passfile: Path) -> str:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically; the file is 0600 from its first byte."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    """Replace ``path`` with ``text`` atomically (a full disk leaves the old file); 0600 from its first byte."""
+    write_atomic(path, text, 0o600)
 
 
 def _pgpass_escape(value: str) -> str:

@@ -4,7 +4,8 @@
 supervisord's own ``main()`` in this process, so supervisord is PID 1 in the container: it receives
 ``docker stop``'s SIGTERM and stops its programs, and it reaps every child,
 including orphans re-parented to PID 1 (it calls ``waitpid(-1)``). Its shutdown runs in waves
-(``appliance.supervise.waves``) so that the whole stop fits ``SHUTDOWN_TIMEOUT`` + 2 s.
+(``appliance.supervise.waves``) so that the whole stop fits ``SHUTDOWN_TIMEOUT`` + 2 s. A full disk costs its
+log files a line each on stderr, never supervisord itself (``appliance.supervise.logfiles``).
 
 supervisord itself always exits 0 after an orderly shutdown. Exit codes here:
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from supervisor import supervisord
 
-from appliance.supervise import waves
+from appliance.supervise import logfiles, waves
 
 EXIT_FATAL = 3
 
@@ -29,6 +30,7 @@ EXIT_FATAL = 3
 def main(argv: list[str]) -> int:
     marker, supervisord_args = Path(argv[0]), argv[1:]
     waves.install()
+    logfiles.install()
     supervisord.main(supervisord_args)
     if not marker.exists():
         return 0

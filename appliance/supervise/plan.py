@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from appliance.config import Config
 from appliance.kernel.errors import ConfigError
 from appliance.supervise import embedded
-from appliance.supervise.launch import SECRET_NAMES
+from appliance.supervise.launch import ROOM_OPTION, SECRET_NAMES
 
 #: Root of a source checkout (``supervisord.conf`` and ``config/`` live there); absent in an installed package.
 REPO = Path(__file__).resolve().parents[2]
@@ -166,18 +166,26 @@ def supervisor_env(config: Config, plan: Plan, python: str = sys.executable) -> 
         "APPLIANCE_STOP_WAIT": str(stop_wait(config)),
         "APPLIANCE_SIDECAR_STOP_WAIT": str(sidecar_stop_wait(config)),
         "APPLIANCE_SUPERVISOR_INCLUDES": " ".join(str(path) for path in plan.includes),
-        "APPLIANCE_REDIS_COMMAND": shlex.join([*launcher, "redis", "--",
+        "APPLIANCE_REDIS_COMMAND": shlex.join([*_storage(launcher, core.home / REDIS_DIR), "redis", "--",
                                                *embedded.redis_argv(core.home / REDIS_DIR, core.run_dir)]),
-        "APPLIANCE_POSTGRES_COMMAND": shlex.join([*launcher, "postgres", "--", *embedded.postgres_argv(
-            core.home / POSTGRES_DIR, core.run_dir, pg_user)]) if plan.postgres_embedded else "postgres",
+        "APPLIANCE_POSTGRES_COMMAND": shlex.join([*_storage(launcher, core.home / POSTGRES_DIR), "postgres", "--",
+                                                  *embedded.postgres_argv(core.home / POSTGRES_DIR, core.run_dir,
+                                                                          pg_user)])
+        if plan.postgres_embedded else "postgres",
         "APPLIANCE_QDRANT_AUTOSTART": _flag(plan.qdrant == "server"),
-        "APPLIANCE_QDRANT_COMMAND": shlex.join([*launcher, "qdrant", "--", plan.qdrant_bin or "qdrant", "--config-path",
-                                                str(plan.qdrant_conf)]),
+        "APPLIANCE_QDRANT_COMMAND": shlex.join([*_storage(launcher, qdrant_dirs(core.home)[0]), "qdrant", "--",
+                                                plan.qdrant_bin or "qdrant", "--config-path", str(plan.qdrant_conf)]),
         "APPLIANCE_CRITICAL": ",".join(CRITICAL),
     }
     if plan.qdrant == "server":
         env.update(qdrant_server_env(config, plan))
     return env
+
+
+def _storage(launcher: list[str], data: Path) -> list[str]:
+    """The launcher of a program that keeps its data in ``data``: it starts only once that filesystem has room
+    to start (``appliance.supervise.headroom``), so a full disk never makes it FATAL."""
+    return [*launcher, ROOM_OPTION, str(data)]
 
 
 def qdrant_server_env(config: Config, plan: Plan) -> dict[str, str]:

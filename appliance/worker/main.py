@@ -83,8 +83,11 @@ class Heartbeat:
         self.started = iso(worker.clock.now())
         self.eviction_problem: str | None = None
         self.skew = SkewWatch(state.r, skew_warn, worker.clock)
+        #: This process's liveness lock, taken again here when the disk was full at start.
+        self.liveness: Liveness | None = None
 
     def __call__(self) -> None:
+        self._hold_liveness()
         rss, cpu = metrics.sample_process("worker")
         offset = self.skew.check()
         info = {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
@@ -95,6 +98,18 @@ class Heartbeat:
         self.state.beat(self.me, info, self.ttl)
         self.state.publish_jobs(job_table(self.worker, self.me))
         self._watch_eviction()
+
+    def _hold_liveness(self) -> None:
+        """Make the liveness file a full disk kept from being made at start. Never stops the heartbeat: the
+        keeper's thread survives only Redis errors."""
+        if self.liveness is None or self.liveness.held:
+            return
+        try:
+            if self.liveness.hold():
+                log.info("the worker's liveness file exists now (the disk has room again)")
+        except OSError as exc:
+            log.warning("cannot make the worker's liveness file; not trying again", extra=fields(error=str(exc)))
+            self.liveness = None
 
     def _watch_eviction(self) -> None:
         """Keep the eviction gauge current (an operator may change the policy at run time) and say so once
@@ -198,7 +213,10 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))
     liveness = Liveness(config.core.run_dir / "workers", heartbeat_of(keeper).me)
-    liveness.hold()
+    if not liveness.hold():
+        log.warning("the disk is full: no liveness file for this worker yet (tried again at every heartbeat); "
+                    "should it die before, its successor here waits for its leases' TTL")
+    heartbeat_of(keeper).liveness = liveness
     close_dead_runs(worker, liveness)
     check_durability(worker.runner.ledger)
     worker.plan()

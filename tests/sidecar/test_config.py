@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.config import ConfigError
+from appliance.config.sidecar import FreeSpace
 from appliance.kernel.packs import load_settings
 
 BASE = {"APPLIANCE_HOME": "/tmp/appliance-sidecar-config"}
@@ -19,6 +20,7 @@ def test_defaults():
     assert (side.stale_factor, side.check_timeout, side.cache_ttl) == (3.0, 0.8, 1.0)
     assert (side.workers, side.threads, side.history_default, side.dashboard_refresh) == (2, 4, 50, 5.0)
     assert not side.admin_enabled
+    assert side.disk_free_warn == FreeSpace(percent=5.0) and side.disk_free_warn.of(1000) == 50
 
 
 @pytest.mark.parametrize(("env", "enabled"), [
@@ -45,3 +47,18 @@ def test_every_bad_setting_is_reported_together_without_the_secret():
         assert name in text, (name, text)
     assert "at most 1s" in text
     assert "short-secret-value" not in text
+
+
+@pytest.mark.parametrize(("value", "bytes_of_1gib"), [
+    ("10%", round(0.1 * 1024**3)), ("0", 0), ("500MB", 500 * 1000**2), ("2GiB", 2 * 1024**3),
+    ("512 mib", 512 * 1024**2), ("1.5GB", 1_500_000_000), ("4096", 4096),
+])
+def test_disk_free_warn_is_a_share_or_an_amount(value, bytes_of_1gib):
+    assert load(DISK_FREE_WARN=value).disk_free_warn.of(1024**3) == bytes_of_1gib
+
+
+@pytest.mark.parametrize("value", ["lots", "150%", "-5%", "10 GBs", "5%%"])
+def test_a_bad_disk_free_warn_is_reported_with_what_is_expected(value):
+    with pytest.raises(ConfigError) as err:
+        load(DISK_FREE_WARN=value)
+    assert f"DISK_FREE_WARN={value}: expected a share of the disk like 5%" in "\n".join(err.value.problems)

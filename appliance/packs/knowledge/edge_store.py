@@ -10,6 +10,9 @@ flushes every shard and releases it. Stores of one process share the shards, ser
 are flushed before ``upsert``/``delete`` return, so the indexer's commit in PostgreSQL never gets ahead of
 what the shard keeps, and a crash replays at most one call's write-ahead log.
 
+Qdrant Edge maps its files into memory, and a full disk turns a write into a SIGBUS: nothing is written while
+the disk is full (``refuse_on_full_disk``).
+
 Edge has no group-by: a search fetches a few chunks per wanted document and keeps the best of each,
 fetching more when chunks of the same documents crowd the first page.
 """
@@ -42,7 +45,9 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
+from appliance.kernel.disk import FULL_BELOW, measure, size_text
 from appliance.kernel.errors import ApplianceError
+from appliance.kernel.files import write_atomic
 from appliance.kernel.owner import iso, utcnow
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.legacy_local import migrate_collection
@@ -79,6 +84,7 @@ class _Shared:
     def shard(self, directory: Path) -> EdgeShard:
         key = str(directory)
         if key not in self.shards:
+            refuse_on_full_disk(directory, "opens")  # loading replays (and writes) its write-ahead log
             try:
                 self.shards[key] = EdgeShard.load(key)
             except Exception as exc:  # noqa: BLE001 - qdrant-edge raises plain Exception
@@ -140,6 +146,7 @@ class EdgeStore:
 
     def _create(self, identity: Identity) -> bool:
         """Make the shard, migrate the legacy points when there are any; True when points were migrated."""
+        refuse_on_full_disk(self.root, "creates")
         self._shared.forget(self._shard_path)
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory.mkdir(parents=True)
@@ -153,9 +160,7 @@ class EdgeStore:
         meta = {**metadata(identity), "size": identity.dimensions, "distance": "Cosine", "created": iso(utcnow())}
         if migrated:
             meta["migrated_from"] = str(self.legacy)
-        partial = self._meta_path.with_suffix(".tmp")
-        partial.write_text(json.dumps(meta, indent=2))
-        partial.replace(self._meta_path)
+        write_atomic(self._meta_path, json.dumps(meta, indent=2))
         return migrated > 0
 
     def check(self, identity: Identity) -> None:
@@ -173,6 +178,7 @@ class EdgeStore:
 
     def upsert(self, points: Sequence[KnowledgePoint]) -> None:
         with self._shared.guard:
+            refuse_on_full_disk(self.root, "writes")
             self._write(points)
             self._shard().flush()
 
@@ -186,6 +192,7 @@ class EdgeStore:
         if not ids:
             return
         with self._shared.guard:
+            refuse_on_full_disk(self.root, "writes")
             shard = self._shard()
             for start in range(0, len(ids), self.upsert_batch):
                 shard.update(UpdateOperation.delete_points(list(ids[start:start + self.upsert_batch])))
@@ -233,6 +240,24 @@ class EdgeStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def refuse_on_full_disk(directory: Path, doing: str) -> None:
+    """Qdrant Edge writes through memory maps: on a full disk, a write into a page the filesystem cannot give is
+    no error but a SIGBUS that kills the whole process (the worker, with every run in it). So the store writes
+    nothing, and opens no shard, while the disk is full (``appliance.kernel.disk``): the run fails with this
+    error instead, and the indexer runs again later. A directory that cannot be looked at is left to Qdrant."""
+    try:
+        space = measure(directory)
+    except OSError:
+        return
+    if space.full:
+        inodes = "" if space.free_inodes is None else f", {space.free_inodes} inodes"
+        raise ApplianceError(
+            f"the embedded Qdrant {doing} nothing while APPLIANCE_HOME's filesystem is full "
+            f"({size_text(space.free_bytes)} free{inodes}; it needs {size_text(FULL_BELOW)}): "
+            f"its files are memory-mapped, and a write the disk cannot hold would kill the worker. Free space "
+            f"there; the indexer runs again by itself")
 
 
 def _tenant_filter(tenant_id: int | None) -> Filter | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.kernel.clock import SYSTEM, Clock
+from appliance.kernel.disk import is_full_error
 from appliance.kernel.errors import ApplianceError
 from appliance.kernel.owner import iso
 
@@ -77,11 +78,24 @@ class StorageLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        me = {"pid": os.getpid(), "program": program_name(), "host": socket.gethostname(), "since": iso(SYSTEM.now())}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
         self._fd = fd
+        self._describe(fd)
         return True
+
+    @staticmethod
+    def _describe(fd: int) -> None:
+        """Write who holds the lock into its file. The lock is held whether or not this succeeds: on a full disk
+        the file is left empty (the holder then reads as "another process"), never half a description."""
+        me = {"pid": os.getpid(), "program": program_name(), "host": socket.gethostname(), "since": iso(SYSTEM.now())}
+        text = json.dumps(me).encode()
+        os.ftruncate(fd, 0)
+        try:
+            if os.pwrite(fd, text, 0) == len(text):
+                return
+        except OSError as exc:
+            if not is_full_error(exc):
+                raise
+        os.ftruncate(fd, 0)
 
     def acquire(self, wait: float, clock: Clock = SYSTEM) -> None:
         """Take the lock, waiting up to ``wait`` seconds of ``clock``; raise ``StorageBusy`` naming the holder."""
