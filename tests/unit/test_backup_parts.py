@@ -20,6 +20,7 @@ from appliance.kernel.backup import BLOCK, write_sparse
 from appliance.kernel.packs import load_settings
 from appliance.packs.knowledge.storage_lock import LOCK_FILE, StorageLock
 from tests.appliance.harness import STANDIN_QDRANT
+from tests.services import wait_until
 
 
 def test_zeros_become_holes_and_the_content_is_the_same(tmp_path):
@@ -90,6 +91,8 @@ def test_a_stale_pid_file_is_not_a_running_program(tmp_path):
     assert live_pid(pid_file, "supervis") is None
     with subprocess.Popen(["sleep", "30"]) as other:
         try:
+            # Between fork and exec the child's command line is still this one's.
+            wait_until(lambda: b"sleep" in Path(f"/proc/{other.pid}/cmdline").read_bytes(), 5, "sleep's exec")
             pid_file.write_text(f"{other.pid}\n")
             assert live_pid(pid_file, "supervis") is None
             assert live_pid(pid_file, "sleep") == other.pid
