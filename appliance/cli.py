@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Mapping
+from typing import Any
 
-from appliance.kernel.clients import untrusted
-from appliance.kernel.errors import ConfigError, UntrustedService
-from appliance.kernel.packs import installed_packs
-from appliance.kernel.startup import EXIT_CONFIG
-
-#: Exit code of a refused server certificate: like bad configuration, restarting will not help.
-EXIT_UNTRUSTED = EXIT_CONFIG
+from appliance.config import Config
+from appliance.errors import ConfigError, UntrustedService
+from appliance.kernel.contract.catalog import Jobs
+from appliance.kernel.contract.packs import installed_packs
+from appliance.kernel.contract.services import RunOutcome, provide
+from appliance.kernel.runtime.clients import untrusted
+from appliance.kernel.runtime.exits import ExitCode
 
 #: Modules that each add subcommands with ``register(subparsers)``; each job pack adds its own.
 COMMAND_MODULES = (
@@ -37,12 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_once(config: Config, jobs: Jobs, job: str, reason: str, by: str,
+              services: Mapping[str, Any]) -> RunOutcome:
+    """``appliance.sdk.run_once`` in a command: the worker's runner, its modules imported only when used."""
+    from appliance.commands.oneshot import run_job_once
+
+    return run_job_once(config, jobs, job, reason, by, services)
+
+
 def main(argv: list[str] | None = None) -> int:
+    provide(_run_once)
     try:
         parser = build_parser()
     except ConfigError as exc:  # a job pack that cannot be loaded
         print(f"appliance: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
@@ -55,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if refused is None:
             raise
         print(f"appliance: {refused}", file=sys.stderr)
-        return EXIT_UNTRUSTED
+        return ExitCode.CONFIG
 
 
 if __name__ == "__main__":

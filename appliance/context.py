@@ -1,6 +1,6 @@
-"""Kept so that jobs written against the documented ``appliance.context`` keep working: a run's context lives
-in ``appliance.kernel.context`` since the kernel became a package of its own."""
+"""Kept so that jobs written against the documented ``appliance.context`` keep working: ``appliance.sdk`` is the
+jobs' module now."""
 
-from appliance.kernel.context import CancelToken, RunContext
+from appliance.sdk import CancelToken, RunContext
 
 __all__ = ["CancelToken", "RunContext"]

@@ -1,6 +1,6 @@
-"""Kept so that jobs written against the documented ``appliance.fencing`` keep working: fencing lives in
-``appliance.kernel.fencing`` since the kernel became a package of its own."""
+"""Kept so that jobs written against the documented ``appliance.fencing`` keep working: ``appliance.sdk`` is the
+jobs' module now."""
 
-from appliance.kernel.fencing import check_fence, complete_slot, issue_fence
+from appliance.sdk import check_fence, complete_slot, issue_fence
 
 __all__ = ["check_fence", "complete_slot", "issue_fence"]

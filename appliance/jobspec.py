@@ -1,6 +1,6 @@
-"""Kept so that job packs written against the documented ``appliance.jobspec`` keep working: the job contract
-lives in ``appliance.kernel.jobspec`` since the kernel became a package of its own."""
+"""Kept so that job packs written against the documented ``appliance.jobspec`` keep working: ``appliance.sdk`` is
+the packs' module now."""
 
-from appliance.kernel.jobspec import JobFunc, JobSpec
+from appliance.sdk import JobFunc, JobSpec
 
 __all__ = ["JobFunc", "JobSpec"]

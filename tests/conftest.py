@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from appliance.config import Config
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 from appliance.supervise import embedded
 from tests.services import PostgresServer, RedisServer
 
@@ -57,7 +57,7 @@ def migrated_db(database_url):
     """A database with every migration applied."""
     import psycopg
 
-    from appliance.kernel.db.migrate import migrate
+    from appliance.kernel.protocol.db.migrate import migrate
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         migrate(conn)

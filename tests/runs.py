@@ -11,9 +11,9 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from appliance.kernel.context import RunContext
-from appliance.kernel.db.rows import one
-from appliance.kernel.owner import utcnow
+from appliance.kernel.contract.context import RunContext
+from appliance.kernel.protocol.db.rows import one
+from appliance.kernel.protocol.owner import utcnow
 
 
 def open_run(pool: ConnectionPool, job: str, slot: datetime, run_id: str) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backup.manifest import MANIFEST, ArchiveDamaged, ArchiveRefused, parse
-from appliance.kernel.backup import write_sparse
+from appliance.kernel.contract.backup import write_sparse
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: The manifest is small; a first member claiming more is not ours.

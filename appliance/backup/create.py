@@ -25,12 +25,12 @@ from appliance.backup import archive, postgres
 from appliance.backup.home import postgres_pid, supervisord_running
 from appliance.backup.manifest import DUMP, FORMAT, FORMAT_VERSION, describe
 from appliance.config import Config
-from appliance.kernel.backup import BackupPart
-from appliance.kernel.clients import connect_db
-from appliance.kernel.clock import SYSTEM
-from appliance.kernel.db.rows import one
-from appliance.kernel.errors import ApplianceError
-from appliance.kernel.owner import iso
+from appliance.errors import ApplianceError
+from appliance.kernel.contract.backup import BackupPart
+from appliance.kernel.protocol.db.rows import one
+from appliance.kernel.protocol.owner import iso
+from appliance.kernel.runtime.clients import connect_db
+from appliance.kernel.runtime.clock import SYSTEM
 from appliance.supervise import pgversion
 from appliance.supervise.pgserver import temporary_server
 from appliance.supervise.plan import POSTGRES_DIR, Plan

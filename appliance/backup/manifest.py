@@ -21,8 +21,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from appliance.kernel.backup import BackupRefused
-from appliance.kernel.errors import ApplianceError
+from appliance.errors import ApplianceError
+from appliance.kernel.contract.backup import BackupRefused
 
 FORMAT = "appliance-backup"
 FORMAT_VERSION = 1

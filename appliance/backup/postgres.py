@@ -21,9 +21,9 @@ from psycopg import IsolationLevel
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from appliance.config import Config, process_environment, redact_url
-from appliance.kernel.clients import connect_db
-from appliance.kernel.db.rows import one
-from appliance.kernel.errors import ApplianceError
+from appliance.errors import ApplianceError
+from appliance.kernel.protocol.db.rows import one
+from appliance.kernel.runtime.clients import connect_db
 from appliance.supervise.embedded import find_pg_bin
 from appliance.supervise.pgversion import major_of, tool_version
 

@@ -28,8 +28,8 @@ from typing import Any
 from appliance.backup import archive, home, postgres
 from appliance.backup.manifest import ArchiveRefused
 from appliance.config import Config
-from appliance.kernel.backup import BackupPart, BackupRefused
-from appliance.kernel.db.migrate import available
+from appliance.kernel.contract.backup import BackupPart, BackupRefused
+from appliance.kernel.protocol.db.migrate import available
 from appliance.supervise import pgversion
 from appliance.supervise.pgserver import setup_cluster, temporary_server
 from appliance.supervise.plan import POSTGRES_DIR, Plan

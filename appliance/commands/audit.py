@@ -1,4 +1,4 @@
-"""``appliance audit``: check the slot ledger for the worker's promises (see ``appliance.kernel.audit``).
+"""``appliance audit``: check the slot ledger for the worker's promises (see ``appliance.kernel.protocol.audit``).
 
 Times are taken on PostgreSQL's clock (``--since 10m`` is ten minutes before its ``now()``), not on the clock of
 the host the command runs on, which may disagree with the cluster's; worker clocks up to ``CLOCK_SKEW_WARN``
@@ -13,12 +13,12 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from appliance.commands.common import EXIT_CONFIG, fail, jobs_or_exit, print_json
 from appliance.config.env import EnvReader
-from appliance.kernel.audit import Report, audit, shared_now
-from appliance.kernel.clients import connect_db
-
-EXIT_VIOLATIONS = 1
+from appliance.kernel.protocol.audit import Report, audit, shared_now
+from appliance.kernel.runtime.clients import connect_db
+from appliance.kernel.runtime.exits import ExitCode
+from appliance.kernel.runtime.output import fail, print_json
+from appliance.kernel.runtime.startup import jobs_or_exit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,12 +53,12 @@ def run_audit(args: argparse.Namespace) -> int:
         since, until = parse_when(args.since), parse_when(args.until)
     except ValueError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     jobs = [job for job in known.enabled if not args.job or job.name in args.job]
     unknown = set(args.job or ()) - set(known.names)
     if unknown:
         print(f"appliance: unknown job(s): {', '.join(sorted(unknown))}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     try:
         with connect_db(config) as conn:
             now = shared_now(conn)
@@ -69,7 +69,7 @@ def run_audit(args: argparse.Namespace) -> int:
         print_json(report.as_dict())
     else:
         _print(report)
-    return 0 if report.ok else EXIT_VIOLATIONS
+    return 0 if report.ok else ExitCode.FAILED
 
 
 def _print(report: Report) -> None:

@@ -20,16 +20,17 @@ import psycopg
 
 from appliance.backup.create import UsageError, create_backup, target_path
 from appliance.backup.restore import restore_archive
-from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, setup_logs
 from appliance.config import Config
-from appliance.kernel.backup import BackupPart, BackupRefused
-from appliance.kernel.clock import SYSTEM
-from appliance.kernel.errors import ApplianceError, ConfigError
-from appliance.kernel.packs import packs_of
+from appliance.errors import ApplianceError, ConfigError
+from appliance.kernel.contract.backup import BackupPart, BackupRefused
+from appliance.kernel.contract.packs import packs_of
+from appliance.kernel.runtime.clock import SYSTEM
+from appliance.kernel.runtime.exits import ExitCode
+from appliance.kernel.runtime.output import fail
+from appliance.kernel.runtime.startup import config_or_exit, setup_logs
 from appliance.supervise.pgversion import MajorVersionMismatch
 from appliance.supervise.plan import Plan, plan_services
 
-EXIT_FAILED = 1
 #: Long enough for an indexer run of the worker, which holds the embedded Qdrant storage while it writes.
 DEFAULT_WAIT = 600.0
 
@@ -98,11 +99,11 @@ def _exit_codes() -> Iterator[None]:
     try:
         yield
     except (UsageError, BackupRefused, MajorVersionMismatch, ConfigError) as exc:
-        fail(str(exc), EXIT_CONFIG)
+        fail(str(exc), ExitCode.CONFIG)
     except ApplianceError as exc:  # ArchiveDamaged among them
-        fail(str(exc), EXIT_FAILED)
+        fail(str(exc), ExitCode.FAILED)
     except (psycopg.Error, OSError) as exc:
-        fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+        fail(f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
 
 
 def _parts(config: Config) -> list[tuple[str, BackupPart]]:
@@ -122,7 +123,7 @@ def _as_programs_see_it(config: Config) -> tuple[Config, Plan]:
         plan = plan_services(config)
     except ConfigError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+        raise SystemExit(ExitCode.CONFIG) from None
     if plan.qdrant != "server" or config.core.qdrant_url_set:
         return config, plan
     return dataclasses.replace(config, core=dataclasses.replace(config.core, qdrant_url=plan.qdrant_url,

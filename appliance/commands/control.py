@@ -11,16 +11,13 @@ from typing import Any
 
 import redis
 
-from appliance.commands.common import fail, print_json
-from appliance.kernel.clients import connect_db, make_redis, untrusted
-from appliance.kernel.errors import Conflict, NotFound
-from appliance.kernel.ledger import read_history
-from appliance.kernel.startup import EXIT_CONFIG, config_or_exit, jobs_or_exit, setup_logs, use_metrics_dir
-from appliance.kernel.state import ClusterState
-
-EXIT_CONFLICT = 3
-#: A command line that names neither a job nor ``--all`` (argparse's own code for usage errors).
-EXIT_USAGE = 2
+from appliance.errors import Conflict, NotFound
+from appliance.kernel.protocol.ledger import read_history
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.clients import connect_db, make_redis, untrusted
+from appliance.kernel.runtime.exits import ExitCode
+from appliance.kernel.runtime.output import fail, print_json
+from appliance.kernel.runtime.startup import config_or_exit, jobs_or_exit, setup_logs, use_metrics_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,11 +77,11 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except NotFound as exc:
         fail(str(exc))
     except Conflict as exc:
-        fail(str(exc), EXIT_CONFLICT)
+        fail(str(exc), ExitCode.BUSY)
     except redis.RedisError as exc:
         refused = untrusted(exc)
         if refused:
-            fail(refused, EXIT_CONFIG)
+            fail(refused, ExitCode.CONFIG)
         fail(f"Redis unavailable: {exc}")
 
 
@@ -113,7 +110,7 @@ def jobs_list(args: argparse.Namespace) -> int:
 
 def jobs_control(args: argparse.Namespace) -> int:
     if args.action != "trigger" and bool(args.name) == bool(args.all):
-        fail(f"jobs {args.action}: give a job name or --all (not both)", EXIT_USAGE)
+        fail(f"jobs {args.action}: give a job name or --all (not both)", ExitCode.CONFIG)
     state = _state()
     who = _who()
     if args.action != "trigger" and args.all:
@@ -169,9 +166,9 @@ def jobs_run(args: argparse.Namespace) -> int:
     config, jobs = jobs_or_exit()
     use_metrics_dir(config)
     setup_logs(config, "cli")
-    from appliance.commands.oneshot import run_once  # imports the worker, which needs the metrics dir first
+    from appliance.commands.oneshot import run_command  # the worker's modules, for this command only
 
-    return run_once(config, jobs, args.name, _who(), args.json)
+    return run_command(config, jobs, args.name, _who(), args.json)
 
 
 def locks_list(args: argparse.Namespace) -> int:

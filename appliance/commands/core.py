@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail, jobs_or_exit, print_json, setup_logs
 from appliance.config import masked
-from appliance.kernel.clients import connect_db, untrusted
-from appliance.kernel.db.migrate import SchemaTooNew, current_version, migrate
-from appliance.kernel.owner import iso, utcnow
+from appliance.kernel.protocol.db.migrate import SchemaTooNew, current_version, migrate
+from appliance.kernel.protocol.owner import iso, utcnow
+from appliance.kernel.runtime.clients import connect_db, untrusted
+from appliance.kernel.runtime.exits import ExitCode
+from appliance.kernel.runtime.output import fail, print_json
+from appliance.kernel.runtime.startup import config_or_exit, jobs_or_exit, setup_logs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +76,7 @@ def run_migrations(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - report any connection or SQL error as one clear line
         refused = untrusted(exc)
         if refused:
-            fail(refused, EXIT_CONFIG)
+            fail(refused, ExitCode.CONFIG)
         fail(f"migration failed: {type(exc).__name__}: {exc}")
     logging.getLogger("appliance.migrate").info("schema at version %d (%d applied now)", version, len(applied))
     return 0

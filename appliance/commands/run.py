@@ -15,12 +15,14 @@ import logging
 import os
 import sys
 
-from appliance.commands.common import EXIT_CONFIG, fail, jobs_or_exit, setup_logs
 from appliance.commands.tools import redis_cli_hint
 from appliance.config import set_process_env
-from appliance.kernel.disk import is_full_error
-from appliance.kernel.errors import ConfigError
-from appliance.kernel.logs import fields
+from appliance.errors import ConfigError
+from appliance.kernel.runtime.disk import is_full_error
+from appliance.kernel.runtime.exits import ExitCode
+from appliance.kernel.runtime.logs import fields
+from appliance.kernel.runtime.output import fail
+from appliance.kernel.runtime.startup import jobs_or_exit, setup_logs
 from appliance.supervise.pgversion import MajorVersionMismatch
 from appliance.supervise.plan import plan_services, supervisor_env
 from appliance.supervise.prepare import StartupError, fatal_marker, make_dirs, migrate_database
@@ -52,7 +54,7 @@ def run_appliance(args: argparse.Namespace) -> int:
         env = supervisor_env(config, plan)
     except ConfigError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     except (FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
     log.info("services", extra=fields(**plan.describe()))
@@ -65,7 +67,7 @@ def run_appliance(args: argparse.Namespace) -> int:
         applied = migrate_database(config, plan)
     except MajorVersionMismatch as exc:
         # Like bad configuration: a restart finds the same directory, so the orchestrator should not retry.
-        fail(str(exc), EXIT_CONFIG)
+        fail(str(exc), ExitCode.CONFIG)
     except (StartupError, OSError) as exc:
         fail(_start_failure(exc))
     log.info("database schema up to date", extra=fields(applied=",".join(applied) or "none"))
@@ -78,4 +80,4 @@ def run_appliance(args: argparse.Namespace) -> int:
     for handler in logging.getLogger().handlers:
         handler.flush()
     os.execv(argv[0], argv)
-    return 1
+    return ExitCode.FAILED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from appliance.commands.common import config_or_exit, setup_logs, use_metrics_dir
+from appliance.kernel.runtime.startup import config_or_exit, setup_logs, use_metrics_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def run_sidecar(args: argparse.Namespace) -> int:
     config = config_or_exit()
     use_metrics_dir(config)
     setup_logs(config, "sidecar", sys.stdout)
-    from appliance.sidecar.server import SidecarServer  # after use_metrics_dir, as the routes need
+    from appliance.sidecar.server import SidecarServer  # the sidecar's modules, for this command only
 
     SidecarServer(config).run()
     return 0

@@ -26,9 +26,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.commands.common import EXIT_CONFIG, config_or_exit, fail
 from appliance.config import Config, pin_home, set_process_env
-from appliance.kernel.clients import make_redis
+from appliance.kernel.runtime.clients import make_redis
+from appliance.kernel.runtime.exits import ExitCode
+from appliance.kernel.runtime.output import fail
+from appliance.kernel.runtime.startup import config_or_exit
 from appliance.supervise.plan import INSTALLED_SUPERVISOR_CONF, REPO, locate
 
 #: redis-cli options that pick the server or the credentials: given any of them, nothing is added.
@@ -122,7 +124,7 @@ def supervisorctl_command(args: argparse.Namespace) -> int:
     conf = locate(REPO / "supervisord.conf", INSTALLED_SUPERVISOR_CONF)
     if not conf.is_file():
         fail(f"no supervisord.conf found (looked for {REPO / 'supervisord.conf'} and {INSTALLED_SUPERVISOR_CONF})",
-             EXIT_CONFIG)
+             ExitCode.CONFIG)
     set_process_env("APPLIANCE_HOME", str(config.core.home))
     argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args.args]
     os.execv(argv[0], argv)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from appliance.commands.common import jobs_or_exit, setup_logs, use_metrics_dir
+from appliance.kernel.runtime.startup import jobs_or_exit, setup_logs, use_metrics_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +17,6 @@ def run_worker(args: argparse.Namespace) -> int:
     config, jobs = jobs_or_exit()
     use_metrics_dir(config)
     setup_logs(config, "worker", sys.stdout)
-    from appliance.worker.main import serve  # after use_metrics_dir: prometheus_client reads it at import
+    from appliance.worker.main import serve  # the worker's modules, for this command only
 
     return serve(config, jobs.enabled)

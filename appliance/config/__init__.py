@@ -6,7 +6,7 @@ and raised together as one ``ConfigError``; entry points turn it into exit code 
 
 The configuration holds the core's and the sidecar's settings, each job pack's own section (read by the
 ``settings`` function the pack registers; ``config.crm``, ``config.knowledge``) and the per-job variables as set.
-It knows no job: ``appliance.kernel.catalog`` resolves them.
+It knows no job: ``appliance.kernel.contract.catalog`` resolves them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from appliance.config.env import EnvReader, redact_url
 from appliance.config.jobs import JobEnv, read_job_env
 from appliance.config.seed_names import read_seed_names
 from appliance.config.sidecar import SidecarConfig, load_sidecar
-from appliance.kernel.errors import ConfigError
+from appliance.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "JobEnv", "SettingsSource", "load_config", "masked", "read_config",
            "redact_url", "set_process_env"]
@@ -35,7 +35,7 @@ _HIDDEN = frozenset({"secret_names", "withheld_secrets", "url_names", "secret_va
 
 
 class SettingsSource(Protocol):
-    """What the configuration needs of a job pack (``appliance.kernel.packs.Pack``): its name, which names its
+    """What the configuration needs of a job pack (``appliance.kernel.contract.packs.Pack``): its name, which names its
     section (``config.<name>``), and the function that reads that section."""
 
     @property
@@ -59,7 +59,7 @@ class Config:
     withheld_secrets: frozenset[str] = frozenset()
     url_names: frozenset[str] = frozenset()
     #: (name, value) of every declared secret that is set, and of every URL setting: what
-    #: ``appliance.kernel.redaction.Redactor.from_config`` masks. Never printed (``masked`` leaves them out).
+    #: ``appliance.kernel.runtime.redaction.Redactor.from_config`` masks. Never printed (``masked`` leaves them out).
     secret_values: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     url_values: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     #: What ``check-config`` says about the seeds' names: which was read for which setting, which mean nothing.
@@ -119,7 +119,7 @@ def read_config(environ: Mapping[str, str] | None = None, env_file: str | Path |
 def load_config(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env",
                 packs: Iterable[SettingsSource] = ()) -> Config:
     """Read, validate and return the configuration with the sections of ``packs`` (entry points pass every
-    installed pack: ``appliance.kernel.packs.load_settings``); raise ``ConfigError`` listing every problem."""
+    installed pack: ``appliance.kernel.contract.packs.load_settings``); raise ``ConfigError`` listing every problem."""
     config, problems = read_config(environ, env_file, packs)
     if problems:
         raise ConfigError(problems)

@@ -2,7 +2,7 @@
 ``MAX_RETRIES_<JOB>``, ``GRACE_<JOB>`` and ``ENABLED_<JOB>`` (``CRON_<JOB>``, seed 003's name, is read as
 ``SCHEDULE_<JOB>``).
 
-Which jobs exist is known only where jobs are resolved (``appliance.kernel.catalog``): there these values are
+Which jobs exist is known only where jobs are resolved (``appliance.kernel.contract.catalog``): there these values are
 read, checked, and a ``SCHEDULE_<JOB>`` naming no job is reported with every other problem.
 """
 

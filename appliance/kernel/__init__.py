@@ -2,5 +2,5 @@
 
 It knows no job pack and no process: the processes (``appliance.worker``, ``appliance.sidecar``,
 ``appliance.supervise``, ``appliance.commands``) use it, and the job packs plug into it through
-``appliance.kernel.packs.Pack``. Below it lies only the configuration (``appliance.config``).
+``appliance.kernel.contract.packs.Pack``. Below it lies only the configuration (``appliance.config``).
 """

@@ -20,10 +20,10 @@ import psycopg
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from appliance.kernel.clients import PG_CONNECT_TIMEOUT
-from appliance.kernel.ledger import read_history
-from appliance.kernel.logs import fields
-from appliance.kernel.state import ClusterState
+from appliance.kernel.protocol.ledger import read_history
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.clients import PG_CONNECT_TIMEOUT
+from appliance.kernel.runtime.logs import fields
 from appliance.sidecar.auth import admin_surface, require_admin
 
 log = logging.getLogger("appliance.sidecar.admin")

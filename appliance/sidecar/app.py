@@ -16,11 +16,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from appliance.config import Config
-from appliance.kernel.clients import make_redis
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.errors import Conflict, NotFound
-from appliance.kernel.redaction import Redactor
-from appliance.kernel.state import ClusterState
+from appliance.errors import Conflict, NotFound
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.clients import make_redis
+from appliance.kernel.runtime.clock import SYSTEM, Clock
+from appliance.kernel.runtime.redaction import Redactor
 from appliance.sidecar.checks import failure
 from appliance.sidecar.health import Monitor
 
@@ -52,7 +52,7 @@ def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = Non
     """The sidecar: health, metrics, admin API and dashboard for ``config``.
 
     ``clock`` is what heartbeats, the dead-man's switch, cached checks and the times the admin API writes
-    are measured against (tests pass an ``appliance.kernel.clock.SteppedClock``); ``hostname``
+    are measured against (tests pass an ``appliance.kernel.runtime.clock.SteppedClock``); ``hostname``
     names the host whose worker heartbeat makes this sidecar healthy (default: this host).
     """
     # The routes import the Prometheus metrics, which must see the multiprocess directory the entry point sets.

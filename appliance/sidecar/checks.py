@@ -27,12 +27,12 @@ import redis
 
 from appliance.config.env import redact_url
 from appliance.config.sidecar import FreeSpace
-from appliance.kernel import keys
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.disk import FULL_BELOW, measure, size_text
-from appliance.kernel.eviction import eviction_policy, eviction_problem
-from appliance.kernel.owner import iso
-from appliance.kernel.state import ClusterState
+from appliance.kernel.protocol import keys
+from appliance.kernel.protocol.eviction import eviction_policy, eviction_problem
+from appliance.kernel.protocol.owner import iso
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.clock import SYSTEM, Clock
+from appliance.kernel.runtime.disk import FULL_BELOW, measure, size_text
 
 #: An absolute path: a slash not inside a word, URL or relative path, then at least two parts.
 _PATH = re.compile(r"(?<![\w:/.~-])/[^\s/\"',;]+(?:/[^\s/\"',;]*)+")
@@ -191,7 +191,7 @@ DISK_NAME = "APPLIANCE_HOME"
 
 def check_disk(home: Path, warn: FreeSpace) -> Component:
     """The free space of ``home``'s filesystem (``data``: what ``/health`` shows as ``disk``): ``full`` below
-    ``appliance.kernel.disk.FULL_BELOW`` or without a free inode, ``low`` below ``DISK_FREE_WARN``."""
+    ``appliance.kernel.runtime.disk.FULL_BELOW`` or without a free inode, ``low`` below ``DISK_FREE_WARN``."""
     space = measure(home)
     floor = warn.of(space.total_bytes)
     state = "full" if space.full else "low" if space.free_bytes < floor else "ok"

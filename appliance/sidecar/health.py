@@ -11,7 +11,7 @@ Overall status:
   half-open, waiting for its trial call);
 - ``ok`` (HTTP 200) otherwise.
 
-While that disk is full (``appliance.kernel.disk``), a critical component that keeps its data there (the
+While that disk is full (``appliance.kernel.runtime.disk``), a critical component that keeps its data there (the
 embedded Redis and PostgreSQL, the worker) and is down is listed under ``disk.affected`` and makes the status
 ``degraded``, not ``unhealthy``: restarting the container would not free the disk and could not start on it,
 while the appliance keeps what it committed and recovers by itself once space returns.
@@ -33,12 +33,12 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from appliance import __version__
 from appliance.config import Config
-from appliance.kernel.clients import make_redis
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.freshness import freshness
-from appliance.kernel.owner import iso
-from appliance.kernel.packs import SeedNames, packs_of
-from appliance.kernel.skew import published
+from appliance.kernel.contract.packs import SeedNames, packs_of
+from appliance.kernel.protocol.owner import iso
+from appliance.kernel.runtime.clients import make_redis
+from appliance.kernel.runtime.clock import SYSTEM, Clock
+from appliance.kernel.runtime.freshness import freshness
+from appliance.kernel.runtime.skew import published
 from appliance.sidecar.checks import (
     DISK_NAME,
     CachedProbe,

@@ -19,8 +19,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from werkzeug.exceptions import ServiceUnavailable
 
-from appliance.kernel import metrics as worker_metrics
-from appliance.kernel.owner import iso
+from appliance.kernel.protocol.owner import iso
+from appliance.kernel.runtime import metrics as worker_metrics
 from appliance.sidecar.checks import Status
 
 STATUS_VALUE = {Status.DOWN.value: 0, Status.DEGRADED.value: 1, Status.UP.value: 2}

@@ -17,7 +17,7 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any, cast
 
-from appliance.kernel.clock import SYSTEM, Clock
+from appliance.kernel.runtime.clock import SYSTEM, Clock
 
 
 class _UnixConnection(http.client.HTTPConnection):

@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from appliance.kernel.state import ClusterState
+from appliance.kernel.protocol.state import ClusterState
 from appliance.sidecar import admin
 from appliance.sidecar.auth import admin_surface, require_admin
 

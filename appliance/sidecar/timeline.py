@@ -18,7 +18,7 @@ import psycopg
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 
-from appliance.kernel.owner import iso
+from appliance.kernel.protocol.owner import iso
 from appliance.sidecar.auth import admin_surface, require_admin
 
 bp = Blueprint("timeline", __name__, url_prefix="/api")

@@ -9,12 +9,12 @@ configuration exits with code 2, listing every problem.
 
 import sys
 
-from appliance.kernel.startup import config_or_exit, setup_logs, use_metrics_dir
+from appliance.kernel.runtime.startup import config_or_exit, setup_logs, use_metrics_dir
 
 config = config_or_exit()
 use_metrics_dir(config)
 setup_logs(config, "sidecar", sys.stdout)
 
-from appliance.sidecar import create_app  # noqa: E402 - prometheus_client must see the metrics dir first
+from appliance.sidecar import create_app  # noqa: E402 - after the configuration: a bad one exits first
 
 app = create_app(config)

@@ -23,9 +23,10 @@ from typing import TextIO
 
 from supervisor import childutils
 
-from appliance.kernel.clock import SYSTEM
-from appliance.kernel.disk import is_full_error
-from appliance.kernel.files import write_atomic
+from appliance.kernel.runtime.clock import SYSTEM
+from appliance.kernel.runtime.disk import is_full_error
+from appliance.kernel.runtime.exits import ExitCode
+from appliance.kernel.runtime.files import write_atomic
 
 #: Seconds between two tries of writing the marker on a full disk.
 MARKER_RETRY = 1.0
@@ -48,7 +49,7 @@ def handle(headers: dict[str, str], payload: str, critical: set[str], marker: Pa
 
 
 def write_marker(marker: Path, record: dict, sleep: Callable[[float], None] = SYSTEM.sleep) -> None:
-    """Write the marker whole (``appliance.kernel.files``). While the disk is full, wait for space instead: the
+    """Write the marker whole (``appliance.kernel.runtime.files``). While the disk is full, wait for space instead: the
     marker is what makes the appliance exit 3 rather than 0, and a restart could not start on a full disk
     anyway. Meanwhile the other programs keep running. Any other failure is reported and the stop goes on."""
     waiting = False
@@ -93,7 +94,7 @@ def listen(critical: set[str], marker: Path, stdin: TextIO = sys.stdin, stdout: 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m appliance.supervise.fatal MARKER_FILE PROGRAM[,PROGRAM...]", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     marker, names = Path(argv[0]), {n.strip() for n in argv[1].split(",") if n.strip()}
     with contextlib.suppress(EOFError, KeyboardInterrupt, BrokenPipeError):
         listen(names, marker)

@@ -4,7 +4,7 @@ PostgreSQL that could not add a WAL segment to a full disk stops, and its crash 
 needs a new segment too: started again on the full disk it exits within a second, three times, and
 supervisord gives up on it (FATAL), which stops the whole appliance. So the launcher first waits, in the
 program's place, until the filesystem of the program's data directory is no longer full
-(``appliance.kernel.disk``), then starts it. supervisord sees a program that stays up (RUNNING, no FATAL);
+(``appliance.kernel.runtime.disk``), then starts it. supervisord sees a program that stays up (RUNNING, no FATAL);
 ``/health`` says why the service does not answer; the program starts by itself once space returns.
 """
 
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.disk import FULL_BELOW, Space, measure, size_text
+from appliance.kernel.runtime.clock import SYSTEM, Clock
+from appliance.kernel.runtime.disk import FULL_BELOW, Space, measure, size_text
 
 #: Seconds between two looks at the disk while waiting.
 POLL = 1.0

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.config import process_environment
+from appliance.kernel.runtime.exits import ExitCode
 from appliance.supervise.headroom import wait_for_room
 
 SECRET_NAMES = "APPLIANCE_SECRET_NAMES"
@@ -99,7 +100,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--" or argv[0] not in PROGRAMS:
         print(f"usage: python -m appliance.supervise.launch [{ROOM_OPTION} DIR] {{" + ",".join(PROGRAMS)
               + "} -- COMMAND [ARG...]", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     command = argv[2:]
     if room is not None:
         wait_for_room(room, argv[0])

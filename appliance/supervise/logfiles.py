@@ -23,7 +23,7 @@ from typing import Any
 
 from supervisor import loggers
 
-from appliance.kernel.disk import is_full_error
+from appliance.kernel.runtime.disk import is_full_error
 
 _handle_error = loggers.Handler.handleError
 

@@ -28,8 +28,8 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from appliance.kernel.errors import ApplianceError
-from appliance.kernel.files import write_atomic
+from appliance.errors import ApplianceError
+from appliance.kernel.runtime.files import write_atomic
 from appliance.supervise.embedded import PG_DATABASE, PG_SUPERUSER, PG_USER, as_user, find_pg_bin
 
 #: SCRAM iterations; PostgreSQL's own default (``scram_iterations``).

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.kernel.clients import connect_db, wait_for
-from appliance.kernel.clock import SYSTEM
-from appliance.kernel.errors import ApplianceError
+from appliance.errors import ApplianceError
+from appliance.kernel.runtime.clients import connect_db, wait_for
+from appliance.kernel.runtime.clock import SYSTEM
 from appliance.supervise import embedded, pgaccess
 
 log = logging.getLogger("appliance.run")

@@ -14,7 +14,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from appliance.kernel.errors import ApplianceError
+from appliance.errors import ApplianceError
 from appliance.supervise.embedded import find_pg_bin
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")

@@ -10,7 +10,7 @@ log files a line each on stderr, never supervisord itself (``appliance.supervise
 supervisord itself always exits 0 after an orderly shutdown. Exit codes here:
 
 - 0: stopped on request (SIGTERM, SIGINT, ``supervisorctl shutdown``);
-- 3 (``EXIT_FATAL``): a critical program went FATAL and the listener in ``appliance.supervise.fatal``
+- 3 (``ExitCode.FATAL``): a critical program went FATAL and the listener in ``appliance.supervise.fatal``
   stopped the appliance; the marker file it wrote names the program.
 """
 
@@ -22,9 +22,8 @@ from pathlib import Path
 
 from supervisor import supervisord
 
+from appliance.kernel.runtime.exits import ExitCode
 from appliance.supervise import logfiles, waves
-
-EXIT_FATAL = 3
 
 
 def main(argv: list[str]) -> int:
@@ -39,7 +38,7 @@ def main(argv: list[str]) -> int:
     except ValueError:
         program = "?"
     print(f"appliance: stopped because program {program} went FATAL (see its -error.log)", file=sys.stderr)
-    return EXIT_FATAL
+    return ExitCode.FATAL
 
 
 if __name__ == "__main__":

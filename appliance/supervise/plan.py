@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from appliance.config import Config
-from appliance.kernel.errors import ConfigError
+from appliance.errors import ConfigError
 from appliance.supervise import embedded
 from appliance.supervise.launch import ROOM_OPTION, SECRET_NAMES
 

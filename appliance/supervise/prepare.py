@@ -2,8 +2,8 @@
 embedded PostgreSQL cluster and its access rules, and the database migrations.
 
 Migrations run here, before any program starts, so the worker never runs a job against an old schema.
-They hold PostgreSQL's advisory lock (``appliance.kernel.db.migrate``), so replicas starting together apply each
-migration once. With the embedded PostgreSQL, the server is started just long enough to create the
+They hold PostgreSQL's advisory lock (``appliance.kernel.protocol.db.migrate``), so replicas starting together
+apply each migration once. With the embedded PostgreSQL, the server is started just long enough to create the
 database and migrate, then stopped again (fast shutdown) and handed to Supervisor's ``postgres`` program.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import psycopg
 
 from appliance.config import Config
-from appliance.kernel.clients import connect_db
-from appliance.kernel.db.migrate import migrate
-from appliance.kernel.errors import ApplianceError
+from appliance.errors import ApplianceError
+from appliance.kernel.protocol.db.migrate import migrate
+from appliance.kernel.runtime.clients import connect_db
 from appliance.supervise import embedded, pgversion
 from appliance.supervise.pgserver import StartupError, setup_cluster, temporary_server, wait_for_database
 from appliance.supervise.plan import (

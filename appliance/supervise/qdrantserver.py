@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import httpx
 
 from appliance.config import Config, process_environment
-from appliance.kernel.clock import SYSTEM
-from appliance.kernel.errors import ApplianceError
+from appliance.errors import ApplianceError
+from appliance.kernel.runtime.clock import SYSTEM
 from appliance.supervise.launch import program_env
 from appliance.supervise.plan import Plan, qdrant_dirs, qdrant_server_env
 

@@ -27,14 +27,14 @@ import httpx
 import redis
 
 from appliance.config.core import AlertConfig
-from appliance.kernel import keys
-from appliance.kernel.eviction import eviction_policy, eviction_problem
-from appliance.kernel.freshness import freshness
-from appliance.kernel.locks import intermittent_condition
-from appliance.kernel.logs import fields
-from appliance.kernel.owner import iso, utcnow
-from appliance.kernel.redaction import Redactor
-from appliance.kernel.state import ClusterState
+from appliance.kernel.protocol import keys
+from appliance.kernel.protocol.eviction import eviction_policy, eviction_problem
+from appliance.kernel.protocol.locks import intermittent_condition
+from appliance.kernel.protocol.owner import iso, utcnow
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.freshness import freshness
+from appliance.kernel.runtime.logs import fields
+from appliance.kernel.runtime.redaction import Redactor
 
 log = logging.getLogger("appliance.alerts")
 

@@ -24,7 +24,7 @@ from datetime import datetime
 
 import redis
 
-from appliance.kernel import keys
+from appliance.kernel.protocol import keys
 from appliance.worker.dispatch import Dispatch
 
 #: A scheduled slot dispatched this much after its instant is a catch-up (on time is CLAIM_LEAD before it).

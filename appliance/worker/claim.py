@@ -18,15 +18,16 @@ from typing import Any
 
 import redis
 
-from appliance.kernel import keys, locks, metrics
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.ledger import Ledger, SlotRecord
-from appliance.kernel.locks import Claim
-from appliance.kernel.logs import fields
-from appliance.kernel.outcomes import Outcome
-from appliance.kernel.owner import iso, make_token, new_run_id
-from appliance.kernel.redaction import Redactor
-from appliance.kernel.state import ClusterState
+from appliance.kernel.protocol import keys, locks
+from appliance.kernel.protocol.ledger import Ledger, SlotRecord
+from appliance.kernel.protocol.locks import Claim
+from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.protocol.owner import iso, make_token, new_run_id
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime import metrics
+from appliance.kernel.runtime.clock import SYSTEM, Clock
+from appliance.kernel.runtime.logs import fields
+from appliance.kernel.runtime.redaction import Redactor
 from appliance.worker.dispatch import Attempt, Dispatch, Source
 from appliance.worker.recorder import Recorder
 

@@ -8,8 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from appliance.kernel.catalog import JobSettings
-from appliance.kernel.locks import Claim
+from appliance.kernel.contract.catalog import JobSettings
+from appliance.kernel.protocol.locks import Claim
 
 
 class Source(StrEnum):

@@ -1,5 +1,5 @@
-"""The keeper: renews every held lease at a third of its TTL, watches each lease's deadline on a thread that
-does no I/O, and publishes the worker's heartbeat on a thread of its own.
+"""The keeper: renews every held lease at a third of its TTL, and watches each lease's deadline on a thread that
+does no I/O.
 
 A lease is the holder's for ``ttl`` from the moment its acquire or its last successful renewal was *sent*
 (Redis extended it on receiving the command, later). The holder therefore stops believing in it at
@@ -12,7 +12,8 @@ Renewal is compare-and-expire, so only the owner extends a lease. A renewal that
 (expired, Redis restarted, an operator's ``redis-cli DEL``) cancels the run at once. Every Redis call of the
 keeper goes through a client whose socket timeout is at most ``call_timeout``, and a renewal is not begun when
 it could end after the deadline it serves: no call blocks past the earliest deadline it guards. The heartbeat
-has a thread of its own, so a slow heartbeat never delays a renewal.
+has a thread and a client of its own (``appliance.worker.heartbeat``), so a slow heartbeat never delays a
+renewal.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from dataclasses import dataclass, field
 
 import redis
 
-from appliance.kernel import locks
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.context import CancelToken
-from appliance.kernel.logs import fields
+from appliance.kernel.contract.context import CancelToken
+from appliance.kernel.protocol import locks
+from appliance.kernel.runtime.clock import SYSTEM, Clock
+from appliance.kernel.runtime.logs import fields
 
 log = logging.getLogger("appliance.worker.leases")
 
@@ -86,23 +87,19 @@ class Lease:
 
 class LeaseKeeper:
     """``scripts``: registered on a client whose socket timeout is at most ``timeout`` seconds (see
-    ``call_timeout``). ``heartbeat``: called every ``heartbeat_every`` seconds on the heartbeat's thread."""
+    ``call_timeout``)."""
 
-    def __init__(self, scripts: locks.Scripts, heartbeat: Callable[[], None], heartbeat_every: float,
-                 clock: Clock = SYSTEM, timeout: float = 0.0):
+    def __init__(self, scripts: locks.Scripts, clock: Clock = SYSTEM, timeout: float = 0.0):
         self.scripts = scripts
-        self.heartbeat = heartbeat
-        self.heartbeat_every = heartbeat_every
         self.clock = clock
         self.timeout = timeout
         self._leases: dict[int, Lease] = {}
         lock = threading.Lock()
-        self._cond = threading.Condition(lock)  # renewals and the heartbeat wait on it
+        self._cond = threading.Condition(lock)  # renewals wait on it
         self._watch = threading.Condition(lock)  # the deadline thread waits on it
         self._stopping = False
         self._threads = [threading.Thread(target=self._renew_loop, name="lease-keeper", daemon=True),
-                         threading.Thread(target=self._deadline_loop, name="lease-deadline", daemon=True),
-                         threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)]
+                         threading.Thread(target=self._deadline_loop, name="lease-deadline", daemon=True)]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -195,22 +192,3 @@ class LeaseKeeper:
                 lease.confirmed = max(lease.sent, sent)
             lease.next_renew = sent + lease.ttl / 3
             self._watch.notify_all()
-
-    # -- heartbeat --------------------------------------------------------------------------------------
-    def _beat_loop(self) -> None:
-        next_beat = 0.0
-        while True:
-            with self._cond:
-                if self._stopping:
-                    return
-                self.clock.wait(self._cond, max(0.0, next_beat - self.clock.monotonic()))
-                if self._stopping:
-                    return
-                if self.clock.monotonic() < next_beat:
-                    continue
-            try:
-                self.heartbeat()
-                next_beat = self.clock.monotonic() + self.heartbeat_every
-            except redis.RedisError as exc:
-                log.debug("heartbeat failed: %s", exc)
-                next_beat = self.clock.monotonic() + min(1.0, self.heartbeat_every)

@@ -14,7 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from appliance.kernel.disk import is_full_error
+from appliance.kernel.runtime.disk import is_full_error
 
 
 class Liveness:

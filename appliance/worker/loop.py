@@ -1,4 +1,5 @@
-"""The scheduler loop: a ``schedule.Scheduler`` whose jobs take their slot times from ``appliance.kernel.schedules``.
+"""The scheduler loop: a ``schedule.Scheduler`` whose jobs take their slot times from
+``appliance.kernel.schedule.model``.
 
 The loop sleeps until the earliest of: the next slot, the next timer (retries, takeover checks, catch-up)
 or the next refresh, and wakes at once for control messages (trigger, pause, resume) and shutdown. It never
@@ -26,13 +27,13 @@ import redis
 import schedule
 
 from appliance.config import Config
-from appliance.kernel import keys
-from appliance.kernel.catalog import JobSettings
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.locks import Claim
-from appliance.kernel.logs import fields
-from appliance.kernel.outcomes import RERUNNABLE, Outcome
-from appliance.kernel.owner import iso
+from appliance.kernel.contract.catalog import JobSettings
+from appliance.kernel.protocol import keys
+from appliance.kernel.protocol.locks import Claim
+from appliance.kernel.protocol.outcomes import RERUNNABLE, Outcome
+from appliance.kernel.protocol.owner import iso
+from appliance.kernel.runtime.clock import SYSTEM, Clock
+from appliance.kernel.runtime.logs import fields
 from appliance.worker.catch_up import coalesced_into, expected_duration, is_late
 from appliance.worker.dispatch import Attempt, Dispatch, Source
 from appliance.worker.pool import RunPool

@@ -13,29 +13,29 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Sequence
-from typing import cast
+from dataclasses import dataclass
 
 import httpx
 import redis
 
-from appliance import __version__
 from appliance.config import Config
-from appliance.kernel import keys, locks, metrics
-from appliance.kernel.catalog import JobSettings, load_jobs
-from appliance.kernel.clients import REDIS_SOCKET_TIMEOUT, bounded, make_pool, make_redis, wait_for
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.eviction import eviction_policy, eviction_problem
-from appliance.kernel.ledger import CloseRuns, Ledger
-from appliance.kernel.logs import fields
-from appliance.kernel.owner import iso, worker_id
-from appliance.kernel.redaction import Redactor
-from appliance.kernel.skew import SkewWatch
-from appliance.kernel.state import ClusterState
+from appliance.kernel.contract.catalog import JobSettings, load_jobs
+from appliance.kernel.protocol import keys, locks
+from appliance.kernel.protocol.eviction import eviction_policy, eviction_problem
+from appliance.kernel.protocol.ledger import CloseRuns, Ledger
+from appliance.kernel.protocol.owner import iso, worker_id
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime import metrics
+from appliance.kernel.runtime.clients import REDIS_SOCKET_TIMEOUT, bounded, make_pool, make_redis, wait_for
+from appliance.kernel.runtime.clock import SYSTEM, Clock
+from appliance.kernel.runtime.exits import ExitCode
+from appliance.kernel.runtime.logs import fields
+from appliance.kernel.runtime.redaction import Redactor
 from appliance.worker.alerts import Alerter
+from appliance.worker.heartbeat import Beats, Heartbeat
 from appliance.worker.leases import LeaseKeeper, call_timeout
 from appliance.worker.liveness import Liveness
 from appliance.worker.loop import Worker
@@ -45,8 +45,6 @@ from appliance.worker.runner import Runner
 
 #: Seconds a thread may hold the GIL before one waiting for it gets it (Python's default is 0.005).
 GIL_SWITCH_INTERVAL = 0.0005
-#: Exit code for a setting the worker refuses to run with (supervisord marks the program FATAL).
-EXIT_CONFIG = 2
 #: The last part of SHUTDOWN_TIMEOUT, kept for recording and releasing what did not stop in time and for
 #: writing the ledger entries still held.
 WRAP_UP = 0.5
@@ -58,70 +56,6 @@ def run_window(timeout: float) -> float:
     return max(timeout - WRAP_UP, timeout / 2)
 
 log = logging.getLogger("appliance.worker")
-
-
-def job_table(worker: Worker, me: str) -> dict[str, dict]:
-    now = worker.clock.now()
-    table = {}
-    for job in worker.jobs.values():
-        table[job.name] = {
-            "name": job.name, "schedule": job.schedule.text, "describe": job.schedule.describe(),
-            "timezone": job.timezone, "period_seconds": job.period, "lock_ttl": job.lock_ttl, "grace": job.grace,
-            "max_retries": job.max_retries, "enabled": job.enabled, "description": job.description,
-            "next_runs": [iso(t) for t in job.schedule.next_runs(now, 5)], "published_by": me,
-            "published_at": iso(now),
-        }
-    return table
-
-
-class Heartbeat:
-    """Publishes this worker's heartbeat (with its clock's offset from Redis' clock) and job table; called by
-    the lease keeper every TTL/3, on the heartbeat's own thread and Redis client."""
-
-    def __init__(self, worker: Worker, state: ClusterState, me: str, ttl: float, skew_warn: float = 1.0):
-        self.worker, self.state, self.me, self.ttl = worker, state, me, ttl
-        self.started = iso(worker.clock.now())
-        self.eviction_problem: str | None = None
-        self.skew = SkewWatch(state.r, skew_warn, worker.clock)
-        #: This process's liveness lock, taken again here when the disk was full at start.
-        self.liveness: Liveness | None = None
-
-    def __call__(self) -> None:
-        self._hold_liveness()
-        rss, cpu = metrics.sample_process("worker")
-        offset = self.skew.check()
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
-                "beat_at": self.worker.clock.time(),
-                "ttl": self.ttl, "version": __version__, "jobs": sorted(self.worker.jobs),
-                "running": self.worker.running_jobs(), "rss_bytes": rss, "cpu_seconds": cpu,
-                "clock": offset.as_dict() if offset else None}
-        self.state.beat(self.me, info, self.ttl)
-        self.state.publish_jobs(job_table(self.worker, self.me))
-        self._watch_eviction()
-
-    def _hold_liveness(self) -> None:
-        """Make the liveness file a full disk kept from being made at start. Never stops the heartbeat: the
-        keeper's thread survives only Redis errors."""
-        if self.liveness is None or self.liveness.held:
-            return
-        try:
-            if self.liveness.hold():
-                log.info("the worker's liveness file exists now (the disk has room again)")
-        except OSError as exc:
-            log.warning("cannot make the worker's liveness file; not trying again", extra=fields(error=str(exc)))
-            self.liveness = None
-
-    def _watch_eviction(self) -> None:
-        """Keep the eviction gauge current (an operator may change the policy at run time) and say so once
-        when it changes."""
-        problem = eviction_problem(eviction_policy(self.state.r))
-        metrics.REDIS_EVICTION_UNSAFE.set(1 if problem else 0)
-        if problem != self.eviction_problem:
-            if problem:
-                log.warning("UNSAFE REDIS: %s", problem)
-            elif self.eviction_problem is not None:
-                log.info("Redis eviction policy is safe again (noeviction)")
-            self.eviction_problem = problem
 
 
 def listen(worker: Worker, client: redis.Redis) -> None:
@@ -153,33 +87,46 @@ def wait_for_services(config: Config, client: redis.Redis, needs: set[str]) -> N
                  extra=fields(path=str(config.core.home / "qdrant-edge")))
 
 
+@dataclass(frozen=True)
+class Assembly:
+    """A worker and what runs beside it: the lease keeper (renewals, deadlines) and the heartbeat's thread."""
+
+    worker: Worker
+    keeper: LeaseKeeper
+    heartbeat: Heartbeat
+    beats: Beats
+
+    def start(self) -> None:
+        self.keeper.start()
+        self.beats.start()
+
+    def stop(self) -> None:
+        self.beats.stop()
+        self.keeper.stop()
+
+
 def build(config: Config, client: redis.Redis | None = None, db=None, clock: Clock = SYSTEM,
-          ledger: Ledger | None = None, jobs: Sequence[JobSettings] | None = None) -> tuple[Worker, LeaseKeeper]:
+          ledger: Ledger | None = None, jobs: Sequence[JobSettings] | None = None, me: str | None = None,
+          liveness: Liveness | None = None, eviction: str | None = None) -> Assembly:
     """Wire a worker from ``config`` (entry points and tests) for ``jobs`` (default: the catalog's enabled
     ones). Without ``ledger`` runs get no fence and nothing is recorded in PostgreSQL (tests of the loop
-    alone, the benchmark's baseline)."""
+    alone, the benchmark's baseline). ``me``: the worker's id (default: this host and process)."""
     client = client or make_redis(config.core.redis_url)
     jobs = tuple(load_jobs(config).enabled if jobs is None else jobs)
-    me = worker_id()
+    me = me or worker_id()
     scripts = locks.register(client)
     pool = RunPool(max(config.core.worker_threads, len(jobs)))
-    # The keeper's own clients: renewals bounded by the shortest lease they serve, the heartbeat by its TTL.
+    # The keeper's own client: renewals bounded by the shortest lease they serve; the heartbeat's by its TTL.
     timeout = call_timeout([job.lock_ttl for job in jobs], REDIS_SOCKET_TIMEOUT)
-    keeper = LeaseKeeper(locks.register(bounded(client, timeout)), heartbeat=lambda: None,
-                         heartbeat_every=config.core.heartbeat_ttl / 3, clock=clock, timeout=timeout)
+    keeper = LeaseKeeper(locks.register(bounded(client, timeout)), clock=clock, timeout=timeout)
     alerter = Alerter(client, config.core.alerts, redactor=Redactor.from_config(config))
     runner = Runner(config, client, scripts, db, keeper, alerter, me, ledger=ledger, recorder=Recorder(ledger),
                     clock=clock)
     worker = Worker(config, client, runner, pool, jobs, clock=clock)
     beat_client = bounded(client, min(REDIS_SOCKET_TIMEOUT, config.core.heartbeat_ttl / 5))
-    keeper.heartbeat = Heartbeat(worker, ClusterState(beat_client), me, config.core.heartbeat_ttl,
-                                 config.core.clock_skew_warn)
-    return worker, keeper
-
-
-def heartbeat_of(keeper: LeaseKeeper) -> Heartbeat:
-    """The ``Heartbeat`` that ``build`` gave ``keeper`` (the keeper itself only calls it)."""
-    return cast(Heartbeat, keeper.heartbeat)
+    heartbeat = Heartbeat(worker, ClusterState(beat_client), me, config.core.heartbeat_ttl,
+                          config.core.clock_skew_warn, liveness=liveness, eviction_problem=eviction)
+    return Assembly(worker, keeper, heartbeat, Beats(heartbeat, config.core.heartbeat_ttl / 3, clock))
 
 
 def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
@@ -199,7 +146,7 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
     wait_for_services(config, client, needs)
     start, eviction = check_eviction(config, client)
     if not start:
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     runs = max(config.core.worker_threads, len(jobs))
     # The jobs' pool, and an autocommit pool for the ledger (one round trip per statement), each with a
     # connection per concurrent run plus spares, so bookkeeping never waits behind the jobs themselves.
@@ -208,24 +155,25 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
     db.open(wait=False)
     ledger_pool.open(wait=False)
     metrics.WORKER_START.set(SYSTEM.time())
-    worker, keeper = build(config, client, db, ledger=Ledger(ledger_pool), jobs=jobs)
-    heartbeat_of(keeper).eviction_problem = eviction
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))
-    liveness = Liveness(config.core.run_dir / "workers", heartbeat_of(keeper).me)
+    me = worker_id()
+    liveness = Liveness(config.core.run_dir / "workers", me)
     if not liveness.hold():
         log.warning("the disk is full: no liveness file for this worker yet (tried again at every heartbeat); "
                     "should it die before, its successor here waits for its leases' TTL")
-    heartbeat_of(keeper).liveness = liveness
+    assembly = build(config, client, db, ledger=Ledger(ledger_pool), jobs=jobs, me=me, liveness=liveness,
+                     eviction=eviction)
+    worker = assembly.worker
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))
     close_dead_runs(worker, liveness)
     check_durability(worker.runner.ledger)
     worker.plan()
-    keeper.start()
+    assembly.start()
     threading.Thread(target=listen, args=(worker, make_redis(config.core.redis_url, timeout=10)),
                      name="control", daemon=True).start()
-    log.info("worker started", extra=fields(jobs=",".join(sorted(worker.jobs)), worker=heartbeat_of(keeper).me))
+    log.info("worker started", extra=fields(jobs=",".join(sorted(worker.jobs)), worker=me))
     worker.run_forever()
-    return shutdown(worker, keeper, (db, ledger_pool), config.core.shutdown_timeout)
+    return shutdown(assembly, (db, ledger_pool), config.core.shutdown_timeout)
 
 
 def check_eviction(config: Config, client: redis.Redis) -> tuple[bool, str | None]:
@@ -299,7 +247,8 @@ def _on_signal(worker: Worker, signum: int) -> None:
     worker.stop()
 
 
-def shutdown(worker: Worker, keeper: LeaseKeeper, pools, timeout: float) -> int:
+def shutdown(assembly: Assembly, pools, timeout: float) -> int:
+    worker, keeper = assembly.worker, assembly.keeper
     clock = worker.clock
     started = clock.monotonic()
     worker.runner.cancel_running("shutdown")
@@ -313,9 +262,9 @@ def shutdown(worker: Worker, keeper: LeaseKeeper, pools, timeout: float) -> int:
     # run of this worker still open is closed, once the entries before it are written.
     worker.runner.recorder.put_close(CloseRuns(worker.runner.worker_id, "the worker stopped"))
     worker.runner.recorder.stop(max(0.0, timeout - (clock.monotonic() - started) - 0.1))
-    keeper.stop()
+    assembly.stop()
     with contextlib.suppress(redis.RedisError, AttributeError):
-        ClusterState(worker.redis).forget_worker(heartbeat_of(keeper).me)
+        ClusterState(worker.redis).forget_worker(assembly.heartbeat.me)
     for pool in pools if finished else ():  # a stuck run holds a connection: closing would wait for it
         if pool is not None:
             pool.close(timeout=1)

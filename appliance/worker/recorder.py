@@ -14,12 +14,12 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from appliance.kernel import metrics
-from appliance.kernel.ledger import CloseRuns, SlotRecord
-from appliance.kernel.logs import fields
+from appliance.kernel.protocol.ledger import CloseRuns, SlotRecord
+from appliance.kernel.runtime import metrics
+from appliance.kernel.runtime.logs import fields
 
 if TYPE_CHECKING:
-    from appliance.kernel.ledger import Ledger
+    from appliance.kernel.protocol.ledger import Ledger
 
 log = logging.getLogger("appliance.worker.ledger")
 

@@ -18,18 +18,19 @@ from typing import Any
 import redis
 
 from appliance.config import Config
-from appliance.kernel import keys, locks, metrics
-from appliance.kernel.catalog import JobSettings
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.context import CancelToken, RunContext
-from appliance.kernel.errors import Cancelled, LockLost
-from appliance.kernel.ledger import Ledger
-from appliance.kernel.locks import Claim
-from appliance.kernel.logs import fields
-from appliance.kernel.outcomes import Outcome
-from appliance.kernel.owner import iso
-from appliance.kernel.redaction import Redactor
-from appliance.kernel.state import ClusterState
+from appliance.errors import Cancelled, LockLost
+from appliance.kernel.contract.catalog import JobSettings
+from appliance.kernel.contract.context import CancelToken, RunContext
+from appliance.kernel.protocol import keys, locks
+from appliance.kernel.protocol.ledger import Ledger
+from appliance.kernel.protocol.locks import Claim
+from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.protocol.owner import iso
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime import metrics
+from appliance.kernel.runtime.clock import SYSTEM, Clock
+from appliance.kernel.runtime.logs import fields
+from appliance.kernel.runtime.redaction import Redactor
 from appliance.worker.alerts import Alerter
 from appliance.worker.claim import Claims, OpenRun
 from appliance.worker.dispatch import Attempt, Dispatch

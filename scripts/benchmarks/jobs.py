@@ -14,11 +14,11 @@ from datetime import timedelta
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from appliance.kernel.context import RunContext
-from appliance.kernel.db.migrate import migrate
-from appliance.kernel.fencing import issue_fence
-from appliance.kernel.owner import utcnow
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.context import RunContext
+from appliance.kernel.contract.packs import load_settings
+from appliance.kernel.protocol.db.migrate import migrate
+from appliance.kernel.protocol.fencing import issue_fence
+from appliance.kernel.protocol.owner import utcnow
 from appliance.packs.crm.channels import build_channels
 from appliance.packs.crm.jobs import campaigns
 from appliance.packs.crm.jobs.calls import tick

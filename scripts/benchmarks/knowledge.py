@@ -29,8 +29,8 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from appliance.kernel.db.migrate import migrate
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
+from appliance.kernel.protocol.db.migrate import migrate
 from appliance.packs.knowledge import indexer
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.store import KnowledgePoint, metadata, open_store

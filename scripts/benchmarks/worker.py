@@ -18,9 +18,9 @@ from psycopg_pool import ConnectionPool
 from redis.connection import Connection
 
 from appliance.config import load_config
-from appliance.kernel import locks
-from appliance.kernel.ledger import Ledger
-from appliance.kernel.owner import make_token, new_run_id, utcnow
+from appliance.kernel.protocol import locks
+from appliance.kernel.protocol.ledger import Ledger
+from appliance.kernel.protocol.owner import make_token, new_run_id, utcnow
 from tests.services import PostgresServer, RedisServer
 from tests.worker.harness import WorkerProcess, worker_env, write_jobs_file
 
@@ -83,7 +83,7 @@ def bench_lag_and_round_trips(redis_url: str, home: Path, jobs: int, seconds: in
     if db_url:
         pool = ConnectionPool(db_url, min_size=jobs + 1, max_size=jobs + 2, open=True,
                               connection_class=CountingPgConnection, kwargs={"autocommit": True})
-    worker, _keeper = build(config, client, db=None, ledger=Ledger(pool) if pool else None)
+    worker = build(config, client, db=None, ledger=Ledger(pool) if pool else None).worker
     worker.plan()
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()

@@ -24,8 +24,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from appliance.kernel.db.migrate import migrate
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
+from appliance.kernel.protocol.db.migrate import migrate
 from appliance.packs.knowledge.edge_store import open_edge_store
 from appliance.packs.knowledge.storage_lock import StorageLock
 from appliance.supervise.pgserver import temporary_server

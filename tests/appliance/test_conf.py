@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from supervisor.options import ServerOptions
 
-from appliance.kernel.errors import ConfigError
-from appliance.kernel.packs import load_settings
+from appliance.errors import ConfigError
+from appliance.kernel.contract.packs import load_settings
 from appliance.supervise import fatal
 from appliance.supervise.plan import CRITICAL, LOG_FILES, plan_services, stop_wait, supervisor_env
 from tests.appliance.harness import REPO, STANDIN_QDRANT, base_env

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import supervisor
 
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 from appliance.supervise.embedded import PG_SUPERUSER
 from appliance.supervise.launch import ADMIN_SECRETS, BASE_NAMES, BASE_PREFIXES
 from tests.appliance.harness import APP_PROGRAMS, STANDIN_QDRANT, Appliance, appliance_home, base_env

@@ -14,8 +14,8 @@ import subprocess
 import psycopg
 import pytest
 
-from appliance.kernel.db.migrate import migrate
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
+from appliance.kernel.protocol.db.migrate import migrate
 from appliance.supervise import embedded
 from appliance.supervise.plan import POSTGRES_DIR, plan_services
 from appliance.supervise.prepare import make_dirs, migrate_database

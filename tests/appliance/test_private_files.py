@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 from appliance.supervise.plan import plan_services
 from appliance.supervise.prepare import make_dirs
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 from appliance.packs.knowledge.embedder import LocalEmbedder
 from appliance.packs.knowledge.store import KnowledgePoint, open_store, point_id
 from appliance.supervise.plan import plan_services, supervisor_env

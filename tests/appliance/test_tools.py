@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance.commands.tools import connection_args, real_redis_cli
-from appliance.kernel.clients import make_redis
+from appliance.kernel.runtime.clients import make_redis
 from appliance.supervise import embedded
 from tests.appliance.harness import REPO, Appliance, appliance_home, base_env
 from tests.services import RedisServer, wait_until

@@ -8,7 +8,7 @@ grepped for every canary in every form (plain, URL-encoded, JSON-escaped). Real 
 of our own, with the canaries as their passwords.
 
 What is stored (``job_runs.error``, the Redis history, dead letters, every other Redis key) is checked too:
-masking at write time is the run recorder's part, through ``appliance.kernel.redaction.Redactor``.
+masking at write time is the run recorder's part, through ``appliance.kernel.runtime.redaction.Redactor``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pytest
 import redis
 from psycopg import sql
 
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 from tests.canary.jobs import TEXT_FILE
 from tests.local_http import JsonHandler, LocalServer
 from tests.services import PostgresServer, RedisServer, free_port, wait_until

@@ -1,5 +1,5 @@
 """The ledger's SQL (migrations 0003 and 0004) and its checker, on a real PostgreSQL: what a run may record, and that
-``appliance.kernel.audit`` finds each kind of violation when the history is made to contain one."""
+``appliance.kernel.protocol.audit`` finds each kind of violation when the history is made to contain one."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from appliance.kernel.audit import audit
-from appliance.kernel.errors import LockLost
-from appliance.kernel.fencing import complete_slot
-from appliance.kernel.ledger import Ledger, SlotRecord
-from appliance.kernel.outcomes import Outcome
-from appliance.kernel.schedules import parse_schedule
+from appliance.errors import LockLost
+from appliance.kernel.protocol.audit import audit
+from appliance.kernel.protocol.fencing import complete_slot
+from appliance.kernel.protocol.ledger import Ledger, SlotRecord
+from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.schedule.model import parse_schedule
 
 T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=5)

@@ -10,7 +10,7 @@ import threading
 import psycopg
 import pytest
 
-from appliance.kernel.db.migrate import Migration, SchemaTooNew, available, current_version, migrate
+from appliance.kernel.protocol.db.migrate import Migration, SchemaTooNew, available, current_version, migrate
 
 
 def _versions(url: str) -> list[int]:

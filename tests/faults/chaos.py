@@ -39,7 +39,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from appliance.kernel.db.migrate import migrate
+from appliance.kernel.protocol.db.migrate import migrate
 from tests.faults import skew as skewing
 from tests.faults.conftest import JOB, Cluster
 from tests.faults.jobs import SCHEMA

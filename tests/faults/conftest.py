@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from appliance.kernel.db.migrate import migrate
+from appliance.kernel.protocol.db.migrate import migrate
 from tests.faults.jobs import SCHEMA
 from tests.services import PostgresServer, wait_until
 from tests.worker.harness import REPO, WorkerProcess, worker_env, write_jobs_file

@@ -21,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-from appliance.kernel.fencing import complete_slot
+from appliance.kernel.protocol.fencing import complete_slot
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fault_effects (job text, slot timestamptz, run_id text, fence bigint, pid int,

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from appliance.kernel.catalog import JobSettings
-from appliance.kernel.schedules import parse_schedule
+from appliance.kernel.contract.catalog import JobSettings
+from appliance.kernel.schedule.model import parse_schedule
 from appliance.worker.catch_up import coalesced_into
 from appliance.worker.dispatch import Dispatch
 from tests.services import wait_until

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from appliance.kernel.owner import iso
-from appliance.kernel.state import ClusterState
+from appliance.kernel.protocol.owner import iso
+from appliance.kernel.protocol.state import ClusterState
 from appliance.worker.claim import PASSED_OVER
 from tests.faults.skew import SteppableClock, skewed
 from tests.services import wait_until

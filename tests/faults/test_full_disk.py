@@ -75,7 +75,7 @@ METRICS = """
 import os, sys, time
 from pathlib import Path
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
-from appliance.kernel import metrics
+from appliance.kernel.runtime import metrics
 for i in range(300):
     metrics.JOB_RUNS.labels(f"job-{i}", "skipped_unavailable").inc()
 metrics.JOB_DURATION.labels("job-0").observe(0.5)
@@ -218,8 +218,8 @@ def worker_id(worker) -> str:
 #: writes again, waits for the test to release it, writes again; it prints what happened.
 EDGE = """
 import sys
-from appliance.kernel.errors import ApplianceError
-from appliance.kernel.packs import load_settings
+from appliance.errors import ApplianceError
+from appliance.kernel.contract.packs import load_settings
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.store import KnowledgePoint, open_store, point_id
 config = load_settings({"APPLIANCE_HOME": sys.argv[1], "EMBEDDING_DIMENSIONS": "8"}, env_file=None)

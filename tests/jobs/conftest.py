@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from psycopg_pool import ConnectionPool
 
-from appliance.kernel.context import RunContext
+from appliance.kernel.contract.context import RunContext
 from tests.conftest import _require
 from tests.jobs.providers import ProviderServer
 from tests.jobs.smtp import SmtpServer, make_certificate

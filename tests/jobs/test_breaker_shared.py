@@ -11,10 +11,10 @@ import threading
 
 import pytest
 
-from appliance.kernel.breaker import BreakerState, CircuitBreaker, CircuitOpen
-from appliance.kernel.clock import SYSTEM, SteppedClock
-from appliance.kernel.context import CancelToken
-from appliance.kernel.state import ClusterState
+from appliance.kernel.contract.context import CancelToken
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.breaker import BreakerState, CircuitBreaker, CircuitOpen
+from appliance.kernel.runtime.clock import SYSTEM, SteppedClock
 from appliance.packs.crm.jobs import campaigns
 from tests.jobs.data import campaign, phones, recipient_states, tenant
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.kernel.errors import LockLost
-from appliance.kernel.fencing import issue_fence
+from appliance.errors import LockLost
+from appliance.kernel.protocol.fencing import issue_fence
 from appliance.packs.crm.channels import build_channels
 from appliance.packs.crm.jobs import campaigns
 from appliance.packs.crm.jobs.claims import run_session

@@ -8,7 +8,7 @@ from datetime import UTC
 
 import psycopg
 
-from appliance.kernel.breaker import CircuitBreaker
+from appliance.kernel.runtime.breaker import CircuitBreaker
 from appliance.packs.crm.channels import Message, Outcome, build_channels, deliver
 from appliance.packs.crm.channels.http import ProviderClient, retry_after_seconds
 from appliance.packs.crm.channels.smtp import SmtpTransport

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from appliance.kernel.catalog import load_jobs
+from appliance.kernel.contract.catalog import load_jobs
 from appliance.packs.crm.jobs import JOBS
 from appliance.packs.crm.jobs.contacts import check_email, check_phone
 

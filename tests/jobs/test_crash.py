@@ -14,8 +14,8 @@ import threading
 
 import pytest
 
-from appliance.kernel.errors import Cancelled, LockLost
-from appliance.kernel.owner import utcnow
+from appliance.errors import Cancelled, LockLost
+from appliance.kernel.protocol.owner import utcnow
 from appliance.packs.crm.channels import Channels, build_channels
 from appliance.packs.crm.jobs import campaigns
 from appliance.packs.crm.jobs.claims import run_session

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from appliance.kernel.state import ClusterState
+from appliance.kernel.protocol.state import ClusterState
 from appliance.packs.crm.demo import TRIGGERED
 from appliance.packs.crm.jobs import calls, campaigns, cleanup, reminders, trials
 from tests.services import wait_until

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.kernel.errors import LockLost
-from appliance.kernel.fencing import issue_fence
+from appliance.errors import LockLost
+from appliance.kernel.protocol.fencing import issue_fence
 from appliance.packs.crm.channels import Channels
 from appliance.packs.crm.jobs import cleanup, reminders, trials
 from appliance.packs.crm.jobs.claims import run_session

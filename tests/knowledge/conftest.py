@@ -9,8 +9,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from appliance.config import Config
-from appliance.kernel.context import RunContext
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.context import RunContext
+from appliance.kernel.contract.packs import load_settings
 from tests.knowledge.openai_server import EmbeddingsServer
 from tests.runs import run_context
 

@@ -12,7 +12,7 @@ import tarfile
 import psycopg
 import pytest
 
-from appliance.kernel.db.migrate import migrate
+from appliance.kernel.protocol.db.migrate import migrate
 from tests.appliance.harness import base_env, cli
 from tests.knowledge.qdrant_server import QdrantSnapshotServer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from appliance.kernel.state import ClusterState
+from appliance.kernel.protocol.state import ClusterState
 from appliance.packs.knowledge import indexer
 from appliance.packs.knowledge.embedder import LocalEmbedder
 from appliance.packs.knowledge.store import open_store

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.kernel.errors import Cancelled, LockLost
+from appliance.errors import Cancelled, LockLost
 from appliance.packs.knowledge import indexer, services
 from appliance.packs.knowledge.embedder import LocalEmbedder
 from appliance.packs.knowledge.store import CollectionMismatch, open_store, point_id
@@ -150,7 +150,7 @@ def test_run_cut_short_continues_where_it_stopped(kconfig, make_ctx, sql, tenant
 
 
 def test_run_that_lost_its_fence_commits_nothing(kconfig, make_ctx, pool, sql, tenants):
-    from appliance.kernel.fencing import issue_fence
+    from appliance.kernel.protocol.fencing import issue_fence
 
     config = kconfig()
     add(sql, tenants[0], "Refunds", "Refunds within 14 days.")

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from appliance.config import ConfigError
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 from appliance.packs.knowledge.chunking import chunk_document
 from appliance.packs.knowledge.embedder import LocalEmbedder, requests_of
 from appliance.packs.knowledge.store import point_id

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: Another process opening the store: prints "open" once it holds it, then waits for a line on stdin.
 HOLDER = """
 import sys
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 from appliance.packs.knowledge.store import open_store
 config = load_settings({"APPLIANCE_HOME": sys.argv[1], "EMBEDDING_DIMENSIONS": "8"}, env_file=None)
 with open_store(config, wait=float(sys.argv[2])) as store:

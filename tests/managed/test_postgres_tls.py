@@ -11,8 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from appliance.kernel.clients import connect_db
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
+from appliance.kernel.runtime.clients import connect_db
 from appliance.supervise import embedded
 from tests.conftest import _require
 from tests.services import PostgresServer

@@ -82,7 +82,7 @@ def _exercise(tmp_path, env: dict[str, str], admin: redis.Redis) -> None:
         wait_until(lambda: admin.llen("appliance:history:ok") >= 2 and admin.hlen("appliance:dlq") >= 1, 30,
                    "runs and a dead letter written by the worker")
         sidecar.wait_ready()
-        from appliance.kernel.packs import load_settings
+        from appliance.kernel.contract.packs import load_settings
 
         config = load_settings({**env, "APPLIANCE_JOBS_FILE": str(tmp_path / "jobs.toml")}, env_file=None)
         dead_id = admin.hkeys("appliance:dlq")[0]

@@ -10,12 +10,12 @@ from typing import Any
 
 import redis
 
-from appliance.kernel import locks
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.ledger import Ledger
-from appliance.kernel.outcomes import Outcome
-from appliance.kernel.owner import iso, make_token, new_run_id
-from appliance.kernel.state import ClusterState
+from appliance.kernel.protocol import locks
+from appliance.kernel.protocol.ledger import Ledger
+from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.protocol.owner import iso, make_token, new_run_id
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.clock import SYSTEM, Clock
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 JWT_SECRET = "test-jwt-secret-0123456789-abcdefghijklmnop"

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from appliance.config import Config
-from appliance.kernel.clock import SYSTEM, Clock, SteppedClock
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
+from appliance.kernel.runtime.clock import SYSTEM, Clock, SteppedClock
 from appliance.sidecar import create_app
 from tests.sidecar.cluster import ADMIN_TOKEN, Cluster
 
@@ -21,7 +21,7 @@ def sidecar_db(postgres_server) -> str:
     ``cluster`` starts with an empty ledger)."""
     import psycopg
 
-    from appliance.kernel.db.migrate import migrate
+    from appliance.kernel.protocol.db.migrate import migrate
 
     url = postgres_server.create_database("sidecar")
     with psycopg.connect(url, autocommit=True) as conn:
@@ -91,7 +91,7 @@ def cluster(redis_server, sidecar_db, clock):
     import psycopg
     from psycopg_pool import ConnectionPool
 
-    from appliance.kernel.ledger import Ledger
+    from appliance.kernel.protocol.ledger import Ledger
 
     with psycopg.connect(sidecar_db, autocommit=True) as conn:
         conn.execute("TRUNCATE job_runs, job_slots, job_fences")

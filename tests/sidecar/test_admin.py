@@ -10,7 +10,7 @@ import time
 import jwt
 import pytest
 
-from appliance.kernel import keys
+from appliance.kernel.protocol import keys
 from tests.sidecar.cluster import ADMIN_TOKEN, JWT_SECRET
 
 

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from appliance.kernel import keys
+from appliance.kernel.protocol import keys
 from appliance.sidecar.admin import MAX_BODY
 from tests.sidecar.cluster import ADMIN_TOKEN
 from tests.sidecar.processes import SidecarProcess, process_env

@@ -6,7 +6,7 @@ import pytest
 
 from appliance.config import ConfigError
 from appliance.config.sidecar import FreeSpace
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 
 BASE = {"APPLIANCE_HOME": "/tmp/appliance-sidecar-config"}
 

@@ -12,8 +12,8 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from appliance.kernel.breaker import CircuitBreaker
-from appliance.kernel.owner import utcnow
+from appliance.kernel.protocol.owner import utcnow
+from appliance.kernel.runtime.breaker import CircuitBreaker
 from tests.sidecar.cluster import ADMIN_TOKEN
 from tests.sidecar.test_dashboard import ARTIFACTS, appliance, browser  # noqa: F401 - fixtures
 

@@ -10,7 +10,9 @@ import subprocess
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from appliance.kernel import metrics as worker_metrics
+from appliance.kernel.runtime import metrics as worker_metrics
+from appliance.kernel.runtime.metrics import Lazy
+from appliance.packs.knowledge import metrics as knowledge_metrics
 from tests.conftest import _require
 from tests.sidecar.test_metrics import samples
 from tests.worker.harness import REPO
@@ -38,12 +40,15 @@ def test_alert_rules_fire_as_their_unit_tests_expect():
 
 
 def exposed_names(client, cluster) -> set[str]:
-    """Sample names the worker's metrics module defines plus those the sidecar computes at scrape time."""
+    """Sample names the worker's metrics module and the packs' define, plus those the sidecar computes at scrape
+    time."""
     names: set[str] = set()
-    for value in vars(worker_metrics).values():
-        if isinstance(value, MetricWrapperBase):
-            for family in value.describe():
-                names.update(family.name + suffix for suffix in SUFFIXES[family.type])
+    for module in (worker_metrics, knowledge_metrics):
+        for value in vars(module).values():
+            metric = value.get() if isinstance(value, Lazy) else value
+            if isinstance(metric, MetricWrapperBase):
+                for family in metric.describe():
+                    names.update(family.name + suffix for suffix in SUFFIXES[family.type])
     cluster.publish("tick")
     cluster.beat(jobs=["tick"])
     names.update(name for name, _ in samples(client.get("/metrics/prometheus").get_data(as_text=True)))

@@ -4,7 +4,7 @@ redis-server: what the admin API changes, what ``/health`` and ``/metrics/promet
 
 from __future__ import annotations
 
-from appliance.kernel.breaker import CircuitBreaker
+from appliance.kernel.runtime.breaker import CircuitBreaker
 
 
 def test_pause_all_is_audited_and_shown_in_health_without_making_jobs_stale(client, cluster, auth, clock):

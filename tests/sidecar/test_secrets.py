@@ -10,7 +10,7 @@ import jwt
 import pytest
 import redis
 
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 from tests.services import free_port
 from tests.sidecar.cluster import Cluster
 from tests.sidecar.processes import SidecarProcess, process_env

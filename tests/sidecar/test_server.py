@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 from appliance.sidecar.server import options
 from tests.services import free_port, wait_until
 from tests.sidecar.load import run_load

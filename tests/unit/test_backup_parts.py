@@ -16,8 +16,8 @@ from appliance.backup.create import _save_parts
 from appliance.backup.home import live_pid
 from appliance.backup.manifest import ArchiveDamaged, ArchiveRefused, parse, valid_name
 from appliance.commands.backup import _as_programs_see_it
-from appliance.kernel.backup import BLOCK, write_sparse
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.backup import BLOCK, write_sparse
+from appliance.kernel.contract.packs import load_settings
 from appliance.packs.knowledge.storage_lock import LOCK_FILE, StorageLock
 from tests.appliance.harness import STANDIN_QDRANT
 from tests.services import wait_until

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from appliance.kernel.breaker import BreakerState, CircuitBreaker, CircuitOpen
-from appliance.kernel.clock import SteppedClock
+from appliance.kernel.runtime.breaker import BreakerState, CircuitBreaker, CircuitOpen
+from appliance.kernel.runtime.clock import SteppedClock
 
 
 def transitions(caplog) -> list[tuple[str, str]]:

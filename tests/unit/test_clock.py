@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from appliance.kernel.clock import SYSTEM, SteppedClock
+from appliance.kernel.runtime.clock import SYSTEM, SteppedClock
 
 START = datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC)
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from appliance.config import ConfigError, masked
-from appliance.kernel.catalog import Jobs, load_config_and_jobs
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.catalog import Jobs, load_config_and_jobs
+from appliance.kernel.contract.packs import load_settings
 
 BASE = {"APPLIANCE_HOME": "/tmp/appliance-test-home"}
 
@@ -111,7 +111,7 @@ def test_settings_alone_import_no_job_and_read_no_jobs_file(tmp_path):
     path = tmp_path / "jobs.toml"
     path.write_text('[jobs.a]\ncallable = "no.such.module:f"\nschedule = "every banana"\n')
     env = {"APPLIANCE_HOME": str(tmp_path), "APPLIANCE_JOBS_FILE": str(path)}
-    code = ("import sys; from appliance.kernel.packs import load_settings; "
+    code = ("import sys; from appliance.kernel.contract.packs import load_settings; "
             f"config = load_settings({env!r}, env_file=None); "
             "print(config.crm.campaign_batch_size, sorted(m for m in sys.modules "
             "if m.startswith(('appliance.packs.crm.jobs', 'appliance.packs.knowledge.jobs', 'appliance.worker'))))")

@@ -9,7 +9,7 @@ import pytest
 
 from appliance.config import ConfigError
 from appliance.config.connections import parse_sentinel_url
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_sentinel_url():
 
 
 def test_sentinel_url_is_accepted_and_its_passwords_registered(tmp_path):
-    from appliance.kernel.redaction import Redactor
+    from appliance.kernel.runtime.redaction import Redactor
 
     config = load_settings({"APPLIANCE_HOME": str(tmp_path),
                           "REDIS_URL": "redis+sentinel://:master-pw-1@s1:26379,s2:26379/mymaster?sentinel_password=sent-pw-2"},

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from appliance.kernel import metrics
+from appliance.kernel.runtime import metrics
 
 KUBERNETES = Path(__file__).resolve().parents[2] / "config" / "kubernetes"
 VERSION = "1.30"

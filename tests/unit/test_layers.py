@@ -15,11 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2] / "appliance"
 
 #: Bottom first. A module belongs to the layer of its longest matching prefix; it may import its own layer and
-#: the layers below. ``appliance.kernel.errors`` sits with the configuration: both are leaves every layer uses.
+#: the layers below. ``appliance.errors`` sits with the configuration: both are leaves every layer uses.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("settings", ("appliance", "appliance.config", "appliance.kernel.errors")),
-    ("kernel", ("appliance.kernel", "appliance.context", "appliance.errors", "appliance.fencing",
-                "appliance.jobspec")),
+    ("settings", ("appliance", "appliance.config", "appliance.errors")),
+    ("kernel", ("appliance.kernel", "appliance.sdk", "appliance.context", "appliance.fencing", "appliance.jobspec")),
     ("processes", ("appliance.worker", "appliance.sidecar", "appliance.supervise", "appliance.commands",
                    "appliance.backup", "appliance.cli", "appliance.__main__")),
     ("packs", ("appliance.packs",)),
@@ -33,7 +32,7 @@ APART = (
     ("appliance.packs.knowledge", "appliance.packs.crm"),
 )
 #: Kept for code written against the old paths; the package itself uses the kernel's modules.
-REEXPORTS = ("appliance.context", "appliance.errors", "appliance.fencing", "appliance.jobspec")
+REEXPORTS = ("appliance.context", "appliance.fencing", "appliance.jobspec", "appliance.kernel.packs")
 
 
 def modules() -> dict[str, Path]:
@@ -119,7 +118,7 @@ def test_the_configuration_is_a_leaf():
     """Settings import only themselves and the errors: never a job, the kernel's machinery or a process."""
     outside = sorted(f"{name} -> {target}" for name, targets in GRAPH.items() if _under(name, "appliance.config")
                      for target in targets if not _under(target, "appliance.config")
-                     and target not in ("appliance.kernel", "appliance.kernel.errors"))
+                     and target not in ("appliance", "appliance.errors"))
     assert outside == []
 
 
@@ -157,16 +156,52 @@ def test_no_import_cycle():
 
 def test_the_documented_old_paths_still_work():
     """Jobs written against ``appliance.context``, ``appliance.fencing``, ``appliance.errors`` and
-    ``appliance.jobspec`` get the kernel's own objects."""
-    from appliance import context, errors, fencing, jobspec
-    from appliance.kernel import context as kernel_context
-    from appliance.kernel import errors as kernel_errors
-    from appliance.kernel import fencing as kernel_fencing
-    from appliance.kernel import jobspec as kernel_jobspec
+    ``appliance.jobspec`` get the SDK's own objects."""
+    from appliance import context, errors, fencing, jobspec, sdk
 
-    assert context.RunContext is kernel_context.RunContext
+    assert (context.RunContext, context.CancelToken) == (sdk.RunContext, sdk.CancelToken)
     assert (fencing.check_fence, fencing.complete_slot, fencing.issue_fence) == \
-        (kernel_fencing.check_fence, kernel_fencing.complete_slot, kernel_fencing.issue_fence)
-    assert (errors.Cancelled, errors.LockLost, errors.ConfigError) == \
-        (kernel_errors.Cancelled, kernel_errors.LockLost, kernel_errors.ConfigError)
-    assert jobspec.JobSpec is kernel_jobspec.JobSpec
+        (sdk.check_fence, sdk.complete_slot, sdk.issue_fence)
+    assert (errors.Cancelled, errors.LockLost, errors.ConfigError) == (sdk.Cancelled, sdk.LockLost, sdk.ConfigError)
+    assert (jobspec.JobSpec, jobspec.JobFunc) == (sdk.JobSpec, sdk.JobFunc)
+    from appliance.kernel import packs
+
+    assert packs.Pack is sdk.Pack
+
+
+#: What a pack may import of the appliance: the SDK and the settings reader, besides its own modules.
+PACK_MAY_IMPORT = ("appliance.sdk", "appliance.config")
+#: Packs written as a user would, outside the package.
+USER_PACKS = (Path(__file__).resolve().parents[1] / "sample_pack.py",)
+
+
+def _beyond_the_sdk(name: str, targets: set[str], own: str) -> list[str]:
+    return sorted(f"{name} -> {target}" for target in targets
+                  if not _under(target, own) and not any(_under(target, allowed) for allowed in PACK_MAY_IMPORT))
+
+
+def test_packs_import_only_the_sdk_and_the_settings():
+    """The built-in packs and a user's pack reach the appliance through ``appliance.sdk`` (and read settings with
+    ``appliance.config``) only: every other module is the appliance's own and may change."""
+    crossing = []
+    for name, targets in GRAPH.items():
+        if _under(name, "appliance.packs"):
+            own = ".".join(name.split(".")[:3])
+            crossing += _beyond_the_sdk(name, targets, own)
+    for path in USER_PACKS:
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("appliance"):
+                targets.add(_resolve(node.module or "") or "")
+            elif isinstance(node, ast.Import):
+                targets |= {_resolve(a.name) or "" for a in node.names if a.name.startswith("appliance")}
+        crossing += _beyond_the_sdk(path.name, targets, "tests")
+    assert crossing == []
+
+
+def test_the_sdk_exports_what_it_says():
+    from appliance import sdk
+
+    assert sorted(sdk.__all__) == sorted(set(sdk.__all__))
+    missing = [name for name in sdk.__all__ if not hasattr(sdk, name)]
+    assert missing == []

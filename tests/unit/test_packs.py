@@ -50,3 +50,19 @@ def test_its_bad_settings_are_listed_with_the_others(env):
     assert done.returncode == 2
     for expected in ("REPORTS_RECIPIENTS=0", "PORT=0", "SCHEDULE_NIGHTLY_REPORTS=1h"):
         assert expected in done.stderr, done.stderr
+
+
+@pytest.mark.process
+def test_a_pack_written_against_the_sdk_alone_runs_its_job_under_lease_and_fence(env, app_env):
+    """The pack's own command asks the SDK's ``run_once`` for its job: the lease is taken, the fence issued, the
+    job ends its slot with ``complete_slot``, and the ledger has the run."""
+    import psycopg
+
+    full = {**env, **{k: v for k, v in app_env.items() if k != "APPLIANCE_HOME"}, "JOBS_ENABLED": "nightly-report"}
+    done = appliance(full, "reports-now")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout) == {"ran": True, "outcome": "success", "error": None}
+    with psycopg.connect(app_env["DATABASE_URL"]) as conn:
+        rows = conn.execute("SELECT outcome, trigger, processed, fence IS NOT NULL FROM job_runs "
+                            "WHERE job = 'nightly-report'").fetchall()
+    assert rows == [("success", "reports-now", 3, True)], rows

@@ -8,8 +8,8 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from appliance.kernel.packs import load_settings
-from appliance.kernel.redaction import MASK, Redactor
+from appliance.kernel.contract.packs import load_settings
+from appliance.kernel.runtime.redaction import MASK, Redactor
 
 BASE = {"APPLIANCE_HOME": "/tmp/appliance-redaction-test"}
 
@@ -93,7 +93,7 @@ def test_the_embedded_postgresql_password_file_is_registered(tmp_path):
 def test_the_output_stream_masks_a_secret_written_in_pieces():
     import io
 
-    from appliance.kernel.redaction import RedactingStream
+    from appliance.kernel.runtime.redaction import RedactingStream
 
     target = io.StringIO()
     stream = RedactingStream(target, Redactor.from_config(_config(ADMIN_TOKEN="admin-canary-777")))

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from appliance.config import ConfigError
-from appliance.kernel.catalog import load_config_and_jobs
+from appliance.kernel.contract.catalog import load_config_and_jobs
 from tests.worker.harness import write_jobs_file
 
 BASE = {"APPLIANCE_HOME": "/tmp/appliance-test-home"}

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from appliance.kernel.errors import ScheduleError
-from appliance.kernel.schedules import parse_schedule
+from appliance.errors import ScheduleError
+from appliance.kernel.schedule.model import parse_schedule
 
 
 def utc(*args: Any) -> datetime:

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from appliance.kernel.catalog import load_config_and_jobs
-from appliance.kernel.errors import ConfigError
+from appliance.errors import ConfigError
+from appliance.kernel.contract.catalog import load_config_and_jobs
 
 
 class Loaded:

@@ -14,8 +14,8 @@ from typing import ClassVar
 import pytest
 
 from appliance.config.core import AlertConfig
-from appliance.kernel.breaker import CircuitBreaker
-from appliance.kernel.state import ClusterState
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.breaker import CircuitBreaker
 from appliance.worker.alerts import Alerter
 from tests.services import wait_until
 

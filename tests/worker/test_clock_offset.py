@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
-from appliance.kernel import metrics
-from appliance.kernel.clock import SYSTEM, SteppedClock
-from appliance.kernel.skew import Offset, SkewWatch, measure
+from appliance.kernel.runtime import metrics
+from appliance.kernel.runtime.clock import SYSTEM, SteppedClock
+from appliance.kernel.runtime.skew import Offset, SkewWatch, measure
 
 
 def _clock(offset: float) -> SteppedClock:

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from appliance.kernel.clients import make_pool
-from appliance.kernel.ledger import Ledger
-from appliance.kernel.locks import Claim
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
+from appliance.kernel.protocol.ledger import Ledger
+from appliance.kernel.protocol.locks import Claim
+from appliance.kernel.runtime.clients import make_pool
 from appliance.worker.dispatch import Dispatch
 from appliance.worker.main import build
 from tests.worker.harness import write_jobs_file
@@ -29,7 +29,7 @@ def claims(tmp_path, app_env, redis_server):
     config = load_settings(env, env_file=None)
     pool = make_pool(config, autocommit=True)
     pool.open(wait=True)
-    worker, _ = build(config, redis_server.client(), db=None, ledger=Ledger(pool))
+    worker = build(config, redis_server.client(), db=None, ledger=Ledger(pool)).worker
     yield worker.runner.claims, worker.jobs["tick"], worker
     pool.close()
 

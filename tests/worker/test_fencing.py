@@ -8,9 +8,9 @@ import time
 import psycopg
 import pytest
 
-from appliance.kernel.db.rows import one
-from appliance.kernel.errors import LockLost
-from appliance.kernel.fencing import check_fence, issue_fence
+from appliance.errors import LockLost
+from appliance.kernel.protocol.db.rows import one
+from appliance.kernel.protocol.fencing import check_fence, issue_fence
 from tests.services import wait_until
 
 

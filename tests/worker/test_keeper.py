@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import cast
 
 import pytest
 
-from appliance.kernel import locks
-from appliance.kernel.clients import REDIS_SOCKET_TIMEOUT, bounded, make_redis
-from appliance.kernel.context import CancelToken
-from appliance.kernel.owner import make_token, new_run_id, utcnow
+from appliance.kernel.contract.context import CancelToken
+from appliance.kernel.protocol import locks
+from appliance.kernel.protocol.owner import make_token, new_run_id, utcnow
+from appliance.kernel.runtime.clients import REDIS_SOCKET_TIMEOUT, bounded, make_redis
+from appliance.worker.heartbeat import Beats, Heartbeat
 from appliance.worker.leases import Lease, LeaseKeeper, call_timeout, lease_margin
 from tests.proxy import Proxy
 
@@ -23,11 +25,10 @@ def proxy(redis_server):
     proxy.close()
 
 
-def keeper_through(proxy: Proxy, ttl: float, heartbeat=lambda: None) -> LeaseKeeper:
+def keeper_through(proxy: Proxy, ttl: float) -> LeaseKeeper:
     client = make_redis(f"redis://127.0.0.1:{proxy.port}/0")
     timeout = call_timeout([ttl], REDIS_SOCKET_TIMEOUT)
-    keeper = LeaseKeeper(locks.register(bounded(client, timeout)), heartbeat=heartbeat, heartbeat_every=0.2,
-                         timeout=timeout)
+    keeper = LeaseKeeper(locks.register(bounded(client, timeout)), timeout=timeout)
     keeper.start()
     return keeper
 
@@ -65,9 +66,13 @@ def test_a_holder_cut_off_from_redis_cancels_its_run_by_the_deadline(proxy, redi
 
 
 def test_a_heartbeat_that_hangs_never_delays_a_renewal(proxy, redis_server):
-    """The heartbeat has a thread of its own: while it hangs, the lease is renewed on time for three TTLs."""
+    """The heartbeat has a thread of its own (``Beats``): while it hangs, the lease is renewed on time for three
+    TTLs."""
     hang = threading.Event()
-    keeper = keeper_through(proxy, 1.0, heartbeat=lambda: hang.wait(30))
+    hanging = cast(Heartbeat, lambda: hang.wait(30))
+    beats = Beats(hanging, 0.2)
+    beats.start()
+    keeper = keeper_through(proxy, 1.0)
     lease = keeper.hold(take(proxy, "job", 1.0))
     try:
         time.sleep(3.0)
@@ -75,6 +80,7 @@ def test_a_heartbeat_that_hangs_never_delays_a_renewal(proxy, redis_server):
         assert redis_server.client().pttl("lock:job") > 500
     finally:
         hang.set()
+        beats.stop()
         keeper.stop()
 
 

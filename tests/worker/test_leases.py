@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from appliance.kernel import keys, locks
-from appliance.kernel.errors import Conflict, NotFound
-from appliance.kernel.locks import Claim
-from appliance.kernel.owner import make_token, new_run_id, parse_token, utcnow
-from appliance.kernel.state import ClusterState
+from appliance.errors import Conflict, NotFound
+from appliance.kernel.protocol import keys, locks
+from appliance.kernel.protocol.locks import Claim
+from appliance.kernel.protocol.owner import make_token, new_run_id, parse_token, utcnow
+from appliance.kernel.protocol.state import ClusterState
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from typing import cast
 
 import pytest
 
-from appliance.kernel import keys
-from appliance.kernel.clock import SteppedClock
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
+from appliance.kernel.protocol import keys
+from appliance.kernel.runtime.clock import SteppedClock
 from appliance.worker.claim import epoch_ms
 from appliance.worker.loop import SlotJob
 from appliance.worker.main import build
@@ -30,7 +30,7 @@ def plan(tmp_path, app_env, redis_server):
         client = redis_server.client()
         if done is not None:
             client.hset(keys.slot("minutely"), "done", epoch_ms(done))
-        worker, _ = build(load_settings(env, env_file=None), client, db=None, clock=SteppedClock(NOW))
+        worker = build(load_settings(env, env_file=None), client, db=None, clock=SteppedClock(NOW)).worker
         worker.plan()
         (job,) = worker.scheduler.jobs
         return cast(SlotJob, job).slot, client.hgetall(keys.COUNTS)

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from appliance.kernel import keys
-from appliance.kernel.clients import make_pool
-from appliance.kernel.clock import SteppedClock
-from appliance.kernel.ledger import Ledger
-from appliance.kernel.locks import Claim
-from appliance.kernel.outcomes import Outcome
-from appliance.kernel.packs import load_settings
+from appliance.kernel.contract.packs import load_settings
+from appliance.kernel.protocol import keys
+from appliance.kernel.protocol.ledger import Ledger
+from appliance.kernel.protocol.locks import Claim
+from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.runtime.clients import make_pool
+from appliance.kernel.runtime.clock import SteppedClock
 from appliance.worker.claim import PASSED_OVER, epoch_ms
 from appliance.worker.dispatch import Dispatch
 from appliance.worker.main import build
@@ -35,7 +35,7 @@ def worker(tmp_path, app_env, redis_server):
     config = load_settings({**app_env, "APPLIANCE_JOBS_FILE": str(jobs), "JOBS_ENABLED": "tick"}, env_file=None)
     pool = make_pool(config, autocommit=True)
     pool.open(wait=True)
-    worker, _ = build(config, redis_server.client(), db=None, clock=SteppedClock(_slot(0)), ledger=Ledger(pool))
+    worker = build(config, redis_server.client(), db=None, clock=SteppedClock(_slot(0)), ledger=Ledger(pool)).worker
     yield worker
     pool.close()
 

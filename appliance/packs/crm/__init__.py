@@ -5,8 +5,8 @@ Its settings (``config.crm``), jobs, ``appliance seed-demo``, its tables and see
 ``/health`` and ``/metrics``, registered in ``PACK``.
 """
 
-from appliance.kernel.packs import Pack, SeedNames
 from appliance.packs.crm.settings import load_crm
+from appliance.sdk import Pack, SeedNames
 
 PACK = Pack(
     name="crm",

@@ -17,11 +17,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from appliance.commands.common import config_or_exit, fail, print_json
-from appliance.kernel.clients import connect_db, make_redis
-from appliance.kernel.db.migrate import migrate
-from appliance.kernel.errors import NotFound
-from appliance.kernel.state import ClusterState
+from appliance.sdk import NotFound, config_or_exit, connect_db, fail, migrate, print_json, trigger_job
 
 #: Jobs whose default schedules would keep them from the demo for up to a day; ``--trigger`` runs them now.
 TRIGGERED = ("lead-reminder-scheduler", "trial-expiration", "call-cleanup")
@@ -92,20 +88,16 @@ def seed_demo(args: argparse.Namespace) -> int:
 def _trigger(config) -> list[str]:
     """Trigger the jobs whose default schedules are hourly or daily; the ones the cluster does not know (no
     worker has published them yet) or an unreachable Redis are reported on stderr, not fatal."""
-    client = make_redis(config.core.redis_url)
-    state = ClusterState(client)
     done = []
     try:
         for job in TRIGGERED:
             try:
-                state.trigger(job, "seed-demo", reason="demo")
+                trigger_job(config, job, by="seed-demo", reason="demo")
                 done.append(job)
             except NotFound as exc:
                 print(f"appliance: not triggered: {exc}", file=sys.stderr)
     except redis.RedisError as exc:
         print(f"appliance: not triggered, Redis unavailable: {exc}", file=sys.stderr)
-    finally:
-        client.close()
     return done
 
 

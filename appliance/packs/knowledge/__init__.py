@@ -5,9 +5,9 @@ Its settings (``config.knowledge``), the indexer and snapshot jobs, ``appliance 
 ``appliance backup``, registered in ``PACK``.
 """
 
-from appliance.kernel.packs import Pack
 from appliance.packs.knowledge.settings import load_knowledge
 from appliance.packs.knowledge.status import knowledge_status
+from appliance.sdk import Pack
 
 PACK = Pack(
     name="knowledge",

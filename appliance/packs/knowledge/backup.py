@@ -25,18 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.kernel.backup import BackupRefused, write_sparse
 from appliance.packs.knowledge import server_snapshot
 from appliance.packs.knowledge.edge_store import META_FILE, SHARD_DIR
 from appliance.packs.knowledge.storage_lock import LOCK_FILE, StorageLock
 from appliance.packs.knowledge.store import embedded_root, server_mode
+from appliance.sdk import BackupRefused, write_sparse
 
 #: The embedded storage's directory in the part.
 EDGE_DIR = "qdrant-edge"
 
 
 class KnowledgeBackup:
-    """``appliance.kernel.backup.BackupPart`` for the knowledge collection."""
+    """``appliance.kernel.contract.backup.BackupPart`` for the knowledge collection."""
 
     def save(self, config: Config, directory: Path, consistent_point: Callable[[], None],
              wait: float) -> dict[str, Any]:

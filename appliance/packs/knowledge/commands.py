@@ -17,21 +17,26 @@ from typing import Any
 import psycopg
 from tqdm import tqdm
 
-from appliance.commands.common import fail, print_json
 from appliance.config import Config
-from appliance.kernel.catalog import Jobs
-from appliance.kernel.clients import connect_db
-from appliance.kernel.db.rows import one
-from appliance.kernel.errors import ApplianceError, NotFound
-from appliance.kernel.locks import Claim
-from appliance.kernel.owner import utcnow
-from appliance.kernel.startup import EXIT_CONFIG, config_or_exit, jobs_or_exit, setup_logs, use_metrics_dir
 from appliance.packs.knowledge import documents
 from appliance.packs.knowledge.status import knowledge_status
+from appliance.sdk import (
+    ApplianceError,
+    ExitCode,
+    Jobs,
+    NotFound,
+    config_or_exit,
+    connect_db,
+    fail,
+    jobs_or_exit,
+    one,
+    print_json,
+    run_once,
+    setup_logs,
+    use_metrics_dir,
+)
 
 JOB = "knowledge-indexer"
-EXIT_FAILED = 1
-EXIT_LOCKED = 3
 SNIPPET = 100
 
 
@@ -76,7 +81,7 @@ def _tenant_id(config: Config, text: str | None) -> int | None:
         with connect_db(config, autocommit=False) as conn:
             return documents.resolve_tenant(conn, text)
     except NotFound as exc:
-        fail(str(exc), EXIT_CONFIG)
+        fail(str(exc), ExitCode.CONFIG)
     except psycopg.Error as exc:
         fail(f"PostgreSQL unavailable: {exc}")
 
@@ -159,32 +164,26 @@ def _progress(total: int, as_json: bool):
 
 
 def _run_indexer(config: Config, jobs: Jobs, marked: int, total: int, tenant: int | None, as_json: bool) -> int:
-    # The worker (metrics after use_metrics_dir) and the embedder's libraries, for this command only.
-    from appliance.commands.oneshot import foreground_runner
+    # The embedder's libraries, for this command only.
     from appliance.packs.knowledge.services import PROGRESS
-    from appliance.worker.dispatch import Dispatch
 
     bar = _progress(total, as_json)
     try:
-        with foreground_runner(config, jobs) as runner:
-            runner.services[PROGRESS] = bar.update
-            attempt = runner.execute(Dispatch.manual(jobs.job(JOB), utcnow(), "reindex",
-                                                     f"cli:{getpass.getuser()}@{socket.gethostname()}"))
+        run = run_once(config, jobs, JOB, reason="reindex", by=f"cli:{getpass.getuser()}@{socket.gethostname()}",
+                       services={PROGRESS: bar.update})
     finally:
         bar.close()
-    result: dict[str, Any] = {"marked": marked, "tenant_id": tenant, "outcome": attempt.outcome or None,
-                              "error": attempt.error or None}
-    if attempt.claim is not Claim.OK:
+    result: dict[str, Any] = {"marked": marked, "tenant_id": tenant, "outcome": run.outcome, "error": run.error}
+    if not run.ran:
         print(f"appliance: {JOB} is running elsewhere (lock:{JOB} is held); the {marked} documents are marked "
               f"and that run or the next one indexes them", file=sys.stderr)
-        code = EXIT_LOCKED
+        code = ExitCode.BUSY
     else:
-        code = 0 if attempt.outcome == "success" else EXIT_FAILED
+        code = ExitCode.OK if run.succeeded else ExitCode.FAILED
     if as_json:
         print_json(result)
-    elif attempt.claim is Claim.OK:
-        print(f"reindex: {marked} documents marked; {attempt.outcome}"
-              + (f" ({attempt.error})" if attempt.error else ""))
+    elif run.ran:
+        print(f"reindex: {marked} documents marked; {run.outcome}" + (f" ({run.error})" if run.error else ""))
     return code
 
 

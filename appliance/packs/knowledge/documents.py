@@ -11,8 +11,7 @@ from datetime import datetime
 
 import psycopg
 
-from appliance.kernel.db.rows import one
-from appliance.kernel.errors import NotFound
+from appliance.sdk import NotFound, one
 
 _PENDING = "indexed_version IS DISTINCT FROM version AND failed_version IS DISTINCT FROM version"
 

@@ -45,10 +45,6 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from appliance.kernel.disk import FULL_BELOW, measure, size_text
-from appliance.kernel.errors import ApplianceError
-from appliance.kernel.files import write_atomic
-from appliance.kernel.owner import iso, utcnow
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.legacy_local import migrate_collection
 from appliance.packs.knowledge.points import (
@@ -61,6 +57,8 @@ from appliance.packs.knowledge.points import (
     recorded_identity,
 )
 from appliance.packs.knowledge.storage_lock import StorageLock
+from appliance.sdk import FULL_BELOW, SYSTEM, ApplianceError, iso, size_text, write_atomic
+from appliance.sdk import measure_disk as measure
 
 log = logging.getLogger("appliance.knowledge")
 
@@ -157,7 +155,7 @@ class EdgeStore:
             shard.update(UpdateOperation.create_field_index(name, PayloadSchemaType.Integer))
         migrated = migrate_collection(self.legacy, self.collection, identity, self._write)
         shard.flush()
-        meta = {**metadata(identity), "size": identity.dimensions, "distance": "Cosine", "created": iso(utcnow())}
+        meta = {**metadata(identity), "size": identity.dimensions, "distance": "Cosine", "created": iso(SYSTEM.now())}
         if migrated:
             meta["migrated_from"] = str(self.legacy)
         write_atomic(self._meta_path, json.dumps(meta, indent=2))
@@ -245,7 +243,7 @@ class EdgeStore:
 def refuse_on_full_disk(directory: Path, doing: str) -> None:
     """Qdrant Edge writes through memory maps: on a full disk, a write into a page the filesystem cannot give is
     no error but a SIGBUS that kills the whole process (the worker, with every run in it). So the store writes
-    nothing, and opens no shard, while the disk is full (``appliance.kernel.disk``): the run fails with this
+    nothing, and opens no shard, while the disk is full (``appliance.kernel.runtime.disk``): the run fails with this
     error instead, and the indexer runs again later. A directory that cannot be looked at is left to Qdrant."""
     try:
         space = measure(directory)

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from appliance.kernel.breaker import CircuitBreaker
-from appliance.kernel.errors import ApplianceError
+from appliance.packs.knowledge import metrics
 from appliance.packs.knowledge.settings import LOCAL_MODEL, KnowledgeConfig
+from appliance.sdk import ApplianceError, CircuitBreaker
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -123,10 +123,6 @@ class OpenAIEmbedder:
     def _request(self, inputs: list[str]) -> list[list[float]]:
         import openai  # as in __init__
 
-        # Imported here, not at the top: metrics must be imported after the entry point has chosen
-        # prometheus_client's multiprocess directory, and job modules are imported earlier, with the config.
-        from appliance.kernel.metrics import EMBEDDING_TOKENS
-
         model = self.identity.model
         extra: dict[str, Any] = {"dimensions": self.identity.dimensions} if self._send_dimensions else {}
         try:
@@ -145,7 +141,7 @@ class OpenAIEmbedder:
                                        f"{f' (HTTP {status})' if status else ''}: {_message(exc)}") from None
         self.breaker.record_success()
         if response.usage is not None:
-            EMBEDDING_TOKENS.labels(model).inc(response.usage.total_tokens)
+            metrics.EMBEDDING_TOKENS.labels(model).inc(response.usage.total_tokens)
         data = sorted(response.data, key=lambda item: item.index)
         if len(data) != len(inputs):
             raise EmbeddingUnavailable(f"embeddings API returned {len(data)} vectors for {len(inputs)} inputs")

@@ -20,14 +20,13 @@ from dataclasses import asdict, dataclass
 
 import psycopg
 
-from appliance.kernel.context import RunContext
-from appliance.kernel.fencing import check_fence, complete_slot
-from appliance.kernel.logs import fields
 from appliance.packs.knowledge import documents, services
 from appliance.packs.knowledge.chunking import Chunk, chunk_document
 from appliance.packs.knowledge.documents import Document
 from appliance.packs.knowledge.embedder import Embedder, EmbeddingRejected
 from appliance.packs.knowledge.store import KnowledgePoint, KnowledgeStore, point_id, server_mode
+from appliance.sdk import RunContext, check_fence, complete_slot
+from appliance.sdk import log_fields as fields
 
 BACKLOG = "unindexed_documents"
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.kernel.context import RunContext
-from appliance.kernel.jobspec import JobSpec
+from appliance.sdk import JobSpec, RunContext
 
 
 def index_documents(ctx: RunContext) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
-from appliance.kernel.logs import fields
 from appliance.packs.knowledge.embedder import Identity
 from appliance.packs.knowledge.points import KnowledgePoint, recorded_identity
+from appliance.sdk import log_fields as fields
 
 log = logging.getLogger("appliance.knowledge")
 BATCH = 256

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.kernel.errors import ApplianceError
 from appliance.packs.knowledge.embedder import Identity
+from appliance.sdk import ApplianceError
 
 #: Namespace of point ids: uuid5 of "document_id:chunk_index", so re-indexing overwrites the same points.
 POINT_NAMESPACE = uuid.UUID("0b6f1c7e-5d2a-5b8e-9c4f-3a1d2e7b6c90")

@@ -17,8 +17,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from appliance.config import Config
-from appliance.kernel.backup import BackupRefused
-from appliance.kernel.errors import ApplianceError
+from appliance.sdk import ApplianceError, BackupRefused
 
 #: The snapshot's file in the part.
 SNAPSHOT_FILE = "collection.snapshot"

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from appliance.config import Config
-from appliance.kernel.breaker import CircuitBreaker
 from appliance.packs.knowledge.embedder import Embedder, make_breaker, make_embedder
 from appliance.packs.knowledge.store import KnowledgeStore, open_store, server_mode
+from appliance.sdk import CircuitBreaker
 
 if TYPE_CHECKING:
     from redis import Redis

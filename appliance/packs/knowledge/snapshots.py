@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import cast
 
-from appliance.kernel.context import RunContext
-from appliance.kernel.logs import fields
 from appliance.packs.knowledge import services
 from appliance.packs.knowledge.server_store import ServerStore
 from appliance.packs.knowledge.store import server_mode
+from appliance.sdk import RunContext
+from appliance.sdk import log_fields as fields
 
 
 def run(ctx: RunContext) -> dict:

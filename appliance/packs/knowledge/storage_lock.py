@@ -19,10 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.kernel.clock import SYSTEM, Clock
-from appliance.kernel.disk import is_full_error
-from appliance.kernel.errors import ApplianceError
-from appliance.kernel.owner import iso
+from appliance.sdk import SYSTEM, ApplianceError, Clock, is_full_error, iso
 
 LOCK_FILE = ".lock"
 _POLL = 0.05

@@ -7,8 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from appliance.kernel.breaker import CircuitBreaker
-from appliance.kernel.clock import SYSTEM, Clock
 from appliance.packs.crm.channels.http import ProviderClient
 from appliance.packs.crm.channels.message import Message, Outcome, Result, Transport
 from appliance.packs.crm.channels.outbox import deliver
@@ -16,6 +14,7 @@ from appliance.packs.crm.channels.smtp import SmtpTransport
 from appliance.packs.crm.channels.voice import VoiceProvider, VoiceTransport
 from appliance.packs.crm.channels.whatsapp import WhatsAppTransport
 from appliance.packs.crm.settings import CrmConfig
+from appliance.sdk import SYSTEM, CircuitBreaker, Clock
 
 if TYPE_CHECKING:
     import redis

@@ -16,11 +16,9 @@ from typing import Any
 
 import httpx
 
-from appliance.kernel.breaker import BreakerState, CircuitBreaker, CircuitOpen
-from appliance.kernel.clock import SYSTEM
-from appliance.kernel.errors import ApplianceError
 from appliance.packs.crm.channels.message import Message, Outcome, Result
 from appliance.packs.crm.settings import ProviderConfig
+from appliance.sdk import SYSTEM, ApplianceError, BreakerState, CircuitBreaker, CircuitOpen
 
 #: First wait between retries when the provider gives no Retry-After; doubles each time.
 BASE_BACKOFF = 0.5

@@ -12,9 +12,9 @@ import ssl
 from email.message import EmailMessage
 from email.utils import parseaddr
 
-from appliance.kernel.breaker import CircuitBreaker, CircuitOpen
 from appliance.packs.crm.channels.message import Message, Outcome, Result
 from appliance.packs.crm.settings import SmtpConfig
+from appliance.sdk import CircuitBreaker, CircuitOpen
 
 
 class SmtpTransport:

@@ -2,8 +2,8 @@
 docs/jobs.md. Every job needs the database; the schedules are the defaults, each overridable with
 ``SCHEDULE_<NAME>``."""
 
-from appliance.kernel.jobspec import JobSpec
 from appliance.packs.crm.jobs import calls, campaigns, cleanup, reminders, trials
+from appliance.sdk import JobSpec
 
 JOBS: list[JobSpec] = [
     JobSpec("campaign-scheduler", campaigns.run, "* * * * *",

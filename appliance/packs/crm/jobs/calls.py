@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from appliance.kernel.db.rows import one
 from appliance.packs.crm.channels import Channels, Message, Outcome, Result, deliver
 from appliance.packs.crm.channels.outbox import lookup
 from appliance.packs.crm.jobs.callstate import poll, settle_calls
@@ -32,13 +31,14 @@ from appliance.packs.crm.jobs.claims import fenced, orphaned_fences, run_resourc
 from appliance.packs.crm.jobs.contacts import check_phone
 from appliance.packs.crm.jobs.hours import BusinessHours
 from appliance.packs.crm.jobs.sending import from_outbox
+from appliance.sdk import one
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     import psycopg
 
-    from appliance.kernel.context import RunContext
+    from appliance.sdk import RunContext
 
 _DUE_TENANTS = """
 SELECT t.id, t.timezone, t.business_hours, t.holidays, coalesce(t.max_concurrent_calls, %(cap)s),

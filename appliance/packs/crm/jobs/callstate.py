@@ -10,18 +10,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from appliance.kernel.breaker import CircuitOpen
 from appliance.packs.crm.channels.http import ProviderError
 from appliance.packs.crm.jobs.claims import fenced
+from appliance.sdk import CircuitOpen
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     import psycopg
 
-    from appliance.kernel.context import RunContext
     from appliance.packs.crm.channels import Result
     from appliance.packs.crm.channels.voice import VoiceProvider
+    from appliance.sdk import RunContext
 
 #: Calls polled per tick, oldest dial first.
 POLL_LIMIT = 200

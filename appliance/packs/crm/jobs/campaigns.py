@@ -24,18 +24,18 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from appliance.kernel.db.rows import one
 from appliance.packs.crm.channels import Channels, Message, Outcome
 from appliance.packs.crm.jobs.claims import fenced, run_resources
 from appliance.packs.crm.jobs.contacts import check_contact
 from appliance.packs.crm.jobs.ratelimit import allowance
 from appliance.packs.crm.jobs.sending import SendQueue, claim, reconcile, send
+from appliance.sdk import one
 
 if TYPE_CHECKING:
     import psycopg
 
-    from appliance.kernel.context import RunContext
     from appliance.packs.crm.settings import CrmConfig
+    from appliance.sdk import RunContext
 
 KEY_PREFIX = "campaign-recipient"
 

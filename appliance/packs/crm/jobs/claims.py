@@ -20,11 +20,8 @@ from contextlib import contextmanager
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from appliance.kernel.context import RunContext
-from appliance.kernel.db.rows import one
-from appliance.kernel.errors import ApplianceError
-from appliance.kernel.fencing import check_fence, complete_slot
 from appliance.packs.crm.channels import Channels, build_channels
+from appliance.sdk import ApplianceError, RunContext, check_fence, complete_slot, one
 
 _INT4 = 2**31
 

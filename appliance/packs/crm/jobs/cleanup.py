@@ -19,7 +19,7 @@ from appliance.packs.crm.jobs.claims import fenced, pool_of
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from appliance.kernel.context import RunContext
+    from appliance.sdk import RunContext
 
 
 @dataclass(frozen=True)

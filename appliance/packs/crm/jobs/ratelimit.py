@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from appliance.kernel.db.rows import one
+from appliance.sdk import one
 
 if TYPE_CHECKING:
     import psycopg

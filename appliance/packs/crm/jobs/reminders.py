@@ -16,18 +16,17 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from appliance.kernel.db.rows import one
-from appliance.kernel.owner import iso
 from appliance.packs.crm.channels import Message, Outcome
 from appliance.packs.crm.jobs.claims import fenced, run_resources
 from appliance.packs.crm.jobs.contacts import check_email
 from appliance.packs.crm.jobs.sending import SendQueue, claim, reconcile, send
+from appliance.sdk import iso, one
 
 if TYPE_CHECKING:
     import psycopg
 
-    from appliance.kernel.context import RunContext
     from appliance.packs.crm.channels import Channels
+    from appliance.sdk import RunContext
 
 BATCH = 500
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
-    from appliance.kernel.context import RunContext
+    from appliance.sdk import RunContext
 
 
 @dataclass(frozen=True)

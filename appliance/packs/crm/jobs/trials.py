@@ -14,7 +14,7 @@ from appliance.packs.crm.jobs.claims import fenced, pool_of
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from appliance.kernel.context import RunContext
+    from appliance.sdk import RunContext
 
 BATCH = 500
 

@@ -1,0 +1,169 @@
+"""The checker of the ledger: proves from PostgreSQL alone what the worker promises, over a window of time.
+
+- ``overlap``: no two committed runs of a job overlap (a run's committed span is from its fence being
+  issued to its effect committing, both read from PostgreSQL's clock under the job's fence row lock);
+- ``fence_order``: fences only grow in commit order;
+- ``double_effect``: no slot has more than one committed run;
+- ``ledger_mismatch``: a slot recorded ``success`` has its committed run, and a committed run's slot says
+  ``success``;
+- ``unrecorded``: every expected slot of the schedule has exactly one ledger row (its outcome says what
+  happened); slots before a job's first ledger row are not expected (the job did not exist yet);
+- ``open``: no run started before the window's end is still recorded as running.
+
+Slots newer than a job's lock TTL + grace may still be running or be caught up, so a job's window ends
+there at the latest. Two clocks meet here (docs/worker.md "Clocks"): slots, and when runs started, are
+workers' wall clock times; ``now`` is the shared clock's (``appliance audit`` reads PostgreSQL's). A worker
+whose clock is ``skew`` seconds behind reaches each slot, and stamps each run's start, that much later, so
+the window also ends ``skew`` earlier: a slot or run newer than that is not judged yet, not missing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import psycopg
+
+from appliance.kernel.protocol.db.rows import one
+from appliance.kernel.protocol.owner import iso
+
+#: Expected slots enumerated per job at most (a 1 s job over a day is 86,400).
+SLOT_LIMIT = 1_000_000
+
+
+class JobSettings(Protocol):
+    """What the audit needs of a job's settings (``appliance.kernel.contract.catalog.JobSettings``, read-only)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def lock_ttl(self) -> float: ...
+
+    @property
+    def grace(self) -> float: ...
+
+    @property
+    def schedule(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    job: str
+    detail: str
+    slot: str | None = None
+
+
+@dataclass
+class Report:
+    since: datetime
+    until: datetime
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+    #: How far behind the shared clock a worker's clock may be (``CLOCK_SKEW_WARN``): allowed for.
+    skew: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"since": iso(self.since), "until": iso(self.until), "ok": self.ok, "jobs": self.jobs,
+                "clock_skew_allowed_seconds": self.skew, "violations": [asdict(v) for v in self.violations]}
+
+
+def audit(conn: psycopg.Connection, jobs: Iterable[JobSettings], since: datetime, until: datetime,
+          now: datetime, skew: float = 0.0) -> Report:
+    """Check ``jobs`` over ``since`` .. ``until`` as of ``now`` on the shared clock, allowing for worker clocks
+    up to ``skew`` seconds behind it."""
+    report = Report(since, until, skew=skew)
+    for job in jobs:
+        end = min(until, now - timedelta(seconds=job.lock_ttl + job.grace + skew))
+        _audit_job(conn, job, since, end, report)
+    return report
+
+
+def shared_now(conn: psycopg.Connection) -> datetime:
+    """PostgreSQL's clock: the one the ledger stamps fences, commits and records with, whatever the clock of
+    the host that runs the audit says."""
+    return one(conn.execute("SELECT now()"))[0]
+
+
+def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end: datetime, report: Report) -> None:
+    name = job.name
+    slots = {slot: (outcome, run_id) for slot, outcome, run_id in conn.execute(
+        "SELECT slot, outcome, run_id FROM job_slots WHERE job = %s AND slot >= %s AND slot <= %s",
+        (name, since, end)).fetchall()}
+    committed = conn.execute(
+        "SELECT run_id, slot, trigger, fence, fence_issued_at, committed_at, commit_seq FROM job_runs "
+        "WHERE job = %(job)s AND committed_at IS NOT NULL AND ((trigger = 'schedule' AND slot BETWEEN %(since)s "
+        "AND %(end)s) OR fence_issued_at BETWEEN %(since)s AND %(end)s) ORDER BY commit_seq",
+        {"job": name, "since": since, "end": end}).fetchall()
+    open_runs = conn.execute(
+        "SELECT run_id, slot, started_at FROM job_runs WHERE job = %s AND outcome IN ('running', 'retrying') "
+        "AND started_at >= %s AND started_at <= %s", (name, since, end)).fetchall()
+    first = one(conn.execute("SELECT min(slot) FROM job_slots WHERE job = %s", (name,)))[0]
+    expected = _expected(job, max(since, first) if first else None, end)
+    violations = report.violations
+    violations += _check_commits(name, committed)
+    violations += _check_slots(name, slots, committed)
+    violations += [Violation("unrecorded", name, "no ledger row for this slot", iso(s))
+                   for s in expected if s not in slots]
+    violations += [Violation("open", name, f"run {run_id} started {iso(started)} is still recorded as running",
+                             iso(slot)) for run_id, slot, started in open_runs]
+    report.jobs[name] = {"expected": len(expected), "recorded": len(slots),
+                         "outcomes": dict(Counter(outcome for outcome, _ in slots.values())),
+                         "committed_runs": len(committed), "window_end": iso(end)}
+
+
+def _expected(job: JobSettings, start: datetime | None, end: datetime) -> list[datetime]:
+    if start is None or start > end:
+        return []
+    found: list[datetime] = []
+    slot = job.schedule.last_at_or_before(start)
+    if slot is None or slot < start:
+        slot = job.schedule.next_after(start)
+    while slot <= end and len(found) < SLOT_LIMIT:
+        found.append(slot)
+        slot = job.schedule.next_after(slot)
+    return found
+
+
+def _check_commits(name: str, committed: list[tuple]) -> list[Violation]:
+    found: list[Violation] = []
+    previous = None
+    per_slot: dict[datetime, list[str]] = defaultdict(list)
+    for run_id, slot, trigger, fence, issued, done, _seq in committed:
+        if trigger == "schedule":
+            per_slot[slot].append(run_id)
+        if previous is not None:
+            p_run, _p_slot, _p_trigger, p_fence, _p_issued, p_done, _ = previous
+            if fence <= p_fence:
+                found.append(Violation("fence_order", name, f"run {run_id} committed fence {fence} after run "
+                                       f"{p_run} committed fence {p_fence}"))
+            if issued < p_done:
+                found.append(Violation("overlap", name, f"run {run_id} (fence issued {iso(issued)}) overlaps run "
+                                       f"{p_run} (committed {iso(p_done)})"))
+        previous = (run_id, slot, trigger, fence, issued, done, _seq)
+    for slot, runs in per_slot.items():
+        if len(runs) > 1:
+            found.append(Violation("double_effect", name, f"{len(runs)} committed runs: {', '.join(runs)}", iso(slot)))
+    return found
+
+
+def _check_slots(name: str, slots: dict[datetime, tuple[str, str | None]], committed: list[tuple]) -> list[Violation]:
+    found: list[Violation] = []
+    by_slot = {slot: run_id for run_id, slot, trigger, *_ in committed if trigger == "schedule"}
+    for slot, (outcome, run_id) in slots.items():
+        if outcome == "success" and by_slot.get(slot) != run_id:
+            found.append(Violation("ledger_mismatch", name, f"recorded success by run {run_id}, but the committed "
+                                   f"run is {by_slot.get(slot)}", iso(slot)))
+    for slot, run_id in by_slot.items():
+        if slot in slots and slots[slot][0] != "success":
+            found.append(Violation("ledger_mismatch", name, f"run {run_id} committed, but the slot is recorded "
+                                   f"{slots[slot][0]}", iso(slot)))
+    return found

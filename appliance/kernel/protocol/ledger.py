@@ -1,0 +1,178 @@
+"""The ledger in PostgreSQL: every run from the moment it holds its lease, every slot with its final outcome.
+
+The SQL lives in migration 0003 as functions, so each step is one statement and one round trip, atomic,
+and serialized per job on the job's fence row:
+
+- ``start``: a run that holds the lease gets its fencing number *before* its job body runs, closes what
+  earlier holders left open (``abandoned``), and is recorded ``running``; a slot whose effect already
+  committed is reported done and not run again.
+- ``finish``: the run's outcome, and its slot's when final. A success is fenced: if a newer run took the
+  job meanwhile it is recorded ``lease_lost`` and its slot is not marked done.
+- ``record``: slots that did not run (skipped, paused, missed), in one batch.
+
+A job that writes to PostgreSQL makes its effect exactly-once by calling
+``appliance.kernel.protocol.fencing.complete_slot`` inside its own final transaction; for other jobs ``finish``
+marks the slot done (at-least-once under crash).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from appliance.kernel.protocol.db.rows import one
+from appliance.kernel.protocol.outcomes import Outcome
+
+#: How long a ledger statement may wait for a pooled connection; PostgreSQL down must not hang a run.
+CONNECT_WAIT = 2.0
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """A slot that ends without a run of its own (or with one whose end must be written later)."""
+
+    job: str
+    slot: datetime
+    outcome: Outcome
+    worker: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CloseRuns:
+    """Close the runs a stopping worker leaves open (``Ledger.close_worker``), after its other entries."""
+
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Started:
+    fence: int
+    done: bool  # the slot's effect committed already: the run must not happen
+
+
+class Ledger:
+    def __init__(self, pool: ConnectionPool):
+        self.pool = pool
+
+    def ping(self) -> None:
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            conn.execute("SELECT 1")
+
+    def start(self, job: str, slot: datetime, trigger: str, run_id: str, owner: str, worker: str,
+              attempt: int, started: datetime) -> Started:
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            fence, done = one(conn.execute(
+                "SELECT * FROM appliance_start_run(%s, %s, %s, %s, %s, %s, %s, %s)",
+                (job, slot, trigger, run_id, owner, worker, attempt, started)))
+        return Started(int(fence), bool(done))
+
+    def finish(self, run_id: str, outcome: Outcome, slot_outcome: Outcome | None, error: str | None,
+               processed: int, summary: dict[str, Any] | None, duration_ms: float, reason: str | None) -> Outcome:
+        """Record the end of a run; returns the outcome recorded (a stale success becomes ``lease_lost``)."""
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            (recorded,) = one(conn.execute(
+                "SELECT appliance_finish_run(%s, %s, %s, %s, %s, %s, %s, %s)",
+                (run_id, outcome.value, slot_outcome.value if slot_outcome else None, error, processed,
+                 None if summary is None else json.dumps(summary), duration_ms, reason)))
+        return Outcome(recorded) if recorded else outcome
+
+    def record(self, records: Iterable[SlotRecord]) -> int:
+        """Record slot outcomes in one statement; a slot keeps the highest-ranked outcome it was given."""
+        rows = list(records)
+        if not rows:
+            return 0
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            conn.execute(
+                "SELECT appliance_record_slot(j, s, o, NULL, NULL, w, r) FROM unnest("
+                "%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[]) AS t(j, s, o, w, r)",
+                ([r.job for r in rows], [r.slot for r in rows], [r.outcome.value for r in rows],
+                 [r.worker for r in rows], [r.reason for r in rows]))
+        return len(rows)
+
+    def reconcile(self, job: str, worker: str, reason: str) -> int:
+        """Close the open runs of ``job`` by ``worker`` (the caller checked that the worker is gone)."""
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            (closed,) = one(conn.execute("SELECT appliance_reconcile(%s, NULL, NULL, %s, %s)",
+                                         (job, reason, worker)))
+        return int(closed)
+
+    def durability_problem(self) -> str | None:
+        """The settings (of this pool's sessions) under which PostgreSQL may lose its last commits in a
+        crash, and with them issued fences and ledger rows; None when commits are durable."""
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            settings = one(conn.execute("SELECT current_setting('fsync'), current_setting('synchronous_commit')"))
+        unsafe = [f"{name}=off" for name, value in zip(("fsync", "synchronous_commit"), settings, strict=True)
+                  if value == "off"]
+        return ", ".join(unsafe) or None
+
+    def close_worker(self, worker: str, reason: str) -> int:
+        """Close every run ``worker`` left open (a retry it will not run, a run it could not end): its own
+        stop, in one statement."""
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            (closed,) = one(conn.execute(
+                "SELECT coalesce(sum(appliance_reconcile(job, NULL, NULL, %(reason)s, %(worker)s)), 0) FROM "
+                "(SELECT DISTINCT job FROM job_runs WHERE worker = %(worker)s "
+                "AND outcome IN ('running', 'retrying')) AS open", {"reason": reason, "worker": worker}))
+        return int(closed)
+
+    def open_runs(self, jobs: Iterable[str]) -> list[dict[str, Any]]:
+        """Runs still recorded ``running`` or ``retrying`` (their holder may be alive, or gone)."""
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            cur = conn.execute(
+                "SELECT job, run_id, owner, worker, slot, outcome FROM job_runs "
+                "WHERE job = ANY(%s) AND outcome IN ('running', 'retrying') ORDER BY id", (list(jobs),))
+            names = [c.name for c in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def last_slots(self, jobs: Iterable[str]) -> dict[str, tuple[datetime, Outcome]]:
+        """The newest recorded slot of each job, and its outcome (the misfire policy starts from it)."""
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            rows = conn.execute(
+                "SELECT j, s.slot, s.outcome FROM unnest(%s::text[]) AS j CROSS JOIN LATERAL "
+                "(SELECT slot, outcome FROM job_slots WHERE job = j ORDER BY slot DESC LIMIT 1) AS s",
+                (list(jobs),)).fetchall()
+        return {job: (slot, Outcome(outcome)) for job, slot, outcome in rows}
+
+
+_HISTORY = """
+SELECT * FROM (
+    (SELECT r.run_id, r.job, r.slot, r.trigger, r.attempt, r.worker, r.started_at, r.finished_at, r.duration_ms,
+            r.outcome, s.outcome AS slot_outcome, r.processed, r.error, r.fence, r.summary, r.reason,
+            r.started_at AS at
+     FROM job_runs r
+     LEFT JOIN job_slots s ON r.trigger = 'schedule' AND s.job = r.job AND s.slot = r.slot AND s.run_id = r.run_id
+     WHERE %(job)s::text IS NULL OR r.job = %(job)s ORDER BY r.started_at DESC LIMIT %(limit)s)
+    UNION ALL
+    (SELECT NULL, s.job, s.slot, 'schedule', NULL, s.worker, NULL, NULL, NULL, s.outcome, s.outcome, 0, NULL,
+            s.fence, NULL, s.reason, s.slot
+     FROM job_slots s WHERE s.run_id IS NULL AND (%(job)s::text IS NULL OR s.job = %(job)s)
+     ORDER BY s.slot DESC LIMIT %(limit)s)
+) AS h ORDER BY at DESC LIMIT %(limit)s
+"""
+
+
+def read_history(conn, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest runs and the slots that did not run, newest first, in the run records' shape (``started``,
+    ``finished`` as ISO strings; ``run_id`` is null for a slot that did not run, ``slot_outcome`` is the
+    slot's final outcome where a run settled it, ``reason`` says why a slot did not run)."""
+    from appliance.kernel.protocol.owner import iso
+
+    cur = conn.execute(_HISTORY, {"job": job, "limit": limit})
+    names = [c.name for c in cur.description]
+    rows = []
+    for values in cur.fetchall():
+        row = dict(zip(names, values, strict=True))
+        row.pop("at")
+        for key in ("slot", "started_at", "finished_at"):
+            if row[key] is not None:
+                row[key] = iso(row[key])
+        row["started"], row["finished"] = row.pop("started_at"), row.pop("finished_at")
+        rows.append(row)
+    return rows
