@@ -13,14 +13,14 @@ from psycopg_pool import ConnectionPool
 
 from appliance.kernel.contract.context import RunContext
 from appliance.kernel.protocol.db.rows import one
-from appliance.kernel.protocol.owner import utcnow
+from appliance.kernel.runtime.clock import SYSTEM
 
 
 def open_run(pool: ConnectionPool, job: str, slot: datetime, run_id: str) -> int:
     """Open a scheduled run of ``job`` at ``slot``; returns its fence."""
     with pool.connection() as conn:
         fence, done = one(conn.execute("SELECT * FROM appliance_start_run(%s, %s, 'schedule', %s, 'test', 'test', "
-                                       "1, %s)", (job, slot, run_id, utcnow())))
+                                       "1, %s)", (job, slot, run_id, SYSTEM.now())))
     assert not done, f"slot {slot} of {job} is done already"
     return int(fence)
 
@@ -28,7 +28,7 @@ def open_run(pool: ConnectionPool, job: str, slot: datetime, run_id: str) -> int
 def run_context(pool: ConnectionPool, job: str, config: Any, slot: datetime | None = None,
                 **extra: Any) -> RunContext:
     """A ``RunContext`` for one scheduled run, opened in the ledger."""
-    slot = slot or utcnow()
+    slot = slot or SYSTEM.now()
     run_id = uuid.uuid4().hex[:12]
     fence = open_run(pool, job, slot, run_id)
     return RunContext(job=job, slot=slot, run_id=run_id, attempt=1, owner="test", config=config, redis=None,

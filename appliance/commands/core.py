@@ -7,8 +7,9 @@ import logging
 
 from appliance.config import masked
 from appliance.kernel.protocol.db.migrate import SchemaTooNew, current_version, migrate
-from appliance.kernel.protocol.owner import iso, utcnow
+from appliance.kernel.protocol.owner import iso
 from appliance.kernel.runtime.clients import connect_db, untrusted
+from appliance.kernel.runtime.clock import SYSTEM
 from appliance.kernel.runtime.exits import ExitCode
 from appliance.kernel.runtime.output import fail, print_json
 from appliance.kernel.runtime.startup import config_or_exit, jobs_or_exit, setup_logs
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_config(args: argparse.Namespace) -> int:
     config, jobs = jobs_or_exit()
-    now = utcnow()
+    now = SYSTEM.now()
     doc = masked(config)
     notes = doc.pop("notes")
     doc["jobs"] = [

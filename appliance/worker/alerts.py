@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -30,8 +28,9 @@ from appliance.config.core import AlertConfig
 from appliance.kernel.protocol import keys
 from appliance.kernel.protocol.eviction import eviction_policy, eviction_problem
 from appliance.kernel.protocol.locks import intermittent_condition
-from appliance.kernel.protocol.owner import iso, utcnow
+from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.freshness import freshness
 from appliance.kernel.runtime.logs import fields
 from appliance.kernel.runtime.redaction import Redactor
@@ -86,7 +85,7 @@ class Alerter:
     passwords are still masked."""
 
     def __init__(self, client: redis.Redis, config: AlertConfig, timeout: float = 5.0,
-                 redactor: Redactor | None = None, clock: Callable[[], float] = time.time):
+                 redactor: Redactor | None = None, clock: Clock = SYSTEM):
         self.config = config
         self.client = client
         self._failed = client.register_script(_FAILED)
@@ -139,7 +138,7 @@ class Alerter:
                            f"{self.config.warning_window:g}s)")
 
     def _count(self, job: str, record: bool) -> int:
-        args = [self.clock(), self.config.warning_window, self.config.warning_threshold, 1 if record else 0]
+        args = [self.clock.time(), self.config.warning_window, self.config.warning_threshold, 1 if record else 0]
         return int(self._recent(keys=[keys.failures(job)], args=args))
 
     # -- conditions watched ---------------------------------------------------------------------------
@@ -160,7 +159,7 @@ class Alerter:
         if not self.config.enabled:
             return
         state = ClusterState(self.client)
-        now = self.clock()
+        now = self.clock.time()
         if state.paused_all() is None:
             jobs, workers = state.jobs(), state.workers()
             for job, entry in freshness(jobs, workers, now, self.config.stale_factor).items():
@@ -187,7 +186,7 @@ class Alerter:
                 self._watch.start()
 
     def _watch_loop(self) -> None:
-        while not self._stop.wait(self.config.check_interval):
+        while not self.clock.wait(self._stop, self.config.check_interval):
             try:
                 self.check()
             except redis.RedisError as exc:
@@ -203,7 +202,7 @@ class Alerter:
         log.log(LOG_LEVEL[severity], "ALERT %s: %s", state, text,
                 extra=fields(alert=state, severity=severity.value, subject=subject, **extra))
         payload = {"severity": severity.value, "state": state, "subject": subject, "message": text,
-                   "at": iso(utcnow()), **extra}
+                   "at": iso(self.clock.now()), **extra}
         if "consecutive_failures" in extra:
             payload["job"] = subject
         targets: list[tuple[str, dict[str, Any]]] = []

@@ -119,7 +119,7 @@ def build(config: Config, client: redis.Redis | None = None, db=None, clock: Clo
     # The keeper's own client: renewals bounded by the shortest lease they serve; the heartbeat's by its TTL.
     timeout = call_timeout([job.lock_ttl for job in jobs], REDIS_SOCKET_TIMEOUT)
     keeper = LeaseKeeper(locks.register(bounded(client, timeout)), clock=clock, timeout=timeout)
-    alerter = Alerter(client, config.core.alerts, redactor=Redactor.from_config(config))
+    alerter = Alerter(client, config.core.alerts, redactor=Redactor.from_config(config), clock=clock)
     runner = Runner(config, client, scripts, db, keeper, alerter, me, ledger=ledger, recorder=Recorder(ledger),
                     clock=clock)
     worker = Worker(config, client, runner, pool, jobs, clock=clock)

@@ -18,7 +18,7 @@ from appliance.kernel.contract.context import RunContext
 from appliance.kernel.contract.packs import load_settings
 from appliance.kernel.protocol.db.migrate import migrate
 from appliance.kernel.protocol.fencing import issue_fence
-from appliance.kernel.protocol.owner import utcnow
+from appliance.kernel.runtime.clock import SYSTEM
 from appliance.packs.crm.channels import build_channels
 from appliance.packs.crm.jobs import campaigns
 from appliance.packs.crm.jobs.calls import tick
@@ -38,7 +38,7 @@ def context(pool: ConnectionPool, url: str, job: str, **env: str) -> RunContext:
         with pool.connection() as conn:
             return issue_fence(conn, job)
 
-    return RunContext(job=job, slot=utcnow(), run_id=uuid.uuid4().hex, attempt=1, owner="bench", config=config,
+    return RunContext(job=job, slot=SYSTEM.now(), run_id=uuid.uuid4().hex, attempt=1, owner="bench", config=config,
                       redis=None, db=pool, log=logging.LoggerAdapter(logging.getLogger(job), {}), _fence_source=fence)
 
 
@@ -103,7 +103,7 @@ def bench_call_tick(pool: ConnectionPool, url: str, ticks: int = 5) -> list[floa
                      (QUEUED_CALLS, CALL_TENANTS))
         conn.execute("VACUUM ANALYZE calls")
     times = []
-    now = utcnow()
+    now = SYSTEM.now()
     for i in range(ticks):
         ctx = context(pool, url, "call-scheduler")
         channels = build_channels(ctx.config.crm, ctx.sleep)

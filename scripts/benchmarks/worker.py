@@ -20,7 +20,8 @@ from redis.connection import Connection
 from appliance.config import load_config
 from appliance.kernel.protocol import locks
 from appliance.kernel.protocol.ledger import Ledger
-from appliance.kernel.protocol.owner import make_token, new_run_id, utcnow
+from appliance.kernel.protocol.owner import make_token, new_run_id
+from appliance.kernel.runtime.clock import SYSTEM
 from tests.services import PostgresServer, RedisServer
 from tests.worker.harness import WorkerProcess, worker_env, write_jobs_file
 
@@ -176,7 +177,7 @@ def bench_vs_apscheduler(redis_url: str, base_env: dict[str, str], home: Path, j
 def bench_lock_throughput(redis_url: str, n: int = 5000) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     scripts = locks.register(client)
-    token = make_token(new_run_id(), utcnow())
+    token = make_token(new_run_id(), SYSTEM.now())
 
     def ours() -> float:
         t0 = time.perf_counter()

@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from appliance.errors import Cancelled, LockLost
-from appliance.kernel.protocol.owner import utcnow
+from appliance.kernel.runtime.clock import SYSTEM
 from appliance.packs.crm.channels import Channels, build_channels
 from appliance.packs.crm.jobs import campaigns
 from appliance.packs.crm.jobs.claims import run_session
@@ -97,14 +97,14 @@ def test_claims_of_a_live_run_are_left_alone_and_reconciled_once_it_is_gone(make
     first = make_ctx("campaign-scheduler", **FAST)
     queue = campaigns.recipients_queue(first.config.crm)
     with run_session(first) as conn:
-        claimed = claim(conn, first, queue, 4, utcnow())
+        claimed = claim(conn, first, queue, 4, SYSTEM.now())
         assert len(claimed) == 4
         second = make_ctx("campaign-scheduler", **FAST)
         with run_session(second) as other:
-            assert reconcile(other, second, queue, utcnow()) == 0, "the first run still lives"
+            assert reconcile(other, second, queue, SYSTEM.now()) == 0, "the first run still lives"
     third = make_ctx("campaign-scheduler", **FAST)
     with run_session(third) as conn:
-        assert reconcile(conn, third, queue, utcnow()) == 4
+        assert reconcile(conn, third, queue, SYSTEM.now()) == 4
     assert recipient_states(sql, c) == {"pending": 10}, "never handed over: claimable again, attempt not counted"
     assert sql("SELECT max(attempts) FROM campaign_recipients") == [(0,)]
 

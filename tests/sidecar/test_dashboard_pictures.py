@@ -12,8 +12,8 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from appliance.kernel.protocol.owner import utcnow
 from appliance.kernel.runtime.breaker import CircuitBreaker
+from appliance.kernel.runtime.clock import SYSTEM
 from tests.sidecar.cluster import ADMIN_TOKEN
 from tests.sidecar.test_dashboard import ARTIFACTS, appliance, browser  # noqa: F401 - fixtures
 
@@ -25,7 +25,7 @@ WORKER = "host-a:41"
 def write_ledger(url: str) -> dict[str, int]:
     """Five hours of the hourly-looking job ``tick`` every 10 minutes, with one failure retried once, one
     missed and one abandoned slot, and a gap of an hour with no slot at all."""
-    now = utcnow().replace(second=0, microsecond=0)
+    now = SYSTEM.now().replace(second=0, microsecond=0)
     counts = {"success": 0, "failed": 0, "missed": 0, "abandoned": 0}
     with psycopg.connect(url, autocommit=True) as conn:
         for i in range(30):

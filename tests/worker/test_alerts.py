@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
@@ -16,16 +17,9 @@ import pytest
 from appliance.config.core import AlertConfig
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.runtime.breaker import CircuitBreaker
+from appliance.kernel.runtime.clock import SteppedClock
 from appliance.worker.alerts import Alerter
 from tests.services import wait_until
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def alert_config(**overrides) -> AlertConfig:
@@ -49,7 +43,7 @@ def succeed(alerter: Alerter, job: str) -> None:
 
 @pytest.fixture
 def replicas(redis_server):
-    clock = Clock()
+    clock = SteppedClock(datetime.now(UTC))
     return clock, [Alerter(redis_server.client(), alert_config(), clock=clock) for _ in range(2)]
 
 
@@ -57,14 +51,14 @@ def test_failures_that_keep_coming_below_critical_warn_once_then_resolve(replica
     caplog.set_level(logging.INFO, logger="appliance.alerts")
     clock, (a, b) = replicas
     for step, alerter in enumerate((a, b, a, b, a, b, a, b, a, b, a)):
-        clock.now += 60
+        clock.advance(60)
         if step % 3 == 2:
             succeed(alerter, "sync")  # successes in between keep the streak below critical
         else:
             alerter.failed("sync", "HTTP 502")
     assert sent(caplog) == [("warning", "warning")], "five failures within the hour: one warning, not more"
     assert "failed 5 times within 3600s (latest: HTTP 502)" in caplog.records[0].getMessage()
-    clock.now += 3600
+    clock.advance(3600)
     succeed(b, "sync")
     succeed(a, "sync")
     assert sent(caplog) == [("warning", "warning"), ("info", "resolved")]
@@ -74,7 +68,7 @@ def test_a_streak_reaching_critical_is_critical_not_warning(replicas, caplog):
     caplog.set_level(logging.INFO, logger="appliance.alerts")
     clock, (a, b) = replicas
     for alerter in (a, b, a, b, a, b):
-        clock.now += 1
+        clock.advance(1)
         alerter.failed("sync", "boom")
     succeed(a, "sync")
     assert sent(caplog) == [("critical", "critical"), ("info", "recovered")]

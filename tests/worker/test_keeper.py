@@ -11,8 +11,9 @@ import pytest
 
 from appliance.kernel.contract.context import CancelToken
 from appliance.kernel.protocol import locks
-from appliance.kernel.protocol.owner import make_token, new_run_id, utcnow
+from appliance.kernel.protocol.owner import make_token, new_run_id
 from appliance.kernel.runtime.clients import REDIS_SOCKET_TIMEOUT, bounded, make_redis
+from appliance.kernel.runtime.clock import SYSTEM
 from appliance.worker.heartbeat import Beats, Heartbeat
 from appliance.worker.leases import Lease, LeaseKeeper, call_timeout, lease_margin
 from tests.proxy import Proxy
@@ -35,7 +36,7 @@ def keeper_through(proxy: Proxy, ttl: float) -> LeaseKeeper:
 
 def take(proxy: Proxy, job: str, ttl: float) -> Lease:
     scripts = locks.register(make_redis(f"redis://127.0.0.1:{proxy.port}/0"))
-    owner = make_token(new_run_id(), utcnow())
+    owner = make_token(new_run_id(), SYSTEM.now())
     sent = time.monotonic()
     assert locks.acquire(scripts, job, owner, ttl, None)[0] is locks.Claim.OK
     return Lease(job, owner, ttl, CancelToken(), confirmed=sent)

@@ -9,8 +9,9 @@ import pytest
 from appliance.errors import Conflict, NotFound
 from appliance.kernel.protocol import keys, locks
 from appliance.kernel.protocol.locks import Claim
-from appliance.kernel.protocol.owner import make_token, new_run_id, parse_token, utcnow
+from appliance.kernel.protocol.owner import make_token, new_run_id, parse_token
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.clock import SYSTEM
 
 
 @pytest.fixture
@@ -24,11 +25,11 @@ def scripts(r):
 
 
 def token() -> str:
-    return make_token(new_run_id(), utcnow())
+    return make_token(new_run_id(), SYSTEM.now())
 
 
 def test_owner_token_is_readable_and_parsable():
-    t = make_token("abc123", utcnow(), host="web-1", pid=42)
+    t = make_token("abc123", SYSTEM.now(), host="web-1", pid=42)
     info = parse_token(t)
     assert t.startswith("web-1 pid=42 started=") and t.endswith(" run=abc123")
     assert (info.host, info.pid, info.run_id, info.worker_id) == ("web-1", 42, "abc123", "web-1:42")
@@ -89,7 +90,7 @@ def test_history_is_capped(r, scripts):
 
 def test_clear_lock_refuses_a_live_holder_unless_forced(r, scripts):
     state = ClusterState(r)
-    live = make_token("run1", utcnow(), host="h", pid=7)
+    live = make_token("run1", SYSTEM.now(), host="h", pid=7)
     locks.acquire(scripts, "job", live, 30, None)
     state.beat("h:7", {"beat_at": 0}, 30)
     with pytest.raises(Conflict):
@@ -99,13 +100,13 @@ def test_clear_lock_refuses_a_live_holder_unless_forced(r, scripts):
     assert not r.exists("lock:job")
     with pytest.raises(NotFound):
         state.clear_lock("job")
-    dead = make_token("run2", utcnow(), host="h", pid=8)
+    dead = make_token("run2", SYSTEM.now(), host="h", pid=8)
     locks.acquire(scripts, "job", dead, 30, None)
     assert state.clear_lock("job")["holder_alive"] is False
 
 
 def test_locks_listing_shows_holder_age_and_ttl(r, scripts):
-    locks.acquire(scripts, "call-scheduler", make_token("x", utcnow(), host="w", pid=3), 60, None)
+    locks.acquire(scripts, "call-scheduler", make_token("x", SYSTEM.now(), host="w", pid=3), 60, None)
     (info,) = ClusterState(r).locks()
     assert info["key"] == "lock:call-scheduler" and info["host"] == "w" and info["pid"] == 3
     assert 59 < info["ttl_seconds"] <= 60 and 0 <= info["age_seconds"] < 5

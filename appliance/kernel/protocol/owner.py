@@ -13,14 +13,7 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from appliance.kernel.runtime.clock import SYSTEM
-
 _TOKEN = re.compile(r"^(?P<host>\S+) pid=(?P<pid>\d+) started=(?P<started>\S+) run=(?P<run>\S+)$")
-
-
-def utcnow() -> datetime:
-    """The system clock's now; code that can be handed a ``Clock`` reads that one instead."""
-    return SYSTEM.now()
 
 
 def iso(dt: datetime) -> str:

@@ -52,11 +52,11 @@ def run(ctx: RunContext) -> dict[str, int]:
             return summary
 
 
-def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now=None) -> dict[str, int]:
+def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels) -> dict[str, int]:
     """Reconcile, start due campaigns, send within the run budget, report the backlog. ``conn`` is the run's
-    session (``run_session``); ``now`` gives the wall time (default: the run's clock). Returns counts:
+    session (``run_session``); the wall time is the run's clock. Returns counts:
     reconciled, started, and recipients per outcome."""
-    now = now or ctx.clock.now
+    now = ctx.clock.now
     crm = ctx.config.crm
     queue = recipients_queue(crm)
     summary: Counter[str] = Counter(reconciled=reconcile(conn, ctx, queue, now()))
@@ -68,7 +68,7 @@ def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now=N
         if ctx.clock.monotonic() >= deadline:
             break
         campaign = _Campaign(campaign_id, tenant_id, channel, Template(subject), Template(template))
-        summary.update(send_campaign(conn, ctx, campaign, channels, queue, deadline, now))
+        summary.update(send_campaign(conn, ctx, campaign, channels, queue, deadline))
     pending = one(conn.execute("SELECT count(*) FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id "
                                "WHERE r.status = 'pending' AND c.status IN ('scheduled', 'sending')"))[0]
     ctx.set_backlog("campaign_recipients_pending", pending)
@@ -106,10 +106,10 @@ class _Campaign:
 
 
 def send_campaign(conn: psycopg.Connection, ctx: RunContext, campaign: _Campaign, channels: Channels,
-                  queue: SendQueue, deadline: float, now=None) -> Counter[str]:
+                  queue: SendQueue, deadline: float) -> Counter[str]:
     """Batches of one campaign until it is done, paused, cancelled, rate-limited or the budget is spent;
     returns how many recipients ended with each outcome."""
-    now = now or ctx.clock.now
+    now = ctx.clock.now
     crm = ctx.config.crm
     transport = channels.for_campaign(campaign.channel)
     done: Counter[str] = Counter()

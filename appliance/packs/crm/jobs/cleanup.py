@@ -17,7 +17,6 @@ from psycopg import sql
 from appliance.packs.crm.jobs.claims import fenced, pool_of
 
 if TYPE_CHECKING:
-    from datetime import datetime
 
     from appliance.sdk import RunContext
 
@@ -40,9 +39,9 @@ TARGETS = (
 )
 
 
-def run(ctx: RunContext, now: datetime | None = None) -> dict[str, int]:
+def run(ctx: RunContext) -> dict[str, int]:
     """The job; returns rows deleted per table."""
-    at = now or ctx.clock.now()
+    at = ctx.clock.now()
     crm = ctx.config.crm
     days = {"calls": crm.call_retention_days, "activity": crm.activity_retention_days}
     deleted: dict[str, int] = {}

@@ -39,11 +39,11 @@ def run(ctx: RunContext) -> dict[str, int]:
             return summary
 
 
-def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now=None) -> dict[str, int]:
+def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels) -> dict[str, int]:
     """Reconcile, create the due reminders, send them in batches, report the backlog. ``conn`` is the run's
-    session (``run_session``); ``now`` gives the wall time (default: the run's clock). Returns counts:
+    session (``run_session``); the wall time is the run's clock. Returns counts:
     reconciled, created, and reminders per outcome."""
-    now = now or ctx.clock.now
+    now = ctx.clock.now
     crm = ctx.config.crm
     queue = SendQueue("reminders", "reminder", crm.campaign_max_attempts, crm.campaign_retry_backoff)
     summary: Counter[str] = Counter(reconciled=reconcile(conn, ctx, queue, now()))

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from appliance.packs.crm.jobs.claims import fenced, pool_of
 
 if TYPE_CHECKING:
-    from datetime import datetime
 
     from appliance.sdk import RunContext
 
@@ -32,9 +31,9 @@ RETURNING tenant_id
 """
 
 
-def run(ctx: RunContext, now: datetime | None = None) -> dict[str, int]:
+def run(ctx: RunContext) -> dict[str, int]:
     """The job; returns how many tenants were suspended."""
-    at = now or ctx.clock.now()
+    at = ctx.clock.now()
     total = 0
     with pool_of(ctx).connection() as conn:
         while True:
