@@ -53,7 +53,8 @@ def run_job_once(config: Config, jobs: Jobs, job: str, reason: str, by: str,
         attempt = runner.execute(Dispatch.manual(jobs.job(job), SYSTEM.now(), reason, by))
     if attempt.claim is not Claim.OK:
         return RunOutcome(ran=False, outcome=None, error=None)
-    return RunOutcome(ran=True, outcome=attempt.outcome or None, error=attempt.error or None)
+    return RunOutcome(ran=True, outcome=attempt.outcome.value if attempt.outcome else None,
+                      error=attempt.error or None)
 
 
 def run_command(config: Config, jobs: Jobs, name: str, who: str, as_json: bool) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 from appliance.kernel.contract.catalog import JobSettings
 from appliance.kernel.protocol.locks import Claim
+from appliance.kernel.protocol.outcomes import Outcome
 
 
 class Source(StrEnum):
@@ -63,7 +64,7 @@ class Attempt:
     """
 
     claim: Claim | None
-    outcome: str = ""
+    outcome: Outcome | None = None
     error: str = ""
     holder_pttl: int = 0
     retry: bool = False

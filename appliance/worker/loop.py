@@ -384,7 +384,7 @@ class Worker:
         log.exception("run failed outside the job", extra=fields(job=d.job.name, slot=iso(d.slot)))
         if d.scheduled:
             self.runner.claims.record_slot(d.job.name, d.slot, Outcome.FAILED, error)
-        return Attempt(None, Outcome.FAILURE.value, error=error)
+        return Attempt(None, Outcome.FAILURE, error=error)
 
     def _after_attempt(self, d: Dispatch, result: Attempt) -> None:
         job = d.job

@@ -138,7 +138,7 @@ class Runner:
                 self._dead_letter(run, error, trace)
         elif recorded is Outcome.SUCCESS:
             self.alerter.succeeded(job.name, streak, warned)
-        return Attempt(Claim.OK, recorded.value, error, retry=retry, request=run.request)
+        return Attempt(Claim.OK, recorded, error, retry=retry, request=run.request)
 
     def _body(self, d: Dispatch, ctx: RunContext, lease: Lease) -> tuple[Outcome, str, str, Any, float]:
         """The job itself, on its slot's instant: (outcome, error, traceback, summary, seconds)."""

@@ -9,7 +9,7 @@ from datetime import UTC
 import psycopg
 
 from appliance.kernel.runtime.breaker import CircuitBreaker
-from appliance.packs.crm.channels import Message, Outcome, build_channels, deliver
+from appliance.packs.crm.channels import Delivery, Message, build_channels, deliver
 from appliance.packs.crm.channels.http import ProviderClient, retry_after_seconds
 from appliance.packs.crm.channels.smtp import SmtpTransport
 from appliance.packs.crm.settings import ProviderConfig, SmtpConfig
@@ -30,7 +30,7 @@ def test_smtp_sends_over_starttls_with_login_and_a_refused_recipient_fails_alone
     smtp_server.recorder.refuse.add("gone@example.com")
     results = smtp_transport(smtp_server).send([mail("k:1", "a@example.com"), mail("k:2", "gone@example.com"),
                                                 mail("k:3", "b@example.com")])
-    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.FAILED, Outcome.SENT]
+    assert [r.outcome for r in results] == [Delivery.SENT, Delivery.FAILED, Delivery.SENT]
     assert "550" in results[1].error
     received = smtp_server.recorder.messages
     assert [m["To"] for m in received] == ["a@example.com", "b@example.com"]
@@ -43,7 +43,7 @@ def test_smtp_over_implicit_tls(certificate):
         (result,) = smtp_transport(server, user="", security="tls").send([mail("k:9", "a@example.com")])
     finally:
         server.stop()
-    assert result.outcome is Outcome.SENT and [m["To"] for m in server.recorder.messages] == ["a@example.com"]
+    assert result.outcome is Delivery.SENT and [m["To"] for m in server.recorder.messages] == ["a@example.com"]
 
 
 def test_smtp_with_a_wrong_password_is_retried_later_and_opens_the_breaker(smtp_server):
@@ -52,9 +52,9 @@ def test_smtp_with_a_wrong_password_is_retried_later_and_opens_the_breaker(smtp_
     transport = smtp_transport(smtp_server, password="wrong", threshold=2, timeout=1.0)
     for _ in range(2):
         (result,) = transport.send([mail("k:1", "a@example.com")])
-        assert result.outcome is Outcome.RETRY and "cannot connect" in result.error
+        assert result.outcome is Delivery.RETRY and "cannot connect" in result.error
     (result,) = transport.send([mail("k:1", "a@example.com")])
-    assert result.outcome is Outcome.SKIPPED and "circuit open" in result.error
+    assert result.outcome is Delivery.SKIPPED and "circuit open" in result.error
     assert smtp_server.recorder.messages == []
 
 
@@ -74,7 +74,7 @@ def test_429_with_retry_after_is_waited_out_and_the_key_makes_the_repeat_harmles
         (again,) = channels.whatsapp.send([message])
     finally:
         channels.close()
-    assert first.outcome is Outcome.SENT and again.provider_id == first.provider_id
+    assert first.outcome is Delivery.SENT and again.provider_id == first.provider_id
     assert sleeps == [2.0, 1.0], "Retry-After first, then the doubled backoff"
     assert [r[2] for r in provider.requests] == ["campaign-recipient:7"] * 4
     assert provider.delivered == {"campaign-recipient:7": 1}
@@ -91,7 +91,7 @@ def test_repeated_5xx_gives_retry_then_the_breaker_skips_without_calling(provide
             [Message(f"k:{i}", None, "whatsapp", "+12025550100", body="x") for i in range(5)])
     finally:
         client.close()
-    assert [r.outcome for r in results] == [Outcome.RETRY] * 3 + [Outcome.SKIPPED] * 2
+    assert [r.outcome for r in results] == [Delivery.RETRY] * 3 + [Delivery.SKIPPED] * 2
     assert "HTTP 500" in results[0].error and "after 2 retries" in results[0].error
     assert len(provider.requests) == 9, "three messages times three tries, then no call while open"
     assert provider.delivered == {}
@@ -106,7 +106,7 @@ def test_a_4xx_refusal_is_final(provider):
         (result,) = VoiceTransport(VoiceProvider(client)).send([Message("call:1:1", None, "voice", "+12025550100")])
     finally:
         client.close()
-    assert result.outcome is Outcome.FAILED and "401" in result.error and "bad token" in result.error
+    assert result.outcome is Delivery.FAILED and "401" in result.error and "bad token" in result.error
 
 
 def test_retry_after_reads_seconds_and_http_dates():
@@ -124,6 +124,6 @@ def test_the_outbox_records_once_per_key_and_never_hands_over_a_delivered_key_ag
         first = deliver(conn, transport, [mail("reminder:1", "a@example.com")])
         second = deliver(conn, transport, [mail("reminder:1", "a@example.com"), mail("reminder:2", "b@example.com")])
         rows = conn.execute("SELECT idempotency_key, status, transport FROM outbox ORDER BY id").fetchall()
-    assert first[0].outcome is Outcome.SENT and second[0].provider_id == first[0].provider_id
+    assert first[0].outcome is Delivery.SENT and second[0].provider_id == first[0].provider_id
     assert rows == [("reminder:1", "sent", "smtp"), ("reminder:2", "sent", "smtp")]
     assert smtp_server.recorder.by_message_id() == {"<reminder.1@example.com>": 1, "<reminder.2@example.com>": 1}

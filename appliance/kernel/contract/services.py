@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from appliance.config import Config
 from appliance.kernel.contract.catalog import Jobs
+from appliance.kernel.protocol.outcomes import Outcome
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.runtime.clients import make_redis
 
@@ -28,7 +29,7 @@ class RunOutcome:
 
     @property
     def succeeded(self) -> bool:
-        return self.ran and self.outcome == "success"
+        return self.ran and self.outcome == Outcome.SUCCESS
 
 
 class OnceRunner(Protocol):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from appliance.packs.crm.channels.http import ProviderClient
-from appliance.packs.crm.channels.message import Message, Outcome, Result, Transport
+from appliance.packs.crm.channels.message import Delivery, Message, Result, Transport
 from appliance.packs.crm.channels.outbox import deliver
 from appliance.packs.crm.channels.smtp import SmtpTransport
 from appliance.packs.crm.channels.voice import VoiceProvider, VoiceTransport
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 __all__ = [
     "IDEMPOTENT_TRANSPORTS",
     "Channels",
+    "Delivery",
     "Message",
-    "Outcome",
     "RecordOnly",
     "Result",
     "Transport",

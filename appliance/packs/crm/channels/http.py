@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from appliance.packs.crm.channels.message import Message, Outcome, Result
+from appliance.packs.crm.channels.message import Delivery, Message, Result
 from appliance.packs.crm.settings import ProviderConfig
 from appliance.sdk import SYSTEM, ApplianceError, BreakerState, CircuitBreaker, CircuitOpen
 
@@ -104,13 +104,13 @@ def send_each(messages: list[Message], send_one: Callable[[Message], str]) -> li
         try:
             provider_id = send_one(message)
         except CircuitOpen as exc:
-            results += [Result(m.key, Outcome.SKIPPED, error=str(exc)) for m in messages[index:]]
+            results += [Result(m.key, Delivery.SKIPPED, error=str(exc)) for m in messages[index:]]
             break
         except ProviderError as exc:
-            outcome = Outcome.RETRY if exc.transient else Outcome.FAILED
+            outcome = Delivery.RETRY if exc.transient else Delivery.FAILED
             results.append(Result(message.key, outcome, error=str(exc), retry_after=exc.retry_after))
             continue
-        results.append(Result(message.key, Outcome.SENT, provider_id))
+        results.append(Result(message.key, Delivery.SENT, provider_id))
     return results
 
 

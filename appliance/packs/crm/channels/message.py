@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Protocol
 
 
-class Outcome(StrEnum):
+class Delivery(StrEnum):
     """How one hand-off ended.
 
     SENT: the provider accepted it (or the outbox recorded it). FAILED: refused for good (bad address, a 4xx
@@ -39,7 +39,7 @@ class Message:
 @dataclass(frozen=True)
 class Result:
     key: str
-    outcome: Outcome
+    outcome: Delivery
     provider_id: str | None = None
     error: str | None = None
     retry_after: float | None = None  # seconds the provider asked us to wait, when it said so

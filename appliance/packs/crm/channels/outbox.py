@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from appliance.packs.crm.channels.message import Message, Outcome, Result
+from appliance.packs.crm.channels.message import Delivery, Message, Result
 
 if TYPE_CHECKING:
     import psycopg
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 #: Outbox rows in these states need no further hand-off.
 DONE = ("recorded", "sent")
-_ROW_STATUS = {Outcome.SENT: "sent", Outcome.FAILED: "failed", Outcome.RETRY: "retry",
-               Outcome.UNKNOWN: "unknown", Outcome.SKIPPED: "retry"}
+_ROW_STATUS = {Delivery.SENT: "sent", Delivery.FAILED: "failed", Delivery.RETRY: "retry",
+               Delivery.UNKNOWN: "unknown", Delivery.SKIPPED: "retry"}
 
 _INSERT = """
 INSERT INTO outbox (idempotency_key, tenant_id, channel, transport, recipient, subject, body, status, sent_at)
@@ -54,7 +54,7 @@ def deliver(conn: psycopg.Connection, transport: Transport, messages: list[Messa
         for key, row_id, provider_id in conn.execute(
             "SELECT idempotency_key, id, provider_message_id FROM outbox "
             "WHERE idempotency_key = ANY(%s) AND status IN ('recorded', 'sent')", (again,)):
-            known[key] = Result(key, Outcome.SENT, provider_id or f"outbox:{row_id}")
+            known[key] = Result(key, Delivery.SENT, provider_id or f"outbox:{row_id}")
         retry = [key for key in again if key not in known]
         if retry:
             inserted.update(conn.execute(
@@ -63,7 +63,7 @@ def deliver(conn: psycopg.Connection, transport: Transport, messages: list[Messa
                 "WHERE idempotency_key = ANY(%s) RETURNING idempotency_key, id",
                 (status, transport.name, status, retry)).fetchall())
     if recording:
-        return [known.get(m.key) or Result(m.key, Outcome.SENT, f"outbox:{inserted[m.key]}") for m in messages]
+        return [known.get(m.key) or Result(m.key, Delivery.SENT, f"outbox:{inserted[m.key]}") for m in messages]
     to_send = [m for m in messages if m.key not in known]
     results = {r.key: r for r in transport.send(to_send)} if to_send else {}
     record_results(conn, list(results.values()))

@@ -12,7 +12,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import parseaddr
 
-from appliance.packs.crm.channels.message import Message, Outcome, Result
+from appliance.packs.crm.channels.message import Delivery, Message, Result
 from appliance.packs.crm.settings import SmtpConfig
 from appliance.sdk import CircuitBreaker, CircuitOpen
 
@@ -31,18 +31,18 @@ class SmtpTransport:
             self.breaker.before_call()
             session = self._connect()
         except CircuitOpen as exc:
-            return [Result(m.key, Outcome.SKIPPED, error=str(exc)) for m in messages]
+            return [Result(m.key, Delivery.SKIPPED, error=str(exc)) for m in messages]
         except (OSError, smtplib.SMTPException) as exc:
             self.breaker.record_failure()
-            return [Result(m.key, Outcome.RETRY, error=f"smtp: cannot connect: {_reason(exc)}") for m in messages]
+            return [Result(m.key, Delivery.RETRY, error=f"smtp: cannot connect: {_reason(exc)}") for m in messages]
         self.breaker.record_success()
         results: list[Result] = []
         try:
             for index, message in enumerate(messages):
                 result = self._send_one(session, message)
                 results.append(result)
-                if result.outcome is Outcome.UNKNOWN:
-                    results += [Result(m.key, Outcome.SKIPPED, error="smtp: session broke off")
+                if result.outcome is Delivery.UNKNOWN:
+                    results += [Result(m.key, Delivery.SKIPPED, error="smtp: session broke off")
                                 for m in messages[index + 1:]]
                     break
         finally:
@@ -83,17 +83,17 @@ class SmtpTransport:
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
             return _refusal(message.key, exc.smtp_code, exc.smtp_error)
         except (OSError, smtplib.SMTPException) as exc:
-            return Result(message.key, Outcome.UNKNOWN, error=f"smtp: {_reason(exc)}; the server may have the message")
+            return Result(message.key, Delivery.UNKNOWN, error=f"smtp: {_reason(exc)}; the server may have the message")
         if refused:
             code, text = next(iter(refused.values()))
             return _refusal(message.key, code, text)
-        return Result(message.key, Outcome.SENT, mail["Message-ID"])
+        return Result(message.key, Delivery.SENT, mail["Message-ID"])
 
 
 def _refusal(key: str, code: int, text: bytes | str) -> Result:
     """A 5xx answer is final; a 4xx answer means try later."""
     reason = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
-    outcome = Outcome.FAILED if 500 <= code < 600 else Outcome.RETRY
+    outcome = Delivery.FAILED if 500 <= code < 600 else Delivery.RETRY
     return Result(key, outcome, error=f"smtp: {code} {reason}"[:300])
 
 

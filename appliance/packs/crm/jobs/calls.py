@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from appliance.packs.crm.channels import Channels, Message, Outcome, Result, deliver
+from appliance.packs.crm.channels import Channels, Delivery, Message, Result, deliver
 from appliance.packs.crm.channels.outbox import lookup
 from appliance.packs.crm.jobs.callstate import poll, settle_calls
 from appliance.packs.crm.jobs.claims import fenced, orphaned_fences, run_resources
@@ -108,7 +108,7 @@ def dispatch(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now:
         key = f"call:{call_id}:{attempt}"
         number, problem = check_phone(phone)
         if problem:
-            results[call_id] = Result(key, Outcome.FAILED, error=problem)
+            results[call_id] = Result(key, Delivery.FAILED, error=problem)
         else:
             messages[call_id] = Message(key, tenant_id, "voice", number,
                                         extra={"call_id": call_id, "lead_id": lead_id, "tenant_id": tenant_id})
@@ -116,7 +116,7 @@ def dispatch(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now:
     results.update(zip(ids, deliver(conn, channels.voice, [messages[i] for i in ids]), strict=True))
     recorded = set(ids) if channels.voice.name == "outbox" else set()
     settle_calls(conn, ctx, results, recorded, now)
-    failed = sum(1 for r in results.values() if r.outcome is Outcome.FAILED)
+    failed = sum(1 for r in results.values() if r.outcome is Delivery.FAILED)
     return {"rescheduled": rescheduled, "dialled": len(rows) - failed, "failed": failed}
 
 
@@ -152,8 +152,8 @@ def reconcile_calls(conn: psycopg.Connection, ctx: RunContext, now: datetime) ->
         for call_id, result in from_outbox(rows, keys).items():
             # an interrupted dial is repeated under the same key (the attempt is not counted, so the next
             # claim makes the same call:ID:ATTEMPT): the provider answers the first call instead of dialling
-            interrupted = result.outcome is Outcome.RETRY and rows.get(keys[call_id], ("",))[0] == "sending"
-            results[call_id] = Result(result.key, Outcome.SKIPPED, error=result.error, retry_after=0.0) \
+            interrupted = result.outcome is Delivery.RETRY and rows.get(keys[call_id], ("",))[0] == "sending"
+            results[call_id] = Result(result.key, Delivery.SKIPPED, error=result.error, retry_after=0.0) \
                 if interrupted else result
         recorded = {c for c, key in keys.items() if rows.get(key, ("", ""))[1] == "outbox"}
         settle_calls(conn, ctx, results, recorded, now, claimed_by=fence)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from appliance.packs.crm.channels import Channels, Message, Outcome
+from appliance.packs.crm.channels import Channels, Delivery, Message
 from appliance.packs.crm.jobs.claims import fenced, run_resources
 from appliance.packs.crm.jobs.contacts import check_contact
 from appliance.packs.crm.jobs.ratelimit import allowance
@@ -138,9 +138,9 @@ def send_campaign(conn: psycopg.Connection, ctx: RunContext, campaign: _Campaign
             else:
                 messages[row_id] = campaign.message(queue, row_id, address, name, variables)
         counts = send(conn, ctx, queue, transport, messages, refused, now())
-        ctx.processed(counts.get(Outcome.SENT, 0))
+        ctx.processed(counts.get(Delivery.SENT, 0))
         done.update({outcome.value: n for outcome, n in counts.items()})
-        if counts.get(Outcome.SKIPPED) or ctx.clock.monotonic() >= deadline:
+        if counts.get(Delivery.SKIPPED) or ctx.clock.monotonic() >= deadline:
             return done  # the provider's circuit is open, or the run's time is up: the next run continues
         ctx.sleep(crm.campaign_batch_delay)
 

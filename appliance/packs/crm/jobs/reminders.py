@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from appliance.packs.crm.channels import Message, Outcome
+from appliance.packs.crm.channels import Delivery, Message
 from appliance.packs.crm.jobs.claims import fenced, run_resources
 from appliance.packs.crm.jobs.contacts import check_email
 from appliance.packs.crm.jobs.sending import SendQueue, claim, reconcile, send
@@ -58,9 +58,9 @@ def process(conn: psycopg.Connection, ctx: RunContext, channels: Channels) -> di
             break
         messages, refused = _messages(conn, queue, rows)
         counts = send(conn, ctx, queue, channels.email, messages, refused, now())
-        ctx.processed(counts.get(Outcome.SENT, 0))
+        ctx.processed(counts.get(Delivery.SENT, 0))
         summary.update({outcome.value: n for outcome, n in counts.items()})
-        if counts.get(Outcome.SKIPPED):
+        if counts.get(Delivery.SKIPPED):
             break
     pending = one(conn.execute("SELECT count(*) FROM reminders WHERE status = 'pending'"))[0]
     ctx.set_backlog("reminders_pending", pending)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from appliance.packs.crm.channels import IDEMPOTENT_TRANSPORTS, Message, Outcome, Result, Transport, deliver
+from appliance.packs.crm.channels import IDEMPOTENT_TRANSPORTS, Delivery, Message, Result, Transport, deliver
 from appliance.packs.crm.channels.outbox import lookup
 from appliance.packs.crm.jobs.claims import fenced, orphaned_fences
 
@@ -118,11 +118,11 @@ def settle(conn: psycopg.Connection, ctx: RunContext, queue: SendQueue, results:
 
 
 def send(conn: psycopg.Connection, ctx: RunContext, queue: SendQueue, transport: Transport,
-         messages: dict[int, Message], refused: dict[int, str], now: datetime) -> Counter[Outcome]:
+         messages: dict[int, Message], refused: dict[int, str], now: datetime) -> Counter[Delivery]:
     """Hand ``messages`` (row id -> message) to ``transport`` through the outbox, mark ``refused`` rows
     (row id -> reason, such as an invalid address) failed without sending, and settle all of them.
     Returns how many rows ended with each outcome."""
-    results = {row_id: Result(queue.key(row_id), Outcome.FAILED, error=reason) for row_id, reason in refused.items()}
+    results = {row_id: Result(queue.key(row_id), Delivery.FAILED, error=reason) for row_id, reason in refused.items()}
     ids = list(messages)
     results.update(zip(ids, deliver(conn, transport, [messages[i] for i in ids]), strict=True))
     settle(conn, ctx, queue, results, now)
@@ -158,18 +158,18 @@ def from_outbox(rows: dict, keys: dict[int, str]) -> dict[int, Result]:
     for row_id, key in keys.items():
         found = rows.get(key)
         if found is None:
-            results[row_id] = Result(key, Outcome.SKIPPED, error="claimed by a run that stopped before sending",
+            results[row_id] = Result(key, Delivery.SKIPPED, error="claimed by a run that stopped before sending",
                                      retry_after=0.0)
             continue
         status, transport, provider_id, error = found
         if status in ("recorded", "sent"):
-            results[row_id] = Result(key, Outcome.SENT, provider_id)
+            results[row_id] = Result(key, Delivery.SENT, provider_id)
         elif status in ("failed", "unknown", "retry"):
-            results[row_id] = Result(key, Outcome(status), error=error)
+            results[row_id] = Result(key, Delivery(status), error=error)
         elif transport in IDEMPOTENT_TRANSPORTS:
-            results[row_id] = Result(key, Outcome.RETRY, retry_after=0.0,
+            results[row_id] = Result(key, Delivery.RETRY, retry_after=0.0,
                                      error=f"hand-off to {transport} interrupted; sent again under the same key")
         else:
-            results[row_id] = Result(key, Outcome.UNKNOWN,
+            results[row_id] = Result(key, Delivery.UNKNOWN,
                                      error=f"hand-off to {transport} interrupted; the server may have the message")
     return results
