@@ -6,10 +6,12 @@ checks the history."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 
 from appliance.kernel.contract.catalog import JobSettings
 from appliance.kernel.schedule.model import parse_schedule
@@ -75,6 +77,31 @@ def test_a_late_slot_that_runs_into_the_next_makes_it_wait_on_every_replica(clus
                if line.get("msg") == "slots skipped until further notice"]
     assert skipped == [], skipped
     assert catcher.pid in {pid for *_, pid in cluster.effects(s1)}
+    cluster.assert_audit_clean()
+
+
+@pytest.mark.process
+@pytest.mark.long
+@pytest.mark.timeout(120)
+def test_a_redis_outage_that_ends_just_before_the_next_slot_costs_neither(cluster, redis_server):
+    """Redis goes down (SHUTDOWN NOSAVE) a second before a slot and comes back 0.3 s before the next one: the
+    outage's catch-up of the first is coalesced into the next (or, found too late, left skipped), and the next
+    slot runs on time; neither is recorded skipped_locked."""
+    cluster.schedule = "10s"
+    cluster.start("home-0", FAULT_WORK="1.5")
+    (s0, _, _), *_ = cluster.wait_mark("committed", timeout=30)
+    s1, s2 = s0 + PERIOD, s0 + 2 * PERIOD
+    _sleep_until(s1 - timedelta(seconds=1))
+    with contextlib.suppress(redis.ConnectionError):  # the server closed the connection: it is down
+        redis_server.client().shutdown(nosave=True)
+    assert redis_server.proc is not None
+    redis_server.proc.wait(5)
+    _sleep_until(s2 - timedelta(seconds=0.3))
+    redis_server.start()
+    wait_until(lambda: (row := cluster.slot_row(s2)) and row[0] == "success", 25, "the next slot's success")
+    cluster.stop_all()
+    assert cluster.slot_row(s1)[0] in ("coalesced", "skipped_unavailable"), cluster.slot_row(s1)
+    assert cluster.effects(s1) == [] and len(cluster.effects(s2)) == 1
     cluster.assert_audit_clean()
 
 
