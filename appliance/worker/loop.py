@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import cast
 
 import redis
@@ -37,80 +35,17 @@ from appliance.kernel.runtime.logs import fields
 from appliance.worker.catch_up import coalesced_into, expected_duration, is_late
 from appliance.worker.dispatch import Attempt, Dispatch, Source
 from appliance.worker.pool import RunPool
+from appliance.worker.recovery import Recovery
 from appliance.worker.runner import Runner
+from appliance.worker.slotjob import CLAIM_LEAD, SlotJob, slots_between
 
 log = logging.getLogger("appliance.worker")
 logging.getLogger("schedule").setLevel(logging.WARNING)
 
 REFRESH_EVERY = 10.0  # pause flags and pending triggers, in case a pub/sub message was missed
-CATCH_UP_EVERY = 1.0  # while a slot skipped during an outage may still run
-#: A slot is claimed this much before its instant (lease, fence, run record), so that its job body starts on
-#: the instant itself: the claim's round trips and the GIL contention of several jobs due on the same second
-#: are paid ahead of time instead of as lag.
-CLAIM_LEAD = 0.05
-#: At most this many missed slots are written one by one after downtime (a 1 s job down for a day is 86,400).
-MISSED_LIMIT = 100_000
 
 
-class SlotJob(schedule.Job):
-    """A ``schedule.Job`` whose next run is the next wall-clock slot of its ``Schedule``, in aware UTC.
-
-    ``slot`` is the pending slot; ``next_run`` mirrors it (naive UTC) for the library's ordering.
-    """
-
-    def __init__(self, settings: JobSettings, scheduler: schedule.Scheduler, clock: Clock, first: datetime,
-                 on_missed: Callable[[JobSettings, list[datetime]], None]):
-        super().__init__(interval=1, scheduler=scheduler)
-        self.unit = "seconds"
-        self.settings = settings
-        self.clock = clock
-        self.slot = first
-        self.on_missed = on_missed
-        self._started = False
-
-    @property
-    def should_run(self) -> bool:
-        return self.clock.now() >= self.slot - timedelta(seconds=CLAIM_LEAD)
-
-    def _schedule_next_run(self) -> None:
-        if self._started:
-            self.slot = self._following(self.slot)
-        self._started = True
-        self.next_run = self.slot.replace(tzinfo=None)
-
-    def _following(self, previous: datetime) -> datetime:
-        """The slot after ``previous``; when the loop fell behind, the newest slot still within grace runs
-        once and the others are counted as missed."""
-        sched = self.settings.schedule
-        nxt = sched.next_after(previous)
-        now = self.clock.now()
-        if nxt > now:
-            return nxt
-        latest = sched.last_at_or_before(now) or nxt
-        missed = slots_between(sched, previous, latest)
-        if (now - latest).total_seconds() <= self.settings.grace:
-            chosen = latest
-        else:
-            missed.append(latest)
-            chosen = sched.next_after(now)
-        if missed:
-            self.on_missed(self.settings, missed)
-        return chosen
-
-
-def slots_between(sched, after: datetime, before: datetime) -> list[datetime]:
-    """The slots strictly between ``after`` and ``before`` (at most ``MISSED_LIMIT``, the newest)."""
-    found: list[datetime] = []
-    probe = sched.next_after(after)
-    while probe < before:
-        found.append(probe)
-        if len(found) > MISSED_LIMIT:
-            del found[: len(found) - MISSED_LIMIT]
-        probe = sched.next_after(probe)
-    return found
-
-
-class Worker:
+class Worker(Recovery):
     def __init__(self, config: Config, client: redis.Redis, runner: Runner, pool: RunPool,
                  jobs: tuple[JobSettings, ...], clock: Clock = SYSTEM):
         self.config = config
@@ -413,95 +348,3 @@ class Worker:
                 # The lease is busy elsewhere: serve the pending trigger as soon as it is free.
                 self.after(max(result.holder_pttl, 0) / 1000 + 0.05,
                            lambda: self._dispatch(Dispatch(job, self.clock.now(), Source.QUEUED)))
-
-    # -- catch-up of slots an outage kept from running ------------------------------------------------
-    def _arm_catch_up(self) -> None:
-        with self._lock:
-            if self._catch_up_armed:
-                return
-            self._catch_up_armed = True
-        self.after(CATCH_UP_EVERY, lambda: self.pool.submit(self._catch_up))
-
-    def _catch_up(self) -> None:
-        """Run once the latest slot an outage skipped (or the retry it kept from running), if it is still the
-        job's latest and within grace and the services are back. On a pool thread: probing a paused server
-        must not hold up the loop."""
-        try:
-            now = self.clock.now()
-            due: dict[str, Dispatch] = {}
-            for name, d in list(self._unavailable.items()):
-                if d.job.schedule.last_at_or_before(now) != d.slot or (now - d.slot).total_seconds() > d.job.grace:
-                    self._unavailable.pop(name, None)  # a later slot came, or grace ran out: it stays skipped
-                    if d.attempt > 1:  # the failed attempt before it decides the slot
-                        self.runner.claims.record_slot(name, d.slot, Outcome.FAILED,
-                                                       "retry not run: a service was unavailable until its grace ended")
-                else:
-                    due[name] = d
-            if due and self._services_up():
-                for name, d in due.items():
-                    self._unavailable.pop(name, None)
-                    log.info("catching up a slot skipped during an outage",
-                             extra=fields(job=name, slot=d.slot.isoformat(), attempt=d.attempt))
-                    self._dispatch(replace(d, catch_up=True))
-        finally:
-            with self._lock:
-                self._catch_up_armed = False
-            if self._unavailable and not self.stopping:
-                self._arm_catch_up()
-
-    def _services_up(self) -> bool:
-        try:
-            self.redis.ping()
-            if self.runner.ledger is not None:
-                self.runner.ledger.ping()
-        except Exception:  # noqa: BLE001 - still down: try again later
-            return False
-        return True
-
-    # -- takeover of a slot whose holder died ---------------------------------------------------------
-    def _watch_holder(self, job: JobSettings, pttl: int) -> None:
-        """Another run holds the job. If its holder dies (the lease expires without a finish) while its slot
-        is still the job's latest and within lock TTL + grace, run that slot here, once."""
-        with self._lock:
-            if job.name in self._watching:
-                return
-            self._watching.add(job.name)
-        try:
-            seen = self.redis.hget(keys.RUNNING, job.name)
-        except redis.RedisError:
-            seen = None
-        if seen is None:
-            with self._lock:
-                self._watching.discard(job.name)
-            return
-        self.after(max(pttl, 0) / 1000 + 0.05, lambda: self._check_holder(job, seen))
-
-    def _check_holder(self, job: JobSettings, seen: str) -> None:
-        with self._lock:
-            self._watching.discard(job.name)
-        if self.stopping:
-            return
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hget(keys.RUNNING, job.name)
-            pipe.pttl(keys.lock(job.name))
-            current, pttl = pipe.execute()
-        except redis.RedisError:
-            return
-        if current != seen:
-            return  # the holder finished (or a newer run started): nothing to take over
-        if pttl > 0:
-            with self._lock:
-                self._watching.add(job.name)
-            self.after(pttl / 1000 + 0.05, lambda: self._check_holder(job, seen))
-            return
-        held = json.loads(seen)
-        if held.get("trigger") != "schedule":
-            return  # a manual run died: nothing to run again; the next holder closes it as abandoned
-        slot = datetime.fromisoformat(held["slot"].replace("Z", "+00:00"))
-        now = self.clock.now()
-        deadline = slot + timedelta(seconds=job.lock_ttl + job.grace)
-        if job.schedule.last_at_or_before(now) != slot or now > deadline:
-            return  # a later slot runs on its own; its start closes the dead run as abandoned
-        log.warning("holder of a slot died; taking the slot over", extra=fields(job=job.name, slot=slot.isoformat()))
-        self._dispatch(Dispatch(job, slot, catch_up=True))

@@ -11,8 +11,8 @@ from appliance.kernel.contract.packs import load_settings
 from appliance.kernel.protocol import keys
 from appliance.kernel.runtime.clock import SteppedClock
 from appliance.worker.claim import epoch_ms
-from appliance.worker.loop import SlotJob
 from appliance.worker.main import build
+from appliance.worker.slotjob import SlotJob
 from tests.worker.harness import write_jobs_file
 
 NOW = datetime(2026, 3, 1, 10, 0, 10, tzinfo=UTC)
