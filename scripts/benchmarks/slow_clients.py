@@ -13,7 +13,7 @@ that each:
 A client the server closes opens its next connection at once, so ten are open for the whole measurement.
 A probe that gets no answer within 5 s counts as a timeout (and as 5 s in the percentiles).
 
-    scripts/bench slow_clients [--seconds 15] [--rate 20]
+    scripts/bench slow_clients [--seconds 15] [--rate 20] [--sidecar-threads N] [SCENARIO ...]
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ def report(label: str, results: list[tuple[float, int | None]], closed: int | No
 def scenario(home: Path, redis_server: RedisServer, database_url: str, name: str, args: argparse.Namespace) -> None:
     home.mkdir(parents=True)
     env = process_env({"APPLIANCE_HOME": str(home), "REDIS_URL": redis_server.url, "DATABASE_URL": database_url,
-                       "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "warning"})
+                       "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "warning",
+                       **({"SIDECAR_THREADS": str(args.sidecar_threads)} if args.sidecar_threads else {})})
     sidecar = SidecarProcess(env, home / "sidecar.log")
     try:
         sidecar.wait_ready()
@@ -153,6 +154,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=float, default=20.0, help="probes per second")
+    parser.add_argument("--sidecar-threads", type=int, help="SIDECAR_THREADS (default: the setting's default)")
     parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS), help=", ".join(SCENARIOS))
     args = parser.parse_args(argv)
     redis_server = RedisServer().start()
