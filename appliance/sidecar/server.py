@@ -22,8 +22,9 @@ from appliance.config import Config
 #: A request that takes longer than this is a bug; gunicorn restarts the worker serving it.
 REQUEST_TIMEOUT = 30
 #: The sidecar's graceful window is SHUTDOWN_TIMEOUT but at most this many seconds. Its requests are probes
-#: and admin calls that end within a second or two, and supervisord stops the sidecar and then the worker one
-#: after the other: both full windows in a row would not fit in `docker stop`'s 10 s.
+#: and admin calls that end within a second or two; supervisord stops it together with the worker
+#: (appliance/supervise/waves.py), and the embedded Redis and PostgreSQL only once both are down, so a request
+#: that hangs must not hold them back for the worker's whole window.
 GRACEFUL_CAP = 2
 KEEPALIVE = 5
 #: gthread with every wait for a client bounded (imported by gunicorn, not by every reader of these settings).

@@ -36,7 +36,7 @@ def test_all_up_is_ok_with_seed_keys_and_detail(client, cluster):
     for name in ("redis", "database", "worker", "qdrant"):
         assert body["components"][name]["status"] == "up", body["components"][name]
     assert body["components"]["redis"]["latency_ms"] > 0
-    assert "embedded local mode" in body["components"]["qdrant"]["message"]
+    assert "embedded Qdrant Edge" in body["components"]["qdrant"]["message"]
     assert {entry["status"] for entry in body["freshness"].values()} == {"fresh"}
 
 
