@@ -8,15 +8,16 @@ The gthread worker serves each request in a thread of a small pool (``SIDECAR_WO
   until it goes away (an admin change reads its body; ``/health`` then never answers once every thread is
   held, measured in docs/performance.md "Slow clients");
 - waits in a thread up to 5 s for the first byte of a new connection, and up to 5 s for the rest of a body the
-  application did not read (a 401 to a stranger's POST) before it reuses the connection;
+  application did not read (a 401 to a stranger's POST) before it reuses the connection, and answers a second
+  time (an HTML 400) when that rest is malformed chunked encoding;
 - closes a connection by lingering up to 2 s for the client to stop sending, on the worker's main loop, which
   meanwhile accepts and dispatches no other connection of the process.
 
 Here a thread waits for the client at most ``CLIENT_TIMEOUT`` between two of its packets (headers, body, the
 answer going out), a new connection's first byte ``FIRST_BYTE_WAIT`` before the connection goes back to the
-poller (where waiting costs no thread), the rest of an unread body ``UNREAD_BODY_WAIT``, and a close never
-waits. A body that stops arriving surfaces in the application as ``TimeoutError``
-(``appliance.sidecar.body`` answers 408).
+poller (where waiting costs no thread), the rest of an unread body ``UNREAD_BODY_WAIT`` (malformed, it closes
+the connection after the one answer), and a close never waits. A body that stops arriving surfaces in the
+application as ``TimeoutError`` (``appliance.sidecar.body`` answers 408).
 
 These override parts of ``gunicorn.workers.gthread`` (the version pinned by the lock files):
 ``tests/sidecar/test_slow_clients.py`` holds them to what they are for through a real gunicorn.
@@ -29,6 +30,7 @@ import socket
 import time
 from typing import Any
 
+from gunicorn.http.errors import ParseException
 from gunicorn.workers import gthread
 
 #: The longest a thread waits for the next bytes of a request, or for a client to take the answer. Clients of
@@ -98,7 +100,11 @@ class BoundedThreadWorker(gthread.ThreadWorker):
         self.enqueue_req(BoundedConnection(self.cfg, client_sock, client_addr, listener.getsockname()))
 
     def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
-        # gunicorn drains an unread body for up to 5 s in the thread before it reuses the connection.
+        # gunicorn drains an unread body for up to 5 s in the thread before it reuses the connection; and when
+        # that body is malformed (chunked), it sends a second answer, an HTML 400, after the application's.
         if not keepalive:
             return False
-        return bool(conn.parser.finish_body(deadline=time.monotonic() + UNREAD_BODY_WAIT))
+        try:
+            return bool(conn.parser.finish_body(deadline=time.monotonic() + UNREAD_BODY_WAIT))
+        except (ParseException, OSError):
+            return False  # the answer is out; where a next request would start is unknown: close

@@ -116,3 +116,16 @@ def test_a_chunked_body_that_stalls_is_408_and_a_malformed_one_is_400(sidecar, c
     sidecar.stop()
     log = sidecar.log_path.read_text()
     assert "unhandled error" not in log and "Traceback" not in log
+
+
+@pytest.mark.parametrize("path", ["/health", "/api/jobs/tick/trigger"])
+def test_a_malformed_chunked_body_a_route_does_not_read_gets_one_json_answer(sidecar, path):
+    """405 (no body on /health) and 401 (no credential) answer before the body is read; gunicorn then read the
+    body to reuse the connection, and sent a second answer, HTML, for its malformed chunks."""
+    (client,) = stall(sidecar.port, f"POST {path} HTTP/1.1\r\nHost: sidecar\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                    "zz\r\n{}\r\n0\r\n\r\n".encode(), count=1)
+    response = answer(client, HEALTH_BOUND)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] in (b"405", b"401"), response[:200]
+    assert response.count(b"HTTP/1.1 ") == 1, response
+    assert json.loads(body)["status"] in (405, 401)
