@@ -26,8 +26,8 @@ from appliance.config.seed_names import read_seed_names
 from appliance.config.sidecar import SidecarConfig, load_sidecar
 from appliance.errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "JobEnv", "SettingsSource", "load_config", "masked", "read_config",
-           "redact_url", "set_process_env"]
+__all__ = ["Config", "ConfigError", "JobEnv", "SettingsSource", "declared_settings", "load_config", "masked",
+           "read_config", "redact_url", "set_process_env"]
 
 #: Names that ``Config.masked`` leaves out: the secret registry's sources and what is shown elsewhere.
 _HIDDEN = frozenset({"secret_names", "withheld_secrets", "url_names", "secret_values", "url_values", "func",
@@ -102,18 +102,31 @@ def read_config(environ: Mapping[str, str] | None = None, env_file: str | Path |
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ if environ is None else environ)
     env = EnvReader(values)
+    return _read(env, packs), env.problems
+
+
+def _read(env: EnvReader, packs: Iterable[SettingsSource]) -> Config:
     read_seed_names(env)
     core, sidecar = load_core(env), load_sidecar(env)
     # The alerter warns when a job turns stale by the same measure as /health.
     core = replace(core, alerts=replace(core.alerts, stale_factor=sidecar.stale_factor))
     packs = list(packs)
     sections = tuple((pack.name, pack.settings(env)) for pack in packs if pack.settings is not None)
-    config = Config(core=core, sidecar=sidecar, packs=tuple(pack.name for pack in packs), sections=sections,
-                    job_env=read_job_env(env), secret_names=frozenset(env.secret_names),
-                    withheld_secrets=env.withheld, url_names=frozenset(env.url_names),
-                    secret_values=tuple(sorted(env.secret_values.items())),
-                    url_values=tuple(sorted(env.url_values.items())), notes=tuple(env.notes))
-    return config, env.problems
+    return Config(core=core, sidecar=sidecar, packs=tuple(pack.name for pack in packs), sections=sections,
+                  job_env=read_job_env(env), secret_names=frozenset(env.secret_names),
+                  withheld_secrets=env.withheld, url_names=frozenset(env.url_names),
+                  secret_values=tuple(sorted(env.secret_values.items())),
+                  url_values=tuple(sorted(env.url_values.items())), notes=tuple(env.notes))
+
+
+def declared_settings(packs: Iterable[SettingsSource] = ()) -> dict[str, str]:
+    """Every setting the configuration reads (the core's, the sidecar's, each of ``packs``'), with its default as
+    an operator would write it ("" when it has none), as read from an empty environment: what the README's
+    tables must list. Defaults that depend on ``APPLIANCE_HOME`` name it as ``$APPLIANCE_HOME``."""
+    env = EnvReader({})
+    config = _read(env, packs)
+    home = str(config.core.home)
+    return {name: default.replace(home, "$APPLIANCE_HOME") for name, default in env.defaults.items()}
 
 
 def load_config(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env",

@@ -99,7 +99,8 @@ class CoreConfig:
 
     @property
     def qdrant_path(self) -> Path:
-        """Storage of qdrant-client's embedded local mode."""
+        """Storage of qdrant-client's local mode, the embedded store of earlier releases (carried over to Qdrant
+        Edge by the first indexer run)."""
         return self.home / "qdrant"
 
     @property

@@ -49,11 +49,15 @@ class EnvReader:
         self.notes: list[str] = []
         #: Every name a section asked for, set or not: such a name is a setting, not a per-job override.
         self.read: set[str] = set()
+        #: Every setting read, with its default as an operator would write it ("" when it has none): what the
+        #: README's tables of settings must list (``appliance.config.declared_settings``).
+        self.defaults: dict[str, str] = {}
 
     # -- raw access -----------------------------------------------------------------------------------
     def raw(self, name: str) -> str | None:
         """The value of ``name``, or the contents of the file named by ``NAME_FILE``; None when unset."""
         self.read.add(name)
+        self.defaults.setdefault(name, "")
         file_name = self.environ.get(f"{name}_FILE")
         if file_name:
             try:
@@ -78,21 +82,50 @@ class EnvReader:
         """The variable the operator set: a seed's name read in place of ``name`` is shown as such."""
         return f"{self.origin[name]} (read as {name})" if name in self.origin else name
 
-    # -- the seeds' names -----------------------------------------------------------------------------
-    def alias(self, own: str, *seed_names: str) -> None:
-        """Read the first of ``seed_names`` that is set as ``own`` when ``own`` is not set; the project's own
-        name wins when both are. Either way ``notes`` says which was used."""
-        given = [name for name in seed_names if (self.environ.get(name) or "").strip()]
+    def _declare(self, name: str, default: object) -> None:
+        self.defaults[name] = default if isinstance(default, str) else _written(default)
+
+    # -- the seeds' names ---------------------------------------------------------------------------------
+    def alias(self, own: str, *seed_names: str, convert: Callable[[str], str] = str.strip,
+              same: Callable[[str, str], bool] | None = None) -> None:
+        """Read the first of ``seed_names`` that is set as ``own`` when ``own`` is not set; ``convert`` turns a
+        seed's value into the project's form (its unit). Every other name that is set must mean the same value
+        (``same``; default: the same text): two names of one setting set otherwise are a problem naming both,
+        never a silent choice. ``notes`` says which name was used."""
+        given = [(name, convert(value)) for name in seed_names if (value := (self.environ.get(name) or "").strip())]
         if not given:
             return
-        if (self.environ.get(own) or "").strip() or self.environ.get(f"{own}_FILE"):
-            self.notes += [f"{name} ignored: {own} is set and wins" for name in given]
-            return
-        used, *rest = given
-        self.environ[own] = self.environ[used]
-        self.origin[own] = used
-        self.notes.append(f"{own} taken from {used} (a seed's name for it)")
-        self.notes += [f"{name} ignored: {used} is used for {own}" for name in rest]
+        same = same or _same_text
+        own_value = self.peek(own)
+        if own_value is not None:
+            used, value, rivals = own, own_value, given
+        else:
+            (used, value), *rivals = given
+            self.environ[own] = value
+            self.origin[own] = used
+            self.notes.append(f"{own} taken from {used} (a seed's name for it)")
+        for name, other in rivals:
+            if same(other, value):
+                self.notes.append(f"{name} ignored: {used} is used for {own}, with the same value")
+            else:
+                self.conflict(name, self.environ[name], used, self.peek(used) or value, own)
+
+    def conflict(self, name: str, value: str, used: str, used_value: str, own: str) -> None:
+        """``name`` and ``used`` both set ``own``, to different values: the operator must keep one."""
+        setting = "" if used == own else f" ({own})"
+        self.problems.append(f"{name}={redact_url(value.strip())} and {used}={redact_url(used_value)} are one setting"
+                             f"{setting} set twice, differently: keep one of them")
+
+    def peek(self, name: str) -> str | None:
+        """The value of ``name`` (or of its ``NAME_FILE``) without reading it as a setting; None when unset."""
+        value = (self.environ.get(name) or "").strip()
+        file_name = self.environ.get(f"{name}_FILE")
+        if not value and file_name:
+            try:
+                value = Path(file_name).read_text().strip()
+            except OSError:
+                return None  # the setting's own reading reports it
+        return value or None
 
     def alias_value(self, name: str, values: Mapping[str, str]) -> None:
         """Accept a seed's word for a value (``LOG_LEVEL=warn``) as the project's (``warning``)."""
@@ -107,6 +140,7 @@ class EnvReader:
             self.notes.append(f"{name} has no meaning here and is ignored: {why}")
 
     def _typed(self, name: str, default: T, expected: str, convert: Callable[[str], T]) -> T:
+        self._declare(name, default)
         value = self.raw(name)
         if value is None:
             return default
@@ -124,6 +158,7 @@ class EnvReader:
 
     def str(self, name: builtins.str, default: builtins.str = "",
             choices: tuple[builtins.str, ...] | None = None) -> builtins.str:
+        self._declare(name, default)
         value = self.raw(name)
         if value is None:
             return default
@@ -135,6 +170,7 @@ class EnvReader:
     def secret(self, name: builtins.str, default: builtins.str = "") -> builtins.str:
         """A secret: masked in ``check-config`` and in every error message."""
         self.secret_names.add(name)
+        self._declare(name, default)
         if name in self.withheld:
             return default
         value = self.raw(name)
@@ -177,15 +213,13 @@ class EnvReader:
         a suffix (``500ms``, ``30s``, ``5m``, ``1h``, ``1d``) overrides it."""
 
         def convert(v: str) -> float:
-            match = _DURATION.match(v)
-            if not match:
-                raise ValueError(v)
-            return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or unit]
+            return duration_seconds(v, unit)
 
         expected = f"a duration like 30, 500ms, 30s, 5m or 1h (bare numbers in {unit})"
         if min is not None:
             expected += f", at least {min:g}s"
         value = self._typed(name, default, expected, convert)
+        self._declare(name, default / _UNIT_SECONDS[unit])  # as an operator writes it: in ``unit``
         if min is not None and value < min:
             self.problem(name, self.raw(name), expected)
             return default
@@ -195,6 +229,7 @@ class EnvReader:
             secret_password: builtins.bool = True) -> builtins.str:
         """A URL whose scheme is one of ``schemes``; its password is masked wherever it is shown."""
         self.url_names.add(name)
+        self._declare(name, default)
         value = self.raw(name)
         if value is None:
             return default
@@ -212,6 +247,7 @@ class EnvReader:
         return value
 
     def tz(self, name: builtins.str, default: builtins.str = "UTC") -> builtins.str:
+        self._declare(name, default)
         value = self.raw(name)
         if value is None:
             return default
@@ -223,14 +259,38 @@ class EnvReader:
         return value
 
     def csv(self, name: builtins.str, default: tuple[builtins.str, ...] = ()) -> tuple[builtins.str, ...]:
+        self._declare(name, ",".join(default))
         value = self.raw(name)
         if value is None:
             return default
         return tuple(part.strip() for part in value.split(",") if part.strip())
 
     def path(self, name: builtins.str, default: builtins.str) -> Path:
+        self._declare(name, default)
         value = self.raw(name)
         return Path(value if value is not None else default)
+
+
+def _written(default: object) -> str:
+    """A default as an operator writes it: ``true``, ``30``, ``0.8``, ``5%``."""
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float):
+        return f"{default:g}"
+    describe = getattr(default, "describe", None)
+    return str(describe()) if callable(describe) else str(default)
+
+
+def duration_seconds(text: str, unit: str) -> float:
+    """``text`` as ``EnvReader.duration`` reads it (bare numbers in ``unit``); raises ``ValueError``."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or unit]
+
+
+def _same_text(a: str, b: str) -> bool:
+    return a.strip().lower() == b.strip().lower()
 
 
 def _bounds_text(min: object, max: object) -> str:

@@ -61,7 +61,9 @@ class SidecarConfig:
     cache_ttl: float
     #: Runs returned by ``/api/history`` without ``limit`` (and shown by the dashboard).
     history_default: int
-    #: gunicorn worker processes and threads per worker.
+    #: gunicorn worker processes and threads per worker. A client that stalls mid-request holds a thread for up
+    #: to 2 s (appliance.sidecar.slow_clients): threads are cheap while they wait, so there are enough of them
+    #: that a few such clients leave the probes theirs.
     workers: int
     threads: int
     #: Seconds between refreshes of the dashboard.
@@ -90,7 +92,7 @@ def load_sidecar(env: EnvReader) -> SidecarConfig:
         cache_ttl=env.duration("HEALTH_CACHE_TTL", 1.0, unit="s", min=0.0),
         history_default=env.int("SIDECAR_HISTORY_LIMIT", 50, min=1, max=1000),
         workers=env.int("SIDECAR_WORKERS", 2, min=1, max=32),
-        threads=env.int("SIDECAR_THREADS", 4, min=1, max=64),
+        threads=env.int("SIDECAR_THREADS", 16, min=1, max=64),
         dashboard_refresh=env.duration("DASHBOARD_REFRESH", 5.0, unit="s", min=1.0),
         disk_free_warn=env.typed("DISK_FREE_WARN", DISK_FREE_WARN, FreeSpace.parse,
                                  "a share of the disk like 5% or an amount like 500MB, 2GiB (0: never)"),

@@ -5,7 +5,8 @@ Every route needs an admin credential (``appliance.sidecar.auth``); every change
 
 A change (``POST``, ``DELETE``) reads its body before it does anything: empty, or a JSON object of at most
 ``MAX_BODY`` bytes (no option is defined yet; the object is room for them). Anything else is answered 400
-(malformed, not an object) or 413 (too large) and changes nothing.
+(malformed, not an object, a malformed chunked body), 413 (too large) or 408 (stopped arriving) and changes
+nothing.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from typing import Any
 
 import psycopg
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest
 
 from appliance.kernel.protocol.ledger import read_history
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.runtime.clients import PG_CONNECT_TIMEOUT
 from appliance.kernel.runtime.logs import fields
 from appliance.sidecar.auth import admin_surface, require_admin
+from appliance.sidecar.body import read_body
 
 log = logging.getLogger("appliance.sidecar.admin")
 
@@ -58,12 +60,8 @@ def _limit(default: int) -> int:
 
 def _body() -> dict[str, Any]:
     """The body of a change: ``{}`` when empty, else the JSON object it holds (whatever its content type, so
-    ``curl -d '{}'`` works). Raises 413 or 400 before the change is made."""
-    if (request.content_length or 0) > MAX_BODY:
-        raise RequestEntityTooLarge(f"the body may hold at most {MAX_BODY} bytes")
-    raw = request.stream.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise RequestEntityTooLarge(f"the body may hold at most {MAX_BODY} bytes")
+    ``curl -d '{}'`` works). Raises 413, 408 or 400 before the change is made."""
+    raw = read_body(MAX_BODY)
     if not raw.strip():
         return {}
     try:

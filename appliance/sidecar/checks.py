@@ -182,7 +182,7 @@ def check_qdrant(http: httpx.Client, url: str) -> Component:
 def embedded_qdrant() -> Component:
     """The embedded Qdrant (Qdrant Edge) opens inside the worker process, one process at a time behind a file
     lock: the sidecar never takes it from the worker, so it does not probe the storage."""
-    return Component(Status.UP, "embedded local mode (inside the worker process; not probed)")
+    return Component(Status.UP, "embedded Qdrant Edge (inside the worker process; not probed)")
 
 
 #: How ``/health`` names the filesystem it looks at: by the setting, never by its path (see ``Component.public``).

@@ -1,14 +1,16 @@
 """gunicorn serving the sidecar, configured from ``Config`` (gunicorn's application API, no config file).
 
-Threads (``gthread``) so a slow admin request never blocks a probe; several processes so one busy process
-never stalls ``/health/live``. Each gunicorn worker builds its own app after the fork, so no Redis connection,
-HTTP client or thread pool is shared across processes. gunicorn's own log lines go through the appliance's
+Threads (``gthread``, with every wait for a client bounded: ``appliance.sidecar.slow_clients``) so a slow admin
+request never blocks a probe; several processes so one busy process never stalls ``/health/live``. Each
+gunicorn worker builds its own app after the fork, so no Redis connection, HTTP client or thread pool is shared
+across processes. gunicorn's own log lines go through the appliance's
 logging (JSON in production, secrets masked).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from gunicorn import glogging
@@ -20,10 +22,13 @@ from appliance.config import Config
 #: A request that takes longer than this is a bug; gunicorn restarts the worker serving it.
 REQUEST_TIMEOUT = 30
 #: The sidecar's graceful window is SHUTDOWN_TIMEOUT but at most this many seconds. Its requests are probes
-#: and admin calls that end within a second or two, and supervisord stops the sidecar and then the worker one
-#: after the other: both full windows in a row would not fit in `docker stop`'s 10 s.
+#: and admin calls that end within a second or two; supervisord stops it together with the worker
+#: (appliance/supervise/waves.py), and the embedded Redis and PostgreSQL only once both are down, so a request
+#: that hangs must not hold them back for the worker's whole window.
 GRACEFUL_CAP = 2
 KEEPALIVE = 5
+#: gthread with every wait for a client bounded (imported by gunicorn, not by every reader of these settings).
+WORKER_CLASS = "appliance.sidecar.slow_clients.BoundedThreadWorker"
 
 
 class AppendedLogger(glogging.Logger):
@@ -35,6 +40,14 @@ class AppendedLogger(glogging.Logger):
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
             logger.propagate = True
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        # A client that stalls mid-request (appliance.sidecar.slow_clients) is the client's doing, and anyone can
+        # cause it: one line, not a traceback at ERROR per connection.
+        if isinstance(sys.exc_info()[1], TimeoutError):
+            self.info("closed a connection whose client stalled mid-request")
+            return
+        super().exception(msg, *args, **kwargs)
 
 
 def _mark_dead(metrics_dir: str):
@@ -58,7 +71,7 @@ def options(config: Config) -> dict[str, Any]:
         "bind": [f"0.0.0.0:{config.core.port}"],
         "workers": side.workers,
         "threads": side.threads,
-        "worker_class": "gthread",
+        "worker_class": WORKER_CLASS,
         "graceful_timeout": graceful_timeout(config),
         "timeout": REQUEST_TIMEOUT,
         "keepalive": KEEPALIVE,

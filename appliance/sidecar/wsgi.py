@@ -1,6 +1,8 @@
 """The WSGI entry point for running the sidecar under any gunicorn command line::
 
-    gunicorn 'appliance.sidecar.wsgi:app'
+    gunicorn -k appliance.sidecar.slow_clients.BoundedThreadWorker 'appliance.sidecar.wsgi:app'
+
+(``-k`` keeps a client that stalls mid-request from holding a thread for longer than 2 s.)
 
 ``appliance sidecar`` is the usual way (it sets the bind address, workers and timeouts from the
 configuration); this module exists for deployments that bring their own gunicorn settings. Bad

@@ -71,8 +71,8 @@ def bench(home: Path, redis_server: RedisServer, database_url: str, args: argpar
     counters = Counters(redis_server, database_url)
     try:
         sidecar.wait_ready()
-        print(f"-- gunicorn: {sidecar.url}, 2 workers x 4 threads (defaults), HEALTH_CACHE_TTL={cache_ttl}s",
-              flush=True)
+        print(f"-- gunicorn: {sidecar.url}, default SIDECAR_WORKERS and SIDECAR_THREADS, "
+              f"HEALTH_CACHE_TTL={cache_ttl}s", flush=True)
         load(sidecar.url + "/health", 1, 1, 2)  # warm-up: imports, first checks
         result = load(sidecar.url + "/health/live", args.seconds, args.processes, args.threads)
         report("/health/live unpaced", result)

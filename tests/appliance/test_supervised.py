@@ -3,7 +3,7 @@ worker and the sidecar, driven with the real ``supervisorctl``.
 
 The supervised-Qdrant path runs ``tests/appliance/qdrant_standin.py``, a STAND-IN for the Qdrant server
 binary that answers its probe endpoints (no registry here carries the real binary); the embedded path uses
-qdrant-client's local mode. Redis and PostgreSQL are real servers: embedded ones started by the appliance
+Qdrant Edge. Redis and PostgreSQL are real servers: embedded ones started by the appliance
 itself, or the fixtures' servers for the "external" tests.
 """
 

@@ -18,7 +18,7 @@ def load(**env: str):
 def test_defaults():
     side = load()
     assert (side.stale_factor, side.check_timeout, side.cache_ttl) == (3.0, 0.8, 1.0)
-    assert (side.workers, side.threads, side.history_default, side.dashboard_refresh) == (2, 4, 50, 5.0)
+    assert (side.workers, side.threads, side.history_default, side.dashboard_refresh) == (2, 16, 50, 5.0)
     assert not side.admin_enabled
     assert side.disk_free_warn == FreeSpace(percent=5.0) and side.disk_free_warn.of(1000) == 50
 

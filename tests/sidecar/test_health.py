@@ -36,7 +36,7 @@ def test_all_up_is_ok_with_seed_keys_and_detail(client, cluster):
     for name in ("redis", "database", "worker", "qdrant"):
         assert body["components"][name]["status"] == "up", body["components"][name]
     assert body["components"]["redis"]["latency_ms"] > 0
-    assert "embedded local mode" in body["components"]["qdrant"]["message"]
+    assert "embedded Qdrant Edge" in body["components"]["qdrant"]["message"]
     assert {entry["status"] for entry in body["freshness"].values()} == {"fresh"}
 
 
@@ -153,9 +153,10 @@ def _utc(text: str) -> float:
 
 
 @pytest.mark.parametrize(("now", "last_success", "expected"), [
-    ("2026-03-10T08:30", "2026-03-09T20:00:05", "fresh"),   # quiet night: the 20:00 run was the last slot
-    ("2026-03-10T10:30", "2026-03-09T20:00:05", "fresh"),   # 08:00, 09:00, 10:00 missed: not yet k=3 periods
-    ("2026-03-10T11:30", "2026-03-09T20:00:05", "stale"),   # the 08:00 slot is now 3 periods back
+    ("2026-03-10T08:30", "2026-03-09T19:00:05", "fresh"),   # quiet night: the 19:00 run was the last slot
+    ("2026-03-10T10:30", "2026-03-09T19:00:05", "fresh"),   # 08:00, 09:00, 10:00 missed: not yet k=3 periods
+    ("2026-03-10T11:30", "2026-03-09T19:00:05", "stale"),   # the 08:00 slot is now 3 periods back
+    ("2026-03-10T10:30", "2026-03-09T18:00:05", "stale"),   # the evening's last slot, 19:00, was missed too
     ("2026-03-10T11:30", "2026-03-10T08:00:02", "fresh"),
 ])
 def test_windowed_schedules_do_not_go_stale_overnight(now, last_success, expected):

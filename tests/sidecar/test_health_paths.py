@@ -33,5 +33,5 @@ def test_health_with_services_down_on_unix_sockets_names_no_path(make_client, tm
     assert components["redis"]["status"] == components["database"]["status"] == "down"
     assert "<path>" in components["redis"]["message"] and "<path>" in components["database"]["message"]
     qdrant = components["qdrant"]["message"]
-    assert qdrant.startswith("embedded local mode") and "/" not in qdrant
+    assert qdrant.startswith("embedded Qdrant Edge") and "/" not in qdrant
     assert str(tmp_path) not in text and "/run/" not in text

@@ -1,5 +1,6 @@
-"""``config/prometheus/alerts.yml`` (``promtool check rules`` and ``promtool test rules``) and
-``config/grafana/appliance.json``: valid, and every metric they query is one the appliance exposes."""
+"""``config/prometheus/alerts.yml`` (``promtool check rules`` and ``promtool test rules``), the scrape
+configuration ``config/prometheus/prometheus.yml`` (``promtool check config``) and ``config/grafana/appliance.json``:
+valid, every metric they query is one the appliance exposes, and what they must agree on with the appliance."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import re
 import shutil
 import subprocess
 
+import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from appliance.kernel.contract.packs import load_settings
 from appliance.kernel.runtime import metrics as worker_metrics
 from appliance.kernel.runtime.metrics import Lazy
 from appliance.packs.knowledge import metrics as knowledge_metrics
+from appliance.sidecar.server import options
 from tests.conftest import _require
+from tests.kustomize import KUBERNETES, build, only
 from tests.sidecar.test_metrics import samples
 from tests.worker.harness import REPO
 
@@ -23,10 +28,10 @@ METRIC_NAME = re.compile(r"\bappliance_[a-z_]+\b")
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 
-def promtool(*args: str) -> str:
+def promtool(*args: str, cwd=PROMETHEUS) -> str:
     _require("promtool")
     result = subprocess.run([shutil.which("promtool") or "promtool", *args], capture_output=True, text=True, timeout=60,
-                            cwd=PROMETHEUS)
+                            cwd=cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -73,3 +78,39 @@ def test_grafana_dashboard_is_importable_json():
     for panel in dashboard["panels"]:
         assert panel["targets"] and all(t["expr"] and t["refId"] for t in panel["targets"]), panel["title"]
         assert panel["datasource"]["uid"] == "${datasource}"
+
+
+def test_the_scrape_configuration_passes_promtool_with_the_rules_it_loads(tmp_path):
+    """Debian's promtool is built without Kubernetes service discovery and rejects its field: the file is checked
+    without that job (which the next test checks against the Deployment)."""
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    scrape["scrape_configs"] = [job for job in scrape["scrape_configs"] if "kubernetes_sd_configs" not in job]
+    assert scrape["scrape_configs"] and scrape["rule_files"] == ["alerts.yml"]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape))
+    shutil.copy(PROMETHEUS / "alerts.yml", tmp_path / "alerts.yml")
+    assert "SUCCESS" in promtool("check", "config", "prometheus.yml", cwd=tmp_path)
+
+
+def test_every_scrape_job_reads_the_sidecars_metrics_and_keeps_the_appliances_job_label():
+    """The appliance labels its metrics with ``job`` (the appliance's job); Prometheus renames a scraped ``job``
+    to ``exported_job`` unless the scrape honours it, and every ``by (job)`` of the rules and the dashboard
+    would then group by the scrape job instead."""
+    assert "job" in worker_metrics.JOB_RUNS._labelnames
+    jobs = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())["scrape_configs"]
+    assert len(jobs) == 2
+    for job in jobs:
+        assert job["metrics_path"] == "/metrics/prometheus" and job["honor_labels"] is True, job["job_name"]
+    (pods,) = [job for job in jobs if "kubernetes_sd_configs" in job]
+    keep = {rule["source_labels"][0]: rule["regex"] for rule in pods["relabel_configs"] if rule.get("action") == "keep"}
+    pod = only(build(KUBERNETES), "Deployment")["spec"]["template"]
+    assert keep["__meta_kubernetes_pod_label_app"] == pod["metadata"]["labels"]["app"]
+    (port,) = [p for p in pod["spec"]["containers"][0]["ports"] if p["name"] == keep[
+        "__meta_kubernetes_pod_container_port_name"]]
+    assert [f"0.0.0.0:{port['containerPort']}"] == options(load_settings({}, env_file=None))["bind"]
+
+
+def test_the_dashboard_plots_runs_in_progress_by_job():
+    dashboard = json.loads(GRAFANA.read_text())
+    exprs = {target["expr"]: panel for panel in dashboard["panels"] for target in panel["targets"]}
+    panels = [panel for expr, panel in exprs.items() if "appliance_job_running" in expr and "by (job)" in expr]
+    assert len(panels) == 1 and panels[0]["title"] == "Runs in progress by job"

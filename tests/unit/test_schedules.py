@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -36,13 +37,14 @@ def local(zone: str, *args: Any, fold: int = 0) -> datetime:
     ("*/30 * * * * *", utc(2024, 5, 1, 10, 0, 1), [utc(2024, 5, 1, 10, 0, 30), utc(2024, 5, 1, 10, 1)]),
     ("0 2 * * *", utc(2024, 5, 1, 2), [utc(2024, 5, 2, 2), utc(2024, 5, 3, 2)]),
     ("0 9 * * 1-5", utc(2024, 5, 3, 9), [utc(2024, 5, 6, 9), utc(2024, 5, 7, 9)]),
-    ("every 1h between 08:00-20:00", utc(2024, 5, 1, 19, 30),
-     [utc(2024, 5, 1, 20), utc(2024, 5, 2, 8), utc(2024, 5, 2, 9)]),
+    # The end is excluded, as business hours' is: the evening's last slot is 19:00.
+    ("every 1h between 08:00-20:00", utc(2024, 5, 1, 18, 30),
+     [utc(2024, 5, 1, 19), utc(2024, 5, 2, 8), utc(2024, 5, 2, 9)]),
     # Friday evening: a weekdays window resumes on Monday morning.
-    ("every 1h between 08:00-20:00 weekdays", utc(2024, 5, 3, 20), [utc(2024, 5, 6, 8), utc(2024, 5, 6, 9)]),
+    ("every 1h between 08:00-20:00 weekdays", utc(2024, 5, 3, 19), [utc(2024, 5, 6, 8), utc(2024, 5, 6, 9)]),
     # Overnight window: belongs to the day it starts on.
     ("every 2h between 22:00-02:00", utc(2024, 5, 1, 21), [utc(2024, 5, 1, 22), utc(2024, 5, 2, 0),
-                                                             utc(2024, 5, 2, 2), utc(2024, 5, 2, 22)]),
+                                                             utc(2024, 5, 2, 22)]),
 ])
 def test_forms_fire_on_wall_clock_slots(text, after, expected):
     assert parse_schedule(text).next_runs(after, len(expected)) == expected
@@ -100,6 +102,30 @@ def test_hourly_follows_elapsed_time_through_dst(day, count):
     runs = schedule.next_runs(start - timedelta(microseconds=1), 30)
     assert len([t for t in runs if t < end]) == count
     assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(runs))
+
+
+def test_seed_002s_hourly_window_from_08_00_to_20_00_runs_12_times_a_day():
+    """Seed 002: "every hour from 8:00 AM to 8:00 PM (12 times per day)"."""
+    runs = parse_schedule("every 1h between 08:00-20:00").next_runs(utc(2024, 5, 1) - timedelta(microseconds=1), 30)
+    days = Counter(t.date() for t in runs if t < utc(2024, 5, 3))
+    assert days == {date(2024, 5, 1): 12, date(2024, 5, 2): 12}
+    assert [t.hour for t in runs[:12]] == list(range(8, 20))
+
+
+@pytest.mark.parametrize("text, after, expected", [
+    ("every 30m between 09:00-17:30", utc(2024, 5, 1),
+     [utc(2024, 5, 1, 9) + timedelta(minutes=30 * k) for k in range(17)]),
+    # A step that does not divide the window: the last slot is the last one before the end.
+    ("every 45m between 08:00-10:00", utc(2024, 5, 1), [utc(2024, 5, 1, 8), utc(2024, 5, 1, 8, 45),
+                                                         utc(2024, 5, 1, 9, 30)]),
+    # Overnight, from 22:00 on the 1st to 06:00 on the 2nd.
+    ("every 2h between 22:00-06:00", utc(2024, 5, 1, 12), [utc(2024, 5, 1, 22), utc(2024, 5, 2, 0),
+                                                            utc(2024, 5, 2, 2), utc(2024, 5, 2, 4)]),
+])
+def test_a_window_runs_from_its_start_up_to_but_not_at_its_end(text, after, expected):
+    *runs, following = parse_schedule(text).next_runs(after, len(expected) + 1)
+    assert runs == expected
+    assert following == expected[0] + timedelta(days=1), "then nothing until the next day's window"
 
 
 def test_last_at_or_before_is_the_slot_a_restarted_worker_misses():

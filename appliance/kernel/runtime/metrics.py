@@ -70,8 +70,8 @@ ITEMS = lazy("Counter", "appliance_items_processed", "Items of work done by runs
              ("job",))
 SCHEDULE_LAG = lazy("Histogram", "appliance_schedule_lag_seconds", "Delay between a slot's time and its run's start.",
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))
-BACKLOG = lazy("Gauge", "appliance_backlog", "Work waiting, by kind (pending_recipients, queued_calls, "
-               "unindexed_documents): what an autoscaler scales on.", ("kind",), multiprocess_mode="mostrecent")
+BACKLOG = lazy("Gauge", "appliance_backlog", "Work waiting, by kind (named by the job that reports it): what an "
+               "autoscaler scales on.", ("kind",), multiprocess_mode="mostrecent")
 PROCESS_RSS = lazy("Gauge", "appliance_process_resident_memory_bytes", "Resident memory of an appliance process.",
                    ("process",), multiprocess_mode="liveall")
 PROCESS_CPU = lazy("Gauge", "appliance_process_cpu_seconds", "CPU time used by an appliance process.",

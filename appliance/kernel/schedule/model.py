@@ -6,7 +6,8 @@ Forms (case-insensitive):
   also work);
 - times ``02:00``, ``daily at 02:00``, ``mon 09:00``, ``mon,wed,fri 09:00``, ``weekdays 09:00``;
 - cron with 5 fields, or 6 with the seconds first (``*/30 * * * * *``);
-- windows ``every 1h between 08:00-20:00`` (both ends included), ``every 30m between 09:00-17:30 weekdays``;
+- windows ``every 1h between 08:00-20:00`` (the end excluded, as business hours are: 08:00 ... 19:00, 12 slots),
+  ``every 30m between 09:00-17:30 weekdays``;
   an end before the start is an overnight window (``between 22:00-06:00``), which belongs to the day it
   starts on.
 
@@ -197,7 +198,7 @@ def _parse_window(norm: str, zone: ZoneInfo) -> _Parsed | None:
     if end < start:
         end += DAY
     days = _days(match[7] or "daily")
-    grid = DayGrid(start, step, (end - start) // step + 1, days)
+    grid = DayGrid(start, step, (end - start - 1) // step + 1, days)  # slots before the end only
     on = "" if days == ALL_DAYS else f" on {describe_days(days)}"
     summary = f"every {int(match[1])}{match[2][0]} between {_hhmm(start)}-{_hhmm(end)}{on} ({zone.key})"
     return timedelta(seconds=step), _WallRule(zone, grid, both_passes=True), summary

@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliance.config.env import EnvReader
+from appliance.config.seed_names import in_unit, same_duration, same_number
 
 HTTP_SCHEMES = ("http", "https")
 SMTP_SECURITY = ("starttls", "tls", "none")
-#: Seed 003's names of the provider breaker's settings, read as the project's (see appliance.config.seed_names).
+#: Seed 003's names of its API client's settings, read as the project's (see appliance.config.seed_names): the
+#: providers' breaker, and the timeout of their HTTP requests (WhatsApp and voice; SMTP is not an API).
 SEED_BREAKER_THRESHOLD, SEED_BREAKER_DURATION_MS = "API_CIRCUIT_BREAKER_THRESHOLD", "API_CIRCUIT_BREAKER_DURATION_MS"
+SEED_REQUEST_TIMEOUT_MS = "API_REQUEST_TIMEOUT_MS"
 
 
 @dataclass(frozen=True)
@@ -105,13 +108,11 @@ def load_crm(env: EnvReader) -> CrmConfig:
 
 
 def _read_seed_names(env: EnvReader) -> None:
-    env.alias("PROVIDER_BREAKER_THRESHOLD", SEED_BREAKER_THRESHOLD)
-    env.alias("PROVIDER_BREAKER_RESET", SEED_BREAKER_DURATION_MS)
-    # Seed 003's duration is in milliseconds: read it with its unit.
-    if env.origin.get("PROVIDER_BREAKER_RESET") == SEED_BREAKER_DURATION_MS:
-        value = env.environ[SEED_BREAKER_DURATION_MS].strip()
-        if value.isdigit():
-            env.environ["PROVIDER_BREAKER_RESET"] = value + "ms"
+    env.alias("PROVIDER_BREAKER_THRESHOLD", SEED_BREAKER_THRESHOLD, same=same_number)
+    # Seed 003's durations are in milliseconds, the project's in seconds: read with their unit.
+    env.alias("PROVIDER_BREAKER_RESET", SEED_BREAKER_DURATION_MS, convert=in_unit("ms"), same=same_duration("s"))
+    for own in ("WHATSAPP_TIMEOUT", "VOICE_TIMEOUT"):
+        env.alias(own, SEED_REQUEST_TIMEOUT_MS, convert=in_unit("ms"), same=same_duration("s"))
 
 
 def _smtp(env: EnvReader, required: bool) -> SmtpConfig:
