@@ -264,7 +264,7 @@ def shutdown(assembly: Assembly, pools, timeout: float) -> int:
     worker.runner.recorder.stop(max(0.0, timeout - (clock.monotonic() - started) - 0.1))
     assembly.stop()
     with contextlib.suppress(redis.RedisError, AttributeError):
-        ClusterState(worker.redis).forget_worker(assembly.heartbeat.me)
+        ClusterState(worker.redis).workers.forget(assembly.heartbeat.me)
     for pool in pools if finished else ():  # a stuck run holds a connection: closing would wait for it
         if pool is not None:
             pool.close(timeout=1)

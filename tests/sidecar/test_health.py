@@ -50,7 +50,7 @@ def test_jobs_show_a_run_in_progress(client, cluster):
 
 def test_missing_heartbeat_is_unhealthy(client, cluster):
     healthy_cluster(cluster)
-    cluster.state.forget_worker(cluster.beat(jobs=list(SEED_JOBS)))
+    cluster.state.workers.forget(cluster.beat(jobs=list(SEED_JOBS)))
     cluster.beat(jobs=list(SEED_JOBS), host="other-host", pid=7)
     response = client.get("/health")
     body = response.get_json()
@@ -79,7 +79,7 @@ def test_heartbeat_older_than_its_ttl_is_unhealthy(client, cluster, clock):
 def test_without_a_local_worker_any_live_worker_will_do(make_client, cluster):
     client = make_client(IS_WORKER="false")
     healthy_cluster(cluster)
-    cluster.state.forget_worker(cluster.beat(jobs=list(SEED_JOBS)))
+    cluster.state.workers.forget(cluster.beat(jobs=list(SEED_JOBS)))
     body = client.get("/health").get_json()
     assert body["components"]["worker"]["status"] == "degraded"
     assert body["status"] == "degraded"
@@ -104,7 +104,7 @@ def test_dead_mans_switch_makes_a_stale_job_degraded(make_client, cluster, clock
 def test_a_paused_job_is_never_stale(client, cluster, clock):
     healthy_cluster(cluster)
     cluster.run("call-scheduler", success_at=clock.time() - 500)
-    cluster.state.pause("call-scheduler", by="test")
+    cluster.state.pauses.pause("call-scheduler", by="test")
     body = client.get("/health").get_json()
     assert body["freshness"]["call-scheduler"]["status"] == "paused"
     assert body["status"] == "ok"

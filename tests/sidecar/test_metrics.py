@@ -40,7 +40,7 @@ def test_json_has_seed_keys_counts_and_last_runs(client, cluster):
         cluster.publish(name)
         cluster.run(name, processed=processed)
     last = cluster.run("call-scheduler", outcome="failure", error="boom")
-    cluster.state.add_dead_letter({"job": "call-scheduler", "error": "boom"})
+    cluster.state.dead_letters.add("call-scheduler", error="boom")
     cluster.beat(jobs=["call-scheduler"])
     response = client.get("/metrics")
     body = response.get_json()
@@ -63,7 +63,7 @@ def test_prometheus_text_passes_promtool_and_has_the_sidecar_gauges(client, clus
     cluster.publish("tick")
     cluster.run("tick", success_at=0.0)
     cluster.beat(jobs=["tick"])
-    cluster.state.add_dead_letter({"job": "tick", "error": "boom"})
+    cluster.state.dead_letters.add("tick", error="boom")
     response = client.get("/metrics/prometheus")
     assert response.status_code == 200 and response.mimetype == "text/plain"
     text = response.get_data(as_text=True)
@@ -97,9 +97,9 @@ def test_metrics_of_two_worker_processes_are_aggregated(tmp_path, app_env, sidec
         for worker in workers:
             worker.wait_for_log("worker started")
         for name in ("alpha", "beta", "alpha"):
-            cluster.state.trigger(name, by="test")
-        wait_until(lambda: cluster.state.counts().get("alpha:success") == 2
-                   and cluster.state.counts().get("beta:success") == 1, 20, "three runs")
+            cluster.state.triggers.request(name, by="test")
+        wait_until(lambda: cluster.state.history.counts().get("alpha:success") == 2
+                   and cluster.state.history.counts().get("beta:success") == 1, 20, "three runs")
         client = make_client()
         text = client.get("/metrics/prometheus").get_data(as_text=True)
         body = client.get("/metrics").get_json()
