@@ -10,7 +10,8 @@ from typing import ClassVar
 
 import pytest
 
-from appliance.sidecar.health import freshness
+from appliance.kernel.protocol.state.jobs import JobView, PublishedJob
+from appliance.kernel.runtime.freshness import freshness
 from tests.services import free_port
 
 SEED_JOBS = ("campaign-scheduler", "lead-reminder-scheduler", "call-scheduler")
@@ -159,10 +160,11 @@ def _utc(text: str) -> float:
     ("2026-03-10T11:30", "2026-03-10T08:00:02", "fresh"),
 ])
 def test_windowed_schedules_do_not_go_stale_overnight(now, last_success, expected):
-    job = {"name": "sync", "schedule": "every 1h between 08:00-20:00", "timezone": "UTC", "period_seconds": 3600,
-           "enabled": True, "paused": False, "last_success": last_success + "Z"}
+    published = PublishedJob("sync", schedule="every 1h between 08:00-20:00", timezone="UTC", period_seconds=3600)
+    job = JobView(published, paused=False, paused_by=None, running=None, last_run=None,
+                  last_success=last_success + "Z", lease_holder=None)
     result = freshness([job], [], _utc(now), factor=3.0)
-    assert result["sync"]["status"] == expected
+    assert result["sync"].status == expected
 
 
 def test_redis_down_is_unhealthy_and_live_still_answers(client, cluster, redis_server):
