@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="list, trigger, pause, resume and run jobs; show their history")
     jsub = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
     _add(jsub, "list", "jobs with schedule, next runs, last run, pause state and lock holder", jobs_list)
-    _add(jsub, "trigger", "run NAME once now, on one worker, under its lock", jobs_control, name=True)
+    _add(jsub, "trigger", "run NAME once now, on one worker, under its lease", jobs_control, name=True)
     for action, text in (("pause", "stop running NAME, or with --all every job, cluster-wide (persisted)"),
                          ("resume", "run NAME, or with --all every job, again from its next slot (the paused "
                                     "slots are not run)")):
@@ -39,11 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     history = _add(jsub, "history", "the last runs of one job, or of all", jobs_history)
     history.add_argument("name", nargs="?", help="job name (default: all jobs)")
     history.add_argument("--limit", type=int, default=20)
-    _add(jsub, "run", "run NAME once in the foreground, under its lock", jobs_run, name=True)
+    _add(jsub, "run", "run NAME once in the foreground, under its lease", jobs_run, name=True)
 
-    lock = sub.add_parser("locks", help="list or clear job locks")
+    lock = sub.add_parser("locks", help="list or clear job leases (the lock:NAME keys)")
     lsub = lock.add_subparsers(dest="action", metavar="ACTION", required=True)
-    _add(lsub, "list", "held locks with holder, age and TTL", locks_list)
+    _add(lsub, "list", "held leases with holder, age and TTL", locks_list)
     clear = _add(lsub, "clear", "delete lock:NAME (refused while its holder is alive)", locks_clear, name=True)
     clear.add_argument("--force", action="store_true", help="clear even though the holder is alive")
 
@@ -156,7 +156,7 @@ def _ledger_history(job: str | None, limit: int) -> list[dict[str, Any]] | None:
     config = config_or_exit()
     try:
         with connect_db(config) as conn:
-            runs = read_history(conn, job, limit)
+            runs = [entry.to_json() for entry in read_history(conn, job, limit)]
     except Exception as exc:  # noqa: BLE001 - fall back to Redis, saying so
         print(f"appliance: the ledger cannot be read ({type(exc).__name__}); showing Redis' recent runs",
               file=sys.stderr)

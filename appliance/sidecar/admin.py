@@ -179,7 +179,7 @@ def history() -> Response:
         _state().jobs.require(job)
     try:
         with psycopg.connect(config.core.database_url, connect_timeout=PG_CONNECT_TIMEOUT, autocommit=True) as conn:
-            return jsonify(job=job, source="ledger", runs=read_history(conn, job, limit))
+            return jsonify(job=job, source="ledger", runs=[entry.to_json() for entry in read_history(conn, job, limit)])
     except psycopg.Error:
         return jsonify(job=job, source="redis", runs=[run.to_json() for run in _state().history.runs(job, limit=limit)])
 

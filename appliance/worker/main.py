@@ -224,22 +224,22 @@ def close_dead_runs(worker: Worker, liveness: Liveness) -> None:
         log.warning("could not look for runs of dead workers", extra=fields(error=type(exc).__name__))
         return
     for run in runs:
-        if not liveness.is_dead(run["worker"]):
+        if not liveness.is_dead(run.worker):
             continue
         try:
-            if run["owner"]:
-                locks.release(worker.runner.scripts, run["job"], run["owner"])
-            held = worker.redis.hget(keys.RUNNING, run["job"])
-            if held and json.loads(held).get("run_id") == run["run_id"]:
-                worker.redis.hdel(keys.RUNNING, run["job"])
-            closed = ledger.reconcile(run["job"], run["worker"], "its worker died")
+            if run.owner:
+                locks.release(worker.runner.scripts, run.job, run.owner)
+            held = worker.redis.hget(keys.RUNNING, run.job)
+            if held and json.loads(held).get("run_id") == run.run_id:
+                worker.redis.hdel(keys.RUNNING, run.job)
+            closed = ledger.reconcile(run.job, run.worker, "its worker died")
         except Exception as exc:  # noqa: BLE001 - left to the lease TTL and the takeover
-            log.warning("could not close a dead worker's run", extra=fields(job=run["job"], error=str(exc)))
+            log.warning("could not close a dead worker's run", extra=fields(job=run.job, error=str(exc)))
             continue
         if closed:
-            metrics.ABANDONED.labels(run["job"]).inc(closed)
-            log.warning("closed the runs of a dead worker", extra=fields(job=run["job"], worker=run["worker"],
-                                                                         runs=closed, slot=iso(run["slot"])))
+            metrics.ABANDONED.labels(run.job).inc(closed)
+            log.warning("closed the runs of a dead worker", extra=fields(job=run.job, worker=run.worker,
+                                                                         runs=closed, slot=iso(run.slot)))
 
 
 def _on_signal(worker: Worker, signum: int) -> None:
