@@ -49,4 +49,4 @@ class Shutdown(BaseException):
 
 
 class Cancelled(Shutdown):
-    """Raised at a checkpoint when the run must stop: lock lost or worker shutting down."""
+    """Raised at a checkpoint when the run must stop: lease lost or worker shutting down."""

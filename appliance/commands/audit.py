@@ -75,9 +75,9 @@ def run_audit(args: argparse.Namespace) -> int:
 def _print(report: Report) -> None:
     doc = report.as_dict()
     print(f"audit {doc['since']} .. {doc['until']}: {'OK' if report.ok else f'{len(report.violations)} violation(s)'}")
-    for name, info in doc["jobs"].items():
-        outcomes = ", ".join(f"{k}={v}" for k, v in sorted(info["outcomes"].items())) or "none"
-        print(f"  {name}: {info['recorded']}/{info['expected']} slots recorded ({outcomes}); "
-              f"{info['committed_runs']} committed runs; window ends {info['window_end']}")
+    for name, info in report.jobs.items():
+        outcomes = ", ".join(f"{k}={v}" for k, v in sorted(info.outcomes.items())) or "none"
+        print(f"  {name}: {info.recorded}/{info.expected} slots recorded ({outcomes}); "
+              f"{info.committed_runs} committed runs; window ends {info.window_end}")
     for v in report.violations:
         print(f"  VIOLATION {v.kind} {v.job}" + (f" slot {v.slot}" if v.slot else "") + f": {v.detail}")

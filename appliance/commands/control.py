@@ -6,7 +6,7 @@ import argparse
 import getpass
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -14,6 +14,10 @@ import redis
 from appliance.errors import Conflict, NotFound
 from appliance.kernel.protocol.ledger import read_history
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.protocol.state.dead_letters import DeadLetter
+from appliance.kernel.protocol.state.jobs import JobView
+from appliance.kernel.protocol.state.leases import LeaseView
+from appliance.kernel.protocol.state.pauses import Pause
 from appliance.kernel.runtime.clients import connect_db, make_redis, untrusted
 from appliance.kernel.runtime.exits import ExitCode
 from appliance.kernel.runtime.output import fail, print_json
@@ -24,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="list, trigger, pause, resume and run jobs; show their history")
     jsub = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
     _add(jsub, "list", "jobs with schedule, next runs, last run, pause state and lock holder", jobs_list)
-    _add(jsub, "trigger", "run NAME once now, on one worker, under its lock", jobs_control, name=True)
+    _add(jsub, "trigger", "run NAME once now, on one worker, under its lease", jobs_control, name=True)
     for action, text in (("pause", "stop running NAME, or with --all every job, cluster-wide (persisted)"),
                          ("resume", "run NAME, or with --all every job, again from its next slot (the paused "
                                     "slots are not run)")):
@@ -35,11 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     history = _add(jsub, "history", "the last runs of one job, or of all", jobs_history)
     history.add_argument("name", nargs="?", help="job name (default: all jobs)")
     history.add_argument("--limit", type=int, default=20)
-    _add(jsub, "run", "run NAME once in the foreground, under its lock", jobs_run, name=True)
+    _add(jsub, "run", "run NAME once in the foreground, under its lease", jobs_run, name=True)
 
-    lock = sub.add_parser("locks", help="list or clear job locks")
+    lock = sub.add_parser("locks", help="list or clear job leases (the lock:NAME keys)")
     lsub = lock.add_subparsers(dest="action", metavar="ACTION", required=True)
-    _add(lsub, "list", "held locks with holder, age and TTL", locks_list)
+    _add(lsub, "list", "held leases with holder, age and TTL", locks_list)
     clear = _add(lsub, "clear", "delete lock:NAME (refused while its holder is alive)", locks_clear, name=True)
     clear.add_argument("--force", action="store_true", help="clear even though the holder is alive")
 
@@ -85,7 +89,7 @@ def _guarded(action: Callable[[], Any]) -> Any:
         fail(f"Redis unavailable: {exc}")
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+def _table(rows: Sequence[Mapping[str, Any]], columns: list[str]) -> None:
     text = [[("-" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
@@ -94,16 +98,16 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def jobs_list(args: argparse.Namespace) -> int:
-    jobs = _guarded(lambda: _state().jobs())
+    jobs: list[JobView] = _guarded(lambda: _state().jobs.views())
     if args.json:
-        print_json(jobs)
+        print_json([j.to_json() for j in jobs])
         return 0
-    pause = _guarded(lambda: _state().paused_all())
+    pause: Pause | None = _guarded(lambda: _state().pauses.paused_all())
     if pause:
-        print(f"ALL JOBS PAUSED by {pause['by']} since {pause['at']} ('appliance jobs resume --all' ends it)")
-    rows = [{"name": j["name"], "schedule": j.get("describe"), "next": (j.get("next_runs") or [None])[0],
-             "last": (j.get("last_run") or {}).get("outcome"), "paused": "yes" if j["paused"] else "no",
-             "running": (j.get("running") or {}).get("worker"), "lock": j.get("lock_holder")} for j in jobs]
+        print(f"ALL JOBS PAUSED by {pause.by} since {pause.at} ('appliance jobs resume --all' ends it)")
+    rows = [{"name": j.name, "schedule": j.published.describe, "next": j.next_run,
+             "last": j.last_run.outcome if j.last_run else None, "paused": "yes" if j.paused else "no",
+             "running": j.running.worker if j.running else None, "lock": j.lease_holder} for j in jobs]
     _table(rows, ["name", "schedule", "next", "last", "paused", "running", "lock"])
     return 0
 
@@ -114,22 +118,22 @@ def jobs_control(args: argparse.Namespace) -> int:
     state = _state()
     who = _who()
     if args.action != "trigger" and args.all:
+        pause: Pause | None = None
         if args.action == "pause":
-            pause = _guarded(lambda: state.pause_all(who))
+            pause = _guarded(lambda: state.pauses.pause_all(who))
         else:
-            pause = None
-            _guarded(lambda: state.resume_all(who))
-        _guarded(lambda: state.audit(who, f"scheduler.{args.action}-all", "*"))
-        result: dict[str, Any] = {"paused_all": pause is not None, "paused_by": (pause or {}).get("by"),
-                  "paused_at": (pause or {}).get("at")}
+            _guarded(lambda: state.pauses.resume_all(who))
+        _guarded(lambda: state.audit.record(who, f"scheduler.{args.action}-all", "*"))
+        result: dict[str, object] = {"paused_all": pause is not None, "paused_by": pause.by if pause else None,
+                                     "paused_at": pause.at if pause else None}
         print_json(result) if args.json else print(f"{args.action}: all jobs ok")
         return 0
     if args.action == "trigger":
-        result = {"job": args.name, "trigger_id": _guarded(lambda: state.trigger(args.name, who))}
+        result = {"job": args.name, "trigger_id": _guarded(lambda: state.triggers.request(args.name, who))}
     else:
-        _guarded(lambda: getattr(state, args.action)(args.name, who))
+        _guarded(lambda: getattr(state.pauses, args.action)(args.name, who))
         result = {"job": args.name, "paused": args.action == "pause"}
-    _guarded(lambda: state.audit(who, f"job.{args.action}", args.name))
+    _guarded(lambda: state.audit.record(who, f"job.{args.action}", args.name))
     print_json(result) if args.json else print(f"{args.action}: {args.name} ok")
     return 0
 
@@ -137,7 +141,7 @@ def jobs_control(args: argparse.Namespace) -> int:
 def jobs_history(args: argparse.Namespace) -> int:
     runs = _ledger_history(args.name, args.limit)
     if runs is None:
-        runs = _guarded(lambda: _state().history(args.name, limit=args.limit))
+        runs = [r.to_json() for r in _guarded(lambda: _state().history.runs(args.name, limit=args.limit))]
     if args.json:
         print_json(runs)
         return 0
@@ -152,13 +156,13 @@ def _ledger_history(job: str | None, limit: int) -> list[dict[str, Any]] | None:
     config = config_or_exit()
     try:
         with connect_db(config) as conn:
-            runs = read_history(conn, job, limit)
+            runs = [entry.to_json() for entry in read_history(conn, job, limit)]
     except Exception as exc:  # noqa: BLE001 - fall back to Redis, saying so
         print(f"appliance: the ledger cannot be read ({type(exc).__name__}); showing Redis' recent runs",
               file=sys.stderr)
         return None
     if job is not None and not runs:
-        _guarded(lambda: _state().require_job(job))
+        _guarded(lambda: _state().jobs.require(job))
     return runs
 
 
@@ -172,7 +176,7 @@ def jobs_run(args: argparse.Namespace) -> int:
 
 
 def locks_list(args: argparse.Namespace) -> int:
-    held = _guarded(lambda: _state().locks())
+    held = [lease.to_json() for lease in _guarded(lambda: _state().leases.held())]
     if args.json:
         print_json(held)
         return 0
@@ -182,14 +186,15 @@ def locks_list(args: argparse.Namespace) -> int:
 
 def locks_clear(args: argparse.Namespace) -> int:
     state = _state()
-    info = _guarded(lambda: state.clear_lock(args.name, force=args.force))
-    _guarded(lambda: state.audit(_who(), "lock.clear" + (".force" if args.force else ""), args.name, info["holder"]))
-    print_json(info) if args.json else print(f"cleared {info['key']} (was held by {info['holder']})")
+    lease: LeaseView = _guarded(lambda: state.leases.clear(args.name, force=args.force))
+    _guarded(lambda: state.audit.record(_who(), "lock.clear" + (".force" if args.force else ""), args.name,
+                                        lease.holder))
+    print_json(lease.to_json()) if args.json else print(f"cleared {lease.key} (was held by {lease.holder})")
     return 0
 
 
 def dlq_list(args: argparse.Namespace) -> int:
-    letters = _guarded(lambda: _state().dead_letters())
+    letters = [letter.to_json() for letter in _guarded(lambda: _state().dead_letters.newest())]
     if args.json:
         print_json(letters)
         return 0
@@ -199,15 +204,15 @@ def dlq_list(args: argparse.Namespace) -> int:
 
 def dlq_retry(args: argparse.Namespace) -> int:
     state = _state()
-    trigger_id = _guarded(lambda: state.retry_dead_letter(args.id, _who()))
-    _guarded(lambda: state.audit(_who(), "dlq.retry", args.id))
+    trigger_id = _guarded(lambda: state.dead_letters.retry(args.id, _who()))
+    _guarded(lambda: state.audit.record(_who(), "dlq.retry", args.id))
     print_json({"id": args.id, "trigger_id": trigger_id}) if args.json else print(f"retrying {args.id}")
     return 0
 
 
 def dlq_drop(args: argparse.Namespace) -> int:
     state = _state()
-    entry = _guarded(lambda: state.drop_dead_letter(args.id))
-    _guarded(lambda: state.audit(_who(), "dlq.drop", args.id))
-    print_json(entry) if args.json else print(f"dropped {args.id} ({entry['job']})")
+    letter: DeadLetter = _guarded(lambda: state.dead_letters.drop(args.id))
+    _guarded(lambda: state.audit.record(_who(), "dlq.drop", args.id))
+    print_json(letter.to_json()) if args.json else print(f"dropped {args.id} ({letter.job})")
     return 0

@@ -42,7 +42,7 @@ def foreground_runner(config: Config, jobs: Jobs) -> Iterator[Runner]:
         assembly.worker.runner.recorder.stop(1.0)
         db.close(timeout=1)
         ledger_pool.close(timeout=1)
-        ClusterState(client).forget_worker(assembly.heartbeat.me)
+        ClusterState(client).workers.forget(assembly.heartbeat.me)
 
 
 def run_job_once(config: Config, jobs: Jobs, job: str, reason: str, by: str,

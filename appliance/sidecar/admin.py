@@ -44,8 +44,8 @@ def _state() -> ClusterState:
 
 
 def _audit(action: str, target: str, detail: str = "") -> None:
-    entry = _state().audit(g.caller.who, action, target, detail)
-    log.info("admin action", extra=fields(who=entry["who"], action=action, target=target, at=entry["at"],
+    entry = _state().audit.record(g.caller.who, action, target, detail)
+    log.info("admin action", extra=fields(who=entry.who, action=action, target=target, at=entry.at,
                                          detail=detail or None))
 
 
@@ -104,13 +104,14 @@ def _no_store(response: Response) -> Response:
 def jobs() -> Response:
     """Jobs with schedule, next runs, last run, paused, running where, lock holder; plus live workers."""
     state = _state()
-    return jsonify(jobs=state.jobs(), workers=state.workers())
+    return jsonify(jobs=[job.to_json() for job in state.jobs.views()],
+                   workers=[worker.to_json() for worker in state.workers.live()])
 
 
 @bp.post("/jobs/<name>/trigger")
 @change
 def trigger(name: str) -> tuple[Response, int]:
-    trigger_id = _state().trigger(name, by=g.caller.who)
+    trigger_id = _state().triggers.request(name, by=g.caller.who)
     _audit("job.trigger", name, trigger_id)
     return jsonify(job=name, trigger_id=trigger_id), 202
 
@@ -118,7 +119,7 @@ def trigger(name: str) -> tuple[Response, int]:
 @bp.post("/jobs/<name>/pause")
 @change
 def pause(name: str) -> Response:
-    _state().pause(name, by=g.caller.who)
+    _state().pauses.pause(name, by=g.caller.who)
     _audit("job.pause", name)
     return jsonify(job=name, paused=True)
 
@@ -126,7 +127,7 @@ def pause(name: str) -> Response:
 @bp.post("/jobs/<name>/resume")
 @change
 def resume(name: str) -> Response:
-    _state().resume(name, by=g.caller.who)
+    _state().pauses.resume(name, by=g.caller.who)
     _audit("job.resume", name)
     return jsonify(job=name, paused=False)
 
@@ -135,31 +136,32 @@ def resume(name: str) -> Response:
 @require_admin
 def scheduler() -> Response:
     """Whether every job's slots are stopped (pause-all) and by whom; jobs paused one by one are in ``/jobs``."""
-    pause = _state().paused_all()
-    return jsonify(paused_all=pause is not None, paused_by=(pause or {}).get("by"), paused_at=(pause or {}).get("at"))
+    pause = _state().pauses.paused_all()
+    return jsonify(paused_all=pause is not None, paused_by=pause.by if pause else None,
+                   paused_at=pause.at if pause else None)
 
 
 @bp.get("/breakers")
 @require_admin
 def breakers() -> Response:
     """Every provider's circuit breaker: state, consecutive failures, when it opened, when it tries again."""
-    return jsonify(breakers=_state().breakers())
+    return jsonify(breakers=[breaker.to_json() for breaker in _state().breakers.views()])
 
 
 @bp.post("/pause-all")
 @change
 def pause_all() -> Response:
     """Stop every job cluster-wide (persisted); slots that come meanwhile are recorded ``paused``."""
-    pause = _state().pause_all(by=g.caller.who)
+    pause = _state().pauses.pause_all(by=g.caller.who)
     _audit("scheduler.pause-all", "*")
-    return jsonify(paused_all=True, paused_by=pause["by"], paused_at=pause["at"])
+    return jsonify(paused_all=True, paused_by=pause.by, paused_at=pause.at)
 
 
 @bp.post("/resume-all")
 @change
 def resume_all() -> Response:
     """Every job goes on from its next slot; the slots of the pause are not run (no burst)."""
-    ended = _state().resume_all(by=g.caller.who)
+    ended = _state().pauses.resume_all(by=g.caller.who)
     _audit("scheduler.resume-all", "*", "" if ended else "no pause-all was in force")
     return jsonify(paused_all=False, paused_by=None, paused_at=None)
 
@@ -172,18 +174,18 @@ def history() -> Response:
     config = current_app.extensions["appliance"].config
     limit = _limit(config.sidecar.history_default)
     if job is not None:
-        _state().require_job(job)
+        _state().jobs.require(job)
     try:
         with psycopg.connect(config.core.database_url, connect_timeout=PG_CONNECT_TIMEOUT, autocommit=True) as conn:
-            return jsonify(job=job, source="ledger", runs=read_history(conn, job, limit))
+            return jsonify(job=job, source="ledger", runs=[entry.to_json() for entry in read_history(conn, job, limit)])
     except psycopg.Error:
-        return jsonify(job=job, source="redis", runs=_state().history(job, limit=limit))
+        return jsonify(job=job, source="redis", runs=[run.to_json() for run in _state().history.runs(job, limit=limit)])
 
 
 @bp.get("/locks")
 @require_admin
 def locks() -> Response:
-    return jsonify(locks=_state().locks())
+    return jsonify(locks=[lease.to_json() for lease in _state().leases.held()])
 
 
 @bp.delete("/locks/<name>")
@@ -191,21 +193,21 @@ def locks() -> Response:
 def clear_lock(name: str) -> Response:
     """Same safety as ``appliance locks clear``: 409 while the holder is alive unless ``?force=true``."""
     force = _flag("force")
-    info = _state().clear_lock(name, force=force)
-    _audit("lock.clear" + (".force" if force else ""), name, info["holder"])
-    return jsonify(cleared=info)
+    lease = _state().leases.clear(name, force=force)
+    _audit("lock.clear" + (".force" if force else ""), name, lease.holder)
+    return jsonify(cleared=lease.to_json())
 
 
 @bp.get("/dead-letters")
 @require_admin
 def dead_letters() -> Response:
-    return jsonify(dead_letters=_state().dead_letters(limit=_limit(100)))
+    return jsonify(dead_letters=[letter.to_json() for letter in _state().dead_letters.newest(limit=_limit(100))])
 
 
 @bp.post("/dead-letters/<dead_id>/retry")
 @change
 def retry_dead_letter(dead_id: str) -> tuple[Response, int]:
-    trigger_id = _state().retry_dead_letter(dead_id, by=g.caller.who)
+    trigger_id = _state().dead_letters.retry(dead_id, by=g.caller.who)
     _audit("dlq.retry", dead_id, trigger_id)
     return jsonify(id=dead_id, trigger_id=trigger_id), 202
 
@@ -213,12 +215,12 @@ def retry_dead_letter(dead_id: str) -> tuple[Response, int]:
 @bp.delete("/dead-letters/<dead_id>")
 @change
 def drop_dead_letter(dead_id: str) -> Response:
-    entry: dict[str, Any] = _state().drop_dead_letter(dead_id)
-    _audit("dlq.drop", dead_id, entry.get("job") or "")
-    return jsonify(dropped=entry)
+    letter = _state().dead_letters.drop(dead_id)
+    _audit("dlq.drop", dead_id, letter.job)
+    return jsonify(dropped=letter.to_json())
 
 
 @bp.get("/audit")
 @require_admin
 def audit() -> Response:
-    return jsonify(audit=_state().audit_log(limit=_limit(100)))
+    return jsonify(audit=[entry.to_json() for entry in _state().audit.newest(limit=_limit(100))])

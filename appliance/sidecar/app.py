@@ -45,7 +45,7 @@ class Sidecar:
 
     def close(self) -> None:
         self.monitor.close()
-        self.state.r.close()
+        self.state.client.close()
 
 
 def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = None) -> Flask:

@@ -31,6 +31,10 @@ from appliance.kernel.protocol import keys
 from appliance.kernel.protocol.eviction import eviction_policy, eviction_problem
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.protocol.state.breakers import BreakerView
+from appliance.kernel.protocol.state.jobs import JobView
+from appliance.kernel.protocol.state.pauses import Pause
+from appliance.kernel.protocol.state.workers import WorkerView
 from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.disk import FULL_BELOW, measure, size_text
 
@@ -141,18 +145,31 @@ class CachedProbe:
         return value
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The cluster state the Redis check reads for ``/health`` and ``/metrics``: the jobs, the live workers, how
+    many dead letters wait, the counters, the pause-all in force, the breakers and Redis' eviction policy."""
+
+    jobs: list[JobView]
+    workers: list[WorkerView]
+    dead_letters: int
+    counts: dict[str, int]
+    paused_all: Pause | None
+    breakers: list[BreakerView]
+    eviction_policy: str
+
+
 def check_redis(client: redis.Redis, clock: Clock = SYSTEM) -> Component:
-    """PING, then read what ``/health`` and ``/metrics`` show (``data``: ``{"jobs", "workers", "dead_letters",
-    "counts", "paused_all", "breakers"}``), so both are served from this cached check and never wait on Redis
-    themselves."""
+    """PING, then read what ``/health`` and ``/metrics`` show (``data``: a ``Snapshot``), so both are served from
+    this cached check and never wait on Redis themselves."""
     started = time.perf_counter()
     client.ping()
     latency = (time.perf_counter() - started) * 1000
     state = ClusterState(client, clock)
     policy = eviction_policy(client)
-    data = {"jobs": state.jobs(), "workers": state.workers(), "dead_letters": int(client.zcard(keys.DLQ_INDEX)),
-            "counts": state.counts(), "paused_all": state.paused_all(), "breakers": state.breakers(),
-            "eviction_policy": policy}
+    data = Snapshot(jobs=state.jobs.views(), workers=state.workers.live(),
+                    dead_letters=int(client.zcard(keys.DLQ_INDEX)), counts=state.history.counts(),
+                    paused_all=state.pauses.paused_all(), breakers=state.breakers.views(), eviction_policy=policy)
     problem = eviction_problem(policy)
     if problem:
         return Component(Status.DEGRADED, f"connected (latency: {latency:.1f}ms), but {problem}", latency, data=data)

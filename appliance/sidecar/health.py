@@ -35,14 +35,15 @@ from appliance import __version__
 from appliance.config import Config
 from appliance.kernel.contract.packs import SeedNames, packs_of
 from appliance.kernel.protocol.owner import iso
+from appliance.kernel.protocol.state.workers import WorkerView
 from appliance.kernel.runtime.clients import make_redis
 from appliance.kernel.runtime.clock import SYSTEM, Clock
-from appliance.kernel.runtime.freshness import freshness
-from appliance.kernel.runtime.skew import published
+from appliance.kernel.runtime.freshness import Freshness, freshness
 from appliance.sidecar.checks import (
     DISK_NAME,
     CachedProbe,
     Component,
+    Snapshot,
     Status,
     check_database,
     check_disk,
@@ -117,20 +118,21 @@ class Monitor:
         """The ``/health`` document."""
         return self.evaluate()[0]
 
-    def evaluate(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The ``/health`` document and the cluster state read by the Redis check (empty when Redis is down)."""
+    def evaluate(self) -> tuple[dict[str, Any], Snapshot | None]:
+        """The ``/health`` document and the cluster state read by the Redis check (None when Redis is down)."""
         components = self.components()
-        snapshot = components["redis"].data or {}
-        jobs = snapshot.get("jobs", [])
-        workers = snapshot.get("workers", [])
+        snapshot: Snapshot | None = components["redis"].data
+        jobs = snapshot.jobs if snapshot else []
+        workers = snapshot.workers if snapshot else []
         now = self.clock.now()
         components["worker"] = replace(self.worker_component(components["redis"], workers), checked_at=iso(now))
         components["clock"] = replace(self.clock_component(components["redis"], workers), checked_at=iso(now))
-        pause = snapshot.get("paused_all")
+        pause = snapshot.paused_all if snapshot else None
         if pause:
-            jobs = [{**job, "paused": True} for job in jobs]  # a stopped scheduler makes no job stale
+            jobs = [replace(job, paused=True) for job in jobs]  # a stopped scheduler makes no job stale
         fresh = freshness(jobs, workers, now.timestamp(), self.config.sidecar.stale_factor)
-        breakers = {b["name"]: {k: v for k, v in b.items() if k != "name"} for b in snapshot.get("breakers", [])}
+        breakers = {b.name: {k: v for k, v in b.to_json().items() if k != "name"}
+                    for b in (snapshot.breakers if snapshot else [])}
         disk = self.disk(components)
         status = overall(components, fresh, breakers, disk["affected"])
         services = {name: SERVICE_WORDS[name][components[name].status == Status.DOWN] for name in SERVICE_WORDS}
@@ -138,7 +140,7 @@ class Monitor:
             services["qdrant"] = "embedded"
         seed = {job: names.health for job, names in self.seed_names.items()}
         running = {key: False for key in seed.values()}
-        running.update({seed.get(job["name"], job["name"]): bool(job.get("running")) for job in jobs})
+        running.update({seed.get(job.name, job.name): job.running is not None for job in jobs})
         return {
             "status": status,
             "timestamp": iso(now),
@@ -148,9 +150,9 @@ class Monitor:
             "services": services,
             "jobs": running,
             "components": {name: c.public() for name, c in components.items()},
-            "freshness": fresh,
-            "scheduler": {"state": "paused" if pause else "running", "paused_by": (pause or {}).get("by"),
-                          "paused_at": (pause or {}).get("at")},
+            "freshness": {name: entry.to_json() for name, entry in fresh.items()},
+            "scheduler": {"state": "paused" if pause else "running", "paused_by": pause.by if pause else None,
+                          "paused_at": pause.at if pause else None},
             "breakers": breakers,
             "clocks": clocks(workers, self.config.core.clock_skew_warn),
             "disk": disk,
@@ -167,33 +169,33 @@ class Monitor:
                                    if full and name in self.on_disk and c.status != Status.UP)
         return facts
 
-    def worker_component(self, redis_result: Component, workers: list[dict[str, Any]]) -> Component:
+    def worker_component(self, redis_result: Component, workers: list[WorkerView]) -> Component:
         """The worker beside this sidecar, judged by its heartbeat (key TTL = ``HEARTBEAT_TTL``)."""
         core = self.config.core
         if redis_result.status == Status.DOWN:
             return Component(Status.DOWN, "unknown: Redis, where heartbeats live, is down")
-        live = [w for w in workers if w.get("heartbeat_age", 0) <= float(w.get("ttl") or core.heartbeat_ttl)]
+        live = [w for w in workers if w.heartbeat_age <= float(w.beat.ttl or core.heartbeat_ttl)]
         if not (core.is_worker and core.worker_enabled):
             if live:
                 return Component(Status.UP, f"worker disabled here (IS_WORKER/WORKER_ENABLED); "
                                             f"{len(live)} live worker(s) in the cluster")
             return Component(Status.DEGRADED, "worker disabled here and no live worker in the cluster")
-        mine = [w for w in live if w.get("host") == self.hostname]
+        mine = [w for w in live if w.beat.host == self.hostname]
         if not mine:
             return Component(Status.DOWN, f"no heartbeat younger than its TTL ({core.heartbeat_ttl:g}s) from a "
                                           f"worker on {self.hostname}; {len(live)} live worker(s) elsewhere")
-        newest = min(mine, key=lambda w: w["heartbeat_age"])
-        return Component(Status.UP, f"worker {newest['id']} beat {newest['heartbeat_age']:.1f}s ago "
-                                    f"(TTL {float(newest.get('ttl') or core.heartbeat_ttl):g}s)")
+        newest = min(mine, key=lambda w: w.heartbeat_age)
+        return Component(Status.UP, f"worker {newest.id} beat {newest.heartbeat_age:.1f}s ago "
+                                    f"(TTL {float(newest.beat.ttl or core.heartbeat_ttl):g}s)")
 
-    def clock_component(self, redis_result: Component, workers: list[dict[str, Any]]) -> Component:
+    def clock_component(self, redis_result: Component, workers: list[WorkerView]) -> Component:
         """Whether every live worker's wall clock is within ``CLOCK_SKEW_WARN`` of Redis' clock, as each measured
         it at its last heartbeat; degraded naming each one that is not (skew makes slots run early or late, and can
         have some recorded missed, but never runs one twice: docs/worker.md "Clocks")."""
         if redis_result.status == Status.DOWN:
             return Component(Status.DOWN, "unknown: Redis, where heartbeats live, is down")
         threshold = self.config.core.clock_skew_warn
-        offsets = {w["id"]: offset for w in workers if (offset := published(w)) is not None}
+        offsets = {w.id: w.beat.clock for w in workers if w.beat.clock is not None}
         skewed = [f"{worker} {offset.seconds:+.3f}s" for worker, offset in sorted(offsets.items())
                   if offset.past(threshold)]
         if skewed:
@@ -202,25 +204,25 @@ class Monitor:
         return Component(Status.UP, f"{len(offsets)} worker clock(s) within {threshold:g}s of Redis' clock")
 
 
-def clocks(workers: list[dict[str, Any]], threshold: float) -> dict[str, dict[str, Any]]:
+def clocks(workers: list[WorkerView], threshold: float) -> dict[str, dict[str, Any]]:
     """Each live worker's clock offset from Redis' clock (its wall clock minus Redis', with the error bound of
     the measurement) and whether it is past ``CLOCK_SKEW_WARN``; a worker that measured none is left out."""
     result = {}
     for worker in workers:
-        offset = published(worker)
+        offset = worker.beat.clock
         if offset is not None:
-            result[worker["id"]] = {**offset.as_dict(), "skewed": offset.past(threshold)}
+            result[worker.id] = {**offset.as_dict(), "skewed": offset.past(threshold)}
     return result
 
 
-def overall(components: dict[str, Component], fresh: dict[str, dict[str, Any]],
+def overall(components: dict[str, Component], fresh: dict[str, Freshness],
             breakers: dict[str, dict[str, Any]] | None = None, affected: Collection[str] = ()) -> str:
     """``affected``: components down because the disk is full; they degrade the status instead of failing it."""
     if any(components[name].status == Status.DOWN for name in CRITICAL if name in components and name not in affected):
         return "unhealthy"
     if any(c.status != Status.UP for c in components.values()):
         return "degraded"
-    if any(entry["status"] == "stale" for entry in fresh.values()):
+    if any(entry.status == "stale" for entry in fresh.values()):
         return "degraded"
     if any(b["state"] != "closed" for b in (breakers or {}).values()):
         return "degraded"  # a provider keeps failing: its messages wait (open, or half-open awaiting a trial)

@@ -21,6 +21,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.protocol.state.runs import RunRecord
 from appliance.sidecar import admin
 from appliance.sidecar.auth import admin_surface, require_admin
 
@@ -47,25 +48,25 @@ def _no_store(response: Response) -> Response:
 @require_admin
 def status() -> tuple[Response, int]:
     state = _state()
-    pause, jobs, workers = state.paused_all(), state.jobs(), state.workers()
-    started = min((str(w["started"]) for w in workers if w.get("started")), default=None)
+    pause, jobs, workers = state.pauses.paused_all(), state.jobs.views(), state.workers.live()
+    started = min((w.beat.started for w in workers if w.beat.started), default=None)
     data: dict[str, Any] = {
         "status": "stopped" if pause else "running",
         "isRunning": pause is None and bool(workers),
         "startedAt": started,
-        "stoppedBy": (pause or {}).get("by"),
-        "stoppedAt": (pause or {}).get("at"),
-        "activeJobs": [j["name"] for j in jobs if j.get("enabled", True) and not j["paused"] and pause is None],
-        "lastSyncs": {j["name"]: _last_sync(j.get("last_run")) for j in jobs},
+        "stoppedBy": pause.by if pause else None,
+        "stoppedAt": pause.at if pause else None,
+        "activeJobs": [j.name for j in jobs if j.published.enabled and not j.paused and pause is None],
+        "lastSyncs": {j.name: _last_sync(j.last_run) for j in jobs},
     }
     return jsonify(success=True, data=data), 200
 
 
-def _last_sync(run: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not run:
+def _last_sync(run: RunRecord | None) -> dict[str, Any] | None:
+    """Seed 002's words for a job's last run."""
+    if run is None:
         return None
-    return {"lastStart": run.get("started"), "lastEnd": run.get("finished"), "outcome": run.get("outcome"),
-            "lastResults": run.get("summary")}
+    return {"lastStart": run.started, "lastEnd": run.finished, "outcome": run.outcome, "lastResults": run.summary}
 
 
 @bp.post("/start")
@@ -86,10 +87,10 @@ def trigger(name: str) -> tuple[Response, int]:
 @bp.get("/next-sync-times")
 @require_admin
 def next_sync_times() -> tuple[Response, int]:
-    paused_all = _state().paused_all() is not None
-    data = {j["name"]: {"next": None if paused_all or j["paused"] else (j.get("next_runs") or [None])[0],
-                        "schedule": j.get("describe") or j.get("schedule"), "paused": paused_all or j["paused"]}
-            for j in _state().jobs()}
+    paused_all = _state().pauses.paused_all() is not None
+    data = {j.name: {"next": None if paused_all or j.paused else j.next_run,
+                     "schedule": j.published.describe or j.published.schedule, "paused": paused_all or j.paused}
+            for j in _state().jobs.views()}
     return jsonify(success=True, data=data), 200
 
 

@@ -102,7 +102,7 @@ def run(run_id: str) -> Response:
 
 def _traceback(run_id: str) -> str | None:
     """Tracebacks are kept only with dead letters (in Redis); the ledger has the error line of every run."""
-    for entry in current_app.extensions["appliance"].state.dead_letters(limit=1000):
-        if entry.get("run_id") == run_id:
-            return entry.get("traceback")
+    for letter in current_app.extensions["appliance"].state.dead_letters.newest(limit=1000):
+        if letter.run_id == run_id:
+            return letter.traceback
     return None

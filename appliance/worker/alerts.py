@@ -160,19 +160,19 @@ class Alerter:
             return
         state = ClusterState(self.client)
         now = self.clock.time()
-        if state.paused_all() is None:
-            jobs, workers = state.jobs(), state.workers()
+        if state.pauses.paused_all() is None:
+            jobs, workers = state.jobs.views(), state.workers.live()
             for job, entry in freshness(jobs, workers, now, self.config.stale_factor).items():
-                if entry["status"] in ("stale", "fresh"):
-                    self.condition(f"stale:{job}", entry["status"] == "stale", job,
-                                   f"job {job} is late: no success since {entry['last_success'] or 'it started'} "
-                                   f"(allowed {entry['allowed_seconds']:g}s, HEALTH_STALE_FACTOR x its period)",
+                if entry.status in ("stale", "fresh"):
+                    self.condition(f"stale:{job}", entry.status == "stale", job,
+                                   f"job {job} is late: no success since {entry.last_success or 'it started'} "
+                                   f"(allowed {entry.allowed_seconds:g}s, HEALTH_STALE_FACTOR x its period)",
                                    f"job {job} succeeded again on time")
-        for breaker in state.breakers(now):
-            self.condition(f"breaker:{breaker['name']}", breaker["state"] != "closed", breaker["name"],
-                           f"circuit breaker {breaker['name']} is {breaker['state']} after {breaker['failures']} "
+        for breaker in state.breakers.views(now):
+            self.condition(f"breaker:{breaker.name}", breaker.state != "closed", breaker.name,
+                           f"circuit breaker {breaker.name} is {breaker.state} after {breaker.failures} "
                            f"consecutive failures: calls to it fail fast",
-                           f"circuit breaker {breaker['name']} closed: calls go through again")
+                           f"circuit breaker {breaker.name} closed: calls go through again")
         problem = eviction_problem(eviction_policy(self.client))
         self.condition("eviction", problem is not None, "redis", f"UNSAFE REDIS: {problem}",
                        "Redis' eviction policy is noeviction again: lock keys are safe")

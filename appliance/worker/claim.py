@@ -24,6 +24,7 @@ from appliance.kernel.protocol.locks import Claim
 from appliance.kernel.protocol.outcomes import Outcome
 from appliance.kernel.protocol.owner import iso, make_token, new_run_id
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.protocol.state.runs import RunInProgress
 from appliance.kernel.runtime import metrics
 from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.logs import fields
@@ -88,9 +89,8 @@ class Claims:
         job, run_id, started = d.job, new_run_id(), self.clock.now()
         owner = make_token(run_id, started)
         slot_ms = epoch_ms(d.slot) if d.scheduled else None
-        running = json.dumps({"worker": self.worker_id, "run_id": run_id, "slot": iso(d.slot),
-                              "started": iso(started), "attempt": d.attempt, "trigger": d.reason,
-                              "catch_up": d.catch_up})
+        running = json.dumps(RunInProgress(self.worker_id, run_id, iso(d.slot), iso(started), d.attempt, d.reason,
+                                           d.catch_up).to_json())
         try:
             self._release_leftover(job.name)
             sent = self.clock.monotonic()
@@ -159,8 +159,8 @@ class Claims:
             return False
         if not held:
             return False
-        run = json.loads(held)
-        return bool(run.get("catch_up")) and str(run.get("slot", "")) < iso(slot)
+        run = RunInProgress.from_json(json.loads(held))
+        return run.catch_up and run.slot < iso(slot)
 
     def give_back(self, job: str, owner: str, taken: Mapping[str, Any] | None) -> None:
         """Release a lease that will not be used (and put a taken trigger back where it was)."""
@@ -178,13 +178,15 @@ class Claims:
         """A lease whose release failed (Redis down): released by its owner before the next claim."""
         self._unreleased[job] = owner
 
-    def _take_trigger(self, job: str, owner: str) -> dict[str, Any] | None:
-        """We hold the lease: take the trigger; if another worker already served it, give the lease back."""
-        entry = self.state.take_trigger(job)
-        if entry is None:
+    def _take_trigger(self, job: str, owner: str) -> Mapping[str, Any] | None:
+        """We hold the lease: take the trigger; if another worker already served it, give the lease back. The
+        trigger becomes the run's request in its JSON form (``give_back`` puts that back as it was)."""
+        trigger = self.state.triggers.take(job)
+        if trigger is None:
             locks.release(self.scripts, job, owner)
             self.redis.hdel(keys.RUNNING, job)
-        return entry
+            return None
+        return trigger.to_json()
 
     def _release_leftover(self, job: str) -> None:
         """A lease whose release failed during a Redis outage may have survived a Redis restart (AOF):
@@ -199,7 +201,7 @@ class Claims:
         """Count a slot that did not run (metrics and the cluster counters)."""
         metrics.JOB_RUNS.labels(job, str(outcome)).inc()
         with contextlib.suppress(redis.RedisError):
-            self.state.count(job, str(outcome))
+            self.state.history.count(job, str(outcome))
 
     def record_slot(self, job: str, slot: datetime, outcome: Outcome, reason: str | None = None) -> None:
         """Put a slot that did not run into the ledger (in the background; kept while PostgreSQL is down)."""

@@ -15,6 +15,8 @@ from appliance import __version__
 from appliance.kernel.protocol.eviction import eviction_policy, eviction_problem
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.protocol.state.jobs import PublishedJob
+from appliance.kernel.protocol.state.workers import Beat
 from appliance.kernel.runtime import metrics
 from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.logs import fields
@@ -25,18 +27,14 @@ from appliance.worker.loop import Worker
 log = logging.getLogger("appliance.worker")
 
 
-def job_table(worker: Worker, me: str) -> dict[str, dict]:
+def job_table(worker: Worker, me: str) -> list[PublishedJob]:
     now = worker.clock.now()
-    table = {}
-    for job in worker.jobs.values():
-        table[job.name] = {
-            "name": job.name, "schedule": job.schedule.text, "describe": job.schedule.describe(),
-            "timezone": job.timezone, "period_seconds": job.period, "lock_ttl": job.lock_ttl, "grace": job.grace,
-            "max_retries": job.max_retries, "enabled": job.enabled, "description": job.description,
-            "next_runs": [iso(t) for t in job.schedule.next_runs(now, 5)], "published_by": me,
-            "published_at": iso(now),
-        }
-    return table
+    return [PublishedJob(
+        name=job.name, schedule=job.schedule.text, describe=job.schedule.describe(), timezone=job.timezone,
+        period_seconds=job.period, lock_ttl=job.lock_ttl, grace=job.grace, max_retries=job.max_retries,
+        enabled=job.enabled, description=job.description,
+        next_runs=tuple(iso(t) for t in job.schedule.next_runs(now, 5)), published_by=me, published_at=iso(now),
+    ) for job in worker.jobs.values()]
 
 
 class Heartbeat:
@@ -50,20 +48,18 @@ class Heartbeat:
         self.worker, self.state, self.me, self.ttl = worker, state, me, ttl
         self.started = iso(worker.clock.now())
         self.eviction_problem = eviction_problem
-        self.skew = SkewWatch(state.r, skew_warn, worker.clock)
+        self.skew = SkewWatch(state.client, skew_warn, worker.clock)
         self.liveness = liveness
 
     def __call__(self) -> None:
         self._hold_liveness()
         rss, cpu = metrics.sample_process("worker")
         offset = self.skew.check()
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
-                "beat_at": self.worker.clock.time(),
-                "ttl": self.ttl, "version": __version__, "jobs": sorted(self.worker.jobs),
-                "running": self.worker.running_jobs(), "rss_bytes": rss, "cpu_seconds": cpu,
-                "clock": offset.as_dict() if offset else None}
-        self.state.beat(self.me, info, self.ttl)
-        self.state.publish_jobs(job_table(self.worker, self.me))
+        beat = Beat(host=socket.gethostname(), pid=os.getpid(), started=self.started, beat_at=self.worker.clock.time(),
+                    ttl=self.ttl, version=__version__, jobs=tuple(sorted(self.worker.jobs)),
+                    running=tuple(self.worker.running_jobs()), rss_bytes=rss, cpu_seconds=cpu, clock=offset)
+        self.state.workers.beat(self.me, beat, self.ttl)
+        self.state.jobs.publish(job_table(self.worker, self.me))
         self._watch_eviction()
 
     def _hold_liveness(self) -> None:
@@ -81,7 +77,7 @@ class Heartbeat:
     def _watch_eviction(self) -> None:
         """Keep the eviction gauge current (an operator may change the policy at run time) and say so once
         when it changes."""
-        problem = eviction_problem(eviction_policy(self.state.r))
+        problem = eviction_problem(eviction_policy(self.state.client))
         metrics.REDIS_EVICTION_UNSAFE.set(1 if problem else 0)
         if problem != self.eviction_problem:
             if problem:

@@ -143,7 +143,7 @@ class Worker(Recovery):
             try:
                 open_slots: dict[str, set[datetime]] = {}
                 for run in ledger.open_runs(self.jobs):
-                    open_slots.setdefault(run["job"], set()).add(run["slot"])
+                    open_slots.setdefault(run.job, set()).add(run.slot)
                 return ledger.last_slots(self.jobs), open_slots
             except Exception as exc:  # noqa: BLE001 - PostgreSQL down at start: fall back to Redis
                 log.warning("ledger unreachable at start; misfires follow Redis' markers",

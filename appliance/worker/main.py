@@ -224,22 +224,22 @@ def close_dead_runs(worker: Worker, liveness: Liveness) -> None:
         log.warning("could not look for runs of dead workers", extra=fields(error=type(exc).__name__))
         return
     for run in runs:
-        if not liveness.is_dead(run["worker"]):
+        if not liveness.is_dead(run.worker):
             continue
         try:
-            if run["owner"]:
-                locks.release(worker.runner.scripts, run["job"], run["owner"])
-            held = worker.redis.hget(keys.RUNNING, run["job"])
-            if held and json.loads(held).get("run_id") == run["run_id"]:
-                worker.redis.hdel(keys.RUNNING, run["job"])
-            closed = ledger.reconcile(run["job"], run["worker"], "its worker died")
+            if run.owner:
+                locks.release(worker.runner.scripts, run.job, run.owner)
+            held = worker.redis.hget(keys.RUNNING, run.job)
+            if held and json.loads(held).get("run_id") == run.run_id:
+                worker.redis.hdel(keys.RUNNING, run.job)
+            closed = ledger.reconcile(run.job, run.worker, "its worker died")
         except Exception as exc:  # noqa: BLE001 - left to the lease TTL and the takeover
-            log.warning("could not close a dead worker's run", extra=fields(job=run["job"], error=str(exc)))
+            log.warning("could not close a dead worker's run", extra=fields(job=run.job, error=str(exc)))
             continue
         if closed:
-            metrics.ABANDONED.labels(run["job"]).inc(closed)
-            log.warning("closed the runs of a dead worker", extra=fields(job=run["job"], worker=run["worker"],
-                                                                         runs=closed, slot=iso(run["slot"])))
+            metrics.ABANDONED.labels(run.job).inc(closed)
+            log.warning("closed the runs of a dead worker", extra=fields(job=run.job, worker=run.worker,
+                                                                         runs=closed, slot=iso(run.slot)))
 
 
 def _on_signal(worker: Worker, signum: int) -> None:
@@ -264,7 +264,7 @@ def shutdown(assembly: Assembly, pools, timeout: float) -> int:
     worker.runner.recorder.stop(max(0.0, timeout - (clock.monotonic() - started) - 0.1))
     assembly.stop()
     with contextlib.suppress(redis.RedisError, AttributeError):
-        ClusterState(worker.redis).forget_worker(assembly.heartbeat.me)
+        ClusterState(worker.redis).workers.forget(assembly.heartbeat.me)
     for pool in pools if finished else ():  # a stuck run holds a connection: closing would wait for it
         if pool is not None:
             pool.close(timeout=1)

@@ -27,6 +27,7 @@ from appliance.kernel.protocol.locks import Claim
 from appliance.kernel.protocol.outcomes import Outcome
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.protocol.state.runs import RunRecord
 from appliance.kernel.runtime import metrics
 from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.logs import fields
@@ -98,8 +99,9 @@ class Runner:
         self._active[id(ctx)] = cancel
         base = dict(job=job.name, slot=iso(d.slot), run_id=run.run_id, attempt=d.attempt, owner=run.owner,
                     trigger=run.reason)
-        if (run.request or {}).get("by"):
-            base["by"] = run.request["by"]  # type: ignore[index]
+        by = (run.request or {}).get("by") or None
+        if by:
+            base["by"] = by
         log.info("run started", extra=fields(**base, fence=run.fence))
         try:
             outcome, error, trace, summary, duration = self._body(d, ctx, lease)
@@ -120,14 +122,16 @@ class Runner:
             lease.lost = True
             self._lost(lease)
         if lease.lost:
-            self._count_lost(job.name)
-        record = {**base, "worker": self.worker_id, "started": iso(run.started), "finished": iso(self.clock.now()),
-                  "duration_ms": round(duration * 1000, 3), "outcome": recorded.value,
-                  "processed": ctx.processed_count, "error": error or None, "fence": run.fence, "summary": summary}
+            self._count_lost(job.name, recorded)
+        record = RunRecord(job=job.name, slot=iso(d.slot), run_id=run.run_id, attempt=d.attempt, owner=run.owner,
+                           trigger=run.reason, by=by, worker=self.worker_id, started=iso(run.started),
+                           finished=iso(self.clock.now()), duration_ms=round(duration * 1000, 3),
+                           outcome=recorded.value, processed=ctx.processed_count, error=error or None,
+                           fence=run.fence, summary=summary)
         done_ms = run.slot_ms if recorded in SETTLED and not retry else None
         streak, warned = self._finish(job, run.owner, record, done_ms, ctx, lease)
         log.log(logging.INFO if recorded is Outcome.SUCCESS else logging.WARNING, "run ended",
-                extra=fields(**base, duration_ms=record["duration_ms"], outcome=recorded.value,
+                extra=fields(**base, duration_ms=record.duration_ms, outcome=recorded.value,
                              error=error or None, processed=ctx.processed_count, retry=retry))
         self._observe(job, recorded, duration, ctx)
         if recorded is Outcome.FAILURE:
@@ -200,14 +204,14 @@ class Runner:
         for cancel in list(self._active.values()):
             cancel.cancel(reason)
 
-    def _finish(self, job: JobSettings, owner: str, record: dict[str, Any], done_ms: int | None,
+    def _finish(self, job: JobSettings, owner: str, record: RunRecord, done_ms: int | None,
                 ctx: RunContext, lease: Lease) -> tuple[int, bool]:
         """Release and record in Redis; returns the failure streak a success ended and whether the job's
         "failing often" warning is on."""
-        success_at = self.clock.time() if record["outcome"] == Outcome.SUCCESS.value else None
+        success_at = self.clock.time() if record.outcome == Outcome.SUCCESS.value else None
         try:
-            ours, streak, warned = locks.finish(self.scripts, job.name, owner, json.dumps(record),
-                                                record["outcome"], done_ms, self.config.core.history_limit,
+            ours, streak, warned = locks.finish(self.scripts, job.name, owner, json.dumps(record.to_json()),
+                                                record.outcome, done_ms, self.config.core.history_limit,
                                                 success_at, ctx.processed_count)
         except redis.RedisError as exc:
             self.claims.keep_for_release(job.name, owner)
@@ -217,19 +221,20 @@ class Runner:
         if not ours and not lease.lost:
             lease.lost = True
             self._lost(lease)
-            self._count_lost(job.name)
+            self._count_lost(job.name, Outcome(record.outcome))
         return streak, warned
 
     def _lost(self, lease: Lease) -> None:
         """Called by the lease keeper's threads: no I/O but the log (a partition must not hold them)."""
-        metrics.LOCK_LOST.labels(lease.job).inc()
+        metrics.count_lease_lost(lease.job)
         log.error("lease lost while running", extra=fields(job=lease.job, owner=lease.owner,
                                                            reason=lease.cancel.reason))
 
-    def _count_lost(self, job: str) -> None:
-        """The cluster counter of lost leases, counted by the run's own thread once the run has ended."""
+    def _count_lost(self, job: str, recorded: Outcome) -> None:
+        """The cluster counter of lost leases (``<job>:lease_lost``), counted by the run's own thread once the
+        run has ended; a run recorded ``lease_lost`` was counted by its FINISH already."""
         with contextlib.suppress(redis.RedisError):
-            self.state.count(job, "lock_lost")
+            self.state.history.count_lease_lost(job, recorded)
 
     def _observe(self, job: JobSettings, outcome: Outcome, duration: float, ctx: RunContext) -> None:
         metrics.JOB_RUNS.labels(job.name, outcome.value).inc()
@@ -244,10 +249,10 @@ class Runner:
     def _dead_letter(self, run: OpenRun, error: str, trace: str) -> None:
         d = run.dispatch
         metrics.DEAD_LETTERS.labels(d.job.name).inc()
-        entry = {"job": d.job.name, "slot": iso(d.slot), "attempts": d.attempt, "error": error, "traceback": trace,
-                 "run_id": run.run_id, "worker": self.worker_id, "trigger": run.reason}
         try:
-            dead_id = self.state.add_dead_letter(entry)
+            dead_id = self.state.dead_letters.add(d.job.name, slot=iso(d.slot), attempts=d.attempt, error=error,
+                                                  traceback=trace, run_id=run.run_id, worker=self.worker_id,
+                                                  trigger=run.reason)
             log.error("run moved to the dead-letter list", extra=fields(job=d.job.name, dead_letter=dead_id,
                                                                         attempts=d.attempt, error=error))
         except redis.RedisError as exc:

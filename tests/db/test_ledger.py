@@ -71,7 +71,7 @@ def test_a_clean_history_passes(ledger, migrated_db):
     for i in range(3):
         assert _run(ledger, i, f"r{i}") is Outcome.SUCCESS
     report = _audit(migrated_db)
-    assert report.ok and report.jobs["j"]["outcomes"] == {"success": 3}
+    assert report.ok and report.jobs["j"].outcomes == {"success": 3}
 
 
 def test_a_success_with_a_stale_fence_is_recorded_lease_lost_and_leaves_the_slot_open(ledger, migrated_db):
@@ -174,7 +174,7 @@ def test_the_audit_allows_for_worker_clocks_behind_the_shared_clock(ledger, migr
         strict = audit(conn, [Job()], T0, now, now)
         allowing = audit(conn, [Job()], T0, now, now, skew=3.0)
     assert _kinds(strict) == ["open", "unrecorded"]
-    assert allowing.ok and allowing.jobs["j"]["expected"] == 2 and allowing.as_dict()["clock_skew_allowed_seconds"] == 3
+    assert allowing.ok and allowing.jobs["j"].expected == 2 and allowing.as_dict()["clock_skew_allowed_seconds"] == 3
 
 
 def _forge(url: str, statements: list[str]) -> None:

@@ -46,8 +46,8 @@ def _check_history(cluster, until: datetime) -> dict:
 
 def _offsets(redis_server) -> dict[int, float]:
     """pid -> the clock offset each live worker published in its heartbeat."""
-    return {w["pid"]: w["clock"]["offset_seconds"] for w in ClusterState(redis_server.client()).workers()
-            if w.get("clock")}
+    return {w.beat.pid: w.beat.clock.seconds for w in ClusterState(redis_server.client()).workers.live()
+            if w.beat.clock is not None}
 
 
 @pytest.mark.long

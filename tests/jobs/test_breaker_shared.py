@@ -48,15 +48,15 @@ def test_a_second_run_does_not_send_again_before_the_breaker_lets_one_trial_thro
         return len(provider.requests) - before
 
     assert run() == 20
-    assert ClusterState(client, clock).breakers()[0]["state"] == "open"
+    assert ClusterState(client, clock).breakers.views()[0].state == "open"
     assert run() == 0, "the breaker opened by the first run is still open in the second"
     clock.advance(0.999)
     assert run() == 0
     clock.advance(0.001)  # PROVIDER_BREAKER_RESET=1 (s) since it opened
     assert run() == 1, "half-open: one trial request, without retries"
     assert run() == 0
-    (whatsapp,) = ClusterState(client, clock).breakers()
-    assert whatsapp["name"] == "whatsapp" and whatsapp["state"] == "open" and whatsapp["opened_total"] == 2
+    (whatsapp,) = ClusterState(client, clock).breakers.views()
+    assert whatsapp.name == "whatsapp" and whatsapp.state == "open" and whatsapp.opened_total == 2
     assert recipient_states(sql, c) == {"pending": 5}, "nothing was lost: the recipients wait for the provider"
     assert [line.split(":")[0] for line in opened_lines(caplog, "whatsapp")] == [
         "circuit whatsapp opened after 5 consecutive failures; calls fail fast for 1s",
@@ -116,7 +116,7 @@ def test_half_open_lets_exactly_one_trial_through_across_replicas(redis_server):
     assert allowed == [BreakerState.HALF_OPEN], "one trial call in the whole cluster"
     replicas[3].record_success()
     assert all(r.state is BreakerState.CLOSED for r in replicas)
-    assert ClusterState(redis_server.client(), clock).breakers()[0]["failures"] == 0
+    assert ClusterState(redis_server.client(), clock).breakers.views()[0].failures == 0
 
 
 def test_a_trial_whose_caller_died_frees_its_place_after_the_probe_lease(redis_server):

@@ -57,7 +57,7 @@ def test_seed_demo_trigger_makes_a_running_worker_do_the_hourly_and_daily_jobs_n
     state = ClusterState(redis_server.client())
     try:
         worker.wait_for_log("worker started", 20)
-        wait_until(lambda: set(TRIGGERED) <= set(state.job_names()), 20, "the worker to publish its jobs")
+        wait_until(lambda: set(TRIGGERED) <= set(state.jobs.names()), 20, "the worker to publish its jobs")
         result = subprocess.run([sys.executable, "-m", "appliance", "seed-demo", "--trigger", "--json"], cwd=REPO,
                                 env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
@@ -70,7 +70,7 @@ def test_seed_demo_trigger_makes_a_running_worker_do_the_hourly_and_daily_jobs_n
             raise AssertionError(f"{exc}; job_runs: {runs}; log:\n{worker.log_path.read_text()[-4000:]}") from None
     finally:
         worker.terminate()
-        state.r.close()
+        state.client.close()
     assert sql("SELECT status FROM tenants WHERE plan = 'trial'") == [("suspended",)]
     assert sql("SELECT count(*) FROM reminders WHERE status = 'sent'")[0][0] > 0
     assert sql("SELECT count(*) FROM calls WHERE finished_at < now() - interval '100 days'") == [(0,)]

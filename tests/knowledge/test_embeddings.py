@@ -112,10 +112,10 @@ def test_repeated_500s_open_the_breaker_and_the_worker_retries_later(tmp_path, a
                                   stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: "worker started" in log_path.read_text(), 20, "the worker")
-        state.trigger("knowledge-indexer", by="test")
+        state.triggers.request("knowledge-indexer", by="test")
 
         def manual_runs() -> list[dict]:
-            return sorted((r for r in state.history("knowledge-indexer") if r.get("trigger") != "schedule"),
+            return sorted((r.to_json() for r in state.history.runs("knowledge-indexer") if r.trigger != "schedule"),
                           key=lambda r: r["attempt"])
 
         runs = wait_until(lambda: len(manual_runs()) >= 3 and manual_runs(), 20, "three failed attempts")

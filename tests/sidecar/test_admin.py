@@ -44,7 +44,7 @@ def test_every_route_needs_a_credential(client, cluster, method, path):
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert response.get_json()["error"] == "unauthorized"
-    assert cluster.state.paused() == set() and cluster.state.pending_triggers("tick") == 0
+    assert cluster.state.pauses.paused() == set() and cluster.state.triggers.pending("tick") == 0
 
 
 @pytest.mark.parametrize("header", ["", "Bearer", "Bearer ", "Basic " + ADMIN_TOKEN, "Bearer wrong-token",
@@ -67,8 +67,8 @@ def test_jwt_with_the_admin_role_is_accepted_and_audited_by_subject(make_client,
     assert client.post("/api/jobs/tick/pause", headers=bearer(_jwt(sub="alice"))).status_code == 200
     assert client.post("/api/jobs/tick/resume", headers=bearer(_jwt(role=None, roles=["ops", "admin"],
                                                                     sub="bob"))).status_code == 200
-    entries = cluster.state.audit_log()
-    assert [(e["who"], e["action"]) for e in entries] == [("jwt:bob", "job.resume"), ("jwt:alice", "job.pause")]
+    entries = cluster.state.audit.newest()
+    assert [(e.who, e.action) for e in entries] == [("jwt:bob", "job.resume"), ("jwt:alice", "job.pause")]
 
 
 @pytest.mark.parametrize(("token", "status"), [
@@ -93,7 +93,7 @@ def test_jobs_lists_schedule_next_runs_last_run_pause_running_and_lock_holder(cl
     cluster.run("report", processed=4)
     run = cluster.start_run("tick")
     worker = cluster.beat(jobs=["tick", "report"], running=["tick"])
-    cluster.state.pause("report", by="ops")
+    cluster.state.pauses.pause("report", by="ops")
     body = client.get("/api/jobs", headers=auth).get_json()
     jobs = {job["name"]: job for job in body["jobs"]}
     assert jobs["tick"]["schedule"] == "30s" and len(jobs["tick"]["next_runs"]) == 5
@@ -109,14 +109,14 @@ def test_trigger_pause_resume_change_the_cluster_state_and_are_audited(client, c
     cluster.publish("tick")
     response = client.post("/api/jobs/tick/trigger", headers=auth)
     assert response.status_code == 202
-    trigger = cluster.state.take_trigger("tick")
-    assert trigger["id"] == response.get_json()["trigger_id"] and trigger["by"] == "admin-token"
+    trigger = cluster.state.triggers.take("tick")
+    assert trigger is not None and trigger.id == response.get_json()["trigger_id"] and trigger.by == "admin-token"
     clock.advance(1)  # the audit trail is ordered by time
     assert client.post("/api/jobs/tick/pause", headers=auth).get_json() == {"job": "tick", "paused": True}
-    assert cluster.state.paused() == {"tick"}
+    assert cluster.state.pauses.paused() == {"tick"}
     clock.advance(1)
     assert client.post("/api/jobs/tick/resume", headers=auth).get_json() == {"job": "tick", "paused": False}
-    assert cluster.state.paused() == set()
+    assert cluster.state.pauses.paused() == set()
     audit = client.get("/api/audit", headers=auth).get_json()["audit"]
     assert [(e["action"], e["target"], e["who"]) for e in audit] == [
         ("job.resume", "tick", "admin-token"), ("job.pause", "tick", "admin-token"),
@@ -158,7 +158,7 @@ def test_clearing_a_lock_is_refused_while_its_holder_lives_unless_forced(client,
     response = client.delete("/api/locks/tick?force=true", headers=auth)
     assert response.status_code == 200 and response.get_json()["cleared"]["holder"] == run["token"]
     assert cluster.r.get(keys.lock("tick")) is None
-    assert cluster.state.audit_log()[0]["action"] == "lock.clear.force"
+    assert cluster.state.audit.newest()[0].action == "lock.clear.force"
     assert client.delete("/api/locks/tick", headers=auth).status_code == 404
 
 
@@ -170,8 +170,7 @@ def test_a_lock_whose_holder_is_dead_is_cleared_without_force(client, cluster, a
 
 
 def _dead_letter(cluster, job: str = "tick") -> str:
-    return cluster.state.add_dead_letter({"job": job, "slot": "2026-01-01T00:00:00Z", "attempts": 3,
-                                         "error": "RuntimeError: gave up"})
+    return cluster.state.dead_letters.add(job, slot="2026-01-01T00:00:00Z", attempts=3, error="RuntimeError: gave up")
 
 
 def test_dead_letters_list_retry_and_drop(client, cluster, auth, clock):
@@ -181,13 +180,14 @@ def test_dead_letters_list_retry_and_drop(client, cluster, auth, clock):
     assert {d["id"] for d in listed} == {first, second}
     response = client.post(f"/api/dead-letters/{first}/retry", headers=auth)
     assert response.status_code == 202
-    trigger = cluster.state.take_trigger("tick")
-    assert trigger["id"] == response.get_json()["trigger_id"] and trigger["payload"]["dead_letter"] == first
+    trigger = cluster.state.triggers.take("tick")
+    assert trigger is not None and trigger.id == response.get_json()["trigger_id"]
+    assert trigger.payload == {"dead_letter": first, "slot": "2026-01-01T00:00:00Z"}
     clock.advance(1)  # the audit trail is ordered by time
     response = client.delete(f"/api/dead-letters/{second}", headers=auth)
     assert response.status_code == 200 and response.get_json()["dropped"]["id"] == second
     assert client.get("/api/dead-letters", headers=auth).get_json()["dead_letters"] == []
-    assert [e["action"] for e in cluster.state.audit_log()] == ["dlq.drop", "dlq.retry"]
+    assert [e.action for e in cluster.state.audit.newest()] == ["dlq.drop", "dlq.retry"]
 
 
 @pytest.mark.parametrize(("method", "path", "status", "error"), [

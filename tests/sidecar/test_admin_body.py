@@ -45,11 +45,11 @@ def test_a_trigger_is_queued_only_for_an_empty_body_or_a_json_object(client, clu
     error = response.get_json()
     assert response.status_code == status, error
     assert response.mimetype == JSON
-    assert cluster.state.pending_triggers("tick") == (1 if status == 202 else 0)
+    assert cluster.state.triggers.pending("tick") == (1 if status == 202 else 0)
     if status != 202:
         assert error["status"] == status and error["message"]
         assert error["error"] == ("bad_request" if status == 400 else "request_entity_too_large")
-        assert cluster.state.audit_log(limit=10) == []
+        assert cluster.state.audit.newest(limit=10) == []
 
 
 @pytest.mark.parametrize(("method", "path"), [
@@ -58,14 +58,15 @@ def test_a_trigger_is_queued_only_for_an_empty_body_or_a_json_object(client, clu
 ])
 def test_every_change_refuses_a_bad_body_before_it_changes_anything(client, cluster, auth, method, path):
     cluster.publish("tick")
-    cluster.state.pause("tick", by="ops")
+    cluster.state.pauses.pause("tick", by="ops")
     cluster.start_run("tick")
-    dead_id = cluster.state.add_dead_letter({"job": "tick", "error": "boom"})
+    dead_id = cluster.state.dead_letters.add("tick", error="boom")
     path = path.replace("DEAD", dead_id)
 
     def state():
-        return (cluster.state.paused(), cluster.state.dead_letters(limit=10), cluster.state.pending_triggers("tick"),
-                cluster.r.get(keys.lock("tick")), cluster.state.audit_log(limit=10))
+        return (cluster.state.pauses.paused(), cluster.state.dead_letters.newest(limit=10),
+                cluster.state.triggers.pending("tick"), cluster.r.get(keys.lock("tick")),
+                cluster.state.audit.newest(limit=10))
 
     before = state()
     for body, status in ((b"[]", 400), (b"{" * (MAX_BODY + 1), 413)):
@@ -80,7 +81,7 @@ def test_without_a_credential_the_body_is_not_even_read(client, cluster):
     cluster.publish("tick")
     for body in (b"{}", b"[", b"x" * (MAX_BODY + 1)):
         assert client.post("/api/jobs/tick/trigger", data=body).status_code == 401
-    assert cluster.state.pending_triggers("tick") == 0
+    assert cluster.state.triggers.pending("tick") == 0
 
 
 @pytest.mark.process
@@ -107,4 +108,4 @@ def test_gunicorn_sidecar_refuses_a_10_mb_body_and_a_chunked_one(tmp_path, sidec
         sidecar.stop()
     assert (sized.status_code, chunked.status_code, garbage.status_code, good.status_code) == (413, 413, 400, 202)
     assert json.loads(chunked.text)["error"] == "request_entity_too_large"
-    assert cluster.state.pending_triggers("tick") == 1, "only the good request queued a trigger"
+    assert cluster.state.triggers.pending("tick") == 1, "only the good request queued a trigger"

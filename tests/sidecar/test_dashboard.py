@@ -80,19 +80,19 @@ def test_dashboard_signs_in_once_triggers_pauses_and_refreshes(appliance, browse
     row.get_by_role("button", name="Trigger").click()
     expect(_history_rows(page, "manual").filter(has_text="success")).to_have_count(1, timeout=10_000)
     # Exactly one run of the trigger (the hourly slot itself may also run, when the test spans an hour's start).
-    manual = [r for r in cluster.state.history("tick") if r["trigger"] == "manual" and r["outcome"] == "success"]
+    manual = [r for r in cluster.state.history.runs("tick") if r.trigger == "manual" and r.outcome == "success"]
     assert len(manual) == 1
 
     row.get_by_role("button", name="Pause").click()
     expect(row.get_by_role("button", name="Resume")).to_be_visible()
     expect(row).to_contain_text("paused")
-    assert cluster.state.paused() == {"tick"}
+    assert cluster.state.pauses.paused() == {"tick"}
     row.get_by_role("button", name="Resume").click()
     expect(row.get_by_role("button", name="Pause")).to_be_visible()
-    assert cluster.state.paused() == set()
+    assert cluster.state.pauses.paused() == set()
 
     # A run started elsewhere (the CLI) shows up without touching the page.
-    cluster.state.trigger("tick", by="cli")
+    cluster.state.triggers.request("tick", by="cli")
     expect(_history_rows(page, "manual")).to_have_count(2, timeout=10_000)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -110,8 +110,8 @@ def test_dashboard_signs_in_once_triggers_pauses_and_refreshes(appliance, browse
 def test_dashboard_retries_a_dead_letter_and_the_worker_runs_it(appliance, browser, cluster):
     from playwright.sync_api import expect
 
-    dead_id = cluster.state.add_dead_letter({"job": "tick", "slot": "2026-01-01T00:00:00Z", "attempts": 3,
-                                            "error": "RuntimeError: <b>gave up</b>"})
+    dead_id = cluster.state.dead_letters.add("tick", slot="2026-01-01T00:00:00Z", attempts=3,
+                                          error="RuntimeError: <b>gave up</b>")
     context = browser.new_context()
     page = context.new_page()
     page.goto(appliance.url + "/admin")
@@ -125,6 +125,6 @@ def test_dashboard_retries_a_dead_letter_and_the_worker_runs_it(appliance, brows
     expect(_history_rows(page, f"dead-letter retry {dead_id}").filter(has_text="success")).to_have_count(
         1, timeout=10_000)
     context.close()
-    assert cluster.state.dead_letters() == []
-    (entry,) = cluster.state.audit_log()
-    assert (entry["who"], entry["action"], entry["target"]) == ("admin-token", "dlq.retry", dead_id)
+    assert cluster.state.dead_letters.newest() == []
+    (entry,) = cluster.state.audit.newest()
+    assert (entry.who, entry.action, entry.target) == ("admin-token", "dlq.retry", dead_id)

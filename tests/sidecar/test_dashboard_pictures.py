@@ -103,11 +103,12 @@ def test_timeline_charts_run_detail_breakers_and_pause_all(appliance, browser, c
 
     page.click("#pause-all")
     expect(page.locator("#scheduler")).to_contain_text("ALL JOBS PAUSED by admin-token")
-    assert cluster.state.paused_all()["by"] == "admin-token"
+    pause = cluster.state.pauses.paused_all()
+    assert pause is not None and pause.by == "admin-token"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-pictures.png"), full_page=True)
     page.click("#resume-all")
     expect(page.locator("#scheduler")).to_have_text("scheduler: running")
-    assert cluster.state.paused_all() is None
+    assert cluster.state.pauses.paused_all() is None
     context.close()
     assert problems == []

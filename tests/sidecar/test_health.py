@@ -10,7 +10,8 @@ from typing import ClassVar
 
 import pytest
 
-from appliance.sidecar.health import freshness
+from appliance.kernel.protocol.state.jobs import JobView, PublishedJob
+from appliance.kernel.runtime.freshness import freshness
 from tests.services import free_port
 
 SEED_JOBS = ("campaign-scheduler", "lead-reminder-scheduler", "call-scheduler")
@@ -50,7 +51,7 @@ def test_jobs_show_a_run_in_progress(client, cluster):
 
 def test_missing_heartbeat_is_unhealthy(client, cluster):
     healthy_cluster(cluster)
-    cluster.state.forget_worker(cluster.beat(jobs=list(SEED_JOBS)))
+    cluster.state.workers.forget(cluster.beat(jobs=list(SEED_JOBS)))
     cluster.beat(jobs=list(SEED_JOBS), host="other-host", pid=7)
     response = client.get("/health")
     body = response.get_json()
@@ -79,7 +80,7 @@ def test_heartbeat_older_than_its_ttl_is_unhealthy(client, cluster, clock):
 def test_without_a_local_worker_any_live_worker_will_do(make_client, cluster):
     client = make_client(IS_WORKER="false")
     healthy_cluster(cluster)
-    cluster.state.forget_worker(cluster.beat(jobs=list(SEED_JOBS)))
+    cluster.state.workers.forget(cluster.beat(jobs=list(SEED_JOBS)))
     body = client.get("/health").get_json()
     assert body["components"]["worker"]["status"] == "degraded"
     assert body["status"] == "degraded"
@@ -104,7 +105,7 @@ def test_dead_mans_switch_makes_a_stale_job_degraded(make_client, cluster, clock
 def test_a_paused_job_is_never_stale(client, cluster, clock):
     healthy_cluster(cluster)
     cluster.run("call-scheduler", success_at=clock.time() - 500)
-    cluster.state.pause("call-scheduler", by="test")
+    cluster.state.pauses.pause("call-scheduler", by="test")
     body = client.get("/health").get_json()
     assert body["freshness"]["call-scheduler"]["status"] == "paused"
     assert body["status"] == "ok"
@@ -160,10 +161,11 @@ def _utc(text: str) -> float:
     ("2026-03-10T11:30", "2026-03-10T08:00:02", "fresh"),
 ])
 def test_windowed_schedules_do_not_go_stale_overnight(now, last_success, expected):
-    job = {"name": "sync", "schedule": "every 1h between 08:00-20:00", "timezone": "UTC", "period_seconds": 3600,
-           "enabled": True, "paused": False, "last_success": last_success + "Z"}
+    published = PublishedJob("sync", schedule="every 1h between 08:00-20:00", timezone="UTC", period_seconds=3600)
+    job = JobView(published, paused=False, paused_by=None, running=None, last_run=None,
+                  last_success=last_success + "Z", lease_holder=None)
     result = freshness([job], [], _utc(now), factor=3.0)
-    assert result["sync"]["status"] == expected
+    assert result["sync"].status == expected
 
 
 def test_redis_down_is_unhealthy_and_live_still_answers(client, cluster, redis_server):

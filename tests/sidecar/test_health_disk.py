@@ -35,7 +35,7 @@ def test_a_full_home_disk_is_degraded_naming_it_and_blamed_for_what_fails_there(
         assert str(disk.path) not in response.get_data(as_text=True), "no filesystem path in /health"
 
         # The worker beside the sidecar keeps its data on that disk: down now, because of it.
-        cluster.state.forget_worker(cluster.beat(jobs=[]))
+        cluster.state.workers.forget(cluster.beat(jobs=[]))
         response = client.get("/health")
         body = response.get_json()
         assert response.status_code == 200 and body["status"] == "degraded", body

@@ -3,18 +3,22 @@ metrics of real worker processes aggregated from the multiprocess directory."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.kernel.protocol import keys
+from appliance.kernel.protocol.outcomes import Outcome
 from tests.conftest import _require
 from tests.services import wait_until
 from tests.sidecar import jobs as sidecar_jobs
 from tests.sidecar.processes import process_env
-from tests.worker.harness import WorkerProcess, write_jobs_file
+from tests.worker.harness import REPO, WorkerProcess, write_jobs_file
 
 
 def promtool_check(text: str) -> None:
@@ -40,7 +44,7 @@ def test_json_has_seed_keys_counts_and_last_runs(client, cluster):
         cluster.publish(name)
         cluster.run(name, processed=processed)
     last = cluster.run("call-scheduler", outcome="failure", error="boom")
-    cluster.state.add_dead_letter({"job": "call-scheduler", "error": "boom"})
+    cluster.state.dead_letters.add("call-scheduler", error="boom")
     cluster.beat(jobs=["call-scheduler"])
     response = client.get("/metrics")
     body = response.get_json()
@@ -53,6 +57,25 @@ def test_json_has_seed_keys_counts_and_last_runs(client, cluster):
     assert body["deadLetters"] == {"count": 1} and body["workers"] == 1
 
 
+def test_a_lost_lease_is_counted_once_and_under_its_deprecated_names_too(client, cluster):
+    """``appliance_lease_lost_total``, and ``appliance_lock_lost_total`` alike for one release; ``/metrics`` keeps
+    ``runs.<job>.lock_lost`` beside ``lease_lost`` (docs/sidecar.md)."""
+    metrics_dir = client.application.extensions["appliance"].metrics_dir
+    program = "from appliance.kernel.runtime import metrics; metrics.count_lease_lost('tick')"
+    subprocess.run([sys.executable, "-c", program], check=True, timeout=60, cwd=REPO,
+                   env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PYTHONPATH": str(REPO)})
+    cluster.publish("tick")
+    cluster.run("tick", outcome="lease_lost")  # counted by its outcome, in the FINISH script
+    cluster.state.history.count_lease_lost("tick", Outcome.LEASE_LOST)  # so not counted again
+    cluster.run("tick")  # a success whose lease was found lost at its end: counted by the runner
+    cluster.state.history.count_lease_lost("tick", Outcome.SUCCESS)
+    cluster.r.hset(keys.COUNTS, "tick:lock_lost", 7)  # the counter of earlier releases: superseded
+    values = samples(client.get("/metrics/prometheus").get_data(as_text=True))
+    assert values[("appliance_lease_lost_total", (("job", "tick"),))] == 1
+    assert values[("appliance_lock_lost_total", (("job", "tick"),))] == 1
+    assert client.get("/metrics").get_json()["runs"]["tick"] == {"lease_lost": 2, "success": 1, "lock_lost": 2}
+
+
 def test_json_before_any_worker_published_has_the_seed_keys(client):
     body = client.get("/metrics").get_json()
     assert body["jobsProcessed"] == {"campaigns": 0, "reminders": 0, "calls": 0}
@@ -63,7 +86,7 @@ def test_prometheus_text_passes_promtool_and_has_the_sidecar_gauges(client, clus
     cluster.publish("tick")
     cluster.run("tick", success_at=0.0)
     cluster.beat(jobs=["tick"])
-    cluster.state.add_dead_letter({"job": "tick", "error": "boom"})
+    cluster.state.dead_letters.add("tick", error="boom")
     response = client.get("/metrics/prometheus")
     assert response.status_code == 200 and response.mimetype == "text/plain"
     text = response.get_data(as_text=True)
@@ -97,9 +120,9 @@ def test_metrics_of_two_worker_processes_are_aggregated(tmp_path, app_env, sidec
         for worker in workers:
             worker.wait_for_log("worker started")
         for name in ("alpha", "beta", "alpha"):
-            cluster.state.trigger(name, by="test")
-        wait_until(lambda: cluster.state.counts().get("alpha:success") == 2
-                   and cluster.state.counts().get("beta:success") == 1, 20, "three runs")
+            cluster.state.triggers.request(name, by="test")
+        wait_until(lambda: cluster.state.history.counts().get("alpha:success") == 2
+                   and cluster.state.history.counts().get("beta:success") == 1, 20, "three runs")
         client = make_client()
         text = client.get("/metrics/prometheus").get_data(as_text=True)
         body = client.get("/metrics").get_json()

@@ -70,6 +70,16 @@ def test_every_queried_metric_is_exposed(client, cluster):
     assert queried <= exposed, sorted(queried - exposed)
 
 
+def test_lost_leases_are_queried_by_their_new_name_while_the_old_one_is_still_exposed(client, cluster):
+    exposed = exposed_names(client, cluster)
+    assert {"appliance_lease_lost_total", "appliance_lock_lost_total"} <= exposed
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    exprs += [target["expr"] for panel in json.loads(GRAFANA.read_text())["panels"] for target in panel["targets"]]
+    queried = {name for expr in exprs for name in METRIC_NAME.findall(expr)}
+    assert "appliance_lease_lost_total" in queried and "appliance_lock_lost_total" not in queried
+
+
 def test_grafana_dashboard_is_importable_json():
     dashboard = json.loads(GRAFANA.read_text())
     assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 30

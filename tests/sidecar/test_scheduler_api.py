@@ -19,12 +19,12 @@ def test_pause_all_is_audited_and_shown_in_health_without_making_jobs_stale(clie
     assert health["scheduler"]["state"] == "paused" and health["scheduler"]["paused_by"] == "admin-token"
     assert health["freshness"]["tick"]["status"] == "paused" and health["status"] == "ok"
     assert client.get("/api/scheduler", headers=auth).get_json()["paused_all"] is True
-    assert cluster.state.paused() == set(), "the jobs' own pause flags are untouched"
+    assert cluster.state.pauses.paused() == set(), "the jobs' own pause flags are untouched"
 
     assert client.post("/api/resume-all", headers=auth).get_json()["paused_all"] is False
     assert client.get("/health").get_json()["scheduler"] == {"state": "running", "paused_by": None,
                                                              "paused_at": None}
-    assert [(e["action"], e["who"]) for e in reversed(cluster.state.audit_log())] == [
+    assert [(e.action, e.who) for e in reversed(cluster.state.audit.newest())] == [
         ("scheduler.pause-all", "admin-token"), ("scheduler.resume-all", "admin-token")]
 
 
@@ -32,7 +32,7 @@ def test_pause_all_keeps_the_admin_body_rules_and_needs_a_credential(client, clu
     assert client.post("/api/pause-all").status_code == 401
     assert client.post("/api/pause-all", headers=auth, data="[1]").status_code == 400
     assert client.post("/api/v1/scheduler/stop", headers=auth, data="not json").status_code == 400
-    assert cluster.state.paused_all() is None
+    assert cluster.state.pauses.paused_all() is None
 
 
 def test_an_open_breaker_degrades_health_and_shows_in_metrics_until_it_closes(make_client, cluster, auth,
@@ -77,7 +77,7 @@ def test_seed_002_paths_answer_in_the_seed_envelope(client, cluster, auth):
 
     trigger = client.post("/api/v1/scheduler/trigger/tick", headers=auth)
     assert trigger.status_code == 202 and trigger.get_json()["data"]["job"] == "tick"
-    assert cluster.state.pending_triggers("tick") == 1
+    assert cluster.state.triggers.pending("tick") == 1
     assert client.post("/api/v1/scheduler/trigger/nope", headers=auth).status_code == 404
 
     history = client.get("/api/v1/scheduler/history", headers=auth).get_json()

@@ -66,7 +66,7 @@ def _leaky_state(cluster: Cluster, env: dict[str, str], canaries: dict[str, str]
              + "; ".join(f"{name} password {canaries[name]}" for name in ("REDIS_URL", "DATABASE_URL", "QDRANT_URL")))
     cluster.run("tick", outcome="failure", error=error)
     cluster.start_run("tick")
-    return cluster.state.add_dead_letter({"job": "tick", "error": error, "traceback": error})
+    return cluster.state.dead_letters.add("tick", error=error, traceback=error)
 
 
 def _requests(config, dead_id: str) -> list[tuple[str, str]]:

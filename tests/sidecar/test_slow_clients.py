@@ -84,7 +84,7 @@ def test_health_answers_while_ten_clients_hold_half_sent_bodies_and_each_gets_40
         assert body_of(response) == {"error": "request_timeout", "status": 408,
                                      "message": f"the body stopped arriving: nothing came for {CLIENT_TIMEOUT:g} s"}
     assert elapsed < HEALTH_BOUND
-    assert cluster.state.pending_triggers("tick") == 0, "no change was made on half a body"
+    assert cluster.state.triggers.pending("tick") == 0, "no change was made on half a body"
 
 
 def test_health_answers_while_ten_clients_hold_half_sent_headers_and_each_is_closed(sidecar):
@@ -112,7 +112,7 @@ def test_a_chunked_body_that_stalls_is_408_and_a_malformed_one_is_400(sidecar, c
     assert malformed_answer.startswith(b"HTTP/1.1 400 "), malformed_answer[:200]
     assert body_of(malformed_answer) == {"error": "bad_request", "status": 400,
                                          "message": "the chunked body is malformed or cut short (InvalidChunkSize)"}
-    assert cluster.state.pending_triggers("tick") == 0
+    assert cluster.state.triggers.pending("tick") == 0
     sidecar.stop()
     log = sidecar.log_path.read_text()
     assert "unhandled error" not in log and "Traceback" not in log

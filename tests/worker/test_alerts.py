@@ -16,6 +16,7 @@ import pytest
 
 from appliance.config.core import AlertConfig
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.protocol.state.jobs import PublishedJob
 from appliance.kernel.runtime.breaker import CircuitBreaker
 from appliance.kernel.runtime.clock import SteppedClock
 from appliance.worker.alerts import Alerter
@@ -79,8 +80,7 @@ def test_stale_job_open_breaker_and_unsafe_eviction_warn_once_and_resolve(redis_
     client = redis_server.client()
     state = ClusterState(client)
     now = time.time()
-    state.publish_jobs({"sync": {"name": "sync", "schedule": "1m", "period_seconds": 60.0, "timezone": "UTC",
-                                 "enabled": True}})
+    state.jobs.publish([PublishedJob("sync", schedule="1m", period_seconds=60.0, timezone="UTC", enabled=True)])
     client.hset("appliance:last-success", "sync", now - 600)  # ten periods ago: past the dead-man's switch
     breaker = CircuitBreaker("whatsapp", threshold=1, reset_after=300, client=client)
     breaker.record_failure()
@@ -103,9 +103,9 @@ def test_stale_job_open_breaker_and_unsafe_eviction_warn_once_and_resolve(redis_
 def test_a_paused_scheduler_makes_no_job_late(redis_server, caplog):
     caplog.set_level(logging.INFO, logger="appliance.alerts")
     client = redis_server.client()
-    ClusterState(client).publish_jobs({"sync": {"name": "sync", "schedule": "1m", "period_seconds": 60.0}})
+    ClusterState(client).jobs.publish([PublishedJob("sync", schedule="1m", period_seconds=60.0)])
     client.hset("appliance:last-success", "sync", time.time() - 600)
-    ClusterState(client).pause_all("test")
+    ClusterState(client).pauses.pause_all("test")
     Alerter(client, alert_config()).check()
     assert sent(caplog) == []
 

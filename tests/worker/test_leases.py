@@ -11,6 +11,8 @@ from appliance.kernel.protocol import keys, locks
 from appliance.kernel.protocol.locks import Claim
 from appliance.kernel.protocol.owner import make_token, new_run_id, parse_token
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.protocol.state.jobs import PublishedJob
+from appliance.kernel.protocol.state.workers import Beat
 from appliance.kernel.runtime.clock import SYSTEM
 
 
@@ -88,50 +90,56 @@ def test_history_is_capped(r, scripts):
     assert [json.loads(v)["i"] for v in r.lrange(keys.history("job"), 0, -1)] == [4, 3, 2]
 
 
-def test_clear_lock_refuses_a_live_holder_unless_forced(r, scripts):
+def test_clearing_a_lease_refuses_a_live_holder_unless_forced(r, scripts):
     state = ClusterState(r)
     live = make_token("run1", SYSTEM.now(), host="h", pid=7)
     locks.acquire(scripts, "job", live, 30, None)
-    state.beat("h:7", {"beat_at": 0}, 30)
+    state.workers.beat("h:7", Beat("h", 7, None, 0, 30, None, (), ()), 30)
     with pytest.raises(Conflict):
-        state.clear_lock("job")
-    info = state.clear_lock("job", force=True)
-    assert info["holder"] == live and info["holder_alive"] is True
+        state.leases.clear("job")
+    lease = state.leases.clear("job", force=True)
+    assert lease.holder == live and lease.holder_alive is True
     assert not r.exists("lock:job")
     with pytest.raises(NotFound):
-        state.clear_lock("job")
+        state.leases.clear("job")
     dead = make_token("run2", SYSTEM.now(), host="h", pid=8)
     locks.acquire(scripts, "job", dead, 30, None)
-    assert state.clear_lock("job")["holder_alive"] is False
+    assert state.leases.clear("job").holder_alive is False
 
 
-def test_locks_listing_shows_holder_age_and_ttl(r, scripts):
+def test_leases_listing_shows_holder_age_and_ttl(r, scripts):
     locks.acquire(scripts, "call-scheduler", make_token("x", SYSTEM.now(), host="w", pid=3), 60, None)
-    (info,) = ClusterState(r).locks()
-    assert info["key"] == "lock:call-scheduler" and info["host"] == "w" and info["pid"] == 3
-    assert 59 < info["ttl_seconds"] <= 60 and 0 <= info["age_seconds"] < 5
+    (lease,) = ClusterState(r).leases.held()
+    assert lease.key == "lock:call-scheduler" and lease.host == "w" and lease.pid == 3
+    assert lease.ttl_seconds is not None and 59 < lease.ttl_seconds <= 60
+    assert lease.age_seconds is not None and 0 <= lease.age_seconds < 5
+    assert list(lease.to_json()) == ["job", "key", "holder", "host", "pid", "run_id", "age_seconds", "ttl_seconds",
+                                     "holder_alive"]
 
 
 def test_triggers_are_taken_once(r):
     state = ClusterState(r)
-    state.publish_jobs({"job": {"schedule": "1h"}})
-    trigger_id = state.trigger("job", by="test")
-    assert state.pending_triggers("job") == 1
-    assert state.take_trigger("job")["id"] == trigger_id
-    assert state.take_trigger("job") is None
+    state.jobs.publish([PublishedJob("job", schedule="1h")])
+    trigger_id = state.triggers.request("job", by="test")
+    assert state.triggers.pending("job") == 1
+    trigger = state.triggers.take("job")
+    assert trigger is not None and trigger.id == trigger_id and trigger.by == "test" and trigger.reason == "manual"
+    assert state.triggers.take("job") is None
     with pytest.raises(NotFound):
-        state.trigger("nope", by="test")
+        state.triggers.request("nope", by="test")
 
 
 def test_dead_letters_list_retry_and_drop(r):
     state = ClusterState(r)
-    state.publish_jobs({"job": {"schedule": "1h"}})
-    first = state.add_dead_letter({"job": "job", "error": "boom", "attempts": 4})
-    second = state.add_dead_letter({"job": "job", "error": "bang", "attempts": 4})
-    assert [d["id"] for d in state.dead_letters()] == [second, first]
-    state.retry_dead_letter(first, by="test")
-    assert state.take_trigger("job")["payload"]["dead_letter"] == first
-    state.drop_dead_letter(second)
-    assert state.dead_letters() == []
+    state.jobs.publish([PublishedJob("job", schedule="1h")])
+    first = state.dead_letters.add("job", error="boom", attempts=4)
+    second = state.dead_letters.add("job", error="bang", attempts=4)
+    assert [d.id for d in state.dead_letters.newest()] == [second, first]
+    assert state.history.counts()["job:dead_letter"] == 2
+    state.dead_letters.retry(first, by="test")
+    trigger = state.triggers.take("job")
+    assert trigger is not None and trigger.payload == {"dead_letter": first, "slot": None}
+    state.dead_letters.drop(second)
+    assert state.dead_letters.newest() == []
     with pytest.raises(NotFound):
-        state.drop_dead_letter(second)
+        state.dead_letters.drop(second)

@@ -168,7 +168,7 @@ def test_a_run_longer_than_the_ttl_keeps_its_lock(start, tmp_path, app_env, redi
     assert seen == {token}, "the lease changed or lapsed during a run 3x longer than its TTL"
     # The job's own end record comes before the runner counts the run: wait for the count.
     wait_until(lambda: client.hget("appliance:counts", "steps:success") == "1", 5, "the run's end, counted")
-    assert client.hget("appliance:counts", "steps:lock_lost") is None
+    assert client.hget("appliance:counts", "steps:lease_lost") is None
     worker.terminate()
 
 
@@ -185,7 +185,10 @@ def test_lock_deleted_during_a_run_cancels_it_at_the_next_checkpoint(start, tmp_
     client.delete("lock:steps")
     # Stopped at its next checkpoint and recorded as what it is: a run that lost its lease.
     wait_until(lambda: client.hget("appliance:counts", "steps:lease_lost") == "1", 3, "cancellation")
-    assert client.hget("appliance:counts", "steps:lock_lost") == "1"
+    # Counted once: the run's outcome is the lost lease, and the runner adds no count of its own for it.
+    assert worker.wait_for_log("run ended")["outcome"] == "lease_lost"
+    assert client.hget("appliance:counts", "steps:lease_lost") == "1"
+    assert client.hget("appliance:counts", "steps:lock_lost") is None, "the old counter is no longer written"
     assert not [r for r in records(client, "steps") if r["event"] == "end"]
     worker.terminate()
 

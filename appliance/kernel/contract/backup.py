@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from appliance.errors import ApplianceError
+from appliance.kernel.runtime.json_object import JsonObject
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -29,7 +30,7 @@ class BackupRefused(ApplianceError):
 
 class BackupPart(Protocol):
     def save(self, config: Config, directory: Path, consistent_point: Callable[[], None],
-             wait: float) -> dict[str, Any]:
+             wait: float) -> JsonObject:
         """Write the pack's data as files under ``directory`` (empty, the part's own); return what the manifest
         records about them (JSON, never a secret).
 
@@ -37,11 +38,11 @@ class BackupPart(Protocol):
         PostgreSQL is half done and none can start until the files are taken: the database snapshot is taken
         inside that call. ``wait``: how long the part may wait for its store to be free."""
 
-    def check(self, config: Config, info: dict[str, Any]) -> None:
+    def check(self, config: Config, info: JsonObject) -> None:
         """Raise ``BackupRefused`` when what ``save`` recorded (``info``) cannot be restored into this
         configuration, or its store is in use; changes nothing."""
 
-    def restore(self, config: Config, directory: Path, info: dict[str, Any], aside: str) -> list[str]:
+    def restore(self, config: Config, directory: Path, info: JsonObject, aside: str) -> list[str]:
         """Put the files ``save`` wrote (now in ``directory``) in place of the configuration's store, keeping a
         store already there under the suffix ``aside`` where the part owns files; returns lines for the
         operator."""

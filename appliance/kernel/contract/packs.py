@@ -29,6 +29,7 @@ from appliance.config.env import EnvReader
 from appliance.errors import ConfigError
 from appliance.kernel.contract.backup import BackupPart
 from appliance.kernel.contract.jobspec import JobSpec
+from appliance.kernel.runtime.json_object import JsonObject
 
 #: The entry-point group that names every installed pack.
 GROUP = "appliance.packs"
@@ -64,7 +65,7 @@ class Pack:
     settings: Callable[[EnvReader], object] | None = None
     jobs: str | None = None
     commands: str | None = None
-    health: Callable[[Config], dict[str, Any]] | None = None
+    health: Callable[[Config], JsonObject] | None = None
     seed_names: Mapping[str, SeedNames] = field(default_factory=dict)
     migrations: str | None = None
     backup: str | None = None

@@ -61,6 +61,6 @@ def trigger_job(config: Config, job: str, *, by: str, reason: str) -> None:
     Redis cannot be reached."""
     client = make_redis(config.core.redis_url)
     try:
-        ClusterState(client).trigger(job, by, reason=reason)
+        ClusterState(client).triggers.request(job, by, reason=reason)
     finally:
         client.close()

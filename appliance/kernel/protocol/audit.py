@@ -29,6 +29,7 @@ import psycopg
 
 from appliance.kernel.protocol.db.rows import one
 from appliance.kernel.protocol.owner import iso
+from appliance.kernel.runtime.json_object import JsonObject
 
 #: Expected slots enumerated per job at most (a 1 s job over a day is 86,400).
 SLOT_LIMIT = 1_000_000
@@ -58,11 +59,27 @@ class Violation:
     slot: str | None = None
 
 
+@dataclass(frozen=True)
+class JobAudit:
+    """What the audit counted of one job: the slots its schedule expects in the window and those the ledger
+    recorded (by outcome), its committed runs, and where its window ends (ISO 8601 UTC)."""
+
+    expected: int
+    recorded: int
+    outcomes: dict[str, int]
+    committed_runs: int
+    window_end: str
+
+    def to_json(self) -> JsonObject:
+        return {"expected": self.expected, "recorded": self.recorded, "outcomes": self.outcomes,
+                "committed_runs": self.committed_runs, "window_end": self.window_end}
+
+
 @dataclass
 class Report:
     since: datetime
     until: datetime
-    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    jobs: dict[str, JobAudit] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
     #: How far behind the shared clock a worker's clock may be (``CLOCK_SKEW_WARN``): allowed for.
     skew: float = 0.0
@@ -71,8 +88,9 @@ class Report:
     def ok(self) -> bool:
         return not self.violations
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"since": iso(self.since), "until": iso(self.until), "ok": self.ok, "jobs": self.jobs,
+    def as_dict(self) -> JsonObject:
+        return {"since": iso(self.since), "until": iso(self.until), "ok": self.ok,
+                "jobs": {name: job.to_json() for name, job in self.jobs.items()},
                 "clock_skew_allowed_seconds": self.skew, "violations": [asdict(v) for v in self.violations]}
 
 
@@ -115,9 +133,9 @@ def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end:
                    for s in expected if s not in slots]
     violations += [Violation("open", name, f"run {run_id} started {iso(started)} is still recorded as running",
                              iso(slot)) for run_id, slot, started in open_runs]
-    report.jobs[name] = {"expected": len(expected), "recorded": len(slots),
-                         "outcomes": dict(Counter(outcome for outcome, _ in slots.values())),
-                         "committed_runs": len(committed), "window_end": iso(end)}
+    report.jobs[name] = JobAudit(expected=len(expected), recorded=len(slots),
+                                 outcomes=dict(Counter(outcome for outcome, _ in slots.values())),
+                                 committed_runs=len(committed), window_end=iso(end))
 
 
 def _expected(job: JobSettings, start: datetime | None, end: datetime) -> list[datetime]:

@@ -15,13 +15,14 @@ WORKERS = PREFIX + "workers"
 JOBS = PREFIX + "jobs"
 #: Hash job -> JSON {"by", "at"} for paused jobs; absent means running.
 PAUSED = PREFIX + "paused"
-#: Hash job -> JSON of the run in progress {"worker", "run_id", "slot", "started", "attempt"}.
+#: Hash job -> JSON of the run in progress (``appliance.kernel.protocol.state.runs.RunInProgress``).
 RUNNING = PREFIX + "running"
 #: Hash job -> JSON of the last finished run.
 LAST_RUN = PREFIX + "last-run"
 #: Hash job -> epoch seconds of the last successful run.
 LAST_SUCCESS = PREFIX + "last-success"
-#: Hash "<job>:<outcome>" and "<job>:processed" -> counter, cluster-wide since the Redis was created.
+#: Hash "<job>:<outcome>", "<job>:processed" and "<job>:lease_lost" -> counter, cluster-wide since the Redis was
+#: created (``appliance.kernel.protocol.state.history``).
 COUNTS = PREFIX + "counts"
 #: Hash id -> JSON dead letter; sorted set id by time of death for ordered listing.
 DLQ = PREFIX + "dlq"

@@ -21,12 +21,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from psycopg_pool import ConnectionPool
 
 from appliance.kernel.protocol.db.rows import one
 from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.protocol.owner import iso
+from appliance.kernel.runtime.json_object import JsonObject
 
 #: How long a ledger statement may wait for a pooled connection; PostgreSQL down must not hang a run.
 CONNECT_WAIT = 2.0
@@ -57,6 +58,49 @@ class Started:
     done: bool  # the slot's effect committed already: the run must not happen
 
 
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """A run the ledger still records ``running`` or ``retrying``: its holder may be alive, or gone."""
+
+    job: str
+    run_id: str
+    owner: str | None
+    worker: str
+    slot: datetime
+    outcome: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A run of the ledger, or a slot that did not run (``run_id`` null, ``reason`` why), in the run records'
+    shape: times as ISO 8601 UTC strings; ``slot_outcome`` is the slot's final outcome where a run settled it;
+    ``summary`` is what the job returned (free-form JSON)."""
+
+    run_id: str | None
+    job: str
+    slot: str
+    trigger: str
+    attempt: int | None
+    worker: str | None
+    duration_ms: float | None
+    outcome: str
+    slot_outcome: str | None
+    processed: int
+    error: str | None
+    fence: int | None
+    summary: JsonObject | None
+    reason: str | None
+    started: str | None
+    finished: str | None
+
+    def to_json(self) -> JsonObject:
+        return {"run_id": self.run_id, "job": self.job, "slot": self.slot, "trigger": self.trigger,
+                "attempt": self.attempt, "worker": self.worker, "duration_ms": self.duration_ms,
+                "outcome": self.outcome, "slot_outcome": self.slot_outcome, "processed": self.processed,
+                "error": self.error, "fence": self.fence, "summary": self.summary, "reason": self.reason,
+                "started": self.started, "finished": self.finished}
+
+
 class Ledger:
     def __init__(self, pool: ConnectionPool):
         self.pool = pool
@@ -74,7 +118,7 @@ class Ledger:
         return Started(int(fence), bool(done))
 
     def finish(self, run_id: str, outcome: Outcome, slot_outcome: Outcome | None, error: str | None,
-               processed: int, summary: dict[str, Any] | None, duration_ms: float, reason: str | None) -> Outcome:
+               processed: int, summary: JsonObject | None, duration_ms: float, reason: str | None) -> Outcome:
         """Record the end of a run; returns the outcome recorded (a stale success becomes ``lease_lost``)."""
         with self.pool.connection(timeout=CONNECT_WAIT) as conn:
             (recorded,) = one(conn.execute(
@@ -122,14 +166,13 @@ class Ledger:
                 "AND outcome IN ('running', 'retrying')) AS open", {"reason": reason, "worker": worker}))
         return int(closed)
 
-    def open_runs(self, jobs: Iterable[str]) -> list[dict[str, Any]]:
+    def open_runs(self, jobs: Iterable[str]) -> list[UnfinishedRun]:
         """Runs still recorded ``running`` or ``retrying`` (their holder may be alive, or gone)."""
         with self.pool.connection(timeout=CONNECT_WAIT) as conn:
             cur = conn.execute(
                 "SELECT job, run_id, owner, worker, slot, outcome FROM job_runs "
                 "WHERE job = ANY(%s) AND outcome IN ('running', 'retrying') ORDER BY id", (list(jobs),))
-            names = [c.name for c in cur.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            return [UnfinishedRun(*row) for row in cur.fetchall()]
 
     def last_slots(self, jobs: Iterable[str]) -> dict[str, tuple[datetime, Outcome]]:
         """The newest recorded slot of each job, and its outcome (the misfire policy starts from it)."""
@@ -158,21 +201,15 @@ SELECT * FROM (
 """
 
 
-def read_history(conn, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest runs and the slots that did not run, newest first, in the run records' shape (``started``,
-    ``finished`` as ISO strings; ``run_id`` is null for a slot that did not run, ``slot_outcome`` is the
-    slot's final outcome where a run settled it, ``reason`` says why a slot did not run)."""
-    from appliance.kernel.protocol.owner import iso
-
+def read_history(conn, job: str | None = None, limit: int = 50) -> list[HistoryEntry]:
+    """The newest runs and the slots that did not run, newest first."""
     cur = conn.execute(_HISTORY, {"job": job, "limit": limit})
-    names = [c.name for c in cur.description]
-    rows = []
-    for values in cur.fetchall():
-        row = dict(zip(names, values, strict=True))
-        row.pop("at")
-        for key in ("slot", "started_at", "finished_at"):
-            if row[key] is not None:
-                row[key] = iso(row[key])
-        row["started"], row["finished"] = row.pop("started_at"), row.pop("finished_at")
-        rows.append(row)
-    return rows
+    entries = []
+    for (run_id, name, slot, trigger, attempt, worker, started, finished, duration_ms, outcome, slot_outcome,
+         processed, error, fence, summary, reason, _at) in cur.fetchall():
+        entries.append(HistoryEntry(
+            run_id=run_id, job=name, slot=iso(slot), trigger=trigger, attempt=attempt, worker=worker,
+            duration_ms=duration_ms, outcome=outcome, slot_outcome=slot_outcome, processed=processed, error=error,
+            fence=fence, summary=summary, reason=reason, started=None if started is None else iso(started),
+            finished=None if finished is None else iso(finished)))
+    return entries

@@ -1,7 +1,7 @@
 """Leases on ``lock:<job>``: acquire with a per-slot marker, renew and release only by the owner.
 
 Each operation is one Lua script, so each is one round trip and atomic. The happy path of a slot is two
-round trips: ``acquire`` and ``finish`` (release plus the run record, see ``appliance.kernel.protocol.state``).
+round trips: ``acquire`` and ``finish`` (release plus the run record, see ``appliance.kernel.protocol.state.runs``).
 """
 
 from __future__ import annotations

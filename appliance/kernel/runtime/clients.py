@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import psycopg
 import redis
@@ -28,6 +28,17 @@ REDIS_CONNECT_TIMEOUT = 2.0
 PG_CONNECT_TIMEOUT = 3
 
 
+class RedisOptions(TypedDict):
+    """The settings every Redis client of the appliance is made with (redis-py's keyword arguments)."""
+
+    decode_responses: bool
+    socket_timeout: float
+    socket_connect_timeout: float
+    health_check_interval: int
+    driver_info: None
+    maint_notifications_config: MaintNotificationsConfig
+
+
 #: libpq's words for a server certificate it refused (psycopg passes libpq's message on unchanged).
 _PG_REFUSED = ("certificate verify failed", "does not match host name", "root certificate file")
 
@@ -38,7 +49,7 @@ def make_redis(url: str, timeout: float = REDIS_SOCKET_TIMEOUT) -> redis.Redis:
     ``url``: ``redis://``, ``rediss://`` (certificates verified; ``ssl_ca_certs`` names the CA), ``unix://``
     or ``redis+sentinel://`` / ``rediss+sentinel://`` (the master is found through the sentinels and found
     again after a failover)."""
-    options: dict[str, Any] = {
+    options: RedisOptions = {
         "decode_responses": True,
         "socket_timeout": timeout,
         "socket_connect_timeout": min(REDIS_CONNECT_TIMEOUT, timeout),
@@ -70,10 +81,11 @@ def bounded(client: redis.Redis, timeout: float) -> redis.Redis:
     return redis.Redis(connection_pool=own)
 
 
-def _sentinel_master(target: SentinelTarget, options: dict[str, Any]) -> redis.Redis:
+def _sentinel_master(target: SentinelTarget, options: RedisOptions) -> redis.Redis:
     """A client of the current master of ``target``; the sentinels get the same TLS settings and timeouts."""
     query = dict(target.options)
     sentinel_auth = {"username": query.pop("sentinel_username", None), "password": query.pop("sentinel_password", None)}
+    # The URL's own query arguments (ssl_ca_certs...), parsed as redis-py parses them: keys the operator chose.
     tls: dict[str, Any] = {name: URL_QUERY_ARGUMENT_PARSERS.get(name, str)(value) for name, value in query.items()}
     if target.tls:
         tls["ssl"] = True

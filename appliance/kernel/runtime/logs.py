@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from appliance.kernel.protocol.owner import iso
+from appliance.kernel.runtime.json_object import JsonObject
 from appliance.kernel.runtime.redaction import Redactor
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "fields"}
@@ -49,7 +51,7 @@ class JsonFormatter(logging.Formatter):
         self.process = process
 
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
+        doc: JsonObject = {
             "ts": iso(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "process": self.process,
@@ -98,6 +100,7 @@ def setup_logging(log_format: str, level: str, process: str, redactor: Redactor 
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def fields(**values: Any) -> dict[str, Any]:
-    """``extra=`` argument carrying structured fields: ``log.info("run ended", extra=fields(job=...))``."""
+def fields(**values: Any) -> Mapping[str, object]:
+    """``extra=`` argument carrying structured fields: ``log.info("run ended", extra=fields(job=...))``; the values
+    are free-form (the JSON formatter shows what is not JSON as its ``str()``)."""
     return {"fields": values}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
@@ -52,14 +51,6 @@ def measure(client: redis.Redis, clock: Clock = SYSTEM) -> Offset:
     seconds, micros = client.time()
     half = (clock.monotonic() - sent) / 2
     return Offset(wall + half - (int(seconds) + int(micros) / 1e6), half)
-
-
-def published(info: dict[str, Any]) -> Offset | None:
-    """The offset a worker published in its heartbeat (``clock``), if it measured one."""
-    clock = info.get("clock")
-    if not isinstance(clock, dict) or clock.get("offset_seconds") is None:
-        return None
-    return Offset(float(clock["offset_seconds"]), float(clock.get("error_seconds") or 0.0))
 
 
 class SkewWatch:
