@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import redis
 
@@ -29,7 +27,7 @@ from appliance.kernel.runtime import metrics
 from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.logs import fields
 from appliance.kernel.runtime.redaction import Redactor
-from appliance.worker.dispatch import Attempt, Dispatch, Source
+from appliance.worker.dispatch import Attempt, Dispatch, Request, Source
 from appliance.worker.recorder import Recorder
 
 log = logging.getLogger("appliance.worker.run")
@@ -51,7 +49,7 @@ class OpenRun:
     started: datetime
     owner: str
     fence: int | None
-    request: Mapping[str, Any] | None
+    request: Request | None
     #: Monotonic time at which the acquire that took the lease was sent: the lease runs from there.
     sent: float | None = None
 
@@ -63,7 +61,7 @@ class OpenRun:
     def reason(self) -> str:
         if self.dispatch.scheduled:
             return "schedule"
-        return str((self.request or {}).get("reason") or "manual")
+        return self.request.reason if self.request else "manual"
 
 
 class Claims:
@@ -162,12 +160,12 @@ class Claims:
         run = RunInProgress.from_json(json.loads(held))
         return run.catch_up and run.slot < iso(slot)
 
-    def give_back(self, job: str, owner: str, taken: Mapping[str, Any] | None) -> None:
+    def give_back(self, job: str, owner: str, taken: Request | None) -> None:
         """Release a lease that will not be used (and put a taken trigger back where it was)."""
         try:
             pipe = self.redis.pipeline(transaction=False)
-            if taken is not None:
-                pipe.rpush(keys.triggers(job), json.dumps(taken))
+            if taken is not None and taken.trigger is not None:
+                pipe.rpush(keys.triggers(job), json.dumps(taken.trigger.to_json()))
             pipe.hdel(keys.RUNNING, job)
             pipe.execute()
             locks.release(self.scripts, job, owner)
@@ -178,15 +176,15 @@ class Claims:
         """A lease whose release failed (Redis down): released by its owner before the next claim."""
         self._unreleased[job] = owner
 
-    def _take_trigger(self, job: str, owner: str) -> Mapping[str, Any] | None:
+    def _take_trigger(self, job: str, owner: str) -> Request | None:
         """We hold the lease: take the trigger; if another worker already served it, give the lease back. The
-        trigger becomes the run's request in its JSON form (``give_back`` puts that back as it was)."""
+        trigger becomes the run's request (``give_back`` puts it back as it was)."""
         trigger = self.state.triggers.take(job)
         if trigger is None:
             locks.release(self.scripts, job, owner)
             self.redis.hdel(keys.RUNNING, job)
             return None
-        return trigger.to_json()
+        return Request.of(trigger)
 
     def _release_leftover(self, job: str) -> None:
         """A lease whose release failed during a Redis outage may have survived a Redis restart (AOF):

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from appliance.kernel.contract.catalog import JobSettings
 from appliance.kernel.protocol.locks import Claim
 from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.protocol.state.triggers import Trigger
 
 
 class Source(StrEnum):
     SCHEDULE = "schedule"  # a slot of the job's schedule (guarded by the per-slot marker)
     QUEUED = "queued"  # serve the oldest pending cluster trigger, taken only once the lease is ours
     DIRECT = "direct"  # a manual run started here: the CLI, or the retry of a manual run
+
+
+@dataclass(frozen=True)
+class Request:
+    """Why and by whom a run outside the schedule was asked for; for a queued trigger, the trigger itself (put
+    back where it was if the run does not happen)."""
+
+    reason: str
+    by: str
+    trigger: Trigger | None = None
+
+    @classmethod
+    def of(cls, trigger: Trigger) -> Request:
+        return cls(trigger.reason, trigger.by, trigger)
 
 
 @dataclass(frozen=True)
@@ -28,7 +41,7 @@ class Dispatch:
     slot: datetime
     source: Source = Source.SCHEDULE
     attempt: int = 1
-    request: Mapping[str, Any] | None = None
+    request: Request | None = None
     #: A slot run late (after downtime, an outage, a dead holder or a loop that fell behind): coalesced into the
     #: next slot when it would run into it, and the next slot waits for it rather than being skipped.
     catch_up: bool = False
@@ -36,7 +49,7 @@ class Dispatch:
     @classmethod
     def manual(cls, job: JobSettings, at: datetime, reason: str, by: str) -> Dispatch:
         """A manual run started here (``appliance jobs run``, ``knowledge reindex``)."""
-        return cls(job, at, Source.DIRECT, request={"reason": reason, "by": by})
+        return cls(job, at, Source.DIRECT, request=Request(reason, by))
 
     @property
     def scheduled(self) -> bool:
@@ -47,9 +60,9 @@ class Dispatch:
         """What ``RunContext.trigger`` says: ``schedule``, or the manual run's reason."""
         if self.scheduled:
             return "schedule"
-        return str((self.request or {}).get("reason") or "manual")
+        return self.request.reason if self.request else "manual"
 
-    def again(self, request: Mapping[str, Any] | None) -> Dispatch:
+    def again(self, request: Request | None) -> Dispatch:
         """The retry of this dispatch; a served trigger is retried as the request it was."""
         source = Source.DIRECT if self.source is Source.QUEUED else self.source
         return replace(self, attempt=self.attempt + 1, source=source, request=request or self.request)
@@ -68,7 +81,7 @@ class Attempt:
     error: str = ""
     holder_pttl: int = 0
     retry: bool = False
-    request: Mapping[str, Any] | None = None
+    request: Request | None = None
     unavailable: str = ""
     #: The job is held by the catch-up of an earlier slot: this slot waits for it instead of being skipped.
     wait: bool = False

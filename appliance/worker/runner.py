@@ -99,7 +99,7 @@ class Runner:
         self._active[id(ctx)] = cancel
         base = dict(job=job.name, slot=iso(d.slot), run_id=run.run_id, attempt=d.attempt, owner=run.owner,
                     trigger=run.reason)
-        by = (run.request or {}).get("by") or None
+        by = run.request.by if run.request and run.request.by else None
         if by:
             base["by"] = by
         log.info("run started", extra=fields(**base, fence=run.fence))
