@@ -3,7 +3,7 @@
 A job is a function of a ``RunContext``; a pack is a ``Pack`` named in the ``appliance.packs`` entry-point group
 of its distribution. Both import this module (and ``appliance.config`` for the settings reader) and nothing else
 of the appliance: every other module is the appliance's own and may change between releases. The built-in packs
-are held to that (``tests/unit/test_layers.py``), and ``tests/sdk_pack.py`` is a pack written against this
+are held to that (``tests/test_layers.py``), and ``tests/sample_pack.py`` is a pack written against this
 module alone. ``appliance.context``, ``appliance.fencing``, ``appliance.errors`` and ``appliance.jobspec``, the
 paths the documentation showed before, stay as they were.
 

@@ -1,7 +1,7 @@
-"""A job pack of one's own, as a user would write it (tests/unit/test_packs.py installs it through an entry
+"""A job pack of one's own, as a user would write it (tests/kernel/contract/test_packs.py installs it through an entry
 point): settings, a job, a command and a ``/health`` section, registered in ``PACK``. It imports
 ``appliance.sdk`` and the settings reader of ``appliance.config`` and nothing else of the appliance
-(tests/unit/test_layers.py holds it to that): the proof that a pack needs no more."""
+(tests/test_layers.py holds it to that): the proof that a pack needs no more."""
 
 from __future__ import annotations
 

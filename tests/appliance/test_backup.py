@@ -326,7 +326,7 @@ def test_backup_refuses_to_replace_a_file_and_fails_while_the_storage_stays_busy
 def test_a_bundled_qdrant_server_is_started_for_a_backup_and_a_restore_while_the_appliance_is_stopped(tmp_path,
                                                                                                    keep_umask):
     """The image's default: a bundled Qdrant server, supervised, so stopped with the appliance. The bundled
-    binary here is ``tests/knowledge/qdrant_server.py`` run as a program (no Qdrant server binary exists here):
+    binary here is ``tests/packs/knowledge/qdrant_server.py`` run as a program (no Qdrant server binary exists here):
     it speaks the snapshot API over collections kept as files in its storage."""
     source, _ = _home_with_database()
     target = appliance_home()

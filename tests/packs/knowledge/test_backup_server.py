@@ -14,7 +14,7 @@ import pytest
 
 from appliance.kernel.protocol.db.migrate import migrate
 from tests.appliance.harness import base_env, cli
-from tests.knowledge.qdrant_server import QdrantSnapshotServer
+from tests.packs.knowledge.qdrant_server import QdrantSnapshotServer
 
 pytestmark = pytest.mark.process
 

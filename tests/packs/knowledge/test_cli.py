@@ -15,7 +15,7 @@ from appliance.packs.knowledge import indexer
 from appliance.packs.knowledge.store import open_store
 
 pytestmark = pytest.mark.process
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def add(sql, tenant: int, title: str, body: str) -> int:

@@ -8,8 +8,8 @@ from psycopg_pool import ConnectionPool
 
 from appliance.kernel.contract.context import RunContext
 from tests.conftest import _require
-from tests.jobs.providers import ProviderServer
-from tests.jobs.smtp import SmtpServer, make_certificate
+from tests.packs.crm.providers import ProviderServer
+from tests.packs.crm.smtp import SmtpServer, make_certificate
 from tests.runs import run_context
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2] / "appliance"
+ROOT = Path(__file__).resolve().parents[1] / "appliance"
 
 #: Bottom first. A module belongs to the layer of its longest matching prefix; it may import its own layer and
 #: the layers below. ``appliance.errors`` sits with the configuration: both are leaves every layer uses.
@@ -172,7 +172,7 @@ def test_the_documented_old_paths_still_work():
 #: What a pack may import of the appliance: the SDK and the settings reader, besides its own modules.
 PACK_MAY_IMPORT = ("appliance.sdk", "appliance.config")
 #: Packs written as a user would, outside the package.
-USER_PACKS = (Path(__file__).resolve().parents[1] / "sample_pack.py",)
+USER_PACKS = (Path(__file__).resolve().parents[0] / "sample_pack.py",)
 
 
 def _beyond_the_sdk(name: str, targets: set[str], own: str) -> list[str]:

@@ -10,8 +10,8 @@ from appliance.kernel.protocol.fencing import issue_fence
 from appliance.packs.crm.channels import Channels
 from appliance.packs.crm.jobs import cleanup, reminders, trials
 from appliance.packs.crm.jobs.claims import run_session
-from tests.jobs.data import tenant
-from tests.jobs.test_channels import smtp_transport
+from tests.packs.crm.data import tenant
+from tests.packs.crm.test_channels import smtp_transport
 
 
 def lead(sql, tenant_id: int, agent_id: int | None, due: str | None, name: str = "Priya") -> int:

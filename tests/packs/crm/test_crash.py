@@ -2,7 +2,7 @@
 
 In-process crashes raise out of the hand-off the way a dying process stops (results never recorded); the
 process tests kill -9 a real ``appliance jobs run`` and run two workers side by side. The WhatsApp provider is
-the local server of tests/jobs/providers.py, which counts deliveries per idempotency key; email goes to a real
+the local server of tests/packs/crm/providers.py, which counts deliveries per idempotency key; email goes to a real
 aiosmtpd server.
 """
 
@@ -20,8 +20,8 @@ from appliance.packs.crm.channels import Channels, build_channels
 from appliance.packs.crm.jobs import campaigns
 from appliance.packs.crm.jobs.claims import run_session
 from appliance.packs.crm.jobs.sending import claim, reconcile
-from tests.jobs.data import campaign, emails, phones, recipient_states, tenant
-from tests.jobs.test_channels import smtp_transport
+from tests.packs.crm.data import campaign, emails, phones, recipient_states, tenant
+from tests.packs.crm.test_channels import smtp_transport
 from tests.services import wait_until
 from tests.worker.harness import REPO, WorkerProcess, worker_env, write_jobs_file
 

@@ -11,7 +11,7 @@ from psycopg_pool import ConnectionPool
 from appliance.config import Config
 from appliance.kernel.contract.context import RunContext
 from appliance.kernel.contract.packs import load_settings
-from tests.knowledge.openai_server import EmbeddingsServer
+from tests.packs.knowledge.openai_server import EmbeddingsServer
 from tests.runs import run_context
 
 JOB = "knowledge-indexer"

@@ -1,5 +1,5 @@
 """The circuit breaker that remembers: its state lives in a real redis-server, so it holds across runs and
-replicas. The provider is the local provider server (tests/jobs/providers.py) answering 503 to everything;
+replicas. The provider is the local provider server (tests/packs/crm/providers.py) answering 503 to everything;
 real providers cannot be reached here."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.runtime.breaker import BreakerState, CircuitBreaker, CircuitOpen
 from appliance.kernel.runtime.clock import SYSTEM, SteppedClock
 from appliance.packs.crm.jobs import campaigns
-from tests.jobs.data import campaign, phones, recipient_states, tenant
+from tests.packs.crm.data import campaign, phones, recipient_states, tenant
 
 ALWAYS_503 = [(503, {"Retry-After": "0"})] * 1000
 SETTINGS = {"WHATSAPP_CHANNEL": "http", "WHATSAPP_API_TOKEN": "test-token", "PROVIDER_MAX_RETRIES": "3",

@@ -1,5 +1,5 @@
 """The OpenAI embedder through the real ``openai`` client against a local OpenAI-compatible HTTP server
-(``tests/knowledge/openai_server.py``; OpenAI itself cannot be reached here): batching, token metrics,
+(``tests/packs/knowledge/openai_server.py``; OpenAI itself cannot be reached here): batching, token metrics,
 ``Retry-After`` on 429, refused inputs, and the circuit breaker across the worker's retries. Qdrant is
 the embedded Qdrant Edge storage (no Qdrant server binary here)."""
 
@@ -18,11 +18,11 @@ from appliance.kernel.protocol.state import ClusterState
 from appliance.packs.knowledge import indexer
 from appliance.packs.knowledge.embedder import LocalEmbedder
 from appliance.packs.knowledge.store import open_store
-from tests.knowledge.openai_server import REFUSE, Reply
+from tests.packs.knowledge.openai_server import REFUSE, Reply
 from tests.services import wait_until
 
 MODEL = "text-embedding-3-small"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def add(sql, tenant: int, title: str, body: str) -> int:

@@ -1,7 +1,7 @@
 """campaign-scheduler against a real PostgreSQL: batches, bad rows, pause, rate limit, run budget, lost fence.
 
 Runs are driven in-process with a RunContext built as the worker builds it (fencing numbers issued by
-PostgreSQL), through the default ``outbox`` channel or the local provider server (tests/jobs/providers.py).
+PostgreSQL), through the default ``outbox`` channel or the local provider server (tests/packs/crm/providers.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from appliance.kernel.protocol.fencing import issue_fence
 from appliance.packs.crm.channels import build_channels
 from appliance.packs.crm.jobs import campaigns
 from appliance.packs.crm.jobs.claims import run_session
-from tests.jobs.data import campaign, emails, phones, recipient_states, tenant
+from tests.packs.crm.data import campaign, emails, phones, recipient_states, tenant
 
 FAST = {"CAMPAIGN_BATCH_DELAY": "0", "CAMPAIGN_RATE_LIMIT": "0"}
 

@@ -29,7 +29,7 @@ from appliance.packs.knowledge.store import (
     point_id,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: Another process opening the store: prints "open" once it holds it, then waits for a line on stdin.
 HOLDER = """
 import sys

@@ -1,5 +1,5 @@
 """call-scheduler: business hours (zones, weekdays, holidays, DST), per-tenant concurrency, retries with
-backoff, and the voice provider (the local server of tests/jobs/providers.py), with an injected clock."""
+backoff, and the voice provider (the local server of tests/packs/crm/providers.py), with an injected clock."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from appliance.packs.crm.channels import build_channels
 from appliance.packs.crm.jobs.calls import tick
 from appliance.packs.crm.jobs.claims import run_session
 from appliance.packs.crm.jobs.hours import BusinessHours
-from tests.jobs.data import phones, tenant
+from tests.packs.crm.data import phones, tenant
 
 WEEKDAYS_9_TO_17 = {day: ["09:00-17:00"] for day in ("mon", "tue", "wed", "thu", "fri")}
 

@@ -1,5 +1,5 @@
 """The channels against real servers: email through aiosmtpd (STARTTLS, AUTH, refusals), WhatsApp and voice
-through the local provider server (tests/jobs/providers.py; real providers cannot be reached here):
+through the local provider server (tests/packs/crm/providers.py; real providers cannot be reached here):
 idempotency keys, 429 with Retry-After, 5xx until the circuit breaker opens."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from appliance.packs.crm.channels import Delivery, Message, build_channels, deli
 from appliance.packs.crm.channels.http import ProviderClient, retry_after_seconds
 from appliance.packs.crm.channels.smtp import SmtpTransport
 from appliance.packs.crm.settings import ProviderConfig, SmtpConfig
-from tests.jobs.smtp import PASSWORD, USER, SmtpServer
+from tests.packs.crm.smtp import PASSWORD, USER, SmtpServer
 
 
 def smtp_transport(server, user=USER, password=PASSWORD, threshold=5, timeout=5.0,

@@ -1,5 +1,5 @@
 """The ``knowledge-snapshots`` job. Server mode talks real HTTP to a local server speaking Qdrant's snapshot
-REST API (``tests/knowledge/qdrant_server.py``; there is no Qdrant server binary here); embedded mode has no
+REST API (``tests/packs/knowledge/qdrant_server.py``; there is no Qdrant server binary here); embedded mode has no
 snapshots and says so."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.packs.knowledge import services, snapshots
-from tests.knowledge.qdrant_server import QdrantSnapshotServer
+from tests.packs.knowledge.qdrant_server import QdrantSnapshotServer
 
 COLLECTION = "bharat_crm_knowledge"
 
