@@ -99,10 +99,12 @@ class Beats:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop beating, waiting at most ``timeout`` seconds for a heartbeat in flight (a daemon thread: one
+        still waiting for Redis ends with the process)."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=2)
+            self._thread.join(timeout=timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -100,9 +100,10 @@ class Assembly:
         self.keeper.start()
         self.beats.start()
 
-    def stop(self) -> None:
-        self.beats.stop()
-        self.keeper.stop()
+    def stop(self, timeout: float = 4.0) -> None:
+        """Stop the heartbeat and the keeper within ``timeout`` seconds in all."""
+        self.beats.stop(timeout / 2)
+        self.keeper.stop(timeout / 2)
 
 
 def build(config: Config, client: redis.Redis | None = None, db=None, clock: Clock = SYSTEM,
@@ -262,9 +263,11 @@ def shutdown(assembly: Assembly, pools, timeout: float) -> int:
     # run of this worker still open is closed, once the entries before it are written.
     worker.runner.recorder.put_close(CloseRuns(worker.runner.worker_id, "the worker stopped"))
     worker.runner.recorder.stop(max(0.0, timeout - (clock.monotonic() - started) - 0.1))
-    assembly.stop()
+    # What is left of SHUTDOWN_TIMEOUT bounds the rest too: supervisord's stopwaitsecs is built on it.
+    left = max(0.2, timeout - (clock.monotonic() - started))
+    assembly.stop(left / 2)
     with contextlib.suppress(redis.RedisError, AttributeError):
-        ClusterState(worker.redis).workers.forget(assembly.heartbeat.me)
+        ClusterState(bounded(worker.redis, min(1.0, left / 4))).workers.forget(assembly.heartbeat.me)
     for pool in pools if finished else ():  # a stuck run holds a connection: closing would wait for it
         if pool is not None:
             pool.close(timeout=1)

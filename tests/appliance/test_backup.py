@@ -52,7 +52,7 @@ DOCS = (
     ("Shipping", "Orders leave the Pune warehouse within two business days; express delivery costs extra."),
 )
 COLLECTION = "bharat_crm_knowledge"
-BUNDLED_STANDIN = REPO / "tests" / "knowledge" / "qdrant_server.py"
+BUNDLED_STANDIN = REPO / "tests" / "packs" / "knowledge" / "qdrant_server.py"
 
 
 def add_documents(url: str) -> None:

@@ -74,13 +74,14 @@ def test_a_holder_cut_off_from_redis_stops_before_the_takeover_starts(cluster, r
     """Two workers, each through its own proxy to Redis. In each slot the holder's path is cut at a different
     phase of its renewal cycle; the other worker takes the slot over once the lease expires. Every time, the
     holder's last step is noted before the takeover's first."""
-    ttl = 2.0
-    trace = steady_cluster(cluster, "8s", ttl)
+    ttl = 3.0
+    # Runs of 4 s: long enough that a holder cut at any phase reaches its lease's deadline before its end.
+    trace = steady_cluster(cluster, "12s", ttl)
     proxies: dict[int, Proxy] = {}
     for i in range(2):
         proxy = Proxy(("127.0.0.1", redis_server.port), f"redis-{i}")
         worker = cluster.start(f"home-{i}", REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", FAULT_TRACE=str(trace),
-                               FAULT_WORK="2.5")
+                               FAULT_WORK="4")
         proxies[worker.pid] = proxy
     margins, stops_after_cut = [], []
     seen: set[str] = set()
