@@ -28,7 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import holidays as holiday_data
-from dateutil.rrule import rruleset, rrulestr
+from dateutil.rrule import rruleset, rrulestr  # type: ignore[import-untyped]
 from icalendar import Calendar as IcsFile
 
 from appliance.kernel.schedule.windows import parse_days
