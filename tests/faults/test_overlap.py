@@ -4,6 +4,8 @@ Every slot ends with one row that says what happened, and ``appliance audit`` ho
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from tests.services import wait_until
@@ -49,7 +51,7 @@ def test_buffer_one_starts_the_next_slot_when_the_run_ends_on_three_workers(clus
     wait_until(lambda: len([r for r in _rows(cluster) if r[1] == "success"]) >= 4, 40, "four runs")
     cluster.stop_all()
     runs = [r for r in _runs(cluster) if r[1] == "success"]
-    gaps = [(b[2] - a[3]).total_seconds() for a, b in zip(runs, runs[1:], strict=False)]
+    gaps = [(b[2] - a[3]).total_seconds() for a, b in itertools.pairwise(runs)]
     # Each buffered slot started as the run before it ended: within the remote poll (0.2 s) and a claim.
     assert gaps and max(gaps) < 0.6, gaps
     skipped = [r for r in _rows(cluster) if r[1] == "skipped_overlap"]
