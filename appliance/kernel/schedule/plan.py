@@ -11,7 +11,7 @@ which only the cluster knows when the instant comes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appliance.kernel.schedule.calendars import Calendar, first_exclusion
@@ -44,7 +44,8 @@ class PlannedSlot:
 
 
 def _iso(dt: datetime) -> str:
-    return dt.isoformat().replace("+00:00", "Z")
+    """ISO 8601 UTC with a Z, to the millisecond when a jitter made one."""
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds" if dt.microsecond else "seconds").replace("+00:00", "Z")
 
 
 def dst_note(schedule: Schedule, slot: datetime) -> str | None:
@@ -104,12 +105,12 @@ def diff(old: dict[datetime, PlannedSlot], new: dict[datetime, PlannedSlot]) -> 
 
 def plan_lines(slots: list[PlannedSlot]) -> list[str]:
     """The plan as ``appliance schedule plan`` prints it: one line per slot."""
-    lines = [f"{'SLOT (LOCAL)':<26}  {'SLOT (UTC)':<20}  {'START (UTC)':<24}  NOTE"]
+    lines = [f"{'SLOT (LOCAL)':<25}  {'SLOT (UTC)':<20}  {'START (UTC)':<24}  NOTE"]
     for s in slots:
         notes = []
         if s.excluded:
             notes.append(f"skipped_calendar [{s.excluded[0]}] {s.excluded[1]}")
         if s.dst:
             notes.append(s.dst)
-        lines.append(f"{s.local.isoformat():<26}  {_iso(s.slot):<20}  {_iso(s.start):<24}  {'; '.join(notes) or '-'}")
+        lines.append(f"{s.local.isoformat():<25}  {_iso(s.slot):<20}  {_iso(s.start):<24}  {'; '.join(notes) or '-'}")
     return lines
