@@ -61,7 +61,7 @@ def schedule_plan(args: argparse.Namespace) -> int:
         print_json({"job": spec.job, "spec_hash": spec.hash, **spec.to_json(),
                     "slots": [s.to_json() for s in slots]})
         return 0
-    policy = spec.policy.describe()
+    policy = spec.policy.columns()
     print(f"{spec.job}: {spec.schedule.describe()}, zone {spec.schedule.tz.key}, jitter {policy['jitter']:g} s, "
           f"calendars {', '.join(policy['calendars']) or 'none'}, overlap {policy['overlap']}")
     for line in plan_lines(slots):

@@ -85,14 +85,14 @@ class Policy:
         """(calendar, reason) when a calendar excludes ``slot``; None when it runs."""
         return first_exclusion(self.calendars, slot, zone) if self.calendars else None
 
-    def describe(self) -> dict[str, Any]:
+    def columns(self) -> dict[str, Any]:
         """The settings as ``appliance jobs list`` and the dashboard show them."""
         return {"overlap": self.overlap.value, "max_concurrent": self.max_concurrent, "jitter": self.jitter,
                 "timeout": self.timeout, "isolation": self.isolation.value,
                 "calendars": [c.name for c in self.calendars]}
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.describe(), "calendars": [c.to_json() for c in self.calendars]}
+        return {**self.columns(), "calendars": [c.to_json() for c in self.calendars]}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Policy:
