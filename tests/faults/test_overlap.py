@@ -133,3 +133,24 @@ def test_a_blackout_records_skipped_calendar_with_its_name(cluster):
     assert all(r[2] == "calendar blackout: blackout 00:00-23:59" for r in rows), rows
     assert cluster.effects() == []
     cluster.assert_audit_clean()
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+def test_allow_runs_slots_side_by_side_each_once_on_three_workers(cluster, tmp_path):
+    """Runs of 2.5 s every second with overlap = allow, max_concurrent = 2: two slots run at once, each under a
+    lease (lock:effect:<slot>) and fence of its own; a third finds two running and is skipped; every slot
+    commits at most once and the audit holds."""
+    env = _steady(cluster, tmp_path)
+    cluster.start_together(*[{"FAULT_WORK": "2.5", "OVERLAP_EFFECT": "allow", "MAX_CONCURRENT_EFFECT": "2",
+                              **env}] * 3)
+    wait_until(lambda: len([r for r in _rows(cluster) if r[1] == "success"]) >= 4, 40, "four runs")
+    cluster.stop_all()
+    runs = [r for r in _runs(cluster) if r[1] == "success"]
+    overlapping = [(a, b) for a, b in itertools.pairwise(runs) if b[2] < a[3]]
+    assert overlapping, runs
+    effects = cluster.effects()
+    assert len({e[0] for e in effects}) == len(effects), effects
+    rows = _rows(cluster)
+    assert [r for r in rows if r[1] == "skipped_overlap" and "max_concurrent" in r[2]], rows
+    cluster.assert_audit_clean()
