@@ -392,8 +392,8 @@ class Worker(Recovery):
             retry = d.again(result.request)
             self.after(delay, lambda: self._dispatch(retry))
         elif result.wait:
-            # Held elsewhere by the catch-up of an earlier slot, or the policy buffers: the overlap decides.
-            self._busy(d, None)
+            # Held elsewhere: the policy buffers (it decides), or by the catch-up of an earlier slot (it waits).
+            self._busy(d if d.job.policy.buffers else replace(d, waited=True), None)
         elif result.claim in (Claim.RUNNING, Claim.LOCKED):
             if d.scheduled:
                 self._watch_holder(job, result.holder_pttl)

@@ -16,7 +16,8 @@ def _rows(cluster) -> list[tuple]:
 
 
 def _runs(cluster) -> list[tuple]:
-    return cluster.sql("SELECT slot, outcome, started_at, finished_at, reason FROM job_runs WHERE job = 'effect' "
+    return cluster.sql("SELECT slot, outcome, started_at, finished_at, coalesce(reason, error) FROM job_runs "
+                       "WHERE job = 'effect' "
                        "ORDER BY started_at")
 
 
