@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "appliance.commands.core",
     "appliance.commands.control",
     "appliance.commands.audit",
+    "appliance.commands.schedule",
     "appliance.commands.tools",
     "appliance.commands.backup",
 )

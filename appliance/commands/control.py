@@ -107,9 +107,24 @@ def jobs_list(args: argparse.Namespace) -> int:
         print(f"ALL JOBS PAUSED by {pause.by} since {pause.at} ('appliance jobs resume --all' ends it)")
     rows = [{"name": j.name, "schedule": j.published.describe, "next": j.next_run,
              "last": j.last_run.outcome if j.last_run else None, "paused": "yes" if j.paused else "no",
-             "running": j.running.worker if j.running else None, "lock": j.lease_holder} for j in jobs]
-    _table(rows, ["name", "schedule", "next", "last", "paused", "running", "lock"])
+             "running": j.running.worker if j.running else None, "lock": j.lease_holder,
+             **_policy_columns(j.published.policy)} for j in jobs]
+    _table(rows, ["name", "schedule", "next", "last", "paused", "running", "lock", "overlap", "jitter", "calendars",
+                  "timeout", "isolation"])
     return 0
+
+
+def _policy_columns(policy: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The schedule policy's columns of ``jobs list`` (a job published by an older worker has none)."""
+    if not policy:
+        return {}
+    overlap = policy.get("overlap")
+    if overlap == "allow":
+        overlap = f"allow({policy.get('max_concurrent')})"
+    return {"overlap": overlap, "jitter": f"{policy.get('jitter') or 0:g}s",
+            "calendars": ",".join(policy.get("calendars") or ()) or None,
+            "timeout": f"{policy['timeout']:g}s" if policy.get("timeout") else None,
+            "isolation": policy.get("isolation")}
 
 
 def jobs_control(args: argparse.Namespace) -> int:

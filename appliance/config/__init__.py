@@ -146,6 +146,8 @@ def masked(value: Any) -> Any:
     def convert(value: Any, key: str = "") -> Any:
         if hasattr(value, "describe"):
             return value.text
+        if hasattr(value, "to_json"):  # a job's schedule policy: its JSON form (calendars' definitions whole)
+            return convert(value.to_json())
         if is_dataclass(value) and not isinstance(value, type):
             doc = {f.name: convert(getattr(value, f.name), f.name) for f in fields(value) if f.name not in _HIDDEN}
             if isinstance(value, Config):

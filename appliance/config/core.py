@@ -66,6 +66,9 @@ class CoreConfig:
     #: Seconds a worker's wall clock may be off the shared clock (Redis ``TIME``) before the worker warns and
     #: ``/health`` is degraded; ``appliance audit`` allows for clocks that far behind (docs/worker.md "Clocks").
     clock_skew_warn: float = 1.0
+    #: Run starts the whole fleet may make per second (0: no limit): everything due on one instant is spread
+    #: over start ticks of 1/N s (``appliance.kernel.protocol.starts``).
+    max_starts_per_second: float = 0.0
 
     @property
     def run_dir(self) -> Path:
@@ -164,4 +167,5 @@ def load_core(env: EnvReader) -> CoreConfig:
         redis_eviction_policy=env.str("REDIS_EVICTION_POLICY", "warn", choices=("warn", "refuse")),
         qdrant_grpc_port=env.int("QDRANT_GRPC_PORT", 6334, min=1, max=65535),
         clock_skew_warn=env.duration("CLOCK_SKEW_WARN", 1.0, unit="s", min=0.001),
+        max_starts_per_second=env.float("MAX_STARTS_PER_SECOND", 0.0, min=0.0, max=10000.0),
     )

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from appliance.config.env import EnvReader
 
-PREFIXES = ("SCHEDULE_", "TIMEZONE_", "LOCK_TTL_", "MAX_RETRIES_", "GRACE_", "ENABLED_")
+PREFIXES = ("SCHEDULE_", "TIMEZONE_", "LOCK_TTL_", "MAX_RETRIES_", "GRACE_", "ENABLED_",
+            # The schedule policy's (appliance.kernel.contract.policy.ENV_PREFIXES).
+            "OVERLAP_", "MAX_CONCURRENT_", "JITTER_", "TIMEOUT_", "ISOLATION_", "CALENDAR_", "HOLIDAYS_", "BLACKOUT_")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
@@ -21,6 +22,7 @@ import psycopg
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import BadRequest
 
+from appliance.kernel.contract.spec import EffectiveSpec
 from appliance.kernel.protocol.ledger import read_history
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.runtime.clients import PG_CONNECT_TIMEOUT
@@ -106,6 +108,30 @@ def jobs() -> Response:
     state = _state()
     return jsonify(jobs=[job.to_json() for job in state.jobs.views()],
                    workers=[worker.to_json() for worker in state.workers.live()])
+
+
+@bp.get("/jobs/<name>/plan")
+@require_admin
+def plan(name: str) -> Response:
+    """The job's next fire times as its workers will run them (``appliance schedule plan``), from the effective
+    spec they publish: ``?next=N`` (default 10, at most 1000), ``?from=ISO`` (default now)."""
+    state = _state()
+    state.jobs.require(name)
+    published = next(view.published for view in state.jobs.views() if view.name == name)
+    if not published.spec:
+        raise BadRequest(f"job {name!r} was published by a worker that does not publish its spec yet")
+    count = _limit(10)
+    raw = request.args.get("from")
+    try:
+        after = datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else \
+            current_app.extensions["appliance"].monitor.clock.now()
+    except ValueError:
+        raise BadRequest(f"from must be an ISO 8601 time, not {raw!r}") from None
+    after = after if after.tzinfo else after.replace(tzinfo=UTC)
+    spec = EffectiveSpec.from_json(dict(published.spec))
+    return jsonify(job=name, spec_version=published.spec_version, spec_hash=spec.hash,
+                   policy=spec.policy.columns(), schedule=spec.schedule.text, timezone=spec.schedule.tz.key,
+                   slots=[slot.to_json() for slot in spec.plan(after, count)])
 
 
 @bp.post("/jobs/<name>/trigger")

@@ -21,6 +21,7 @@ from appliance.kernel.protocol.ledger import Ledger, SlotRecord
 from appliance.kernel.protocol.locks import Claim
 from appliance.kernel.protocol.outcomes import Outcome
 from appliance.kernel.protocol.owner import iso, make_token, new_run_id
+from appliance.kernel.protocol.starts import StartBudget
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.protocol.state.runs import RunInProgress
 from appliance.kernel.runtime import metrics
@@ -28,6 +29,7 @@ from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.logs import fields
 from appliance.kernel.runtime.redaction import Redactor
 from appliance.worker.dispatch import Attempt, Dispatch, Request, Source
+from appliance.worker.overlap import request_cancel
 from appliance.worker.recorder import Recorder
 
 log = logging.getLogger("appliance.worker.run")
@@ -52,6 +54,10 @@ class OpenRun:
     request: Request | None
     #: Monotonic time at which the acquire that took the lease was sent: the lease runs from there.
     sent: float | None = None
+    #: The lease's name: the job's, or ``<job>:<slot>`` for a slot's own (overlap = allow).
+    lease: str = ""
+    #: When the job body starts: the planned start (jitter, MAX_STARTS_PER_SECOND), for a scheduled slot.
+    start: datetime | None = None
 
     @property
     def slot_ms(self) -> int | None:
@@ -75,6 +81,10 @@ class Claims:
         self.worker_id = worker_id
         self.clock = clock
         self.state = ClusterState(client)
+        #: Job -> the version of its effective spec this worker runs (``appliance.worker.specs``).
+        self.spec_versions: dict[str, int] = {}
+        #: MAX_STARTS_PER_SECOND's start ticks, when set.
+        self.starts: StartBudget | None = None
         self._unreleased: dict[str, str] = {}  # job -> owner whose release failed while Redis was down
         self._skipping: dict[str, Outcome] = {}  # job -> why its slots are being skipped (logged once)
 
@@ -87,37 +97,75 @@ class Claims:
         job, run_id, started = d.job, new_run_id(), self.clock.now()
         owner = make_token(run_id, started)
         slot_ms = epoch_ms(d.slot) if d.scheduled else None
+        per_slot = d.scheduled and job.policy.per_slot
+        lease = keys.slot_lease(job.name, iso(d.slot)) if per_slot else job.name
         running = json.dumps(RunInProgress(self.worker_id, run_id, iso(d.slot), iso(started), d.attempt, d.reason,
                                            d.catch_up).to_json())
         try:
             self._release_leftover(job.name)
             sent = self.clock.monotonic()
-            claim, pttl = locks.acquire(self.scripts, job.name, owner, job.lock_ttl, slot_ms, running)
-            if claim is Claim.LOCKED and d.scheduled and d.attempt == 1 and self.until(d.slot) > 0:
+            claim, pttl = self._acquire(d, lease, owner, slot_ms, running)
+            if claim is Claim.LOCKED and d.scheduled and d.attempt == 1 and self.until(d.start) > 0:
                 # Claimed ahead of the instant while the previous run still held the job: try again on it.
-                self.clock.sleep(self.until(d.slot))
+                self.clock.sleep(self.until(d.start))
                 sent = self.clock.monotonic()
-                claim, pttl = locks.acquire(self.scripts, job.name, owner, job.lock_ttl, slot_ms, running)
+                claim, pttl = self._acquire(d, lease, owner, slot_ms, running)
         except redis.RedisError as exc:
             metrics.JOB_RUNS.labels(job.name, Outcome.SKIPPED_UNAVAILABLE.value).inc()
             if d.scheduled:
                 self.slot_not_run(d, Outcome.SKIPPED_UNAVAILABLE, f"Redis unavailable: {exc}")
             return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=str(exc), unavailable="redis")
         if claim is not Claim.OK:
-            if claim is Claim.LOCKED and d.scheduled and d.attempt == 1 and self._held_by_catch_up(job.name, d.slot):
-                return Attempt(claim, holder_pttl=pttl, wait=True)
-            if d.scheduled and (claim is Claim.LOCKED or (claim in (Claim.DONE, Claim.PASSED) and d.attempt > 1)):
-                self.slot_not_run(d, Outcome.SKIPPED_LOCKED, "an earlier run held the job")
-            elif claim is Claim.PASSED and d.scheduled:
-                self.passed_over(d)
-            return Attempt(claim, holder_pttl=pttl)
+            return self._not_taken(d, claim, pttl)
         request = d.request
         if d.source is Source.QUEUED:
             request = self._take_trigger(job.name, owner)
             if request is None:
                 return Attempt(Claim.DONE)
-        run = OpenRun(d, run_id, started, owner, None, request, sent)
+        run = OpenRun(d, run_id, started, owner, None, request, sent, lease, self._start_of(d))
         return self._open(run)
+
+    def _acquire(self, d: Dispatch, lease: str, owner: str, slot_ms: int | None, running: str) -> tuple[Claim, int]:
+        if lease != d.job.name:
+            assert slot_ms is not None
+            return locks.acquire_slot(self.scripts, d.job.name, lease, owner, d.job.lock_ttl, slot_ms, running,
+                                      d.job.policy.max_concurrent)
+        return locks.acquire(self.scripts, d.job.name, owner, d.job.lock_ttl, slot_ms, running)
+
+    def _not_taken(self, d: Dispatch, claim: Claim, pttl: int) -> Attempt:
+        """The lease was not ours: a first attempt of a slot that finds its job running waits when its overlap
+        policy buffers or the run is the catch-up of an earlier slot; otherwise the slot's row says why."""
+        first = d.scheduled and d.attempt == 1
+        if claim is Claim.LOCKED and first and (d.job.policy.buffers or d.waited
+                                                or self._held_by_catch_up(d.job.name, d.slot)):
+            return Attempt(claim, holder_pttl=pttl, wait=True)
+        if claim is Claim.LOCKED and first:
+            reason = (f"{d.job.policy.max_concurrent} runs of the job were running (overlap = allow, max_concurrent)"
+                      if d.job.policy.per_slot else "its job was running on another worker (overlap = skip)")
+            self.slot_not_run(d, Outcome.SKIPPED_OVERLAP, reason)
+        elif d.scheduled and (claim is Claim.LOCKED or (claim in (Claim.DONE, Claim.PASSED) and d.attempt > 1)):
+            self.slot_not_run(d, Outcome.SKIPPED_LOCKED, "an earlier run held the job")
+        elif claim is Claim.PASSED and d.scheduled:
+            self.passed_over(d)
+        return Attempt(claim, holder_pttl=pttl)
+
+    def _start_of(self, d: Dispatch) -> datetime:
+        """When the run's body starts: the planned start, moved on to a free start tick when
+        MAX_STARTS_PER_SECOND is set (``appliance.kernel.protocol.starts``); at once for a manual run."""
+        if not d.scheduled:
+            return self.clock.now()
+        if self.starts is None:
+            return d.start
+        try:
+            return self.starts.reserve(d.start)
+        except redis.RedisError:
+            return d.start  # the budget spreads starts; without Redis it cannot, and the lease was ours
+
+    def request_cancel(self, job: str) -> None:
+        """overlap = cancel_other: ask the run holding ``job``, wherever it is, to stop at its next checkpoint."""
+        run_id = request_cancel(self.redis, job)
+        if run_id:
+            log.info("asked the running run to stop for a newer slot", extra=fields(job=job, run_id=run_id))
 
     def _open(self, run: OpenRun) -> OpenRun | Attempt:
         """Open the run in the ledger (its fence is issued here)."""
@@ -125,18 +173,19 @@ class Claims:
         if self.ledger is None:
             return run
         try:
-            started = self.ledger.start(d.job.name, d.slot, run.reason, run.run_id, run.owner, self.worker_id,
-                                        d.attempt, run.started)
+            started = self.ledger.open(d.job.name, d.slot, run.reason, run.run_id, run.owner, self.worker_id,
+                                       d.attempt, run.started, run.start if d.scheduled else None,
+                                       self.spec_versions.get(d.job.name), run.lease != d.job.name)
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: no fence, so the job must not run
             error = self.redact.text(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
-            self.give_back(d.job.name, run.owner, run.request if d.source is Source.QUEUED else None)
+            self.give_back(run.lease, run.owner, run.request if d.source is Source.QUEUED else None)
             metrics.JOB_RUNS.labels(d.job.name, Outcome.SKIPPED_UNAVAILABLE.value).inc()
             if d.scheduled:
                 self.slot_not_run(d, Outcome.SKIPPED_UNAVAILABLE, error)
             log.warning("slot not run: no fence without PostgreSQL", extra=fields(job=d.job.name, error=error))
             return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=error, unavailable="postgres")
         if started.done:
-            self.give_back(d.job.name, run.owner, None)
+            self.give_back(run.lease, run.owner, None)
             log.info("slot already committed, or a later one; not run again",
                      extra=fields(job=d.job.name, slot=iso(d.slot)))
             if d.scheduled and d.attempt == 1:

@@ -45,6 +45,13 @@ class Dispatch:
     #: A slot run late (after downtime, an outage, a dead holder or a loop that fell behind): coalesced into the
     #: next slot when it would run into it, and the next slot waits for it rather than being skipped.
     catch_up: bool = False
+    #: A slot that waited for the run before it (its overlap policy decided so once; it keeps its place).
+    waited: bool = False
+
+    @property
+    def start(self) -> datetime:
+        """When the run starts: a scheduled slot's planned start (its jitter applied), else at once."""
+        return self.job.policy.start_of(self.job.name, self.slot) if self.scheduled else self.slot
 
     @classmethod
     def manual(cls, job: JobSettings, at: datetime, reason: str, by: str) -> Dispatch:
@@ -83,5 +90,6 @@ class Attempt:
     retry: bool = False
     request: Request | None = None
     unavailable: str = ""
-    #: The job is held by the catch-up of an earlier slot: this slot waits for it instead of being skipped.
+    #: The job is held by the catch-up of an earlier slot, or its overlap policy buffers: this slot waits for
+    #: the run before it instead of being skipped.
     wait: bool = False

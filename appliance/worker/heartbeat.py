@@ -12,6 +12,7 @@ import threading
 import redis
 
 from appliance import __version__
+from appliance.kernel.contract.spec import EffectiveSpec
 from appliance.kernel.protocol.eviction import eviction_policy, eviction_problem
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
@@ -29,11 +30,14 @@ log = logging.getLogger("appliance.worker")
 
 def job_table(worker: Worker, me: str) -> list[PublishedJob]:
     now = worker.clock.now()
+    versions = worker.runner.claims.spec_versions
     return [PublishedJob(
         name=job.name, schedule=job.schedule.text, describe=job.schedule.describe(), timezone=job.timezone,
         period_seconds=job.period, lock_ttl=job.lock_ttl, grace=job.grace, max_retries=job.max_retries,
         enabled=job.enabled, description=job.description,
-        next_runs=tuple(iso(t) for t in job.schedule.next_runs(now, 5)), published_by=me, published_at=iso(now),
+        next_runs=tuple(iso(job.policy.start_of(job.name, t)) for t in job.schedule.next_runs(now, 5)),
+        published_by=me, published_at=iso(now), policy=job.policy.columns(),
+        spec=EffectiveSpec.of(job).to_json(), spec_version=versions.get(job.name),
     ) for job in worker.jobs.values()]
 
 

@@ -63,6 +63,8 @@ class Lease:
     next_renew: float = 0.0
     lost: bool = False
     run_id: str = ""
+    #: The lease's name when it is not the job's: ``<job>:<slot>``, a slot's own under overlap = allow.
+    name: str = ""
     on_lost: Callable[[Lease], None] | None = field(default=None, repr=False)
     clock: Clock = field(default=SYSTEM, repr=False)
 
@@ -183,7 +185,7 @@ class LeaseKeeper:
             lease.next_renew = lease.deadline + lease.ttl
             return
         try:
-            ours = locks.renew(self.scripts, lease.job, lease.owner, lease.ttl)
+            ours = locks.renew(self.scripts, lease.name or lease.job, lease.owner, lease.ttl)
         except redis.RedisError as exc:
             lease.next_renew = self.clock.monotonic() + min(0.5, lease.ttl / 10)
             log.warning("could not renew lease, retrying", extra=fields(job=lease.job, error=str(exc)))

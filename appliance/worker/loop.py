@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import cast
 
@@ -34,6 +35,7 @@ from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.logs import fields
 from appliance.worker.catch_up import coalesced_into, expected_duration, is_late
 from appliance.worker.dispatch import Attempt, Dispatch, Source
+from appliance.worker.overlap import REMOTE_POLL, Buffers, Verdict, decide
 from appliance.worker.pool import RunPool
 from appliance.worker.recovery import Recovery
 from appliance.worker.runner import Runner
@@ -59,8 +61,8 @@ class Worker(Recovery):
         self._stopping = threading.Event()
         self._refresh_due = 0.0
         self._paused: set[str] = set()
-        self._running: dict[str, Dispatch] = {}  # job -> the dispatch of its run on this worker
-        self._waiting: dict[str, Dispatch] = {}  # job -> a slot waiting for this worker's catch-up of an earlier one
+        self._running: dict[str, list[Dispatch]] = {}  # job -> the dispatches of its runs on this worker
+        self._buffers = Buffers()  # slots waiting for the run before them (overlap policy, catch-ups)
         self._deferred: set[str] = set()
         self._lock = threading.Lock()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -86,7 +88,7 @@ class Worker(Recovery):
 
     def running_jobs(self) -> list[str]:
         with self._lock:
-            return sorted(self._running)
+            return sorted(name for name, runs in self._running.items() if runs)
 
     def after(self, delay: float, action: Callable[[], None]) -> None:
         with self._lock:
@@ -181,7 +183,7 @@ class Worker(Recovery):
     def _sleep_seconds(self) -> float:
         waits = [self._refresh_due - self.clock.monotonic()]
         now = self.clock.now()
-        waits += [(cast(SlotJob, job).slot - now).total_seconds() - CLAIM_LEAD for job in self.scheduler.jobs]
+        waits += [(cast(SlotJob, job).start - now).total_seconds() - CLAIM_LEAD for job in self.scheduler.jobs]
         with self._lock:
             if self._timers:
                 waits.append(self._timers[0][0] - self.clock.monotonic())
@@ -203,14 +205,17 @@ class Worker(Recovery):
             pipe = self.redis.pipeline(transaction=False)
             pipe.hkeys(keys.PAUSED)
             pipe.exists(keys.PAUSED_ALL)
+            pipe.hgetall(keys.CANCEL)
             for name in names:
                 pipe.llen(keys.triggers(name))
-            paused, paused_all, *pending = pipe.execute()
+            paused, paused_all, cancels, *pending = pipe.execute()
         except redis.RedisError as exc:
             self._redis_down(exc)
             self._refresh_due = self.clock.monotonic() + 1.0
             return
         self._paused = set(self.jobs) if paused_all else set(paused)
+        for run_id in cancels.values():
+            self.runner.cancel_by_newer(run_id)
         for name, count in zip(names, pending, strict=True):
             if count:
                 self._dispatch(Dispatch(self.jobs[name], self.clock.now(), Source.QUEUED))
@@ -224,7 +229,7 @@ class Worker(Recovery):
     def _slot_due(self, job: SlotJob) -> None:
         """Called by ``schedule`` for a due ``SlotJob``; must not raise, or the library would not reschedule."""
         try:
-            self._dispatch(Dispatch(job.settings, job.slot, catch_up=is_late(job.slot, self.clock.now())))
+            self._dispatch(Dispatch(job.settings, job.slot, catch_up=is_late(job.start, self.clock.now())))
         except Exception:
             log.exception("dispatch failed", extra=fields(job=job.settings.name))
 
@@ -233,17 +238,21 @@ class Worker(Recovery):
             return
         job, claims = d.job, self.runner.claims
         first_slot = d.scheduled and d.attempt == 1
+        if first_slot and self._excluded(d):
+            return
         if first_slot and job.name in self._paused:
             claims.skip(job.name, Outcome.PAUSED)
             claims.record_slot(job.name, d.slot, Outcome.PAUSED, "the job is paused")
             return
         if self._coalesce(d):
             return
+        capacity = job.policy.max_concurrent if d.scheduled else 1
         with self._lock:
-            holder = self._running.get(job.name)
+            runs = self._running.setdefault(job.name, [])
+            holder = runs[-1] if len(runs) >= capacity or (runs and not d.scheduled) else None
             if holder is None:
-                self._running[job.name] = d
-        if holder is not None and first_slot and (ahead := (d.slot - self.clock.now()).total_seconds()) > 0:
+                runs.append(d)
+        if holder is not None and first_slot and (ahead := (d.start - self.clock.now()).total_seconds()) > 0:
             # Claimed ahead of its instant while this worker's previous run still goes: look again on the
             # instant itself, when the slot would have been taken without the lead.
             self.after(ahead, lambda: self._dispatch(d))
@@ -252,6 +261,16 @@ class Worker(Recovery):
             self._busy(d, holder)
             return
         self.pool.submit(lambda: self._run_task(d))
+
+    def _excluded(self, d: Dispatch) -> bool:
+        """A slot a calendar of its job excludes is recorded ``skipped_calendar``, naming the calendar."""
+        excluded = d.job.policy.excluded(d.slot, d.job.schedule.tz)
+        if excluded is None:
+            return False
+        calendar, reason = excluded
+        self.runner.claims.skip(d.job.name, Outcome.SKIPPED_CALENDAR)
+        self.runner.claims.record_slot(d.job.name, d.slot, Outcome.SKIPPED_CALENDAR, f"calendar {calendar}: {reason}")
+        return True
 
     def _coalesce(self, d: Dispatch) -> bool:
         """Record a catch-up that would run into the job's next slot as coalesced into it (``catch_up``)."""
@@ -268,30 +287,63 @@ class Worker(Recovery):
                                                                         into=iso(following)))
         return True
 
-    def _busy(self, d: Dispatch, holder: Dispatch) -> None:
-        """``d`` came while this worker runs ``holder`` for the same job."""
+    def _busy(self, d: Dispatch, holder: Dispatch | None) -> None:
+        """``d`` came while its job runs: here (``holder``), or on another replica (``holder`` None: the claim
+        found the lease held). Its overlap policy decides (``appliance.worker.overlap``)."""
         job, claims = d.job, self.runner.claims
-        if d.scheduled and d.attempt == 1 and holder.catch_up and holder.slot < d.slot:
-            with self._lock:
-                self._waiting[job.name] = d  # runs when the catch-up ends (see _run_task)
-            return
-        if d.scheduled and d.attempt == 1:
-            reason = "an earlier run on this worker still held the job"
-            claims.skip(job.name, "skipped_overlap")
-            claims.record_slot(job.name, d.slot, Outcome.SKIPPED_LOCKED, reason)
-            claims.note_skipped(job.name, Outcome.SKIPPED_LOCKED, reason)
+        if d.scheduled and d.attempt == 1 and d.waited:
+            self._buffers.put_back(d)  # tried again and found the job still running: keeps its place
+            if holder is None:
+                self.after(REMOTE_POLL, lambda: self._pump(job.name))
+        elif d.scheduled and d.attempt == 1:
+            decision = decide(d, holder, self._buffers.waiting(job.name))
+            if decision.verdict is Verdict.SKIP:
+                self._skip_overlap(d, decision.reason)
+                return
+            if decision.displaced is not None:
+                self._buffers.remove(decision.displaced)
+                self._skip_overlap(decision.displaced, "a newer slot took its place (overlap = cancel_other)")
+            if decision.verdict is Verdict.CANCEL:
+                self._cancel_holder(d, holder)
+            self._buffers.add(replace(d, waited=True))  # runs when the run before it ends (_run_task), or polled
+            if holder is None:
+                self.after(REMOTE_POLL, lambda: self._pump(job.name))
         elif d.scheduled:
             claims.record_slot(job.name, d.slot, Outcome.FAILED, "retry not run: a later run held the job")
         elif d.source is Source.QUEUED:
             with self._lock:
                 self._deferred.add(job.name)
 
+    def _skip_overlap(self, d: Dispatch, reason: str) -> None:
+        claims = self.runner.claims
+        claims.skip(d.job.name, Outcome.SKIPPED_OVERLAP)
+        claims.record_slot(d.job.name, d.slot, Outcome.SKIPPED_OVERLAP, reason)
+        claims.note_skipped(d.job.name, Outcome.SKIPPED_OVERLAP, reason)
+
+    def _cancel_holder(self, d: Dispatch, holder: Dispatch | None) -> None:
+        """overlap = cancel_other: the run holding the job stops at its next checkpoint, here or elsewhere."""
+        if holder is not None and self.runner.cancel_by_newer_of(holder.job.name, holder.slot):
+            return
+        try:
+            self.runner.claims.request_cancel(d.job.name)
+        except redis.RedisError as exc:
+            self._redis_down(exc)
+
+    def _pump(self, name: str) -> None:
+        """The run of ``name`` ended here, or a slot waits for one elsewhere: try the oldest waiting slot."""
+        with self._lock:
+            if len(self._running.get(name, ())) >= self.jobs[name].policy.max_concurrent:
+                return  # a run of it is still going here: its end pumps again
+        d = self._buffers.pop(name)
+        if d is not None:
+            self._waited(d)
+
     def _waited(self, d: Dispatch) -> None:
-        """A slot that waited for a catch-up: run it now, unless its grace ended meanwhile."""
+        """A slot that waited for the run before it: run it now, unless its grace ended meanwhile."""
         if (self.clock.now() - d.slot).total_seconds() > d.job.grace:
-            reason = "the catch-up of an earlier slot held the job until this slot's grace ended"
-            self.runner.claims.skip(d.job.name, Outcome.SKIPPED_LOCKED)
-            self.runner.claims.record_slot(d.job.name, d.slot, Outcome.SKIPPED_LOCKED, reason)
+            reason = "buffered, but the run before it held the job until this slot's grace ended"
+            self._skip_overlap(d, reason)
+            self._pump(d.job.name)
             return
         self._dispatch(d)
 
@@ -302,13 +354,14 @@ class Worker(Recovery):
             result = self._crashed(d, exc)
         finally:
             with self._lock:
-                self._running.pop(d.job.name, None)
+                runs = self._running.get(d.job.name, [])
+                if d in runs:
+                    runs.remove(d)
                 deferred = d.job.name in self._deferred
                 self._deferred.discard(d.job.name)
-                waiting = self._waiting.pop(d.job.name, None)
         self._after_attempt(d, result)
-        if waiting is not None:
-            self._waited(waiting)
+        if not result.wait:
+            self._pump(d.job.name)
         # After a trigger, look for the next one at once; not while a service is down (it would spin).
         self.wake(refresh=(not d.scheduled or deferred) and not result.unavailable)
 
@@ -339,8 +392,8 @@ class Worker(Recovery):
             retry = d.again(result.request)
             self.after(delay, lambda: self._dispatch(retry))
         elif result.wait:
-            # Held by the catch-up of an earlier slot on another replica: look again until it ends.
-            self.after(min(1.0, job.lock_ttl / 3), lambda: self._waited(d))
+            # Held elsewhere: the policy buffers (it decides), or by the catch-up of an earlier slot (it waits).
+            self._busy(d if d.job.policy.buffers else replace(d, waited=True), None)
         elif result.claim in (Claim.RUNNING, Claim.LOCKED):
             if d.scheduled:
                 self._watch_holder(job, result.holder_pttl)

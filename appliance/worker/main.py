@@ -27,6 +27,7 @@ from appliance.kernel.protocol import keys, locks
 from appliance.kernel.protocol.eviction import eviction_policy, eviction_problem
 from appliance.kernel.protocol.ledger import CloseRuns, Ledger
 from appliance.kernel.protocol.owner import iso, worker_id
+from appliance.kernel.protocol.starts import StartBudget
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.runtime import metrics
 from appliance.kernel.runtime.clients import REDIS_SOCKET_TIMEOUT, bounded, make_pool, make_redis, wait_for
@@ -42,6 +43,7 @@ from appliance.worker.loop import Worker
 from appliance.worker.pool import RunPool
 from appliance.worker.recorder import Recorder
 from appliance.worker.runner import Runner
+from appliance.worker.specs import store_versions
 
 #: Seconds a thread may hold the GIL before one waiting for it gets it (Python's default is 0.005).
 GIL_SWITCH_INTERVAL = 0.0005
@@ -123,6 +125,8 @@ def build(config: Config, client: redis.Redis | None = None, db=None, clock: Clo
     alerter = Alerter(client, config.core.alerts, redactor=Redactor.from_config(config), clock=clock)
     runner = Runner(config, client, scripts, db, keeper, alerter, me, ledger=ledger, recorder=Recorder(ledger),
                     clock=clock)
+    if config.core.max_starts_per_second > 0:
+        runner.claims.starts = StartBudget(client, config.core.max_starts_per_second)
     worker = Worker(config, client, runner, pool, jobs, clock=clock)
     beat_client = bounded(client, min(REDIS_SOCKET_TIMEOUT, config.core.heartbeat_ttl / 5))
     heartbeat = Heartbeat(worker, ClusterState(beat_client), me, config.core.heartbeat_ttl,
@@ -168,6 +172,7 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
         signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))
     close_dead_runs(worker, liveness)
     check_durability(worker.runner.ledger)
+    worker.runner.claims.spec_versions = store_versions(worker.runner.ledger, list(worker.jobs.values()), me)
     worker.plan()
     assembly.start()
     threading.Thread(target=listen, args=(worker, make_redis(config.core.redis_url, timeout=10)),

@@ -21,6 +21,7 @@ from appliance.config import Config
 from appliance.errors import Cancelled, LockLost
 from appliance.kernel.contract.catalog import JobSettings
 from appliance.kernel.contract.context import CancelToken, RunContext
+from appliance.kernel.contract.policy import Isolation
 from appliance.kernel.protocol import keys, locks
 from appliance.kernel.protocol.ledger import Ledger
 from appliance.kernel.protocol.locks import Claim
@@ -35,8 +36,10 @@ from appliance.kernel.runtime.redaction import Redactor
 from appliance.worker.alerts import Alerter
 from appliance.worker.claim import Claims, OpenRun
 from appliance.worker.dispatch import Attempt, Dispatch
+from appliance.worker.isolation import RunFailed, run_job
 from appliance.worker.leases import Lease, LeaseKeeper
 from appliance.worker.recorder import Recorder
+from appliance.worker.timeouts import Timeouts
 from appliance.worker.together import StartTogether
 
 log = logging.getLogger("appliance.worker.run")
@@ -46,9 +49,11 @@ SUMMARY_LIMIT = 4096
 #: The slot outcome of each final run outcome (a retrying attempt leaves its slot open).
 SLOT_OF = {Outcome.SUCCESS: Outcome.SUCCESS, Outcome.FAILURE: Outcome.DEAD_LETTERED,
            Outcome.CANCELLED: Outcome.CANCELLED, Outcome.LEASE_LOST: Outcome.LEASE_LOST,
-           Outcome.ABANDONED: Outcome.ABANDONED}
+           Outcome.ABANDONED: Outcome.ABANDONED, Outcome.TIMED_OUT: Outcome.TIMED_OUT,
+           Outcome.CANCELLED_BY_NEWER: Outcome.CANCELLED_BY_NEWER}
 #: Outcomes after which no replica should run the slot again (Redis ``done`` marker).
-SETTLED = frozenset({Outcome.SUCCESS, Outcome.FAILURE, Outcome.CANCELLED})
+SETTLED = frozenset({Outcome.SUCCESS, Outcome.FAILURE, Outcome.CANCELLED, Outcome.TIMED_OUT,
+                     Outcome.CANCELLED_BY_NEWER})
 
 
 class Runner:
@@ -71,6 +76,9 @@ class Runner:
         self.services = services if services is not None else {}
         self.cancel_all = CancelToken(clock)
         self._active: dict[int, CancelToken] = {}
+        #: Run id -> (job, slot, cancel token) of the runs in progress here (overlap = cancel_other).
+        self._runs: dict[str, tuple[str, Any, CancelToken]] = {}
+        self.timeouts = Timeouts(clock, config.core.shutdown_timeout, self._ended_hard)
         #: Seconds the last run of each job took here (how long a catch-up of it is expected to take).
         self.durations: dict[str, float] = {}
         self.together = StartTogether()
@@ -89,7 +97,8 @@ class Runner:
         if self.cancel_all.cancelled:
             cancel.cancel(self.cancel_all.reason)
         lease = self.keeper.hold(Lease(job.name, run.owner, job.lock_ttl, cancel, confirmed=run.sent,
-                                       on_lost=self._lost, run_id=run.run_id, clock=self.clock))
+                                       on_lost=self._lost, run_id=run.run_id, clock=self.clock,
+                                       name="" if run.lease == job.name else run.lease))
         ctx = RunContext(
             job=job.name, slot=d.slot, run_id=run.run_id, attempt=d.attempt, owner=run.owner,
             config=self.config, redis=self.redis, db=self.db, trigger=run.reason, services=self.services,
@@ -97,6 +106,7 @@ class Runner:
             issued_fence=run.fence,
         )
         self._active[id(ctx)] = cancel
+        self._runs[run.run_id] = (job.name, d.slot, cancel)
         base = dict(job=job.name, slot=iso(d.slot), run_id=run.run_id, attempt=d.attempt, owner=run.owner,
                     trigger=run.reason)
         by = run.request.by if run.request and run.request.by else None
@@ -104,11 +114,13 @@ class Runner:
             base["by"] = by
         log.info("run started", extra=fields(**base, fence=run.fence))
         try:
-            outcome, error, trace, summary, duration = self._body(d, ctx, lease)
+            outcome, error, trace, summary, duration = self._body(d, ctx, lease, run.start)
             self.durations[job.name] = duration
         finally:
+            self.timeouts.drop(run.run_id)
             self.keeper.drop(lease)
             self._active.pop(id(ctx), None)
+            self._runs.pop(run.run_id, None)
         if d.scheduled:
             self.together.settle(d.slot)
         error, trace, summary = self.redact.text(error), self.redact.text(trace), self.redact.value(summary)
@@ -129,7 +141,7 @@ class Runner:
                            outcome=recorded.value, processed=ctx.processed_count, error=error or None,
                            fence=run.fence, summary=summary)
         done_ms = run.slot_ms if recorded in SETTLED and not retry else None
-        streak, warned = self._finish(job, run.owner, record, done_ms, ctx, lease)
+        streak, warned = self._finish(job, run.owner, record, done_ms, ctx, lease, run.lease)
         log.log(logging.INFO if recorded is Outcome.SUCCESS else logging.WARNING, "run ended",
                 extra=fields(**base, duration_ms=record.duration_ms, outcome=recorded.value,
                              error=error or None, processed=ctx.processed_count, retry=retry))
@@ -144,26 +156,33 @@ class Runner:
             self.alerter.succeeded(job.name, streak, warned)
         return Attempt(Claim.OK, recorded, error, retry=retry, request=run.request)
 
-    def _body(self, d: Dispatch, ctx: RunContext, lease: Lease) -> tuple[Outcome, str, str, Any, float]:
-        """The job itself, on its slot's instant: (outcome, error, traceback, summary, seconds)."""
+    def _body(self, d: Dispatch, ctx: RunContext, lease: Lease,
+              start: Any = None) -> tuple[Outcome, str, str, Any, float]:
+        """The job itself, on its planned start: (outcome, error, traceback, summary, seconds)."""
         outcome, error, trace, summary = Outcome.SUCCESS, "", "", None
         t0 = self.clock.monotonic()
+        start = start or d.slot
         if d.scheduled:
-            self.together.claimed(d.slot)
+            self.together.claimed(start)
         try:
             if d.scheduled:
                 try:
-                    ctx.sleep(self.claims.until(d.slot))  # claimed ahead: the body starts on the slot's instant
+                    ctx.sleep(self.claims.until(start))  # claimed ahead: the body starts on its planned start
                 finally:
-                    self.together.started(d.slot)
-                metrics.SCHEDULE_LAG.observe(max(0.0, -self.claims.until(d.slot)))
+                    self.together.started(start)
+                metrics.SCHEDULE_LAG.observe(max(0.0, -self.claims.until(start)))
                 t0 = self.clock.monotonic()
-            summary = _summary(d.job.func(ctx))
+            if d.job.policy.timeout:
+                self.timeouts.watch(ctx.run_id, d.job.policy.timeout, ctx.cancel, lease,
+                                    end_hard=d.job.policy.isolation is Isolation.THREAD)
+            summary = _summary(run_job(d.job, ctx, self.config.core.shutdown_timeout))
         except Cancelled as exc:
-            outcome = Outcome.LEASE_LOST if lease.lost else Outcome.CANCELLED
+            outcome = Outcome.LEASE_LOST if lease.lost else Outcome(ctx.cancel.outcome)
             error = str(exc) or ctx.cancel.reason
         except LockLost as exc:
             outcome, error = Outcome.LEASE_LOST, str(exc)
+        except RunFailed as exc:  # isolation = process: the child's own error and traceback
+            outcome, error, trace = Outcome.FAILURE, str(exc), exc.trace
         except Exception as exc:  # noqa: BLE001 - any failure of a job is recorded and retried
             outcome, error, trace = Outcome.FAILURE, f"{type(exc).__name__}: {exc}", traceback.format_exc()
         return outcome, error, trace, summary, self.clock.monotonic() - t0
@@ -185,18 +204,42 @@ class Runner:
             self.recorder.put_finish(args)
             return outcome
 
-    def abandon(self, lease: Lease, reason: str) -> None:
-        """A run that did not stop in time (shutdown): record it abandoned and release its lease."""
+    def abandon(self, lease: Lease, reason: str, outcome: Outcome = Outcome.ABANDONED) -> None:
+        """A run that did not stop in time (shutdown, or past its timeout): record it and release its lease."""
         if self.ledger is not None and lease.run_id:
             try:
-                self.ledger.finish(lease.run_id, Outcome.ABANDONED, Outcome.ABANDONED, None, 0, None, 0.0, reason)
+                self.ledger.finish(lease.run_id, outcome, outcome, None, 0, None, 0.0, reason)
             except Exception as exc:  # noqa: BLE001 - the next holder's start reconciles it instead
                 log.warning("could not record an abandoned run", extra=fields(job=lease.job, error=type(exc).__name__))
         try:
-            locks.release(self.scripts, lease.job, lease.owner)
-            self.redis.hdel(keys.RUNNING, lease.job)
+            locks.release(self.scripts, lease.name or lease.job, lease.owner)
+            self.redis.hdel(keys.RUNNING, lease.name or lease.job)
         except redis.RedisError:
             pass
+
+    def _ended_hard(self, lease: Lease, reason: str) -> None:
+        """A thread-isolated run still going ``SHUTDOWN_TIMEOUT`` after its timeout: it cannot be killed, so it is
+        recorded ``timed_out`` and its lease released (its fence keeps a late commit out once another run
+        holds the job); ``isolation = process`` runs are killed instead (``appliance.worker.isolation``)."""
+        self.keeper.drop(lease)
+        self.abandon(lease, reason, Outcome.TIMED_OUT)
+        log.error("a run did not stop after its timeout; recorded timed_out and its lease released "
+                  "(isolation = process would have ended it)", extra=fields(job=lease.job, run_id=lease.run_id))
+
+    def cancel_by_newer(self, run_id: str) -> bool:
+        """overlap = cancel_other: stop run ``run_id`` at its next checkpoint if it runs here."""
+        found = self._runs.get(run_id)
+        if found is None:
+            return False
+        found[2].cancel("a newer slot's run took the job (overlap = cancel_other)", Outcome.CANCELLED_BY_NEWER.value)
+        return True
+
+    def cancel_by_newer_of(self, job: str, slot: Any) -> bool:
+        """The same, for the run of ``job``'s ``slot`` here."""
+        for run_id, (name, run_slot, _) in list(self._runs.items()):
+            if name == job and run_slot == slot:
+                return self.cancel_by_newer(run_id)
+        return False
 
     def cancel_running(self, reason: str) -> None:
         """Ask every run in progress to stop at its next checkpoint (shutdown)."""
@@ -205,14 +248,15 @@ class Runner:
             cancel.cancel(reason)
 
     def _finish(self, job: JobSettings, owner: str, record: RunRecord, done_ms: int | None,
-                ctx: RunContext, lease: Lease) -> tuple[int, bool]:
+                ctx: RunContext, lease: Lease, lease_name: str = "") -> tuple[int, bool]:
         """Release and record in Redis; returns the failure streak a success ended and whether the job's
         "failing often" warning is on."""
         success_at = self.clock.time() if record.outcome == Outcome.SUCCESS.value else None
         try:
             ours, streak, warned = locks.finish(self.scripts, job.name, owner, json.dumps(record.to_json()),
                                                 record.outcome, done_ms, self.config.core.history_limit,
-                                                success_at, ctx.processed_count)
+                                                success_at, ctx.processed_count,
+                                                lease_name if lease_name and lease_name != job.name else None)
         except redis.RedisError as exc:
             self.claims.keep_for_release(job.name, owner)
             log.warning("could not record the run in Redis; its lease is released when Redis is back",

@@ -23,7 +23,8 @@ MISSED_LIMIT = 100_000
 class SlotJob(schedule.Job):
     """A ``schedule.Job`` whose next run is the next wall-clock slot of its ``Schedule``, in aware UTC.
 
-    ``slot`` is the pending slot; ``next_run`` mirrors it (naive UTC) for the library's ordering.
+    ``slot`` is the pending slot, ``start`` when its run starts (the slot plus its deterministic jitter:
+    ``appliance.kernel.schedule.jitter``); ``next_run`` mirrors ``start`` (naive UTC) for the library's ordering.
     """
 
     def __init__(self, settings: JobSettings, scheduler: schedule.Scheduler, clock: Clock, first: datetime,
@@ -33,18 +34,20 @@ class SlotJob(schedule.Job):
         self.settings = settings
         self.clock = clock
         self.slot = first
+        self.start = settings.policy.start_of(settings.name, first)
         self.on_missed = on_missed
         self._started = False
 
     @property
     def should_run(self) -> bool:
-        return self.clock.now() >= self.slot - timedelta(seconds=CLAIM_LEAD)
+        return self.clock.now() >= self.start - timedelta(seconds=CLAIM_LEAD)
 
     def _schedule_next_run(self) -> None:
         if self._started:
             self.slot = self._following(self.slot)
+            self.start = self.settings.policy.start_of(self.settings.name, self.slot)
         self._started = True
-        self.next_run = self.slot.replace(tzinfo=None)
+        self.next_run = self.start.replace(tzinfo=None)
 
     def _following(self, previous: datetime) -> datetime:
         """The slot after ``previous``; when the loop fell behind, the newest slot still within grace runs

@@ -184,6 +184,6 @@ def test_skipped_slots_are_logged_once_per_change_of_state(cluster):
     cluster.wait_mark("committed", count=2, timeout=30)
     cluster.stop_all()
     lines = [line["msg"] for line in worker.log_lines() if line.get("msg", "").startswith("slots ")]
-    skipped = cluster.sql("SELECT count(*) FROM job_slots WHERE outcome = 'skipped_locked'")[0][0]
+    skipped = cluster.sql("SELECT count(*) FROM job_slots WHERE outcome = 'skipped_overlap'")[0][0]
     assert skipped >= 4 and 2 <= lines.count("slots skipped until further notice") <= skipped / 2
     assert lines.count("slots run again") >= 1

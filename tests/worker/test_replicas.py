@@ -97,7 +97,7 @@ def test_operator_del_of_a_stuck_lock_lets_the_next_slot_run(start, redis_server
     client.set("lock:tick", "dead-host pid=1 started=2020-01-01T00:00:00.000Z run=stuck", ex=3600)
     (worker,) = start(1, {"tick": TICK})
     worker.wait_for_log("worker started")
-    wait_until(lambda: int(client.hget("appliance:counts", "tick:skipped_locked") or 0) >= 2, 10, "skips")
+    wait_until(lambda: int(client.hget("appliance:counts", "tick:skipped_overlap") or 0) >= 2, 10, "skips")
     assert records(client, "tick") == []
     subprocess.run(["redis-cli", "-p", str(redis_server.port), "DEL", "lock:tick"], check=True, capture_output=True)
     wait_until(lambda: [r for r in records(client, "tick") if r["event"] == "end"], 5, "a run after DEL")

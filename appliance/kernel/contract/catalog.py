@@ -22,10 +22,13 @@ from appliance.config.env import EnvReader
 from appliance.errors import ConfigError, ScheduleError
 from appliance.kernel.contract.jobspec import JobFunc, JobSpec
 from appliance.kernel.contract.packs import Pack, installed_packs, load_attribute, packs_of
+from appliance.kernel.contract.policy import DEFAULT_POLICY, Policy, read_calendars, read_policy, unknown_job_variables
+from appliance.kernel.contract.policy import KEYS as POLICY_KEYS
 from appliance.kernel.schedule.model import Schedule, parse_schedule
 
 JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-TOML_KEYS = {"callable", "schedule", "lock_ttl", "max_retries", "grace", "timezone", "enabled", "description", "needs"}
+TOML_KEYS = {"callable", "schedule", "lock_ttl", "max_retries", "grace", "timezone", "enabled", "description", "needs",
+             *POLICY_KEYS}
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class JobSettings:
     needs: tuple[str, ...]
     description: str
     source: str
+    #: Overlap, jitter, calendars, timeout and isolation (``appliance.kernel.contract.policy``).
+    policy: Policy = DEFAULT_POLICY
 
     @property
     def period(self) -> float:
@@ -153,6 +158,7 @@ def _custom_spec(name: str, table: dict[str, Any], path: Path, env: EnvReader) -
         grace=_number(table, "grace", where, env),
         timezone=table.get("timezone"),
         enabled=bool(table.get("enabled", True)),
+        options={key: table[key] for key in POLICY_KEYS if key in table},
         extra={"source": str(path)},
     )
 
@@ -192,10 +198,12 @@ def resolve_specs(specs: list[JobSpec], config: Config, env: EnvReader) -> tuple
                         "known job names: " + ", ".join(sorted(names)))
             break
     _unknown_schedules(names, env)
-    return tuple(_settings(spec, config, env) for spec in specs)
+    unknown_job_variables({env_suffix(name) for name in names}, env)
+    calendars = read_calendars(config.core.jobs_file, env)
+    return tuple(_settings(spec, config, env, calendars) for spec in specs)
 
 
-def _settings(spec: JobSpec, config: Config, env: EnvReader) -> JobSettings:
+def _settings(spec: JobSpec, config: Config, env: EnvReader, calendars: Mapping[str, Any]) -> JobSettings:
     core = config.core
     suffix = env_suffix(spec.name)
     tz = env.tz(f"TIMEZONE_{suffix}", spec.timezone or core.schedule_timezone)
@@ -225,6 +233,8 @@ def _settings(spec: JobSpec, config: Config, env: EnvReader) -> JobSettings:
         needs=spec.needs,
         description=spec.description,
         source=spec.extra.get("source", "built-in"),
+        policy=read_policy(spec.options, env, suffix, f"{spec.extra.get('source', 'built-in')}[jobs.{spec.name}]",
+                           calendars, schedule.period.total_seconds(), spec.func),
     )
 
 

@@ -26,10 +26,13 @@ class CancelToken:
         self._event = threading.Event()
         self.clock = clock
         self.reason = ""
+        #: What the run ends as when it stops here: ``cancelled``, ``timed_out`` or ``cancelled_by_newer``.
+        self.outcome = "cancelled"
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, reason: str, outcome: str = "cancelled") -> None:
         if not self._event.is_set():
             self.reason = reason
+            self.outcome = outcome
             self._event.set()
 
     @property

@@ -26,7 +26,8 @@ class JobSpec:
     ``CALL_SCHEDULER_INTERVAL=45`` makes the call scheduler's default ``45s``). ``needs`` names the services
     the job uses (``"db"``, ``"qdrant"``); the worker waits for them and a run fails when they are down.
     ``lock_ttl``, ``max_retries`` and ``grace`` of None take the global defaults (``LOCK_TTL``,
-    ``JOB_MAX_RETRIES``, one period).
+    ``JOB_MAX_RETRIES``, one period). ``options``: the schedule policy's keys as a jobs file writes them
+    (``overlap``, ``jitter``, ``calendar``, ``timeout``...: ``appliance.kernel.contract.policy``).
     """
 
     name: str
@@ -40,6 +41,7 @@ class JobSpec:
     timezone: str | None = None
     enabled: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def default_schedule(self, config: Config) -> str:
         return self.schedule(config) if callable(self.schedule) else self.schedule

@@ -48,7 +48,10 @@ def check_fence(conn: psycopg.Connection, job: str, fence: int) -> None:
     """
     row = conn.execute("SELECT fence FROM job_fences WHERE job = %s FOR SHARE", (job,)).fetchone()
     current = int(row[0]) if row else None
-    if current != fence:
+    if current != fence and conn.execute(
+            # overlap = allow: a run's fence is its own slot's newest, not the job's (migration 0006).
+            "SELECT 1 FROM job_slot_fences WHERE job = %s AND fence = %s AND NOT done FOR SHARE",
+            (job, fence)).fetchone() is None:
         raise LockLost(f"fence {fence} of {job} is stale (newest is {current}): a newer run holds the job")
 
 

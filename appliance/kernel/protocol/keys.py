@@ -36,6 +36,10 @@ PAUSED_ALL = PREFIX + "paused-all"
 #: Hash alert key ("breaker:NAME", "stale:JOB", "intermittent:JOB", "eviction") -> the state last alerted
 #: ("warning" or "ok"), so each warning is sent once per change of state, cluster-wide.
 ALERT_STATES = PREFIX + "alert-states"
+#: Hash job -> the run id a newer slot asked to stop at its next checkpoint (overlap = cancel_other).
+CANCEL = PREFIX + "cancel"
+#: Prefix of the start ticks taken under MAX_STARTS_PER_SECOND (``starts:<tick>``, one start each, expiring).
+STARTS = PREFIX + "starts:"
 #: Sorted set of recent admin actions (audit trail), score = epoch seconds.
 AUDIT = PREFIX + "audit"
 AUDIT_LIMIT = 1000
@@ -44,6 +48,18 @@ AUDIT_LIMIT = 1000
 def lock(job: str) -> str:
     """The lease of ``job``: value is the owner token ``host:pid:started:nonce``."""
     return f"lock:{job}"
+
+
+def slot_lease(job: str, slot_iso: str) -> str:
+    """The name of one slot's lease under overlap = allow, ``<job>:<slot>``, whose key is ``lock(...)`` of it,
+    ``lock:<job>:<slot>``: runs of different slots hold different leases; ``lock:<job>`` stays the job's (manual
+    runs, and every other policy). It is also the run's field in ``appliance:running``."""
+    return f"{job}:{slot_iso}"
+
+
+def slot_leases(job: str) -> str:
+    """Set of the per-slot lease keys of ``job`` held now (overlap = allow), counted against max_concurrent."""
+    return f"{PREFIX}slot-leases:{job}"
 
 
 def slot(job: str) -> str:

@@ -117,6 +117,16 @@ class Ledger:
                 (job, slot, trigger, run_id, owner, worker, attempt, started)))
         return Started(int(fence), bool(done))
 
+    def open(self, job: str, slot: datetime, trigger: str, run_id: str, owner: str, worker: str, attempt: int,
+             started: datetime, planned: datetime | None, spec_version: int | None, per_slot: bool) -> Started:
+        """``start`` that also records the planned start and the spec version; ``per_slot``: the run holds its
+        slot's own lease and fence (overlap = allow), so runs of other slots stay open beside it (0006)."""
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            fence, done = one(conn.execute(
+                "SELECT * FROM appliance_open_run(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (job, slot, trigger, run_id, owner, worker, attempt, started, planned, spec_version, per_slot)))
+        return Started(int(fence), bool(done))
+
     def finish(self, run_id: str, outcome: Outcome, slot_outcome: Outcome | None, error: str | None,
                processed: int, summary: JsonObject | None, duration_ms: float, reason: str | None) -> Outcome:
         """Record the end of a run; returns the outcome recorded (a stale success becomes ``lease_lost``)."""

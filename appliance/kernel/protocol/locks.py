@@ -52,6 +52,31 @@ redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
 return {'ok', 0}
 """
 
+# overlap = allow: the lease of one slot's run, so runs of different slots hold different leases.
+# KEYS[1] lock:<job>:<slot>   KEYS[2] appliance:slot:<job>   KEYS[3] appliance:running
+# KEYS[4] appliance:slot-leases:<job> (the per-slot lease keys held; a member whose key expired is dropped here)
+# ARGV[1] owner token  ARGV[2] ttl ms  ARGV[3] slot epoch ms  ARGV[4] the run's field in appliance:running
+# ARGV[5] JSON of the run  ARGV[6] max_concurrent
+# Returns {claim, pttl}: done (this slot finished), running (a run of this slot holds its lease), locked
+# (max_concurrent runs of the job hold theirs), ok. Whether an earlier slot is done is PostgreSQL's to say
+# (its per-slot fences): under allow a later slot may finish first.
+ACQUIRE_SLOT = """
+local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '-1')
+if done == tonumber(ARGV[3]) then return {'done', 0} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'running', redis.call('PTTL', KEYS[1])} end
+local held = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  if redis.call('EXISTS', key) == 1 then held = held + 1 else redis.call('SREM', KEYS[4], key) end
+end
+if held >= tonumber(ARGV[6]) then return {'locked', 0} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[4], KEYS[1])
+local claimed = tonumber(redis.call('HGET', KEYS[2], 'claimed') or '-1')
+if tonumber(ARGV[3]) > claimed then redis.call('HSET', KEYS[2], 'claimed', ARGV[3]) end
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+return {'ok', 0}
+"""
+
 # KEYS[1] lock:<job>   ARGV[1] owner token   ARGV[2] ttl ms
 # Returns 1 when the lease was extended, 0 when it is no longer ours (expired, deleted, taken).
 RENEW = """
@@ -75,7 +100,8 @@ return 0
 # KEYS[9] appliance:alert-states
 # ARGV[1] owner token  ARGV[2] job  ARGV[3] run JSON  ARGV[4] outcome  ARGV[5] slot epoch ms to mark done or ""
 # ARGV[6] history length  ARGV[7] epoch seconds of success or ""  ARGV[8] items processed
-# ARGV[9] the job's "failing often" alert condition (intermittent:<job>)
+# ARGV[9] the job's "failing often" alert condition (intermittent:<job>)  ARGV[10] the run's field in
+# appliance:running (the job, or <job>:<slot> for a slot's own lease under overlap = allow)
 # Releases the lease if still ours and records the run in one step. Returns {1 if the lease was still ours,
 # the failure streak that a success ended (reset here), 1 if the job's "failing often" warning is on}: the
 # alerter needs no round trip of its own after a success unless that warning is on.
@@ -89,7 +115,7 @@ if ARGV[5] ~= '' then
   local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '-1')
   if tonumber(ARGV[5]) > done then redis.call('HSET', KEYS[2], 'done', ARGV[5]) end
 end
-redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[10])
 redis.call('LPUSH', KEYS[4], ARGV[3])
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
 redis.call('HSET', KEYS[5], ARGV[2], ARGV[3])
@@ -113,11 +139,21 @@ class Scripts:
     renew: Callable[..., Any]
     release: Callable[..., Any]
     finish: Callable[..., Any]
+    acquire_slot: Callable[..., Any]
 
 
 def register(client: redis.Redis) -> Scripts:
     """Register the scripts (EVALSHA with a transparent reload after a Redis restart)."""
-    return Scripts(*(client.register_script(s) for s in (ACQUIRE, RENEW, RELEASE, FINISH)))
+    return Scripts(*(client.register_script(s) for s in (ACQUIRE, RENEW, RELEASE, FINISH, ACQUIRE_SLOT)))
+
+
+def acquire_slot(scripts: Scripts, job: str, lease: str, token: str, ttl: float, slot_ms: int, running_json: str,
+                 max_concurrent: int) -> tuple[Claim, int]:
+    """Take the lease of one slot's run (overlap = allow); ``lease`` is its name (``<job>:<slot>``), its key
+    ``lock:<lease>``."""
+    claim, pttl = scripts.acquire_slot(keys=[keys.lock(lease), keys.slot(job), keys.RUNNING, keys.slot_leases(job)],
+                                       args=[token, int(ttl * 1000), slot_ms, lease, running_json, max_concurrent])
+    return Claim(claim), int(pttl)
 
 
 def acquire(scripts: Scripts, job: str, token: str, ttl: float, slot_ms: int | None,
@@ -128,14 +164,17 @@ def acquire(scripts: Scripts, job: str, token: str, ttl: float, slot_ms: int | N
 
 
 def finish(scripts: Scripts, job: str, token: str, record_json: str, outcome: str, done_slot_ms: int | None,
-           history_limit: int, success_at: float | None, processed: int) -> tuple[bool, int, bool]:
+           history_limit: int, success_at: float | None, processed: int,
+           lease: str | None = None) -> tuple[bool, int, bool]:
     """Release the lease (if still ours) and record the run. Returns whether the lease was still ours and,
-    for a success, the failure streak it ended and whether the job's "failing often" warning is on."""
+    for a success, the failure streak it ended and whether the job's "failing often" warning is on.
+    ``lease``: the lease's name when it is not the job's (a slot's own under overlap = allow)."""
     ours, streak, warned = scripts.finish(
-        keys=[keys.lock(job), keys.slot(job), keys.RUNNING, keys.history(job), keys.LAST_RUN, keys.LAST_SUCCESS,
-              keys.COUNTS, keys.ALERTS, keys.ALERT_STATES],
+        keys=[keys.lock(lease or job), keys.slot(job), keys.RUNNING, keys.history(job), keys.LAST_RUN,
+              keys.LAST_SUCCESS, keys.COUNTS, keys.ALERTS, keys.ALERT_STATES],
         args=[token, job, record_json, outcome, "" if done_slot_ms is None else done_slot_ms, history_limit,
-              "" if success_at is None else f"{success_at:.3f}", processed, intermittent_condition(job)],
+              "" if success_at is None else f"{success_at:.3f}", processed, intermittent_condition(job),
+              lease or job],
     )
     return bool(ours), int(streak), bool(warned)
 

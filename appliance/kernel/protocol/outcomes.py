@@ -15,6 +15,8 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  # stopped at a checkpoint because the worker was stopping
     LEASE_LOST = "lease_lost"  # the lease was lost and a newer run took the job: nothing committed at the end
     ABANDONED = "abandoned"  # its worker died (kill -9, SIGKILL, cut off after SHUTDOWN_TIMEOUT)
+    TIMED_OUT = "timed_out"  # passed its timeout: stopped at a checkpoint, or ended hard (appliance.worker.timeouts)
+    CANCELLED_BY_NEWER = "cancelled_by_newer"  # a newer slot's run took the job (overlap = cancel_other)
     # -- runs only
     RUNNING = "running"  # holds the lease now
     RETRYING = "retrying"  # this attempt failed; a retry of the same slot is due
@@ -27,6 +29,8 @@ class Outcome(StrEnum):
     PAUSED = "paused"  # the job was paused
     MISSED = "missed"  # no worker ran it in time (downtime longer than the job's grace)
     COALESCED = "coalesced"  # its late run would have run into the next slot, which ran instead
+    SKIPPED_OVERLAP = "skipped_overlap"  # its job was running and its overlap policy did not start it
+    SKIPPED_CALENDAR = "skipped_calendar"  # a calendar of the job excludes it (the reason names it)
 
 
 #: Slot outcomes after which a takeover or a misfire may still run the slot once (nothing of it committed,

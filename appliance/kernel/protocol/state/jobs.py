@@ -39,6 +39,11 @@ class PublishedJob:
     next_runs: tuple[str, ...] = ()
     published_by: str | None = None
     published_at: str | None = None
+    #: The schedule policy (overlap, max_concurrent, jitter, timeout, isolation, calendars' names), the effective
+    #: spec it belongs to (``appliance.kernel.contract.spec``: the sidecar plans from it) and its stored version.
+    policy: JsonObject | None = None
+    spec: JsonObject | None = None
+    spec_version: int | None = None
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> PublishedJob:
@@ -47,14 +52,16 @@ class PublishedJob:
                    lock_ttl=data.get("lock_ttl"), grace=data.get("grace"), max_retries=data.get("max_retries"),
                    enabled=data.get("enabled", True), description=data.get("description"),
                    next_runs=tuple(data.get("next_runs") or ()), published_by=data.get("published_by"),
-                   published_at=data.get("published_at"))
+                   published_at=data.get("published_at"), policy=data.get("policy"), spec=data.get("spec"),
+                   spec_version=data.get("spec_version"))
 
     def to_json(self) -> JsonObject:
         return {"name": self.name, "schedule": self.schedule, "describe": self.describe, "timezone": self.timezone,
                 "period_seconds": self.period_seconds, "lock_ttl": self.lock_ttl, "grace": self.grace,
                 "max_retries": self.max_retries, "enabled": self.enabled, "description": self.description,
                 "next_runs": list(self.next_runs), "published_by": self.published_by,
-                "published_at": self.published_at}
+                "published_at": self.published_at, "policy": self.policy, "spec": self.spec,
+                "spec_version": self.spec_version}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,157 @@
+"""Overlap policies (``OVERLAP_<JOB>``) with real workers, redis-server and PostgreSQL: a 1 s job whose runs take
+longer than its period (``tests.faults.jobs:steady``, which keeps its checkpoints), on one worker and on three.
+Every slot ends with one row that says what happened, and ``appliance audit`` holds."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tests.services import wait_until
+
+
+def _rows(cluster) -> list[tuple]:
+    return cluster.sql("SELECT slot, outcome, reason FROM job_slots WHERE job = 'effect' ORDER BY slot")
+
+
+def _runs(cluster) -> list[tuple]:
+    return cluster.sql("SELECT slot, outcome, started_at, finished_at, coalesce(reason, error) FROM job_runs "
+                       "WHERE job = 'effect' "
+                       "ORDER BY started_at")
+
+
+def _steady(cluster, tmp_path) -> dict[str, str]:
+    cluster.callable = "tests.faults.jobs:steady"
+    cluster.schedule = "1s"
+    cluster.lock_ttl = 5.0
+    return {"FAULT_TRACE": str(tmp_path / "trace")}
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+def test_skip_records_skipped_overlap(cluster, tmp_path):
+    env = _steady(cluster, tmp_path)
+    cluster.start(FAULT_WORK="2.5", **env)
+    wait_until(lambda: len([r for r in _rows(cluster) if r[1] == "success"]) >= 2, 30, "two runs")
+    cluster.stop_all()
+    skipped = [r for r in _rows(cluster) if r[1] == "skipped_overlap"]
+    assert len(skipped) >= 2 and all("overlap = skip" in r[2] for r in skipped), _rows(cluster)
+    assert not [r for r in _rows(cluster) if r[1] == "skipped_locked"]
+    cluster.assert_audit_clean()
+
+
+@pytest.mark.process
+@pytest.mark.long
+@pytest.mark.timeout(120)
+def test_buffer_one_starts_the_next_slot_when_the_run_ends_on_three_workers(cluster, tmp_path):
+    """Runs of 2.5 s every second: the slot that comes while one runs waits and starts as the run ends (on
+    whichever replica), one more is skipped because one is buffered already; every slot has its row."""
+    env = _steady(cluster, tmp_path)
+    cluster.start_together(*[{"FAULT_WORK": "2.5", "OVERLAP_EFFECT": "buffer_one", **env}] * 3)
+    wait_until(lambda: len([r for r in _rows(cluster) if r[1] == "success"]) >= 4, 40, "four runs")
+    cluster.stop_all()
+    runs = [r for r in _runs(cluster) if r[1] == "success"]
+    gaps = [(b[2] - a[3]).total_seconds() for a, b in itertools.pairwise(runs)]
+    # Each buffered slot started as the run before it ended: within the remote poll (0.2 s) and a claim.
+    assert gaps and max(gaps) < 0.6, gaps
+    skipped = [r for r in _rows(cluster) if r[1] == "skipped_overlap"]
+    assert skipped and all("buffer" in r[2] for r in skipped), _rows(cluster)
+    cluster.assert_audit_clean()
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+def test_cancel_other_stops_the_running_run_for_the_newer_slot(cluster, tmp_path):
+    env = _steady(cluster, tmp_path)
+    cluster.start_together(*[{"FAULT_WORK": "2.5", "OVERLAP_EFFECT": "cancel_other", **env}] * 2)
+    wait_until(lambda: len([r for r in _rows(cluster) if r[1] == "cancelled_by_newer"]) >= 2, 30, "cancelled runs")
+    cluster.stop_all()
+    cancelled = [r for r in _runs(cluster) if r[1] == "cancelled_by_newer"]
+    assert all("overlap = cancel_other" in (r[4] or "") for r in cancelled), cancelled
+    rows = _rows(cluster)
+    assert {r[1] for r in rows} <= {"cancelled_by_newer", "skipped_overlap", "success", "cancelled"}, rows
+    cluster.assert_audit_clean()
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+def test_timeout_stops_the_run_at_a_checkpoint(cluster, tmp_path):
+    env = _steady(cluster, tmp_path)
+    cluster.schedule = "3s"
+    cluster.start(FAULT_WORK="2.5", TIMEOUT_EFFECT="1s", **env)
+    wait_until(lambda: [r for r in _rows(cluster) if r[1] == "timed_out"], 20, "a timed-out slot")
+    cluster.stop_all()
+    (run, *_) = [r for r in _runs(cluster) if r[1] == "timed_out"]
+    assert 0.9 < (run[3] - run[2]).total_seconds() < 2.0, run
+    assert cluster.effects() == []
+    cluster.assert_audit_clean()
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+def test_process_isolation_ends_a_run_that_ignores_its_checkpoints(cluster):
+    """``effect`` sleeps without a checkpoint: under isolation = process its child is killed SHUTDOWN_TIMEOUT
+    after the timeout, the run is recorded timed_out, and the next slot runs."""
+    cluster.schedule = "4s"
+    cluster.lock_ttl = 10.0
+    cluster.start(FAULT_WORK="30", TIMEOUT_EFFECT="1s", ISOLATION_EFFECT="process", SHUTDOWN_TIMEOUT="1")
+    wait_until(lambda: len([r for r in _rows(cluster) if r[1] == "timed_out"]) >= 2, 30, "two timed-out slots")
+    cluster.stop_all()
+    runs = [r for r in _runs(cluster) if r[1] == "timed_out"]
+    assert all((r[3] - r[2]).total_seconds() < 3.0 for r in runs), runs
+    assert cluster.effects() == [] and not cluster.marks("committed")
+    cluster.assert_audit_clean()
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+def test_jitter_is_the_same_on_every_replica_and_recorded(cluster):
+    from appliance.kernel.schedule.jitter import jitter_offset
+
+    cluster.schedule = "5s"
+    cluster.start_together({"JITTER_EFFECT": "3s"}, {"JITTER_EFFECT": "3s"})
+    wait_until(lambda: len(cluster.sql("SELECT 1 FROM job_runs WHERE outcome = 'success'")) >= 3, 30, "runs")
+    cluster.stop_all()
+    rows = cluster.sql("SELECT slot, planned_start, started_at FROM job_runs WHERE outcome = 'success'")
+    for slot, planned, _started in rows:
+        assert abs((planned - slot).total_seconds() - jitter_offset("effect", slot, 3.0)) < 0.002, (slot, planned)
+    started = cluster.sql("SELECT m.slot, min(m.at), min(r.planned_start) FROM fault_marks m JOIN job_runs r "
+                          "ON r.run_id = m.run_id WHERE m.step = 'started' GROUP BY m.slot")
+    assert all(0 <= (at - planned).total_seconds() < 0.5 for _s, at, planned in started), started
+    assert len({s for s, *_ in rows}) == len(rows)
+    cluster.assert_audit_clean()
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+def test_a_blackout_records_skipped_calendar_with_its_name(cluster):
+    cluster.schedule = "1s"
+    cluster.start(BLACKOUT_EFFECT="00:00-23:59")
+    wait_until(lambda: len([r for r in _rows(cluster) if r[1] == "skipped_calendar"]) >= 3, 20, "excluded slots")
+    cluster.stop_all()
+    rows = [r for r in _rows(cluster) if r[1] == "skipped_calendar"]
+    assert all(r[2] == "calendar blackout: blackout 00:00-23:59" for r in rows), rows
+    assert cluster.effects() == []
+    cluster.assert_audit_clean()
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+def test_allow_runs_slots_side_by_side_each_once_on_three_workers(cluster, tmp_path):
+    """Runs of 2.5 s every second with overlap = allow, max_concurrent = 2: two slots run at once, each under a
+    lease (lock:effect:<slot>) and fence of its own; a third finds two running and is skipped; every slot
+    commits at most once and the audit holds."""
+    env = _steady(cluster, tmp_path)
+    cluster.start_together(*[{"FAULT_WORK": "2.5", "OVERLAP_EFFECT": "allow", "MAX_CONCURRENT_EFFECT": "2",
+                              **env}] * 3)
+    wait_until(lambda: len([r for r in _rows(cluster) if r[1] == "success"]) >= 4, 40, "four runs")
+    cluster.stop_all()
+    runs = [r for r in _runs(cluster) if r[1] == "success"]
+    overlapping = [(a, b) for a, b in itertools.pairwise(runs) if b[2] < a[3]]
+    assert overlapping, runs
+    effects = cluster.effects()
+    assert len({e[0] for e in effects}) == len(effects), effects
+    rows = _rows(cluster)
+    assert [r for r in rows if r[1] == "skipped_overlap" and "max_concurrent" in r[2]], rows
+    cluster.assert_audit_clean()
