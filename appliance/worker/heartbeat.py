@@ -34,6 +34,7 @@ def job_table(worker: Worker, me: str) -> list[PublishedJob]:
         period_seconds=job.period, lock_ttl=job.lock_ttl, grace=job.grace, max_retries=job.max_retries,
         enabled=job.enabled, description=job.description,
         next_runs=tuple(iso(t) for t in job.schedule.next_runs(now, 5)), published_by=me, published_at=iso(now),
+        params=tuple(param.to_json() for param in job.params),
     ) for job in worker.jobs.values()]
 
 

@@ -21,6 +21,7 @@ from appliance.config import Config
 from appliance.errors import Cancelled, LockLost
 from appliance.kernel.contract.catalog import JobSettings
 from appliance.kernel.contract.context import CancelToken, RunContext
+from appliance.kernel.contract.params import validate
 from appliance.kernel.protocol import keys, locks
 from appliance.kernel.protocol.ledger import Ledger
 from appliance.kernel.protocol.locks import Claim
@@ -104,7 +105,7 @@ class Runner:
             base["by"] = by
         log.info("run started", extra=fields(**base, fence=run.fence))
         try:
-            outcome, error, trace, summary, duration = self._body(d, ctx, lease)
+            outcome, error, trace, summary, duration = self._body(d, ctx, lease, run.params)
             self.durations[job.name] = duration
         finally:
             self.keeper.drop(lease)
@@ -127,7 +128,7 @@ class Runner:
                            trigger=run.reason, by=by, worker=self.worker_id, started=iso(run.started),
                            finished=iso(self.clock.now()), duration_ms=round(duration * 1000, 3),
                            outcome=recorded.value, processed=ctx.processed_count, error=error or None,
-                           fence=run.fence, summary=summary)
+                           fence=run.fence, summary=summary, params=self.redact.value(run.params))
         done_ms = run.slot_ms if recorded in SETTLED and not retry else None
         streak, warned = self._finish(job, run.owner, record, done_ms, ctx, lease)
         log.log(logging.INFO if recorded is Outcome.SUCCESS else logging.WARNING, "run ended",
@@ -144,13 +145,17 @@ class Runner:
             self.alerter.succeeded(job.name, streak, warned)
         return Attempt(Claim.OK, recorded, error, retry=retry, request=run.request)
 
-    def _body(self, d: Dispatch, ctx: RunContext, lease: Lease) -> tuple[Outcome, str, str, Any, float]:
-        """The job itself, on its slot's instant: (outcome, error, traceback, summary, seconds)."""
+    def _body(self, d: Dispatch, ctx: RunContext, lease: Lease,
+              given: dict[str, Any] | None) -> tuple[Outcome, str, str, Any, float]:
+        """The job itself, on its slot's instant: (outcome, error, traceback, summary, seconds). ``given``: a
+        trigger's parameters, checked again against this worker's declaration (a run with parameters that no
+        longer fit fails, saying which)."""
         outcome, error, trace, summary = Outcome.SUCCESS, "", "", None
         t0 = self.clock.monotonic()
         if d.scheduled:
             self.together.claimed(d.slot)
         try:
+            ctx.params.update(validate(d.job.name, d.job.params, given))
             if d.scheduled:
                 try:
                     ctx.sleep(self.claims.until(d.slot))  # claimed ahead: the body starts on the slot's instant
@@ -174,9 +179,10 @@ class Runner:
         is ``lease_lost``). Kept for later when PostgreSQL cannot be reached."""
         if self.ledger is None:
             return outcome
-        slot_outcome = SLOT_OF.get(outcome) if run.dispatch.scheduled else None
+        d = run.dispatch
+        slot_outcome = SLOT_OF.get(outcome) if d.scheduled or d.backfill else None
         args = (run.run_id, outcome, slot_outcome, error or None, ctx.processed_count, summary,
-                round(duration * 1000, 3), None)
+                round(duration * 1000, 3), None, d.backfill)
         try:
             return self.ledger.finish(*args)
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: keep the end and write it when it is back

@@ -22,10 +22,12 @@ from appliance.config.env import EnvReader
 from appliance.errors import ConfigError, ScheduleError
 from appliance.kernel.contract.jobspec import JobFunc, JobSpec
 from appliance.kernel.contract.packs import Pack, installed_packs, load_attribute, packs_of
+from appliance.kernel.contract.params import Param, declare
 from appliance.kernel.schedule.model import Schedule, parse_schedule
 
 JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-TOML_KEYS = {"callable", "schedule", "lock_ttl", "max_retries", "grace", "timezone", "enabled", "description", "needs"}
+TOML_KEYS = {"callable", "schedule", "lock_ttl", "max_retries", "grace", "timezone", "enabled", "description", "needs",
+             "params"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class JobSettings:
     needs: tuple[str, ...]
     description: str
     source: str
+    #: The parameters a trigger may give (``appliance.kernel.contract.params``).
+    params: tuple[Param, ...] = ()
 
     @property
     def period(self) -> float:
@@ -140,6 +144,14 @@ def _custom_spec(name: str, table: dict[str, Any], path: Path, env: EnvReader) -
     func = _import_callable(table.get("callable"), where, env)
     if "schedule" not in table:
         env.problem(f"{where}.schedule", "(missing)", "a schedule such as 30s, 02:00 or '*/5 * * * *'")
+    params: tuple[Param, ...] = ()
+    if "params" in table:
+        if isinstance(table["params"], dict):
+            params, problems = declare(table["params"], where)
+            for problem in problems:
+                env.problems.append(problem)
+        else:
+            env.problem(f"{where}.params", table["params"], "a table of parameters")
     if func is None or "schedule" not in table:
         return None
     return JobSpec(
@@ -154,6 +166,7 @@ def _custom_spec(name: str, table: dict[str, Any], path: Path, env: EnvReader) -
         timezone=table.get("timezone"),
         enabled=bool(table.get("enabled", True)),
         extra={"source": str(path)},
+        params=params,
     )
 
 
@@ -225,6 +238,7 @@ def _settings(spec: JobSpec, config: Config, env: EnvReader) -> JobSettings:
         needs=spec.needs,
         description=spec.description,
         source=spec.extra.get("source", "built-in"),
+        params=spec.params,
     )
 
 
