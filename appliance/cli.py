@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "appliance.commands.core",
     "appliance.commands.control",
     "appliance.commands.audit",
+    "appliance.commands.audit_log",
+    "appliance.commands.backfill",
     "appliance.commands.tools",
     "appliance.commands.backup",
 )

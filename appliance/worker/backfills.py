@@ -14,15 +14,36 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
+from appliance.kernel.contract.catalog import JobSettings
 from appliance.kernel.protocol import backfill
 from appliance.kernel.protocol.locks import Claim
 from appliance.kernel.runtime.logs import fields
 from appliance.worker.dispatch import Attempt, Dispatch, Request, Source
+from appliance.worker.pool import RunPool
+from appliance.worker.runner import Runner
 
-if TYPE_CHECKING:
-    from appliance.worker.loop import Worker
+
+class Worker(Protocol):
+    """What the pump needs of ``appliance.worker.loop.Worker`` (named here, not imported: no cycle)."""
+
+    runner: Runner
+    pool: RunPool
+    jobs: dict[str, JobSettings]
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def paused_jobs(self) -> set[str]: ...
+
+    def running_jobs(self) -> list[str]: ...
+
+    def after(self, delay: float, action: Callable[[], None]) -> None: ...
+
+    def _dispatch(self, d: Dispatch) -> None: ...
 
 log = logging.getLogger("appliance.worker.backfill")
 

@@ -42,6 +42,7 @@ from appliance.worker.loop import Worker
 from appliance.worker.pool import RunPool
 from appliance.worker.recorder import Recorder
 from appliance.worker.runner import Runner
+from appliance.worker.specs import record_specs
 
 #: Seconds a thread may hold the GIL before one waiting for it gets it (Python's default is 0.005).
 GIL_SWITCH_INTERVAL = 0.0005
@@ -167,6 +168,7 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
         signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))
     close_dead_runs(worker, liveness)
     check_durability(worker.runner.ledger)
+    record_specs(worker.runner.ledger, list(worker.jobs.values()), f"worker:{me}", worker.runner.redact)
     worker.plan()
     assembly.start()
     threading.Thread(target=listen, args=(worker, make_redis(config.core.redis_url, timeout=10)),

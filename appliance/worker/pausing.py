@@ -16,18 +16,32 @@ import logging
 import threading
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import psycopg
+import redis
 
+from appliance.config import Config
 from appliance.kernel.protocol import keys
 from appliance.kernel.protocol.actions import Actions
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.protocol.state.pauses import Pause
+from appliance.kernel.runtime.clock import Clock
 from appliance.kernel.runtime.logs import fields
+from appliance.worker.pool import RunPool
+from appliance.worker.runner import Runner
 
-if TYPE_CHECKING:
-    from appliance.worker.loop import Worker
+
+class Worker(Protocol):
+    """What the watch needs of ``appliance.worker.loop.Worker`` (named here, not imported: no cycle)."""
+
+    config: Config
+    redis: redis.Redis
+    runner: Runner
+    pool: RunPool
+    clock: Clock
+
+    def wake(self, refresh: bool = False) -> None: ...
 
 log = logging.getLogger("appliance.worker")
 
