@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from appliance.commands.audit import parse_when
 from appliance.kernel.protocol import audit_log
 from appliance.kernel.protocol.audit import shared_now
 from appliance.kernel.runtime.clients import connect_db
@@ -32,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_audit_log(args: argparse.Namespace) -> int:
     config = config_or_exit()
     try:
-        since = parse_when(args.since)
+        since = audit_log.parse_since(args.since)
     except ValueError as exc:
         fail(str(exc), ExitCode.CONFIG)
     if not 1 <= args.limit <= audit_log.READ_AT_MOST:

@@ -10,18 +10,35 @@ the checker of the slot ledger.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from appliance.config.env import EnvReader
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.runtime.json_object import JsonObject
 from appliance.kernel.runtime.redaction import Redactor
 
 READ_AT_MOST = 10_000
+
+
+def parse_since(text: str) -> Callable[[datetime], datetime]:
+    """A duration ago (``30m``, ``24h``, ``7d``) or an ISO 8601 time (UTC when it names no zone), as a function of
+    now; ``ValueError`` saying what was expected."""
+    env = EnvReader({"SINCE": text})
+    seconds = env.duration("SINCE", -1.0)
+    if not env.problems and seconds >= 0:
+        return lambda now: now - timedelta(seconds=seconds)
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"since must be a duration like 30m or 24h, or an ISO time, not {text!r}") from None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return lambda _now: when
 
 
 @dataclass(frozen=True)
