@@ -3,7 +3,7 @@
 - ``overlap``: no two committed runs of a job overlap (a run's committed span is from its fence being
   issued to its effect committing, both read from PostgreSQL's clock under the job's fence row lock);
 - ``fence_order``: fences only grow in commit order;
-- ``double_effect``: no slot has more than one committed run;
+- ``double_effect``: no slot has more than one committed run (a scheduled run or a backfill's: ``SLOT_RUNS``);
 - ``ledger_mismatch``: a slot recorded ``success`` has its committed run, and a committed run's slot says
   ``success``;
 - ``unrecorded``: every expected slot of the schedule has exactly one ledger row (its outcome says what
@@ -33,6 +33,8 @@ from appliance.kernel.runtime.json_object import JsonObject
 
 #: Expected slots enumerated per job at most (a 1 s job over a day is 86,400).
 SLOT_LIMIT = 1_000_000
+#: The runs that complete a slot of the schedule: its own, and a backfill of it (``appliance backfill``).
+SLOT_RUNS = ("schedule", "backfill")
 
 
 class JobSettings(Protocol):
@@ -118,9 +120,9 @@ def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end:
         (name, since, end)).fetchall()}
     committed = conn.execute(
         "SELECT run_id, slot, trigger, fence, fence_issued_at, committed_at, commit_seq FROM job_runs "
-        "WHERE job = %(job)s AND committed_at IS NOT NULL AND ((trigger = 'schedule' AND slot BETWEEN %(since)s "
-        "AND %(end)s) OR fence_issued_at BETWEEN %(since)s AND %(end)s) ORDER BY commit_seq",
-        {"job": name, "since": since, "end": end}).fetchall()
+        "WHERE job = %(job)s AND committed_at IS NOT NULL AND ((trigger = ANY(%(slot_runs)s) AND slot BETWEEN "
+        "%(since)s AND %(end)s) OR fence_issued_at BETWEEN %(since)s AND %(end)s) ORDER BY commit_seq",
+        {"job": name, "since": since, "end": end, "slot_runs": list(SLOT_RUNS)}).fetchall()
     open_runs = conn.execute(
         "SELECT run_id, slot, started_at FROM job_runs WHERE job = %s AND outcome IN ('running', 'retrying') "
         "AND started_at >= %s AND started_at <= %s", (name, since, end)).fetchall()
@@ -156,7 +158,7 @@ def _check_commits(name: str, committed: list[tuple]) -> list[Violation]:
     previous = None
     per_slot: dict[datetime, list[str]] = defaultdict(list)
     for run_id, slot, trigger, fence, issued, done, _seq in committed:
-        if trigger == "schedule":
+        if trigger in SLOT_RUNS:
             per_slot[slot].append(run_id)
         if previous is not None:
             p_run, _p_slot, _p_trigger, p_fence, _p_issued, p_done, _ = previous
@@ -175,7 +177,7 @@ def _check_commits(name: str, committed: list[tuple]) -> list[Violation]:
 
 def _check_slots(name: str, slots: dict[datetime, tuple[str, str | None]], committed: list[tuple]) -> list[Violation]:
     found: list[Violation] = []
-    by_slot = {slot: run_id for run_id, slot, trigger, *_ in committed if trigger == "schedule"}
+    by_slot = {slot: run_id for run_id, slot, trigger, *_ in committed if trigger in SLOT_RUNS}
     for slot, (outcome, run_id) in slots.items():
         if outcome == "success" and by_slot.get(slot) != run_id:
             found.append(Violation("ledger_mismatch", name, f"recorded success by run {run_id}, but the committed "
