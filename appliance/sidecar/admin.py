@@ -24,6 +24,7 @@ from werkzeug.exceptions import BadRequest
 
 from appliance.kernel.protocol.actions import Actions
 from appliance.kernel.protocol.ledger import read_history
+from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.runtime.clients import PG_CONNECT_TIMEOUT
 from appliance.kernel.runtime.logs import fields
@@ -56,7 +57,8 @@ def actions() -> Actions:
 
 def answered(acts: Actions, action: str, target: str, **body: Any) -> Response:
     """The JSON answer of a change, with ``warnings`` when its audit-log row could not be written; logged."""
-    log.info("admin action", extra=fields(who=g.caller.who, action=action, target=target))
+    log.info("admin action", extra=fields(who=g.caller.who, action=action, target=target,
+                                         at=iso(acts.state.clock.now())))
     return jsonify(**body, **({"warnings": acts.warnings} if acts.warnings else {}))
 
 
@@ -139,13 +141,14 @@ def jobs() -> Response:
 @bp.post("/jobs/<name>/trigger")
 @change
 def trigger(name: str) -> tuple[Response, int]:
-    """``{"params": {...}, "slot": ISO}``, both optional: checked against the job's declared parameters (400)."""
-    body = options("params", "slot")
+    """``{"params": {...}, "slot": ISO, "reason": TEXT}``, all optional: the parameters are checked against the
+    job's declaration (400); the reason goes to the audit log."""
+    body = options("params", "slot", "reason")
     params = body.get("params")
     if params is not None and not isinstance(params, dict):
         raise BadRequest(f"params must be a JSON object of parameter names and values, not {params!r}")
     acts = actions()
-    trigger_id = acts.trigger(g.caller.who, name, params, text_option(body, "slot"))
+    trigger_id = acts.trigger(g.caller.who, name, params, text_option(body, "slot"), why=text_option(body, "reason"))
     return answered(acts, "job.trigger", name, job=name, trigger_id=trigger_id), 202
 
 

@@ -78,7 +78,8 @@ class Actions:
 
     # -- triggers -------------------------------------------------------------------------------------
     def trigger(self, actor: str, job: str, params: Mapping[str, Any] | None = None, slot: str | None = None,
-                reason: str = "manual") -> str:
+                reason: str = "manual", why: str | None = None) -> str:
+        """``reason``: what the run's trigger says (``manual``); ``why``: the operator's reason, audited."""
         published = self.state.jobs.published(job)
         values = None
         if params:
@@ -91,7 +92,7 @@ class Actions:
             values = {name: checked[name] for name in params}
         at = iso(parse_time(slot, "--slot")) if slot else None
         trigger_id = self.state.triggers.request(job, actor, reason, params=values, slot=at)
-        self.audit(actor, "job.trigger", job, after={"trigger_id": trigger_id, "params": values, "slot": at},
+        self.audit(actor, "job.trigger", job, why, after={"trigger_id": trigger_id, "params": values, "slot": at},
                    detail=trigger_id)
         return trigger_id
 
