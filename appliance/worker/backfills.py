@@ -56,6 +56,8 @@ class BackfillPump:
         self.worker = worker
         self._polling = threading.Lock()
         self._failing = False
+        #: Whether the last look found work or a busy job: the end of any run then looks again.
+        self.pending = True
 
     @property
     def _pool(self):
@@ -84,7 +86,9 @@ class BackfillPump:
 
     def _poll(self) -> None:
         worker = self.worker
-        idle = [name for name in worker.jobs if name not in worker.running_jobs() and name not in worker.paused_jobs]
+        busy = set(worker.running_jobs())
+        idle = [name for name in worker.jobs if name not in busy and name not in worker.paused_jobs]
+        self.pending = bool(busy)  # a busy job may have planned slots: look again when a run ends
         if not idle:
             return
         live = [view.id for view in worker.runner.state.workers.live()]
@@ -95,6 +99,7 @@ class BackfillPump:
                 claimed = backfill.claim(conn, [name], worker.runner.worker_id)
                 if claimed is None:
                     continue
+                self.pending = True
                 log.info("backfill slot claimed", extra=fields(job=name, backfill=claimed.backfill,
                                                                slot=claimed.slot.isoformat()))
                 worker._dispatch(Dispatch(worker.jobs[name], claimed.slot, Source.BACKFILL,

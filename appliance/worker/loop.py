@@ -324,6 +324,8 @@ class Worker(Recovery):
                 self._deferred.discard(d.job.name)
                 waiting = self._waiting.pop(d.job.name, None)
         self._after_attempt(d, result)
+        if self.backfills.pending and not d.backfill:  # a backfill slot may have waited for this run
+            self.backfills.poll_soon()
         if waiting is not None:
             self._waited(waiting)
         # After a trigger, look for the next one at once; not while a service is down (it would spin).
