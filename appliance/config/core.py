@@ -68,6 +68,8 @@ class CoreConfig:
     #: Seconds a worker's wall clock may be off the shared clock (Redis ``TIME``) before the worker warns and
     #: ``/health`` is degraded; ``appliance audit`` allows for clocks that far behind (docs/worker.md "Clocks").
     clock_skew_warn: float = 1.0
+    #: How often a worker applies the ledger's retention to its jobs (``appliance.worker.retention``).
+    retention_interval: float = 3600.0
 
     @property
     def run_dir(self) -> Path:
@@ -167,4 +169,5 @@ def load_core(env: EnvReader) -> CoreConfig:
         redis_eviction_policy=env.str("REDIS_EVICTION_POLICY", "warn", choices=("warn", "refuse")),
         qdrant_grpc_port=env.int("QDRANT_GRPC_PORT", 6334, min=1, max=65535),
         clock_skew_warn=env.duration("CLOCK_SKEW_WARN", 1.0, unit="s", min=0.001),
+        retention_interval=env.duration("RETENTION_INTERVAL", 3600.0, unit="s", min=1.0),
     )

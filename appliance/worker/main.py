@@ -41,6 +41,7 @@ from appliance.worker.liveness import Liveness
 from appliance.worker.loop import Worker
 from appliance.worker.pool import RunPool
 from appliance.worker.recorder import Recorder
+from appliance.worker.retention import RetentionPass
 from appliance.worker.runner import Runner
 from appliance.worker.specs import record_specs
 
@@ -170,6 +171,7 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
     check_durability(worker.runner.ledger)
     record_specs(worker.runner.ledger, list(worker.jobs.values()), f"worker:{me}", worker.runner.redact)
     worker.plan()
+    RetentionPass(worker, config.core.retention_interval).arm()
     assembly.start()
     threading.Thread(target=listen, args=(worker, make_redis(config.core.redis_url, timeout=10)),
                      name="control", daemon=True).start()

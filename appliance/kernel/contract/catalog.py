@@ -23,11 +23,15 @@ from appliance.errors import ConfigError, ScheduleError
 from appliance.kernel.contract.jobspec import JobFunc, JobSpec
 from appliance.kernel.contract.packs import Pack, installed_packs, load_attribute, packs_of
 from appliance.kernel.contract.params import Param, declare
+from appliance.kernel.contract.retention import DEFAULT as DEFAULT_RETENTION
+from appliance.kernel.contract.retention import KEYS as RETENTION_KEYS
+from appliance.kernel.contract.retention import Retention
+from appliance.kernel.contract.retention import declare as declare_retention
 from appliance.kernel.schedule.model import Schedule, parse_schedule
 
 JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 TOML_KEYS = {"callable", "schedule", "lock_ttl", "max_retries", "grace", "timezone", "enabled", "description", "needs",
-             "params"}
+             "params", *RETENTION_KEYS}
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class JobSettings:
     source: str
     #: The parameters a trigger may give (``appliance.kernel.contract.params``).
     params: tuple[Param, ...] = ()
+    #: How long the ledger keeps its history (``appliance.kernel.contract.retention``).
+    retention: Retention = DEFAULT_RETENTION
 
     @property
     def period(self) -> float:
@@ -152,6 +158,8 @@ def _custom_spec(name: str, table: dict[str, Any], path: Path, env: EnvReader) -
                 env.problems.append(problem)
         else:
             env.problem(f"{where}.params", table["params"], "a table of parameters")
+    retention, problems = declare_retention(table, where)
+    env.problems.extend(problems)
     if func is None or "schedule" not in table:
         return None
     return JobSpec(
@@ -165,7 +173,7 @@ def _custom_spec(name: str, table: dict[str, Any], path: Path, env: EnvReader) -
         grace=_number(table, "grace", where, env),
         timezone=table.get("timezone"),
         enabled=bool(table.get("enabled", True)),
-        extra={"source": str(path)},
+        extra={"source": str(path), "retention": retention},
         params=params,
     )
 
@@ -239,6 +247,7 @@ def _settings(spec: JobSpec, config: Config, env: EnvReader) -> JobSettings:
         description=spec.description,
         source=spec.extra.get("source", "built-in"),
         params=spec.params,
+        retention=spec.extra.get("retention", DEFAULT_RETENTION),
     )
 
 

@@ -7,7 +7,9 @@
 - ``ledger_mismatch``: a slot recorded ``success`` has its committed run, and a committed run's slot says
   ``success``;
 - ``unrecorded``: every expected slot of the schedule has exactly one ledger row (its outcome says what
-  happened); slots before a job's first ledger row are not expected (the job did not exist yet);
+  happened); slots before a job's first ledger row are not expected (the job did not exist yet). A UTC day whose
+  old rows retention summarised (``job_slot_summaries``, ``appliance.kernel.protocol.retention``) is judged whole,
+  by count: its rows and its summaries together must number its expected slots;
 - ``open``: no run started before the window's end is still recorded as running.
 
 Slots newer than a job's lock TTL + grace may still be running or be caught up, so a job's window ends
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 import psycopg
@@ -126,18 +128,53 @@ def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end:
     open_runs = conn.execute(
         "SELECT run_id, slot, started_at FROM job_runs WHERE job = %s AND outcome IN ('running', 'retrying') "
         "AND started_at >= %s AND started_at <= %s", (name, since, end)).fetchall()
-    first = one(conn.execute("SELECT min(slot) FROM job_slots WHERE job = %s", (name,)))[0]
+    first = one(conn.execute(
+        "SELECT least((SELECT min(slot) FROM job_slots WHERE job = %(job)s), "
+        "(SELECT min(first_slot) FROM job_slot_summaries WHERE job = %(job)s))", {"job": name}))[0]
     expected = _expected(job, max(since, first) if first else None, end)
+    summarised = _summaries(conn, name, since, end)
     violations = report.violations
     violations += _check_commits(name, committed)
     violations += _check_slots(name, slots, committed)
     violations += [Violation("unrecorded", name, "no ledger row for this slot", iso(s))
-                   for s in expected if s not in slots]
+                   for s in expected if s not in slots and s.astimezone(UTC).date() not in summarised]
+    violations += _check_summarised(conn, job, summarised, first, end)
     violations += [Violation("open", name, f"run {run_id} started {iso(started)} is still recorded as running",
                              iso(slot)) for run_id, slot, started in open_runs]
-    report.jobs[name] = JobAudit(expected=len(expected), recorded=len(slots),
-                                 outcomes=dict(Counter(outcome for outcome, _ in slots.values())),
+    outcomes = Counter(outcome for outcome, _ in slots.values())
+    for by_outcome in summarised.values():
+        outcomes.update(by_outcome)
+    report.jobs[name] = JobAudit(expected=len(expected), recorded=sum(outcomes.values()), outcomes=dict(outcomes),
                                  committed_runs=len(committed), window_end=iso(end))
+
+
+def _summaries(conn: psycopg.Connection, name: str, since: datetime, end: datetime) -> dict[date, Counter[str]]:
+    """The summarised slots of the window's UTC days, by day and outcome."""
+    found: dict[date, Counter[str]] = defaultdict(Counter)
+    if since > end:
+        return found
+    for day, outcome, count in conn.execute(
+            "SELECT day, outcome, slots FROM job_slot_summaries WHERE job = %s AND day BETWEEN %s AND %s",
+            (name, since.astimezone(UTC).date(), end.astimezone(UTC).date())).fetchall():
+        found[day][outcome] += count
+    return found
+
+
+def _check_summarised(conn: psycopg.Connection, job: JobSettings, summarised: dict[date, Counter[str]],
+                      first: datetime | None, end: datetime) -> list[Violation]:
+    """Each summarised day, whole: its rows and its summaries number its expected slots."""
+    found: list[Violation] = []
+    for day, by_outcome in sorted(summarised.items()):
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        last = min(start + timedelta(days=1) - timedelta(microseconds=1), end)
+        expected = _expected(job, max(start, first) if first else start, last)
+        (rows,) = one(conn.execute("SELECT count(*) FROM job_slots WHERE job = %s AND slot BETWEEN %s AND %s",
+                                   (job.name, start, last)))
+        total = rows + sum(by_outcome.values())
+        if total != len(expected):
+            found.append(Violation("unrecorded", job.name, f"{day}: {len(expected)} slots expected, {total} recorded "
+                                   f"({rows} rows, {total - rows} summarised)"))
+    return found
 
 
 def _expected(job: JobSettings, start: datetime | None, end: datetime) -> list[datetime]:
