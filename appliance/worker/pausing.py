@@ -72,7 +72,11 @@ class PauseWatch:
                 yield job, pause, pause.ends
 
     def seconds_to_next_end(self, now: datetime) -> float | None:
-        ends = [(when - now).total_seconds() for _, _, when in self._timed()]
+        """Until the next pause's end not handed over yet (one being ended, or ended elsewhere and not refreshed
+        yet, must not keep the loop from sleeping)."""
+        with self._lock:
+            ends = [(when - now).total_seconds() for job, pause, when in self._timed()
+                    if (job, pause.at) not in self._ending]
         return min(ends) if ends else None
 
     def end_due(self) -> None:
