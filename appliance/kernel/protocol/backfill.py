@@ -222,22 +222,27 @@ def progress(conn: psycopg.Connection, ident: str) -> Progress | None:
 
 
 _CLAIM = """
-UPDATE backfill_slots SET state = 'claimed', worker = %(worker)s, claimed_at = clock_timestamp()
-WHERE (backfill_id, slot) = (
-    SELECT s.backfill_id, s.slot FROM backfill_slots s JOIN backfills b ON b.id = s.backfill_id
-    WHERE s.state = 'planned' AND s.job = ANY(%(jobs)s)
-      AND (SELECT count(*) FROM backfill_slots c WHERE c.backfill_id = s.backfill_id AND c.state = 'claimed')
-          < b.max_parallel
-    ORDER BY b.created_at, s.slot LIMIT 1
-    FOR UPDATE OF s, b SKIP LOCKED)
-RETURNING backfill_id, job, slot, (SELECT actor FROM backfills WHERE id = backfill_id)
+WITH chosen AS (
+    SELECT b.id FROM backfills b
+    WHERE b.job = ANY(%(jobs)s)
+      AND EXISTS (SELECT 1 FROM backfill_slots p WHERE p.backfill_id = b.id AND p.state = 'planned')
+      AND (SELECT count(*) FROM backfill_slots c WHERE c.backfill_id = b.id AND c.state = 'claimed') < b.max_parallel
+    ORDER BY b.created_at LIMIT 1
+    FOR UPDATE SKIP LOCKED),
+next_slot AS (
+    SELECT s.backfill_id, s.slot FROM backfill_slots s JOIN chosen ON s.backfill_id = chosen.id
+    WHERE s.state = 'planned' ORDER BY s.slot LIMIT 1
+    FOR UPDATE OF s SKIP LOCKED)
+UPDATE backfill_slots u SET state = 'claimed', worker = %(worker)s, claimed_at = clock_timestamp()
+FROM next_slot WHERE u.backfill_id = next_slot.backfill_id AND u.slot = next_slot.slot
+RETURNING u.backfill_id, u.job, u.slot, (SELECT actor FROM backfills WHERE id = u.backfill_id)
 """
 
 
 def claim(conn: psycopg.Connection, jobs: Iterable[str], worker: str) -> ClaimedSlot | None:
     """The oldest planned slot of ``jobs`` (oldest backfill first), claimed by ``worker``; None when there is
-    none or its backfill already runs ``max_parallel`` slots (the backfill's row is locked while claiming, so
-    that bound holds across replicas)."""
+    none or its backfill already runs ``max_parallel`` slots. The backfill's row is locked while claiming (another
+    claimer skips that backfill meanwhile), so that bound holds across replicas."""
     row = conn.execute(_CLAIM, {"worker": worker, "jobs": list(jobs)}).fetchone()
     return ClaimedSlot(*row) if row else None
 

@@ -2,8 +2,10 @@
 
 Slot rows older than the job's days are summarised (``appliance_summarise_slots``, migration 0009: deleted and
 counted per UTC day and outcome in one statement), failed ones only after ``keep_failed_days``. Runs are deleted
-once neither among the job's newest ``keep_runs`` nor younger than their days (failed runs: ``keep_failed_days``);
-runs still open are never touched. Rows another transaction holds are skipped, so replicas doing this at once
+once neither among the job's newest ``keep_runs`` nor younger than their days (failed runs: ``keep_failed_days``),
+by the later of their start and their slot (a slot is claimed a little before its instant; a backfill's run is
+newer than its slot); runs still open, and runs a slot row still names, are never touched: the audit finds every
+row's run. Rows another transaction holds are skipped, so replicas doing this at once
 neither wait on each other nor count a slot twice.
 """
 
@@ -26,7 +28,9 @@ _DELETE_RUNS = """
 DELETE FROM job_runs WHERE id IN (
     SELECT r.id FROM job_runs r
     WHERE r.job = %(job)s AND r.outcome NOT IN ('running', 'retrying')
-      AND r.started_at < CASE WHEN r.outcome = ANY(%(failed)s) THEN %(failed_before)s ELSE %(before)s END
+      AND greatest(r.started_at, r.slot) < CASE WHEN r.outcome = ANY(%(failed)s) THEN %(failed_before)s
+                                                ELSE %(before)s END
+      AND NOT EXISTS (SELECT 1 FROM job_slots s WHERE s.job = r.job AND s.slot = r.slot AND s.run_id = r.run_id)
       AND r.id < (SELECT coalesce(min(id), 0) FROM
                   (SELECT id FROM job_runs WHERE job = %(job)s ORDER BY id DESC LIMIT %(keep)s) AS newest)
     ORDER BY r.id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)

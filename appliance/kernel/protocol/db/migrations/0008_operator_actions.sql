@@ -54,7 +54,8 @@ CREATE TABLE backfill_slots (
     finished_at timestamptz,
     PRIMARY KEY (backfill_id, slot)
 );
-CREATE INDEX backfill_slots_open ON backfill_slots (job, slot) WHERE state IN ('planned', 'claimed');
+-- A claim reads one backfill's claimed slots (to bound them) and its oldest planned one: both index ranges.
+CREATE INDEX backfill_slots_state ON backfill_slots (backfill_id, state, slot);
 
 -- Whether a slot's effect committed: its row says success, or a run of it (scheduled or backfilled) committed.
 CREATE FUNCTION appliance_slot_committed(p_job text, p_slot timestamptz) RETURNS boolean
