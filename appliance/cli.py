@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "appliance.commands.control",
     "appliance.commands.audit",
     "appliance.commands.schedule",
+    "appliance.commands.audit_log",
+    "appliance.commands.backfill",
     "appliance.commands.tools",
     "appliance.commands.backup",
 )

@@ -9,9 +9,11 @@ paths the documentation showed before, stay as they were.
 
 What is here, by concern:
 
-- declaring: ``JobSpec``, ``JobFunc``, ``Pack``, ``SeedNames``, ``BackupPart`` (data a pack keeps outside
+- declaring: ``JobSpec``, ``JobFunc``, ``Param`` (a parameter a trigger may give the job: ``ctx.params``),
+  ``Pack``, ``SeedNames``, ``BackupPart`` (data a pack keeps outside
   PostgreSQL, for ``appliance backup``), ``load_settings`` (the configuration with every pack's section);
-- running: ``RunContext`` (``ctx.checkpoint()``, ``ctx.sleep()``, ``ctx.fence``, ``ctx.clock``), ``CancelToken``;
+- running: ``RunContext`` (``ctx.checkpoint()``, ``ctx.sleep()``, ``ctx.fence``, ``ctx.clock``, ``ctx.params``,
+  ``ctx.slot``: a historical slot for ``ctx.trigger == "backfill"``), ``CancelToken``;
 - effectively once: ``complete_slot``, ``check_fence``, ``issue_fence``;
 - failing: ``ApplianceError`` and its children (``Cancelled`` is a ``BaseException``: ``except Exception``
   does not swallow a shutdown);
@@ -42,6 +44,7 @@ from appliance.kernel.contract.catalog import Jobs
 from appliance.kernel.contract.context import CancelToken, RunContext
 from appliance.kernel.contract.jobspec import JobFunc, JobSpec
 from appliance.kernel.contract.packs import Pack, SeedNames, load_settings
+from appliance.kernel.contract.params import Param
 from appliance.kernel.contract.services import RunOutcome, run_once, trigger_job
 from appliance.kernel.protocol.db.migrate import migrate
 from appliance.kernel.protocol.db.rows import one
@@ -62,7 +65,8 @@ from appliance.kernel.runtime.startup import config_or_exit, jobs_or_exit, setup
 __all__ = [
     "FULL_BELOW", "SYSTEM", "ApplianceError", "BackupPart", "BackupRefused", "BreakerState", "CancelToken",
     "Cancelled", "CircuitBreaker", "CircuitOpen", "Clock", "ConfigError", "Conflict", "ExitCode", "JobFunc",
-    "JobSpec", "Jobs", "LockLost", "NotFound", "Pack", "RunContext", "RunOutcome", "ScheduleError", "SeedNames",
+    "JobSpec", "Jobs", "LockLost", "NotFound", "Pack", "Param", "RunContext", "RunOutcome", "ScheduleError",
+    "SeedNames",
     "Shutdown", "UntrustedService", "check_fence", "complete_slot", "config_or_exit", "connect_db", "fail",
     "is_full_error", "iso", "issue_fence", "jobs_or_exit", "lazy_metric", "load_settings", "log_fields", "make_redis",
     "measure_disk", "migrate", "one", "print_json", "run_once", "setup_logs", "size_text", "trigger_job",

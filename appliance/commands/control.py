@@ -1,4 +1,7 @@
-"""Operator commands on the cluster's state: ``jobs``, ``locks`` and ``dlq``. Each listing takes ``--json``."""
+"""Operator commands on the cluster's state: ``jobs``, ``locks`` and ``dlq``. Each listing takes ``--json``.
+
+Every change goes through ``appliance.kernel.protocol.actions`` (as the admin API's do): input checked first (exit 2
+and one line, nothing changed), then the change and its audit-log row, the actor being ``cli:<user>@<host>``."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from typing import Any
 import redis
 
 from appliance.errors import Conflict, NotFound
+from appliance.kernel.contract.params import ParamError, parse_pairs
+from appliance.kernel.protocol.actions import Actions, Refused
 from appliance.kernel.protocol.ledger import read_history
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.protocol.state.dead_letters import DeadLetter
@@ -21,6 +26,7 @@ from appliance.kernel.protocol.state.pauses import Pause
 from appliance.kernel.runtime.clients import connect_db, make_redis, untrusted
 from appliance.kernel.runtime.exits import ExitCode
 from appliance.kernel.runtime.output import fail, print_json
+from appliance.kernel.runtime.redaction import Redactor
 from appliance.kernel.runtime.startup import config_or_exit, jobs_or_exit, setup_logs, use_metrics_dir
 
 
@@ -28,14 +34,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="list, trigger, pause, resume and run jobs; show their history")
     jsub = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
     _add(jsub, "list", "jobs with schedule, next runs, last run, pause state and lock holder", jobs_list)
-    _add(jsub, "trigger", "run NAME once now, on one worker, under its lease", jobs_control, name=True)
+    trigger = _add(jsub, "trigger", "run NAME once now, on one worker, under its lease", jobs_control, name=True)
+    trigger.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="a parameter the job declares (repeatable); checked against its declaration")
+    trigger.add_argument("--slot", metavar="ISO", help="the instant the run is for (ctx.slot); default: now")
     for action, text in (("pause", "stop running NAME, or with --all every job, cluster-wide (persisted)"),
-                         ("resume", "run NAME, or with --all every job, again from its next slot (the paused "
-                                    "slots are not run)")):
+                         ("resume", "run NAME, or with --all every job, again from its next slot (its pause's "
+                                    "--on-resume policy decides which paused slots run)")):
         control = _add(jsub, action, text, jobs_control)
         control.add_argument("name", nargs="?", help="job name, e.g. call-scheduler")
         control.add_argument("--all", action="store_true",
                              help="every job (seed 002's scheduler stop/start); the jobs' own pause flags stay")
+        if action == "pause":
+            control.add_argument("--reason", default="", help="why: on every paused slot's row and in the audit log")
+            control.add_argument("--until", metavar="ISO|DURATION",
+                                 help="resume by itself then (an ISO time, or 30m, 2h, 1d from now)")
+            control.add_argument("--on-resume", default="skip", metavar="skip|run_latest|catch_up:N",
+                                 help="which paused slots run when the pause ends (default: skip)")
     history = _add(jsub, "history", "the last runs of one job, or of all", jobs_history)
     history.add_argument("name", nargs="?", help="job name (default: all jobs)")
     history.add_argument("--limit", type=int, default=20)
@@ -75,11 +90,26 @@ def _who() -> str:
     return f"cli:{getpass.getuser()}@{socket.gethostname()}"
 
 
+def actions() -> Actions:
+    """The operator actions as the CLI does them (its own Redis client, a new PostgreSQL connection per write)."""
+    config = config_or_exit()
+    return Actions(ClusterState(make_redis(config.core.redis_url)), lambda: connect_db(config),
+                   Redactor.from_config(config), config.core.clock_skew_warn)
+
+
+def done(acts: Actions, result: Any, as_json: bool, line: str) -> int:
+    """Print an action's result and any warning (an audit row PostgreSQL did not take)."""
+    print_json(result) if as_json else print(line)
+    for warning in acts.warnings:
+        print(f"appliance: warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def _guarded(action: Callable[[], Any]) -> Any:
     try:
         return action()
-    except NotFound as exc:
-        fail(str(exc))
+    except (NotFound, Refused) as exc:
+        fail(str(exc), ExitCode.CONFIG)
     except Conflict as exc:
         fail(str(exc), ExitCode.BUSY)
     except redis.RedisError as exc:
@@ -130,27 +160,30 @@ def _policy_columns(policy: Mapping[str, Any] | None) -> dict[str, Any]:
 def jobs_control(args: argparse.Namespace) -> int:
     if args.action != "trigger" and bool(args.name) == bool(args.all):
         fail(f"jobs {args.action}: give a job name or --all (not both)", ExitCode.CONFIG)
-    state = _state()
-    who = _who()
-    if args.action != "trigger" and args.all:
-        pause: Pause | None = None
-        if args.action == "pause":
-            pause = _guarded(lambda: state.pauses.pause_all(who))
-        else:
-            _guarded(lambda: state.pauses.resume_all(who))
-        _guarded(lambda: state.audit.record(who, f"scheduler.{args.action}-all", "*"))
-        result: dict[str, object] = {"paused_all": pause is not None, "paused_by": pause.by if pause else None,
-                                     "paused_at": pause.at if pause else None}
-        print_json(result) if args.json else print(f"{args.action}: all jobs ok")
-        return 0
+    acts, who = actions(), _who()
+    job = None if args.action != "trigger" and args.all else args.name
+    result: dict[str, object]
     if args.action == "trigger":
-        result = {"job": args.name, "trigger_id": _guarded(lambda: state.triggers.request(args.name, who))}
+        try:
+            params = parse_pairs(args.param)
+        except ParamError as exc:
+            fail(str(exc), ExitCode.CONFIG)
+        trigger_id = _guarded(lambda: acts.trigger(who, args.name, params or None, args.slot))
+        result = {"job": args.name, "trigger_id": trigger_id}
+    elif args.action == "pause":
+        pause: Pause = _guarded(lambda: acts.pause(who, job, args.reason, args.until, args.on_resume))
+        result = {"job": job, "paused": True, **pause.to_json()} if job else {
+            "paused_all": True, "paused_by": pause.by, "paused_at": pause.at, **pause.to_json()}
     else:
-        _guarded(lambda: getattr(state.pauses, args.action)(args.name, who))
-        result = {"job": args.name, "paused": args.action == "pause"}
-    _guarded(lambda: state.audit.record(who, f"job.{args.action}", args.name))
-    print_json(result) if args.json else print(f"{args.action}: {args.name} ok")
-    return 0
+        ended, queued = _guarded(lambda: acts.resume(who, job))
+        result = {"job": job, "paused": False} if job else {"paused_all": False, "paused_by": None,
+                                                            "paused_at": None}
+        result.update({"ended": ended.to_json() if ended else None, "backfills": queued})
+    target = args.name if job else "all jobs"
+    line = f"{args.action}: {target} ok"
+    if result.get("backfills"):
+        line += " (on resume: " + ", ".join(f"{j} backfill {b}" for j, b in queued.items()) + ")"
+    return done(acts, result, args.json, line)
 
 
 def jobs_history(args: argparse.Namespace) -> int:
@@ -160,7 +193,11 @@ def jobs_history(args: argparse.Namespace) -> int:
     if args.json:
         print_json(runs)
         return 0
-    _table(runs, ["job", "slot", "started", "duration_ms", "outcome", "worker", "attempt", "error"])
+    for run in runs:
+        params = run.get("params")
+        run["params"] = ",".join(f"{k}={v}" for k, v in params.items()) if params else None
+    _table(runs, ["job", "slot", "started", "duration_ms", "outcome", "trigger", "params", "worker", "attempt",
+                  "error"])
     return 0
 
 
@@ -200,12 +237,9 @@ def locks_list(args: argparse.Namespace) -> int:
 
 
 def locks_clear(args: argparse.Namespace) -> int:
-    state = _state()
-    lease: LeaseView = _guarded(lambda: state.leases.clear(args.name, force=args.force))
-    _guarded(lambda: state.audit.record(_who(), "lock.clear" + (".force" if args.force else ""), args.name,
-                                        lease.holder))
-    print_json(lease.to_json()) if args.json else print(f"cleared {lease.key} (was held by {lease.holder})")
-    return 0
+    acts = actions()
+    lease: LeaseView = _guarded(lambda: acts.clear_lock(_who(), args.name, args.force))
+    return done(acts, lease.to_json(), args.json, f"cleared {lease.key} (was held by {lease.holder})")
 
 
 def dlq_list(args: argparse.Namespace) -> int:
@@ -218,16 +252,12 @@ def dlq_list(args: argparse.Namespace) -> int:
 
 
 def dlq_retry(args: argparse.Namespace) -> int:
-    state = _state()
-    trigger_id = _guarded(lambda: state.dead_letters.retry(args.id, _who()))
-    _guarded(lambda: state.audit.record(_who(), "dlq.retry", args.id))
-    print_json({"id": args.id, "trigger_id": trigger_id}) if args.json else print(f"retrying {args.id}")
-    return 0
+    acts = actions()
+    trigger_id = _guarded(lambda: acts.retry_dead_letter(_who(), args.id))
+    return done(acts, {"id": args.id, "trigger_id": trigger_id}, args.json, f"retrying {args.id}")
 
 
 def dlq_drop(args: argparse.Namespace) -> int:
-    state = _state()
-    letter: DeadLetter = _guarded(lambda: state.dead_letters.drop(args.id))
-    _guarded(lambda: state.audit.record(_who(), "dlq.drop", args.id))
-    print_json(letter.to_json()) if args.json else print(f"dropped {args.id} ({letter.job})")
-    return 0
+    acts = actions()
+    letter: DeadLetter = _guarded(lambda: acts.drop_dead_letter(_who(), args.id))
+    return done(acts, letter.to_json(), args.json, f"dropped {args.id} ({letter.job})")

@@ -27,6 +27,8 @@ class AlertConfig:
     check_interval: float = 30.0
     #: The dead-man's switch factor (``HEALTH_STALE_FACTOR``, set from the sidecar's section).
     stale_factor: float = 3.0
+    #: A pause without an end older than this raises a warning (``PAUSE_ALERT_AFTER``).
+    pause_alert_after: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class CoreConfig:
     #: Run starts the whole fleet may make per second (0: no limit): everything due on one instant is spread
     #: over start ticks of 1/N s (``appliance.kernel.protocol.starts``).
     max_starts_per_second: float = 0.0
+    #: How often a worker applies the ledger's retention to its jobs (``appliance.worker.retention``).
+    retention_interval: float = 3600.0
 
     @property
     def run_dir(self) -> Path:
@@ -163,9 +167,11 @@ def load_core(env: EnvReader) -> CoreConfig:
             warning_threshold=env.int("ALERT_WARNING_THRESHOLD", 5, min=1),
             warning_window=env.duration("ALERT_WARNING_WINDOW", 3600.0, unit="s", min=1.0),
             check_interval=env.duration("ALERT_CHECK_INTERVAL", 30.0, unit="s", min=0.0),
+            pause_alert_after=env.duration("PAUSE_ALERT_AFTER", 86400.0, unit="s", min=1.0),
         ),
         redis_eviction_policy=env.str("REDIS_EVICTION_POLICY", "warn", choices=("warn", "refuse")),
         qdrant_grpc_port=env.int("QDRANT_GRPC_PORT", 6334, min=1, max=65535),
         clock_skew_warn=env.duration("CLOCK_SKEW_WARN", 1.0, unit="s", min=0.001),
         max_starts_per_second=env.float("MAX_STARTS_PER_SECOND", 0.0, min=0.0, max=10000.0),
+        retention_interval=env.duration("RETENTION_INTERVAL", 3600.0, unit="s", min=1.0),
     )

@@ -4,9 +4,10 @@ Every route needs an admin credential (``appliance.sidecar.auth``); every change
 ``ClusterState`` exactly as the CLI's does and is written to the audit trail (who, what, when) and the log.
 
 A change (``POST``, ``DELETE``) reads its body before it does anything: empty, or a JSON object of at most
-``MAX_BODY`` bytes (no option is defined yet; the object is room for them). Anything else is answered 400
-(malformed, not an object, a malformed chunked body), 413 (too large) or 408 (stopped arriving) and changes
-nothing.
+``MAX_BODY`` bytes holding the change's options (a trigger's ``params`` and ``slot``; a pause's ``reason``,
+``until`` and ``on_resume``; a backfill's window). Anything else is answered 400 (malformed, not an object, an
+unknown option, a malformed chunked body), 413 (too large) or 408 (stopped arriving) and changes nothing. The
+changes go through ``appliance.kernel.protocol.actions``, as the CLI's do, and each writes its audit-log row.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from appliance.kernel.contract.spec import EffectiveSpec
+from appliance.kernel.protocol.actions import Actions
 from appliance.kernel.protocol.ledger import read_history
+from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.runtime.clients import PG_CONNECT_TIMEOUT
 from appliance.kernel.runtime.logs import fields
+from appliance.kernel.runtime.redaction import Redactor
 from appliance.sidecar.auth import admin_surface, require_admin
 from appliance.sidecar.body import read_body
 
@@ -45,10 +49,36 @@ def _state() -> ClusterState:
     return current_app.extensions["appliance"].state
 
 
-def _audit(action: str, target: str, detail: str = "") -> None:
-    entry = _state().audit.record(g.caller.who, action, target, detail)
-    log.info("admin action", extra=fields(who=entry.who, action=action, target=target, at=entry.at,
-                                         detail=detail or None))
+def actions() -> Actions:
+    """The operator actions for this request (the audit log written on a connection of its own)."""
+    config = current_app.extensions["appliance"].config
+    return Actions(_state(), lambda: psycopg.connect(config.core.database_url, connect_timeout=PG_CONNECT_TIMEOUT,
+                                                      autocommit=True),
+                   Redactor.from_config(config), config.core.clock_skew_warn)
+
+
+def answered(acts: Actions, action: str, target: str, **body: Any) -> Response:
+    """The JSON answer of a change, with ``warnings`` when its audit-log row could not be written; logged."""
+    log.info("admin action", extra=fields(who=g.caller.who, action=action, target=target,
+                                         at=iso(acts.state.clock.now())))
+    return jsonify(**body, **({"warnings": acts.warnings} if acts.warnings else {}))
+
+
+def options(*allowed: str) -> dict[str, Any]:
+    """The change's body, every key one of ``allowed`` (400 naming the unknown ones)."""
+    body: dict[str, Any] = g.get("body") or {}
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown option(s) {', '.join(unknown)}; this change takes: "
+                         f"{', '.join(allowed) or 'none'}")
+    return body
+
+
+def text_option(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string, not {value!r}")
+    return value
 
 
 def _limit(default: int) -> int:
@@ -80,7 +110,7 @@ def change(view: Callable[..., Any]) -> Callable[..., Any]:
     body is read; only then does ``view`` run."""
     @wraps(view)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        _body()
+        g.body = _body()
         return view(*args, **kwargs)
 
     return require_admin(checked)
@@ -137,25 +167,41 @@ def plan(name: str) -> Response:
 @bp.post("/jobs/<name>/trigger")
 @change
 def trigger(name: str) -> tuple[Response, int]:
-    trigger_id = _state().triggers.request(name, by=g.caller.who)
-    _audit("job.trigger", name, trigger_id)
-    return jsonify(job=name, trigger_id=trigger_id), 202
+    """``{"params": {...}, "slot": ISO, "reason": TEXT}``, all optional: the parameters are checked against the
+    job's declaration (400); the reason goes to the audit log."""
+    body = options("params", "slot", "reason")
+    params = body.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise BadRequest(f"params must be a JSON object of parameter names and values, not {params!r}")
+    acts = actions()
+    trigger_id = acts.trigger(g.caller.who, name, params, text_option(body, "slot"), why=text_option(body, "reason"))
+    return answered(acts, "job.trigger", name, job=name, trigger_id=trigger_id), 202
+
+
+def _pause(job: str | None) -> Any:
+    body = options("reason", "until", "on_resume")
+    acts = actions()
+    pause = acts.pause(g.caller.who, job, text_option(body, "reason") or "", text_option(body, "until"),
+                       text_option(body, "on_resume") or "skip")
+    return acts, pause
 
 
 @bp.post("/jobs/<name>/pause")
 @change
 def pause(name: str) -> Response:
-    _state().pauses.pause(name, by=g.caller.who)
-    _audit("job.pause", name)
-    return jsonify(job=name, paused=True)
+    """``{"reason", "until" (ISO or 30m/2h), "on_resume" (skip, run_latest, catch_up:N)}``, all optional."""
+    acts, paused = _pause(name)
+    return answered(acts, "job.pause", name, job=name, paused=True, pause=paused.to_json())
 
 
 @bp.post("/jobs/<name>/resume")
 @change
 def resume(name: str) -> Response:
-    _state().pauses.resume(name, by=g.caller.who)
-    _audit("job.resume", name)
-    return jsonify(job=name, paused=False)
+    options()
+    acts = actions()
+    ended, queued = acts.resume(g.caller.who, name)
+    return answered(acts, "job.resume", name, job=name, paused=False, ended=ended.to_json() if ended else None,
+                    backfills=queued)
 
 
 @bp.get("/scheduler")
@@ -164,7 +210,7 @@ def scheduler() -> Response:
     """Whether every job's slots are stopped (pause-all) and by whom; jobs paused one by one are in ``/jobs``."""
     pause = _state().pauses.paused_all()
     return jsonify(paused_all=pause is not None, paused_by=pause.by if pause else None,
-                   paused_at=pause.at if pause else None)
+                   paused_at=pause.at if pause else None, pause=pause.to_json() if pause else None)
 
 
 @bp.get("/breakers")
@@ -177,19 +223,22 @@ def breakers() -> Response:
 @bp.post("/pause-all")
 @change
 def pause_all() -> Response:
-    """Stop every job cluster-wide (persisted); slots that come meanwhile are recorded ``paused``."""
-    pause = _state().pauses.pause_all(by=g.caller.who)
-    _audit("scheduler.pause-all", "*")
-    return jsonify(paused_all=True, paused_by=pause.by, paused_at=pause.at)
+    """Stop every job cluster-wide (persisted); slots that come meanwhile are recorded ``paused``. Takes the
+    options of a job's pause."""
+    acts, pause = _pause(None)
+    return answered(acts, "scheduler.pause-all", "*", paused_all=True, paused_by=pause.by, paused_at=pause.at,
+                    pause=pause.to_json())
 
 
 @bp.post("/resume-all")
 @change
 def resume_all() -> Response:
-    """Every job goes on from its next slot; the slots of the pause are not run (no burst)."""
-    ended = _state().pauses.resume_all(by=g.caller.who)
-    _audit("scheduler.resume-all", "*", "" if ended else "no pause-all was in force")
-    return jsonify(paused_all=False, paused_by=None, paused_at=None)
+    """Every job goes on from its next slot; the pause's on-resume policy decides which paused slots run."""
+    options()
+    acts = actions()
+    ended, queued = acts.resume(g.caller.who, None)
+    return answered(acts, "scheduler.resume-all", "*", paused_all=False, paused_by=None, paused_at=None,
+                    ended=ended.to_json() if ended else None, backfills=queued)
 
 
 @bp.get("/history")
@@ -219,9 +268,9 @@ def locks() -> Response:
 def clear_lock(name: str) -> Response:
     """Same safety as ``appliance locks clear``: 409 while the holder is alive unless ``?force=true``."""
     force = _flag("force")
-    lease = _state().leases.clear(name, force=force)
-    _audit("lock.clear" + (".force" if force else ""), name, lease.holder)
-    return jsonify(cleared=lease.to_json())
+    acts = actions()
+    lease = acts.clear_lock(g.caller.who, name, force)
+    return answered(acts, "lock.clear", name, cleared=lease.to_json())
 
 
 @bp.get("/dead-letters")
@@ -233,17 +282,17 @@ def dead_letters() -> Response:
 @bp.post("/dead-letters/<dead_id>/retry")
 @change
 def retry_dead_letter(dead_id: str) -> tuple[Response, int]:
-    trigger_id = _state().dead_letters.retry(dead_id, by=g.caller.who)
-    _audit("dlq.retry", dead_id, trigger_id)
-    return jsonify(id=dead_id, trigger_id=trigger_id), 202
+    acts = actions()
+    trigger_id = acts.retry_dead_letter(g.caller.who, dead_id)
+    return answered(acts, "dlq.retry", dead_id, id=dead_id, trigger_id=trigger_id), 202
 
 
 @bp.delete("/dead-letters/<dead_id>")
 @change
 def drop_dead_letter(dead_id: str) -> Response:
-    letter = _state().dead_letters.drop(dead_id)
-    _audit("dlq.drop", dead_id, letter.job)
-    return jsonify(dropped=letter.to_json())
+    acts = actions()
+    letter = acts.drop_dead_letter(g.caller.who, dead_id)
+    return answered(acts, "dlq.drop", dead_id, dropped=letter.to_json())
 
 
 @bp.get("/audit")

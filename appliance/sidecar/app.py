@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import redis
 from flask import Flask, Response, jsonify
 from flask.json.provider import DefaultJSONProvider
@@ -17,6 +18,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from appliance.config import Config
 from appliance.errors import Conflict, NotFound
+from appliance.kernel.protocol.actions import Refused
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.runtime.clients import make_redis
 from appliance.kernel.runtime.clock import SYSTEM, Clock
@@ -56,7 +58,7 @@ def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = Non
     names the host whose worker heartbeat makes this sidecar healthy (default: this host).
     """
     # The routes import the Prometheus metrics, which must see the multiprocess directory the entry point sets.
-    from appliance.sidecar import admin, dashboard, health, metrics, seed_api, timeline
+    from appliance.sidecar import admin, dashboard, health, metrics, operations, seed_api, timeline
 
     config.core.metrics_dir.mkdir(parents=True, exist_ok=True)
     # No app-wide static route: the dashboard blueprint serves its own files under its security headers.
@@ -69,7 +71,7 @@ def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = Non
         state=ClusterState(make_redis(config.core.redis_url, timeout=ADMIN_REDIS_TIMEOUT), clock),
         metrics_dir=config.core.metrics_dir,
     )
-    for blueprint in (health.bp, metrics.bp, admin.bp, seed_api.bp, timeline.bp, dashboard.bp):
+    for blueprint in (health.bp, metrics.bp, admin.bp, operations.bp, seed_api.bp, timeline.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     _register_errors(app)
     redactor = Redactor.from_config(config)
@@ -115,6 +117,15 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(Conflict)
     def conflict(exc: Conflict) -> tuple[Response, int]:
         return _error(409, "conflict", str(exc))
+
+    @app.errorhandler(Refused)
+    def refused(exc: Refused) -> tuple[Response, int]:
+        return _error(400, "bad_request", str(exc))
+
+    @app.errorhandler(psycopg.Error)
+    def database_down(exc: psycopg.Error) -> tuple[Response, int]:
+        log.warning("PostgreSQL unavailable: %s", failure(exc))
+        return _error(503, "service_unavailable", "PostgreSQL is unavailable; try again shortly")
 
     @app.errorhandler(redis.RedisError)
     def redis_down(exc: redis.RedisError) -> tuple[Response, int]:

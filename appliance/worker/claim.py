@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import redis
@@ -26,6 +26,7 @@ from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.protocol.state.runs import RunInProgress
 from appliance.kernel.runtime import metrics
 from appliance.kernel.runtime.clock import SYSTEM, Clock
+from appliance.kernel.runtime.json_object import JsonObject
 from appliance.kernel.runtime.logs import fields
 from appliance.kernel.runtime.redaction import Redactor
 from appliance.worker.dispatch import Attempt, Dispatch, Request, Source
@@ -67,7 +68,15 @@ class OpenRun:
     def reason(self) -> str:
         if self.dispatch.scheduled:
             return "schedule"
+        if self.dispatch.backfill:
+            return "backfill"
         return self.request.reason if self.request else "manual"
+
+    @property
+    def params(self) -> JsonObject | None:
+        """The parameters a trigger gave the run (checked again by the runner against the job's declaration)."""
+        trigger = self.request.trigger if self.request else None
+        return trigger.params if trigger else None
 
 
 class Claims:
@@ -122,6 +131,8 @@ class Claims:
             request = self._take_trigger(job.name, owner)
             if request is None:
                 return Attempt(Claim.DONE)
+            if request.trigger is not None and request.trigger.slot:  # the run is for the instant it names
+                d = replace(d, slot=datetime.fromisoformat(request.trigger.slot.replace("Z", "+00:00")))
         run = OpenRun(d, run_id, started, owner, None, request, sent, lease, self._start_of(d))
         return self._open(run)
 
@@ -173,9 +184,14 @@ class Claims:
         if self.ledger is None:
             return run
         try:
-            started = self.ledger.open(d.job.name, d.slot, run.reason, run.run_id, run.owner, self.worker_id,
-                                       d.attempt, run.started, run.start if d.scheduled else None,
-                                       self.spec_versions.get(d.job.name), run.lease != d.job.name)
+            if d.backfill:
+                started = self.ledger.start_backfill(d.job.name, d.slot, run.run_id, run.owner, self.worker_id,
+                                                     d.attempt, run.started)
+            else:
+                started = self.ledger.open(d.job.name, d.slot, run.reason, run.run_id, run.owner, self.worker_id,
+                                           d.attempt, run.started, run.start if d.scheduled else None,
+                                           self.spec_versions.get(d.job.name), run.lease != d.job.name,
+                                           params=self.redact.value(run.params))
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: no fence, so the job must not run
             error = self.redact.text(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
             self.give_back(run.lease, run.owner, run.request if d.source is Source.QUEUED else None)
@@ -184,6 +200,10 @@ class Claims:
                 self.slot_not_run(d, Outcome.SKIPPED_UNAVAILABLE, error)
             log.warning("slot not run: no fence without PostgreSQL", extra=fields(job=d.job.name, error=error))
             return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=error, unavailable="postgres")
+        if started.done and d.backfill:
+            self.give_back(d.job.name, run.owner, None)
+            log.info("backfill slot committed already; not run", extra=fields(job=d.job.name, slot=iso(d.slot)))
+            return Attempt(Claim.DONE)
         if started.done:
             self.give_back(run.lease, run.owner, None)
             log.info("slot already committed, or a later one; not run again",

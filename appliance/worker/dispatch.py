@@ -16,6 +16,9 @@ class Source(StrEnum):
     SCHEDULE = "schedule"  # a slot of the job's schedule (guarded by the per-slot marker)
     QUEUED = "queued"  # serve the oldest pending cluster trigger, taken only once the lease is ours
     DIRECT = "direct"  # a manual run started here: the CLI, or the retry of a manual run
+    #: A slot of the past run on purpose (``appliance backfill``, or a pause's on-resume policy): under the lease
+    #: and fence like any run, its effect committed at most once (``appliance_start_backfill``).
+    BACKFILL = "backfill"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class Request:
     reason: str
     by: str
     trigger: Trigger | None = None
+    #: The backfill a ``Source.BACKFILL`` dispatch serves (``backfills.id``).
+    backfill: str | None = None
 
     @classmethod
     def of(cls, trigger: Trigger) -> Request:
@@ -68,6 +73,10 @@ class Dispatch:
         if self.scheduled:
             return "schedule"
         return self.request.reason if self.request else "manual"
+
+    @property
+    def backfill(self) -> bool:
+        return self.source is Source.BACKFILL
 
     def again(self, request: Request | None) -> Dispatch:
         """The retry of this dispatch; a served trigger is retried as the request it was."""

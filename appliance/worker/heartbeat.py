@@ -38,6 +38,7 @@ def job_table(worker: Worker, me: str) -> list[PublishedJob]:
         next_runs=tuple(iso(job.policy.start_of(job.name, t)) for t in job.schedule.next_runs(now, 5)),
         published_by=me, published_at=iso(now), policy=job.policy.columns(),
         spec=EffectiveSpec.of(job).to_json(), spec_version=versions.get(job.name),
+        params=tuple(param.to_json() for param in job.params),
     ) for job in worker.jobs.values()]
 
 

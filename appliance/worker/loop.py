@@ -33,9 +33,11 @@ from appliance.kernel.protocol.outcomes import RERUNNABLE, Outcome
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.logs import fields
+from appliance.worker.backfills import BackfillPump
 from appliance.worker.catch_up import coalesced_into, expected_duration, is_late
 from appliance.worker.dispatch import Attempt, Dispatch, Source
 from appliance.worker.overlap import REMOTE_POLL, Buffers, Verdict, decide
+from appliance.worker.pausing import PauseWatch
 from appliance.worker.pool import RunPool
 from appliance.worker.recovery import Recovery
 from appliance.worker.runner import Runner
@@ -71,6 +73,8 @@ class Worker(Recovery):
         self._watching: set[str] = set()  # jobs whose lease holder is being watched for a takeover
         self._unavailable: dict[str, Dispatch] = {}  # job -> latest slot (or retry) an outage kept from running
         self._catch_up_armed = False
+        self.pauses = PauseWatch(self)  # reasons, ends at ``until``, the alert on pauses without one
+        self.backfills = BackfillPump(self)  # slots of the past run on purpose (``appliance backfill``)
 
     # -- control --------------------------------------------------------------------------------------
     def wake(self, refresh: bool = False) -> None:
@@ -85,6 +89,10 @@ class Worker(Recovery):
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def paused_jobs(self) -> set[str]:
+        return self._paused
 
     def running_jobs(self) -> list[str]:
         with self._lock:
@@ -176,6 +184,7 @@ class Worker(Recovery):
             if self.clock.monotonic() >= self._refresh_due:
                 self._refresh()  # first, so pause flags hold from the very first slot
             self.scheduler.run_pending()
+            self.pauses.end_due()
             self._run_timers()
             self.clock.wait(self._wake, self._sleep_seconds())
             self._wake.clear()
@@ -187,6 +196,9 @@ class Worker(Recovery):
         with self._lock:
             if self._timers:
                 waits.append(self._timers[0][0] - self.clock.monotonic())
+        pause_ends = self.pauses.seconds_to_next_end(now)
+        if pause_ends is not None:
+            waits.append(pause_ends)
         return max(0.0, min(waits))
 
     def _run_timers(self) -> None:
@@ -203,8 +215,8 @@ class Worker(Recovery):
         names = list(self.jobs)
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hkeys(keys.PAUSED)
-            pipe.exists(keys.PAUSED_ALL)
+            pipe.hgetall(keys.PAUSED)
+            pipe.get(keys.PAUSED_ALL)
             pipe.hgetall(keys.CANCEL)
             for name in names:
                 pipe.llen(keys.triggers(name))
@@ -216,6 +228,9 @@ class Worker(Recovery):
         self._paused = set(self.jobs) if paused_all else set(paused)
         for run_id in cancels.values():
             self.runner.cancel_by_newer(run_id)
+        self.pauses.update(paused, paused_all)
+        self.pool.submit(self.pauses.check_alerts)
+        self.backfills.poll_soon()
         for name, count in zip(names, pending, strict=True):
             if count:
                 self._dispatch(Dispatch(self.jobs[name], self.clock.now(), Source.QUEUED))
@@ -242,7 +257,7 @@ class Worker(Recovery):
             return
         if first_slot and job.name in self._paused:
             claims.skip(job.name, Outcome.PAUSED)
-            claims.record_slot(job.name, d.slot, Outcome.PAUSED, "the job is paused")
+            claims.record_slot(job.name, d.slot, Outcome.PAUSED, self.pauses.reason(job.name))
             return
         if self._coalesce(d):
             return
@@ -313,6 +328,8 @@ class Worker(Recovery):
         elif d.source is Source.QUEUED:
             with self._lock:
                 self._deferred.add(job.name)
+        elif d.backfill:
+            self.pool.submit(lambda: self.backfills.release(d))
 
     def _skip_overlap(self, d: Dispatch, reason: str) -> None:
         claims = self.runner.claims
@@ -362,6 +379,8 @@ class Worker(Recovery):
         self._after_attempt(d, result)
         if not result.wait:
             self._pump(d.job.name)
+        if self.backfills.pending and not d.backfill:  # a backfill slot may have waited for this run
+            self.backfills.poll_soon()
         # After a trigger, look for the next one at once; not while a service is down (it would spin).
         self.wake(refresh=(not d.scheduled or deferred) and not result.unavailable)
 
@@ -376,6 +395,8 @@ class Worker(Recovery):
 
     def _after_attempt(self, d: Dispatch, result: Attempt) -> None:
         job = d.job
+        if d.backfill and self.backfills.settle(d, result):
+            return
         if result.unavailable:
             if result.unavailable == "redis":
                 self._redis_down(Exception(result.error))

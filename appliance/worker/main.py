@@ -42,6 +42,7 @@ from appliance.worker.liveness import Liveness
 from appliance.worker.loop import Worker
 from appliance.worker.pool import RunPool
 from appliance.worker.recorder import Recorder
+from appliance.worker.retention import RetentionPass
 from appliance.worker.runner import Runner
 from appliance.worker.specs import store_versions
 
@@ -172,8 +173,10 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
         signal.signal(sig, lambda signum, _frame: _on_signal(worker, signum))
     close_dead_runs(worker, liveness)
     check_durability(worker.runner.ledger)
-    worker.runner.claims.spec_versions = store_versions(worker.runner.ledger, list(worker.jobs.values()), me)
+    worker.runner.claims.spec_versions = store_versions(worker.runner.ledger, list(worker.jobs.values()), me,
+                                                        worker.runner.redact)
     worker.plan()
+    RetentionPass(worker, config.core.retention_interval).arm()
     assembly.start()
     threading.Thread(target=listen, args=(worker, make_redis(config.core.redis_url, timeout=10)),
                      name="control", daemon=True).start()

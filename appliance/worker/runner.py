@@ -21,6 +21,7 @@ from appliance.config import Config
 from appliance.errors import Cancelled, LockLost
 from appliance.kernel.contract.catalog import JobSettings
 from appliance.kernel.contract.context import CancelToken, RunContext
+from appliance.kernel.contract.params import validate
 from appliance.kernel.contract.policy import Isolation
 from appliance.kernel.protocol import keys, locks
 from appliance.kernel.protocol.ledger import Ledger
@@ -114,7 +115,7 @@ class Runner:
             base["by"] = by
         log.info("run started", extra=fields(**base, fence=run.fence))
         try:
-            outcome, error, trace, summary, duration = self._body(d, ctx, lease, run.start)
+            outcome, error, trace, summary, duration = self._body(d, ctx, lease, run.start, run.params)
             self.durations[job.name] = duration
         finally:
             self.timeouts.drop(run.run_id)
@@ -139,7 +140,7 @@ class Runner:
                            trigger=run.reason, by=by, worker=self.worker_id, started=iso(run.started),
                            finished=iso(self.clock.now()), duration_ms=round(duration * 1000, 3),
                            outcome=recorded.value, processed=ctx.processed_count, error=error or None,
-                           fence=run.fence, summary=summary)
+                           fence=run.fence, summary=summary, params=self.redact.value(run.params))
         done_ms = run.slot_ms if recorded in SETTLED and not retry else None
         streak, warned = self._finish(job, run.owner, record, done_ms, ctx, lease, run.lease)
         log.log(logging.INFO if recorded is Outcome.SUCCESS else logging.WARNING, "run ended",
@@ -157,14 +158,17 @@ class Runner:
         return Attempt(Claim.OK, recorded, error, retry=retry, request=run.request)
 
     def _body(self, d: Dispatch, ctx: RunContext, lease: Lease,
-              start: Any = None) -> tuple[Outcome, str, str, Any, float]:
-        """The job itself, on its planned start: (outcome, error, traceback, summary, seconds)."""
+              start: Any = None, given: dict[str, Any] | None = None) -> tuple[Outcome, str, str, Any, float]:
+        """The job itself, on its planned start: (outcome, error, traceback, summary, seconds). ``given``: a
+        trigger's parameters, checked again against this worker's declaration (a run with parameters that no
+        longer fit fails, saying which)."""
         outcome, error, trace, summary = Outcome.SUCCESS, "", "", None
         t0 = self.clock.monotonic()
         start = start or d.slot
         if d.scheduled:
             self.together.claimed(start)
         try:
+            ctx.params.update(validate(d.job.name, d.job.params, given))
             if d.scheduled:
                 try:
                     ctx.sleep(self.claims.until(start))  # claimed ahead: the body starts on its planned start
@@ -193,9 +197,10 @@ class Runner:
         is ``lease_lost``). Kept for later when PostgreSQL cannot be reached."""
         if self.ledger is None:
             return outcome
-        slot_outcome = SLOT_OF.get(outcome) if run.dispatch.scheduled else None
+        d = run.dispatch
+        slot_outcome = SLOT_OF.get(outcome) if d.scheduled or d.backfill else None
         args = (run.run_id, outcome, slot_outcome, error or None, ctx.processed_count, summary,
-                round(duration * 1000, 3), None)
+                round(duration * 1000, 3), None, d.backfill)
         try:
             return self.ledger.finish(*args)
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: keep the end and write it when it is back

@@ -35,14 +35,15 @@ class Cluster:
         self.state = ClusterState(client, clock)
         self.scripts = locks.register(client)
 
-    def publish(self, name: str, schedule: str = "30s", period: float = 30.0, timezone: str = "UTC") -> PublishedJob:
-        """Publish one job's table entry, as a worker's heartbeat does."""
+    def publish(self, name: str, schedule: str = "30s", period: float = 30.0, timezone: str = "UTC",
+                params: tuple[dict, ...] = ()) -> PublishedJob:
+        """Publish one job's table entry, as a worker's heartbeat does (``params``: declared parameters)."""
         now = self.clock.time()
         job = PublishedJob(name=name, schedule=schedule, describe=f"every {schedule}", timezone=timezone,
                            period_seconds=period, lock_ttl=60.0, grace=period, max_retries=3, enabled=True,
                            description=f"test job {name}",
                            next_runs=tuple(iso_at(now + period * (i + 1)) for i in range(5)),
-                           published_at=iso(self.clock.now()))
+                           published_at=iso(self.clock.now()), params=params)
         self.state.jobs.publish([job])
         return job
 

@@ -112,10 +112,12 @@ def test_trigger_pause_resume_change_the_cluster_state_and_are_audited(client, c
     trigger = cluster.state.triggers.take("tick")
     assert trigger is not None and trigger.id == response.get_json()["trigger_id"] and trigger.by == "admin-token"
     clock.advance(1)  # the audit trail is ordered by time
-    assert client.post("/api/jobs/tick/pause", headers=auth).get_json() == {"job": "tick", "paused": True}
+    paused = client.post("/api/jobs/tick/pause", headers=auth).get_json()
+    assert (paused["job"], paused["paused"], paused["pause"]["by"]) == ("tick", True, "admin-token")
     assert cluster.state.pauses.paused() == {"tick"}
     clock.advance(1)
-    assert client.post("/api/jobs/tick/resume", headers=auth).get_json() == {"job": "tick", "paused": False}
+    resumed = client.post("/api/jobs/tick/resume", headers=auth).get_json()
+    assert (resumed["job"], resumed["paused"], resumed["ended"]["by"]) == ("tick", False, "admin-token")
     assert cluster.state.pauses.paused() == set()
     audit = client.get("/api/audit", headers=auth).get_json()["audit"]
     assert [(e["action"], e["target"], e["who"]) for e in audit] == [

@@ -18,14 +18,15 @@ JSON = "application/json"
 MULTIPART = "multipart/form-data; boundary=xyz"
 FORM = "application/x-www-form-urlencoded"
 #: A JSON object of exactly MAX_BODY bytes: the largest accepted body.
-LARGEST = b'{"note": "' + b"x" * (MAX_BODY - 12) + b'"}'
+LARGEST = b'{"reason": "' + b"x" * (MAX_BODY - 14) + b'"}'
 
 
 @pytest.mark.parametrize(("body", "content_type", "status"), [
     (b"", None, 202),
     (b"  \n", None, 202),
     (b"{}", JSON, 202),
-    (b'{"note": "by hand"}', FORM, 202),
+    (b'{"reason": "by hand"}', FORM, 202),
+    (b'{"note": "by hand"}', JSON, 400),  # an unknown option is refused, not ignored
     (LARGEST, JSON, 202),
     (b"{not json", JSON, 400),
     (b"[1, 2]", JSON, 400),

@@ -8,8 +8,8 @@ from appliance.kernel.runtime.breaker import CircuitBreaker
 
 PUBLISHED = ["name", "schedule", "describe", "timezone", "period_seconds", "lock_ttl", "grace", "max_retries",
              "enabled", "description", "next_runs", "published_by", "published_at", "policy", "spec",
-             "spec_version"]
-JOB = [*PUBLISHED, "paused", "paused_by", "running", "last_run", "last_success", "lock_holder"]
+             "spec_version", "params"]
+JOB = [*PUBLISHED, "paused", "paused_by", "running", "last_run", "last_success", "lock_holder", "pause"]
 RUNNING = ["worker", "run_id", "slot", "started", "attempt", "trigger", "catch_up"]
 RUN = ["job", "slot", "run_id", "attempt", "owner", "trigger", "worker", "started", "finished", "duration_ms",
        "outcome", "processed", "error", "fence", "summary"]

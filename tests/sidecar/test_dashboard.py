@@ -77,18 +77,18 @@ def test_dashboard_signs_in_once_triggers_pauses_and_refreshes(appliance, browse
     expect(row).to_be_visible()
     expect(page.locator("#login")).to_be_hidden()
 
-    row.get_by_role("button", name="Trigger").click()
+    row.get_by_role("button", name="Trigger", exact=True).click()
     expect(_history_rows(page, "manual").filter(has_text="success")).to_have_count(1, timeout=10_000)
     # Exactly one run of the trigger (the hourly slot itself may also run, when the test spans an hour's start).
     manual = [r for r in cluster.state.history.runs("tick") if r.trigger == "manual" and r.outcome == "success"]
     assert len(manual) == 1
 
-    row.get_by_role("button", name="Pause").click()
-    expect(row.get_by_role("button", name="Resume")).to_be_visible()
+    row.get_by_role("button", name="Pause", exact=True).click()
+    expect(row.get_by_role("button", name="Resume", exact=True)).to_be_visible()
     expect(row).to_contain_text("paused")
     assert cluster.state.pauses.paused() == {"tick"}
-    row.get_by_role("button", name="Resume").click()
-    expect(row.get_by_role("button", name="Pause")).to_be_visible()
+    row.get_by_role("button", name="Resume", exact=True).click()
+    expect(row.get_by_role("button", name="Pause", exact=True)).to_be_visible()
     assert cluster.state.pauses.paused() == set()
 
     # A run started elsewhere (the CLI) shows up without touching the page.

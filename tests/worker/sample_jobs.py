@@ -62,3 +62,9 @@ def needs_db(ctx) -> None:
     """Uses PostgreSQL through the fencing number (fails while the database is down)."""
     _record(ctx, "start", fence=ctx.fence)
     _record(ctx, "end")
+
+
+def with_params(ctx) -> dict:
+    """Records the parameters it was given (``ctx.params``) with its slot and trigger."""
+    _record(ctx, "end", params=ctx.params)
+    return {"params": ctx.params}

@@ -22,13 +22,18 @@ from appliance.config.env import EnvReader
 from appliance.errors import ConfigError, ScheduleError
 from appliance.kernel.contract.jobspec import JobFunc, JobSpec
 from appliance.kernel.contract.packs import Pack, installed_packs, load_attribute, packs_of
+from appliance.kernel.contract.params import Param, declare
 from appliance.kernel.contract.policy import DEFAULT_POLICY, Policy, read_calendars, read_policy, unknown_job_variables
 from appliance.kernel.contract.policy import KEYS as POLICY_KEYS
+from appliance.kernel.contract.retention import DEFAULT as DEFAULT_RETENTION
+from appliance.kernel.contract.retention import KEYS as RETENTION_KEYS
+from appliance.kernel.contract.retention import Retention
+from appliance.kernel.contract.retention import declare as declare_retention
 from appliance.kernel.schedule.model import Schedule, parse_schedule
 
 JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 TOML_KEYS = {"callable", "schedule", "lock_ttl", "max_retries", "grace", "timezone", "enabled", "description", "needs",
-             *POLICY_KEYS}
+             *POLICY_KEYS, "params", *RETENTION_KEYS}
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,10 @@ class JobSettings:
     source: str
     #: Overlap, jitter, calendars, timeout and isolation (``appliance.kernel.contract.policy``).
     policy: Policy = DEFAULT_POLICY
+    #: The parameters a trigger may give (``appliance.kernel.contract.params``).
+    params: tuple[Param, ...] = ()
+    #: How long the ledger keeps its history (``appliance.kernel.contract.retention``).
+    retention: Retention = DEFAULT_RETENTION
 
     @property
     def period(self) -> float:
@@ -145,6 +154,16 @@ def _custom_spec(name: str, table: dict[str, Any], path: Path, env: EnvReader) -
     func = _import_callable(table.get("callable"), where, env)
     if "schedule" not in table:
         env.problem(f"{where}.schedule", "(missing)", "a schedule such as 30s, 02:00 or '*/5 * * * *'")
+    params: tuple[Param, ...] = ()
+    if "params" in table:
+        if isinstance(table["params"], dict):
+            params, problems = declare(table["params"], where)
+            for problem in problems:
+                env.problems.append(problem)
+        else:
+            env.problem(f"{where}.params", table["params"], "a table of parameters")
+    retention, problems = declare_retention(table, where)
+    env.problems.extend(problems)
     if func is None or "schedule" not in table:
         return None
     return JobSpec(
@@ -159,7 +178,8 @@ def _custom_spec(name: str, table: dict[str, Any], path: Path, env: EnvReader) -
         timezone=table.get("timezone"),
         enabled=bool(table.get("enabled", True)),
         options={key: table[key] for key in POLICY_KEYS if key in table},
-        extra={"source": str(path)},
+        extra={"source": str(path), "retention": retention},
+        params=params,
     )
 
 
@@ -235,6 +255,8 @@ def _settings(spec: JobSpec, config: Config, env: EnvReader, calendars: Mapping[
         source=spec.extra.get("source", "built-in"),
         policy=read_policy(spec.options, env, suffix, f"{spec.extra.get('source', 'built-in')}[jobs.{spec.name}]",
                            calendars, schedule.period.total_seconds(), spec.func),
+        params=spec.params,
+        retention=spec.extra.get("retention", DEFAULT_RETENTION),
     )
 
 

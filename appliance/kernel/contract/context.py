@@ -53,7 +53,10 @@ class RunContext:
     done so far must already be committed so the next slot continues it. ``fence`` is the number PostgreSQL
     issued when this run took its lease (it only grows): make the final transaction call
     ``appliance.kernel.protocol.fencing.complete_slot`` (or ``check_fence``) so a run that lost its lease cannot commit.
-    ``trigger`` is ``schedule`` for a slot of the schedule, else the reason of a manual run.
+    ``trigger`` is ``schedule`` for a slot of the schedule, ``backfill`` for a slot of the past run on purpose
+    (``appliance backfill``; ``slot`` is that historical slot), else the reason of a manual run. ``params`` are
+    the job's declared parameters: a trigger's values checked against the declaration, the defaults for the rest
+    (and for every scheduled run).
     """
 
     job: str
@@ -71,6 +74,7 @@ class RunContext:
     issued_fence: int | None = None
     processed_count: int = 0
     backlog: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fence(self) -> int:

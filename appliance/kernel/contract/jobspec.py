@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from appliance.kernel.contract.params import Param
+
 if TYPE_CHECKING:
     from appliance.config import Config
     from appliance.kernel.contract.context import RunContext
@@ -27,7 +29,9 @@ class JobSpec:
     the job uses (``"db"``, ``"qdrant"``); the worker waits for them and a run fails when they are down.
     ``lock_ttl``, ``max_retries`` and ``grace`` of None take the global defaults (``LOCK_TTL``,
     ``JOB_MAX_RETRIES``, one period). ``options``: the schedule policy's keys as a jobs file writes them
-    (``overlap``, ``jitter``, ``calendar``, ``timeout``...: ``appliance.kernel.contract.policy``).
+    (``overlap``, ``jitter``, ``calendar``, ``timeout``...: ``appliance.kernel.contract.policy``). ``params``:
+    what a trigger may give the job (``ctx.params``; scheduled runs get the defaults), see
+    ``appliance.kernel.contract.params``.
     """
 
     name: str
@@ -42,6 +46,7 @@ class JobSpec:
     enabled: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    params: tuple[Param, ...] = ()
 
     def default_schedule(self, config: Config) -> str:
         return self.schedule(config) if callable(self.schedule) else self.schedule

@@ -1,5 +1,6 @@
 """A job's effective spec: everything that decides when and how its slots run (schedule, zone, lease TTL, grace,
-retries and the policy: overlap, jitter, calendars, timeout, isolation), from TOML and environment together.
+retries and the policy: overlap, jitter, calendars, timeout, isolation) and what a trigger may give it (its
+declared parameters), from TOML and environment together.
 
 Its JSON is canonical (sorted keys, calendars' definitions whole, an ``.ics`` file's text included), so its hash
 names one spec: a worker that starts with a spec its job never had stores it as the job's next version
@@ -29,21 +30,28 @@ class EffectiveSpec:
     grace: float
     max_retries: int
     policy: Policy
+    #: The declared parameters as JSON (``appliance.kernel.contract.params.Param.to_json``).
+    params: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def of(cls, job: Any) -> EffectiveSpec:
         """The spec of a ``JobSettings``."""
-        return cls(job.name, job.schedule, job.lock_ttl, job.grace, job.max_retries, job.policy)
+        return cls(job.name, job.schedule, job.lock_ttl, job.grace, job.max_retries, job.policy,
+                   tuple(param.to_json() for param in getattr(job, "params", ())))
 
     def to_json(self) -> dict[str, Any]:
-        return {"job": self.job, "schedule": self.schedule.text, "timezone": self.schedule.tz.key,
-                "lock_ttl": self.lock_ttl, "grace": self.grace, "max_retries": self.max_retries,
-                "policy": self.policy.to_json()}
+        found = {"job": self.job, "schedule": self.schedule.text, "timezone": self.schedule.tz.key,
+                 "lock_ttl": self.lock_ttl, "grace": self.grace, "max_retries": self.max_retries,
+                 "policy": self.policy.to_json()}
+        if self.params:  # absent when none: the hash of a spec without parameters stays what it was
+            found["params"] = list(self.params)
+        return found
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EffectiveSpec:
         return cls(data["job"], parse_schedule(data["schedule"], data["timezone"]), float(data["lock_ttl"]),
-                   float(data["grace"]), int(data["max_retries"]), Policy.from_json(data.get("policy") or {}))
+                   float(data["grace"]), int(data["max_retries"]), Policy.from_json(data.get("policy") or {}),
+                   tuple(data.get("params") or ()))
 
     @property
     def canonical(self) -> str:

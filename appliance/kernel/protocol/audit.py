@@ -3,11 +3,13 @@
 - ``overlap``: no two committed runs of a job overlap (a run's committed span is from its fence being
   issued to its effect committing, both read from PostgreSQL's clock under the job's fence row lock);
 - ``fence_order``: fences only grow in commit order;
-- ``double_effect``: no slot has more than one committed run;
+- ``double_effect``: no slot has more than one committed run (a scheduled run or a backfill's: ``SLOT_RUNS``);
 - ``ledger_mismatch``: a slot recorded ``success`` has its committed run, and a committed run's slot says
   ``success``;
 - ``unrecorded``: every expected slot of the schedule has exactly one ledger row (its outcome says what
-  happened); slots before a job's first ledger row are not expected (the job did not exist yet);
+  happened); slots before a job's first ledger row are not expected (the job did not exist yet). A UTC day whose
+  old rows retention summarised (``job_slot_summaries``, ``appliance.kernel.protocol.retention``) is judged whole,
+  by count: its rows and its summaries together must number its expected slots;
 - ``open``: no run started before the window's end is still recorded as running.
 
 Slots newer than a job's lock TTL + grace may still be running or be caught up, so a job's window ends
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 import psycopg
@@ -33,6 +35,8 @@ from appliance.kernel.runtime.json_object import JsonObject
 
 #: Expected slots enumerated per job at most (a 1 s job over a day is 86,400).
 SLOT_LIMIT = 1_000_000
+#: The runs that complete a slot of the schedule: its own, and a backfill of it (``appliance backfill``).
+SLOT_RUNS = ("schedule", "backfill")
 
 
 class JobSettings(Protocol):
@@ -118,14 +122,17 @@ def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end:
         (name, since, end)).fetchall()}
     committed = conn.execute(
         "SELECT run_id, slot, trigger, fence, fence_issued_at, committed_at, commit_seq, lease_scope FROM job_runs "
-        "WHERE job = %(job)s AND committed_at IS NOT NULL AND ((trigger = 'schedule' AND slot BETWEEN %(since)s "
-        "AND %(end)s) OR fence_issued_at BETWEEN %(since)s AND %(end)s) ORDER BY commit_seq",
-        {"job": name, "since": since, "end": end}).fetchall()
+        "WHERE job = %(job)s AND committed_at IS NOT NULL AND ((trigger = ANY(%(slot_runs)s) AND slot BETWEEN "
+        "%(since)s AND %(end)s) OR fence_issued_at BETWEEN %(since)s AND %(end)s) ORDER BY commit_seq",
+        {"job": name, "since": since, "end": end, "slot_runs": list(SLOT_RUNS)}).fetchall()
     open_runs = conn.execute(
         "SELECT run_id, slot, started_at FROM job_runs WHERE job = %s AND outcome IN ('running', 'retrying') "
         "AND started_at >= %s AND started_at <= %s", (name, since, end)).fetchall()
-    first = one(conn.execute("SELECT min(slot) FROM job_slots WHERE job = %s", (name,)))[0]
+    first = one(conn.execute(
+        "SELECT least((SELECT min(slot) FROM job_slots WHERE job = %(job)s), "
+        "(SELECT min(first_slot) FROM job_slot_summaries WHERE job = %(job)s))", {"job": name}))[0]
     expected = _expected(job, max(since, first) if first else None, end)
+    summarised = _summaries(conn, name, since, end)
     violations = report.violations
     # Runs under a slot's own lease (overlap = allow, lease_scope 'slot') overlap other slots' by design: what
     # must hold for them holds per slot (fences growing among that slot's runs); the others hold the job's lease.
@@ -135,12 +142,44 @@ def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end:
     violations += _double_effects(name, committed)
     violations += _check_slots(name, slots, committed)
     violations += [Violation("unrecorded", name, "no ledger row for this slot", iso(s))
-                   for s in expected if s not in slots]
+                   for s in expected if s not in slots and s.astimezone(UTC).date() not in summarised]
+    violations += _check_summarised(conn, job, summarised, first, end)
     violations += [Violation("open", name, f"run {run_id} started {iso(started)} is still recorded as running",
                              iso(slot)) for run_id, slot, started in open_runs]
-    report.jobs[name] = JobAudit(expected=len(expected), recorded=len(slots),
-                                 outcomes=dict(Counter(outcome for outcome, _ in slots.values())),
+    outcomes = Counter(outcome for outcome, _ in slots.values())
+    for by_outcome in summarised.values():
+        outcomes.update(by_outcome)
+    report.jobs[name] = JobAudit(expected=len(expected), recorded=sum(outcomes.values()), outcomes=dict(outcomes),
                                  committed_runs=len(committed), window_end=iso(end))
+
+
+def _summaries(conn: psycopg.Connection, name: str, since: datetime, end: datetime) -> dict[date, Counter[str]]:
+    """The summarised slots of the window's UTC days, by day and outcome."""
+    found: dict[date, Counter[str]] = defaultdict(Counter)
+    if since > end:
+        return found
+    for day, outcome, count in conn.execute(
+            "SELECT day, outcome, slots FROM job_slot_summaries WHERE job = %s AND day BETWEEN %s AND %s",
+            (name, since.astimezone(UTC).date(), end.astimezone(UTC).date())).fetchall():
+        found[day][outcome] += count
+    return found
+
+
+def _check_summarised(conn: psycopg.Connection, job: JobSettings, summarised: dict[date, Counter[str]],
+                      first: datetime | None, end: datetime) -> list[Violation]:
+    """Each summarised day, whole: its rows and its summaries number its expected slots."""
+    found: list[Violation] = []
+    for day, by_outcome in sorted(summarised.items()):
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        last = min(start + timedelta(days=1) - timedelta(microseconds=1), end)
+        expected = _expected(job, max(start, first) if first else start, last)
+        (rows,) = one(conn.execute("SELECT count(*) FROM job_slots WHERE job = %s AND slot BETWEEN %s AND %s",
+                                   (job.name, start, last)))
+        total = rows + sum(by_outcome.values())
+        if total != len(expected):
+            found.append(Violation("unrecorded", job.name, f"{day}: {len(expected)} slots expected, {total} recorded "
+                                   f"({rows} rows, {total - rows} summarised)"))
+    return found
 
 
 def _expected(job: JobSettings, start: datetime | None, end: datetime) -> list[datetime]:
@@ -159,7 +198,7 @@ def _expected(job: JobSettings, start: datetime | None, end: datetime) -> list[d
 def _by_slot(committed: list[tuple]) -> dict[datetime, list[tuple]]:
     found: dict[datetime, list[tuple]] = defaultdict(list)
     for row in committed:
-        found[row[1] if row[2] == "schedule" else row[4]].append(row)
+        found[row[1] if row[2] in SLOT_RUNS else row[4]].append(row)
     return found
 
 
@@ -182,7 +221,7 @@ def _check_commits(name: str, committed: list[tuple]) -> list[Violation]:
 def _double_effects(name: str, committed: list[tuple]) -> list[Violation]:
     per_slot: dict[datetime, list[str]] = defaultdict(list)
     for run_id, slot, trigger, *_ in committed:
-        if trigger == "schedule":
+        if trigger in SLOT_RUNS:
             per_slot[slot].append(run_id)
     return [Violation("double_effect", name, f"{len(runs)} committed runs: {', '.join(runs)}", iso(slot))
             for slot, runs in per_slot.items() if len(runs) > 1]
@@ -190,7 +229,7 @@ def _double_effects(name: str, committed: list[tuple]) -> list[Violation]:
 
 def _check_slots(name: str, slots: dict[datetime, tuple[str, str | None]], committed: list[tuple]) -> list[Violation]:
     found: list[Violation] = []
-    by_slot = {slot: run_id for run_id, slot, trigger, *_ in committed if trigger == "schedule"}
+    by_slot = {slot: run_id for run_id, slot, trigger, *_ in committed if trigger in SLOT_RUNS}
     for slot, (outcome, run_id) in slots.items():
         if outcome == "success" and by_slot.get(slot) != run_id:
             found.append(Violation("ledger_mismatch", name, f"recorded success by run {run_id}, but the committed "

@@ -61,7 +61,9 @@ def complete_slot(conn: psycopg.Connection, ctx: Run) -> None:
     Raises ``LockLost`` unless this run still holds the newest fence of its job and its slot is not done
     yet; the caller's transaction must then roll back (``with conn.transaction():`` does it).
     """
-    (ok,) = one(conn.execute("SELECT appliance_complete(%s)", (ctx.run_id,)))
+    # appliance_complete_slot (migration 0008): a backfill run completes its historical slot, any other run as
+    # appliance_complete does.
+    (ok,) = one(conn.execute("SELECT appliance_complete_slot(%s)", (ctx.run_id,)))
     if not ok:
         raise LockLost(f"run {ctx.run_id} of {ctx.job} cannot complete its slot: a newer run holds the job "
                        "or the slot is done already")

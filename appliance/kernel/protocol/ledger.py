@@ -92,13 +92,15 @@ class HistoryEntry:
     reason: str | None
     started: str | None
     finished: str | None
+    #: What a trigger gave the run (secrets masked); None for a run without parameters.
+    params: JsonObject | None = None
 
     def to_json(self) -> JsonObject:
         return {"run_id": self.run_id, "job": self.job, "slot": self.slot, "trigger": self.trigger,
                 "attempt": self.attempt, "worker": self.worker, "duration_ms": self.duration_ms,
                 "outcome": self.outcome, "slot_outcome": self.slot_outcome, "processed": self.processed,
                 "error": self.error, "fence": self.fence, "summary": self.summary, "reason": self.reason,
-                "started": self.started, "finished": self.finished}
+                "started": self.started, "finished": self.finished, "params": self.params}
 
 
 class Ledger:
@@ -110,29 +112,49 @@ class Ledger:
             conn.execute("SELECT 1")
 
     def start(self, job: str, slot: datetime, trigger: str, run_id: str, owner: str, worker: str,
-              attempt: int, started: datetime) -> Started:
+              attempt: int, started: datetime, params: JsonObject | None = None) -> Started:
+        """``params``: what a trigger gave the run (secrets masked), stored with it; one more statement, only
+        for a run that has them."""
         with self.pool.connection(timeout=CONNECT_WAIT) as conn:
             fence, done = one(conn.execute(
                 "SELECT * FROM appliance_start_run(%s, %s, %s, %s, %s, %s, %s, %s)",
                 (job, slot, trigger, run_id, owner, worker, attempt, started)))
+            if params and not done:
+                conn.execute("UPDATE job_runs SET params = %s WHERE run_id = %s", (json.dumps(params), run_id))
         return Started(int(fence), bool(done))
 
     def open(self, job: str, slot: datetime, trigger: str, run_id: str, owner: str, worker: str, attempt: int,
-             started: datetime, planned: datetime | None, spec_version: int | None, per_slot: bool) -> Started:
+             started: datetime, planned: datetime | None, spec_version: int | None, per_slot: bool,
+             params: JsonObject | None = None) -> Started:
         """``start`` that also records the planned start and the spec version; ``per_slot``: the run holds its
-        slot's own lease and fence (overlap = allow), so runs of other slots stay open beside it (0006)."""
+        slot's own lease and fence (overlap = allow), so runs of other slots stay open beside it (0006).
+        ``params``: what a trigger gave the run (secrets masked), stored with it (one more statement, only for a
+        run that has them)."""
         with self.pool.connection(timeout=CONNECT_WAIT) as conn:
             fence, done = one(conn.execute(
                 "SELECT * FROM appliance_open_run(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (job, slot, trigger, run_id, owner, worker, attempt, started, planned, spec_version, per_slot)))
+            if params and not done:
+                conn.execute("UPDATE job_runs SET params = %s WHERE run_id = %s", (json.dumps(params), run_id))
         return Started(int(fence), bool(done))
+    def start_backfill(self, job: str, slot: datetime, run_id: str, owner: str, worker: str, attempt: int,
+                       started: datetime) -> Started:
+        """A backfill run of ``slot`` that holds the job's lease: its fence, or ``done`` when the slot's effect
+        committed already (then nothing is recorded and the run must not happen)."""
+        with self.pool.connection(timeout=CONNECT_WAIT) as conn:
+            fence, done = one(conn.execute("SELECT * FROM appliance_start_backfill(%s, %s, %s, %s, %s, %s, %s)",
+                                           (job, slot, run_id, owner, worker, attempt, started)))
+        return Started(int(fence or 0), bool(done))
 
     def finish(self, run_id: str, outcome: Outcome, slot_outcome: Outcome | None, error: str | None,
-               processed: int, summary: JsonObject | None, duration_ms: float, reason: str | None) -> Outcome:
-        """Record the end of a run; returns the outcome recorded (a stale success becomes ``lease_lost``)."""
+               processed: int, summary: JsonObject | None, duration_ms: float, reason: str | None,
+               backfill: bool = False) -> Outcome:
+        """Record the end of a run; returns the outcome recorded (a stale success becomes ``lease_lost``). A
+        backfill run (``backfill``) completes its historical slot here and gives the slot's row its outcome."""
+        function = "appliance_finish_backfill" if backfill else "appliance_finish_run"
         with self.pool.connection(timeout=CONNECT_WAIT) as conn:
             (recorded,) = one(conn.execute(
-                "SELECT appliance_finish_run(%s, %s, %s, %s, %s, %s, %s, %s)",
+                f"SELECT {function}(%s, %s, %s, %s, %s, %s, %s, %s)",
                 (run_id, outcome.value, slot_outcome.value if slot_outcome else None, error, processed,
                  None if summary is None else json.dumps(summary), duration_ms, reason)))
         return Outcome(recorded) if recorded else outcome
@@ -198,13 +220,14 @@ _HISTORY = """
 SELECT * FROM (
     (SELECT r.run_id, r.job, r.slot, r.trigger, r.attempt, r.worker, r.started_at, r.finished_at, r.duration_ms,
             r.outcome, s.outcome AS slot_outcome, r.processed, r.error, r.fence, r.summary, r.reason,
-            r.started_at AS at
+            r.params, r.started_at AS at
      FROM job_runs r
-     LEFT JOIN job_slots s ON r.trigger = 'schedule' AND s.job = r.job AND s.slot = r.slot AND s.run_id = r.run_id
+     LEFT JOIN job_slots s ON r.trigger IN ('schedule', 'backfill') AND s.job = r.job AND s.slot = r.slot
+                           AND s.run_id = r.run_id
      WHERE %(job)s::text IS NULL OR r.job = %(job)s ORDER BY r.started_at DESC LIMIT %(limit)s)
     UNION ALL
     (SELECT NULL, s.job, s.slot, 'schedule', NULL, s.worker, NULL, NULL, NULL, s.outcome, s.outcome, 0, NULL,
-            s.fence, NULL, s.reason, s.slot
+            s.fence, NULL, s.reason, NULL, s.slot
      FROM job_slots s WHERE s.run_id IS NULL AND (%(job)s::text IS NULL OR s.job = %(job)s)
      ORDER BY s.slot DESC LIMIT %(limit)s)
 ) AS h ORDER BY at DESC LIMIT %(limit)s
@@ -216,10 +239,10 @@ def read_history(conn, job: str | None = None, limit: int = 50) -> list[HistoryE
     cur = conn.execute(_HISTORY, {"job": job, "limit": limit})
     entries = []
     for (run_id, name, slot, trigger, attempt, worker, started, finished, duration_ms, outcome, slot_outcome,
-         processed, error, fence, summary, reason, _at) in cur.fetchall():
+         processed, error, fence, summary, reason, params, _at) in cur.fetchall():
         entries.append(HistoryEntry(
             run_id=run_id, job=name, slot=iso(slot), trigger=trigger, attempt=attempt, worker=worker,
             duration_ms=duration_ms, outcome=outcome, slot_outcome=slot_outcome, processed=processed, error=error,
             fence=fence, summary=summary, reason=reason, started=None if started is None else iso(started),
-            finished=None if finished is None else iso(finished)))
+            finished=None if finished is None else iso(finished), params=params))
     return entries

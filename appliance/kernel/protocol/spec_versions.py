@@ -36,3 +36,10 @@ def versions(conn: psycopg.Connection, job: str) -> list[SpecVersion]:
     rows = conn.execute("SELECT job, version, hash, spec, created_at, created_by FROM job_specs WHERE job = %s "
                         "ORDER BY version", (job,)).fetchall()
     return [SpecVersion(*row) for row in rows]
+
+
+def latest(conn: psycopg.Connection, job: str) -> SpecVersion | None:
+    """The newest stored version of ``job``'s spec, or None."""
+    row = conn.execute("SELECT job, version, hash, spec, created_at, created_by FROM job_specs WHERE job = %s "
+                       "ORDER BY version DESC LIMIT 1", (job,)).fetchone()
+    return SpecVersion(*row) if row else None

@@ -11,8 +11,11 @@ let timer = null;
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
-async function api(method, path) {
-  const response = await fetch(path, { method, headers: { Authorization: "Bearer " + token() } });
+async function api(method, path, payload) {
+  const headers = { Authorization: "Bearer " + token() };
+  const options = { method, headers };
+  if (payload !== undefined) { headers["Content-Type"] = "application/json"; options.body = JSON.stringify(payload); }
+  const response = await fetch(path, options);
   let data = null;
   try { data = await response.json(); } catch (_) { data = null; }
   if (response.status === 401 || response.status === 403) {
@@ -79,6 +82,7 @@ function jobRow(job) {
   actions.append(button("Trigger", () => api("POST", "/api/jobs/" + name + "/trigger")),
                  job.paused ? button("Resume", () => api("POST", "/api/jobs/" + name + "/resume"))
                             : button("Pause", () => api("POST", "/api/jobs/" + name + "/pause")));
+  Actions.decorate(actions, job);
   tr.append(actions);
   return tr;
 }
@@ -89,7 +93,9 @@ function runRow(run) {
   tr.className = "clickable";
   tr.addEventListener("click", () => pick(run.run_id));
   tr.append(cell(run.job), cell(when(run.started)), cell(run.duration_ms === undefined ? null : run.duration_ms + " ms"),
-            cell(run.outcome, "outcome-" + run.outcome), cell(run.trigger), cell(run.attempt), cell(run.processed),
+            cell(run.outcome, "outcome-" + run.outcome), cell(run.trigger),
+            cell(run.params ? Object.entries(run.params).map(([k, v]) => k + "=" + v).join(", ") : null),
+            cell(run.attempt), cell(run.processed),
             cell(run.worker), cell(run.error, run.error ? "error" : ""));
   return tr;
 }
@@ -214,6 +220,7 @@ async function refresh() {
     api("GET", "/api/scheduler"),
   ]);
   showScheduler(scheduler);
+  await Actions.update(scheduler, jobs.jobs);
   fill("breakers", breakers.breakers, breakerRow, "no breaker has recorded a failure");
   Charts.locks(document.getElementById("lock-strip"), jobs.jobs, locks.locks);
   await drawLedger();

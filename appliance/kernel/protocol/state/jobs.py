@@ -44,6 +44,8 @@ class PublishedJob:
     policy: JsonObject | None = None
     spec: JsonObject | None = None
     spec_version: int | None = None
+    #: The declared parameters (``appliance.kernel.contract.params.Param.to_json``), checked where a trigger is made.
+    params: tuple[JsonObject, ...] = ()
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> PublishedJob:
@@ -53,7 +55,7 @@ class PublishedJob:
                    enabled=data.get("enabled", True), description=data.get("description"),
                    next_runs=tuple(data.get("next_runs") or ()), published_by=data.get("published_by"),
                    published_at=data.get("published_at"), policy=data.get("policy"), spec=data.get("spec"),
-                   spec_version=data.get("spec_version"))
+                   spec_version=data.get("spec_version"), params=tuple(data.get("params") or ()))
 
     def to_json(self) -> JsonObject:
         return {"name": self.name, "schedule": self.schedule, "describe": self.describe, "timezone": self.timezone,
@@ -61,7 +63,7 @@ class PublishedJob:
                 "max_retries": self.max_retries, "enabled": self.enabled, "description": self.description,
                 "next_runs": list(self.next_runs), "published_by": self.published_by,
                 "published_at": self.published_at, "policy": self.policy, "spec": self.spec,
-                "spec_version": self.spec_version}
+                "spec_version": self.spec_version, "params": list(self.params)}
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class JobView:
     last_run: RunRecord | None
     last_success: str | None
     lease_holder: str | None
+    #: The job's own pause (who, when, why, until when, on-resume), None when not paused one by one.
+    pause: Pause | None = None
 
     @property
     def name(self) -> str:
@@ -90,7 +94,8 @@ class JobView:
         return {**self.published.to_json(), "paused": self.paused, "paused_by": self.paused_by,
                 "running": self.running.to_json() if self.running else None,
                 "last_run": self.last_run.to_json() if self.last_run else None,
-                "last_success": self.last_success, "lock_holder": self.lease_holder}
+                "last_success": self.last_success, "lock_holder": self.lease_holder,
+                "pause": self.pause.to_json() if self.pause else None}
 
 
 class JobTable:
@@ -109,6 +114,13 @@ class JobTable:
     def require(self, job: str) -> None:
         if not self.client.hexists(keys.JOBS, job):
             raise NotFound(f"unknown job {job!r}; known jobs: {', '.join(self.names()) or 'none published yet'}")
+
+    def published(self, job: str) -> PublishedJob:
+        """``job`` as a worker published it; ``NotFound`` naming the known jobs."""
+        found = loads(self.client.hget(keys.JOBS, job))
+        if not found:
+            self.require(job)
+        return PublishedJob.from_json(job, found or {})
 
     def views(self) -> list[JobView]:
         """Every published job with its pause state, run in progress, last run, lease holder, by name."""
@@ -133,5 +145,6 @@ class JobTable:
                 last_run=RunRecord.from_json(last_run) if last_run else None,
                 last_success=iso_from_epoch(float(last_success)) if last_success else None,
                 lease_holder=holder,
+                pause=Pause.from_json(pause) if pause else None,
             ))
         return result

@@ -54,6 +54,8 @@ class RunRecord:
     fence: int | None
     summary: JsonObject | None
     by: str | None = None
+    #: What a trigger gave the run (secrets masked); shown only when there were any.
+    params: JsonObject | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
@@ -61,13 +63,15 @@ class RunRecord:
                    owner=data.get("owner"), trigger=data.get("trigger", "schedule"), worker=data.get("worker"),
                    started=data.get("started"), finished=data.get("finished"), duration_ms=data.get("duration_ms"),
                    outcome=data["outcome"], processed=data.get("processed", 0), error=data.get("error"),
-                   fence=data.get("fence"), summary=data.get("summary"), by=data.get("by"))
+                   fence=data.get("fence"), summary=data.get("summary"), by=data.get("by"),
+                   params=data.get("params"))
 
     def to_json(self) -> JsonObject:
         head = {"job": self.job, "slot": self.slot, "run_id": self.run_id, "attempt": self.attempt,
                 "owner": self.owner, "trigger": self.trigger}
         if self.by is not None:
             head["by"] = self.by
+        tail: JsonObject = {"params": self.params} if self.params is not None else {}
         return {**head, "worker": self.worker, "started": self.started, "finished": self.finished,
                 "duration_ms": self.duration_ms, "outcome": self.outcome, "processed": self.processed,
-                "error": self.error, "fence": self.fence, "summary": self.summary}
+                "error": self.error, "fence": self.fence, "summary": self.summary, **tail}

@@ -15,5 +15,6 @@ JOBS: list[JobSpec] = [
     JobSpec("trial-expiration", trials.run, "0 * * * *", "suspend active trial tenants whose trial has ended",
             needs=("db",)),
     JobSpec("call-cleanup", cleanup.run, "02:00",
-            "delete old call records, finished calls, job runs and activity in small batches", needs=("db",)),
+            "delete old call records, finished calls, activity and settled outbox rows in small batches",
+            needs=("db",)),
 ]

@@ -1,8 +1,10 @@
 """``call-cleanup`` (daily at 02:00): deletes old records in small batches.
 
 Deleted: call records (``call_attempts``) and finished calls (``completed``, ``failed``, ``cancelled``) older
-than ``CALL_RETENTION_DAYS``; ended job runs, slot ledger rows, activity and settled outbox rows older than
-``ACTIVITY_RETENTION_DAYS`` (30). Each batch of ``CLEANUP_BATCH_SIZE`` rows is its own short transaction, with a
+than ``CALL_RETENTION_DAYS``; activity and settled outbox rows older than ``ACTIVITY_RETENTION_DAYS`` (30). The
+appliance's own ledger (``job_runs``, ``job_slots``) is not the pack's: the worker applies each job's retention to
+it, summarising old slot rows so ``appliance audit`` still proves old windows (``appliance.worker.retention``).
+Each batch of ``CLEANUP_BATCH_SIZE`` rows is its own short transaction, with a
 checkpoint between batches, so no lock is held for long and a stopped run leaves nothing half done.
 """
 
@@ -32,8 +34,6 @@ class Target:
 TARGETS = (
     Target("call_attempts", "started_at", retention="calls"),
     Target("calls", "finished_at", "status IN ('completed', 'failed', 'cancelled')", retention="calls"),
-    Target("job_runs", "started_at", "outcome NOT IN ('running', 'retrying')"),
-    Target("job_slots", "slot"),
     Target("activity", "created_at"),
     Target("outbox", "created_at", "status IN ('recorded', 'sent', 'failed')"),
 )
