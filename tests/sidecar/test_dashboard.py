@@ -107,6 +107,42 @@ def test_dashboard_signs_in_once_triggers_pauses_and_refreshes(appliance, browse
     assert errors == []
 
 
+def test_a_late_refusal_of_a_wrong_credential_does_not_sign_out_the_right_one(appliance, browser):
+    """The wrong token's six requests are in flight together; one 401 shows the form again, and the user types
+    the right token while the others are still on the wire. Their late 401s must not sign that one out (they
+    did: a loaded machine answered the wrong token's last request after the right one's board was shown)."""
+    from playwright.sync_api import expect
+
+    page = browser.new_context().new_page()
+    held = []
+
+    def hold_wrong_locks(route):
+        wrong = route.request.headers.get("authorization") == "Bearer wrong-token"
+        if wrong and route.request.url.endswith("/api/locks"):
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/**", hold_wrong_locks)
+    page.goto(appliance.url + "/admin")
+    page.fill("#token", "wrong-token")
+    page.click("#login button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text("invalid credential")
+    assert len(held) == 1, "the wrong token's /api/locks request is held back"
+
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#login button[type=submit]")
+    row = page.locator('#jobs tbody tr[data-job="tick"]')
+    expect(row).to_be_visible()
+
+    with page.expect_response(lambda r: r.url.endswith("/api/locks") and r.status == 401):
+        held[0].continue_()
+    page.evaluate("() => new Promise((done) => setTimeout(done, 100))")
+    expect(page.locator("#login")).to_be_hidden()
+    expect(row).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('appliance.adminToken')") == ADMIN_TOKEN
+
+
 def test_dashboard_retries_a_dead_letter_and_the_worker_runs_it(appliance, browser, cluster):
     from playwright.sync_api import expect
 

@@ -12,15 +12,20 @@ let timer = null;
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
 async function api(method, path, payload) {
-  const headers = { Authorization: "Bearer " + token() };
+  const sent = token();
+  const headers = { Authorization: "Bearer " + sent };
   const options = { method, headers };
   if (payload !== undefined) { headers["Content-Type"] = "application/json"; options.body = JSON.stringify(payload); }
   const response = await fetch(path, options);
   let data = null;
   try { data = await response.json(); } catch (_) { data = null; }
   if (response.status === 401 || response.status === 403) {
-    sessionStorage.removeItem(TOKEN_KEY);
-    showLogin((data && data.message) || "not authorised");
+    // A refusal of a credential the tab no longer holds (an earlier, wrong one whose answer came late)
+    // must not sign out the one entered since.
+    if (token() === sent) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showLogin((data && data.message) || "not authorised");
+    }
     throw new Error("unauthorised");
   }
   if (!response.ok) { throw new Error((data && data.message) || response.statusText); }
