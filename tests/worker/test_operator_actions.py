@@ -4,9 +4,15 @@ ledger first."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -44,6 +50,7 @@ def appliance(tmp_path, app_env, redis_server):
             assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
         return result
 
+    cli.env = env  # type: ignore[attr-defined]
     yield cli, redis_server.client(), app_env["DATABASE_URL"]
     worker.terminate()
 
@@ -134,17 +141,24 @@ def test_a_pause_ends_by_itself_records_its_slots_with_who_and_why_and_runs_the_
     assert not client.hexists("appliance:paused", "tick")
 
 
-def test_backfill_plans_first_runs_the_plan_once_and_refuses_bad_windows(appliance):
-    cli, client, url = appliance
+def _paused_gap(cli, client, url) -> tuple[list[tuple], datetime, datetime]:
+    """Pause ``tick`` for three slots and resume it; the gap's slots and a window around them that the live
+    schedule has left behind."""
     wait_until(lambda: [r for r in records(client, "tick") if r["event"] == "end"], 10, "tick runs")
     cli("jobs", "pause", "tick", "--reason", "a gap to fill")
     gap = wait_until(lambda: (p := sql(url, "SELECT slot FROM job_slots WHERE job = 'tick' AND outcome = 'paused' "
                                             "ORDER BY slot")) and len(p) >= 3 and p, 10, "three paused slots")
     cli("jobs", "resume", "tick")
     since, until = gap[0][0] - timedelta(seconds=2), gap[-1][0] + timedelta(seconds=1)
-    window = ["--from", since.isoformat(), "--to", until.isoformat()]
     # Slots newer than lock TTL + grace + CLOCK_SKEW_WARN (1 + 1 + 1 s) are the live schedule's: wait past them.
     wait_until(lambda: datetime.now(UTC) > until + timedelta(seconds=3.5), 10, "the window out of the live horizon")
+    return gap, since, until
+
+
+def test_backfill_plans_first_runs_the_plan_once_and_refuses_bad_windows(appliance):
+    cli, client, url = appliance
+    gap, since, until = _paused_gap(cli, client, url)
+    window = ["--from", since.isoformat(), "--to", until.isoformat()]
     before = sql(url, "SELECT slot, outcome FROM job_slots WHERE job = 'tick' ORDER BY slot")
     plan = json.loads(cli("backfill", "tick", *window, "--dry-run", "--json").stdout)["plan"]
     planned = [datetime.fromisoformat(s["slot"].replace("Z", "+00:00")) for s in plan["will_run"]]
@@ -186,3 +200,36 @@ def test_backfill_plans_first_runs_the_plan_once_and_refuses_bad_windows(applian
                           (["tick", "--from", "last week", "--to", now.isoformat()], "--from must be an ISO 8601")):
         refused = cli("backfill", *args, code=2)
         assert message in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_backfill_on_a_terminal_shows_a_progress_bar_to_the_end(appliance):
+    """On a terminal the command draws a progress bar while the workers run the plan (on a pipe it does not:
+    the test above reads its plain output)."""
+    cli, client, url = appliance
+    _, since, until = _paused_gap(cli, client, url)
+    plan = json.loads(cli("backfill", "tick", "--from", since.isoformat(), "--to", until.isoformat(), "--dry-run",
+                          "--json").stdout)["plan"]
+    total = len(plan["will_run"])
+    assert total >= 3
+    command = [sys.executable, "-m", "appliance", "backfill", "tick", "--from", since.isoformat(), "--to",
+               until.isoformat(), "--reason", "on a terminal"]
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal of 100 columns
+    process = subprocess.Popen(command, env=cli.env, stdin=secondary, stdout=secondary,
+                               stderr=secondary, close_fds=True)
+    os.close(secondary)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the terminal's other end closed: the command has exited
+            break
+        if not chunk:
+            break
+        screen += chunk
+    assert process.wait(timeout=60) == 0
+    os.close(primary)
+    text = screen.decode(errors="replace")
+    assert re.search(rf"backfill \S+: +100%\|[^|]*\| {total}/{total} ", text), text
+    assert "\r" in text, "the bar is redrawn in place"
+    assert f"{total}/{total} slots ended (success={total})" in text, text
