@@ -69,13 +69,15 @@ def test_kill_after_the_run_is_recorded_but_before_its_lease_is_released(cluster
     in PostgreSQL, does not run it again, and runs the next slot."""
     client = redis_server.client()
     cluster.schedule = "10s"
-    holder = cluster.start(FAULT_LINGER="1.5")
+    # The run lingers after its commit long enough for the other worker to start (a few seconds on a loaded
+    # machine) and Redis' writes to be paused before its end is recorded and its lease released.
+    holder = cluster.start(FAULT_LINGER="6")
     slot, run_id, _ = cluster.wait_mark("committed")[0]
     other = cluster.start(home="elsewhere")
     # Writes only: the holder's release blocks, reads go on. Unpaused below; the bound only covers a slow machine.
     client.client_pause(30000, all=False)
     try:
-        wait_until(lambda: cluster.run_row(run_id)[0] == "success", 10, "the run's end in PostgreSQL")
+        wait_until(lambda: cluster.run_row(run_id)[0] == "success", 15, "the run's end in PostgreSQL")
         time.sleep(0.3)  # the release is on its way to (and blocked in) Redis
         holder.kill()
         # Killed in that step: its running entry was never removed (the lease itself has expired by now).

@@ -5,7 +5,6 @@ on evidence, with one log line each way. (Whole workers under libfaketime: tests
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 import pytest
 
@@ -14,10 +13,21 @@ from appliance.kernel.runtime.clock import SYSTEM, SteppedClock
 from appliance.kernel.runtime.skew import Offset, SkewWatch, measure
 
 
+class _OffClock(SteppedClock):
+    """A wall clock ``offset`` seconds off the true time, moving with it (a loaded machine may take a while
+    between two checks), whose monotonic clock does not move by itself: a round trip measured on it takes no
+    time, so the error bound is 0."""
+
+    def __init__(self, offset: float) -> None:
+        super().__init__(SYSTEM.now())
+        self.off = offset
+
+    def time(self) -> float:
+        return SYSTEM.time() + self.off
+
+
 def _clock(offset: float) -> SteppedClock:
-    """A wall clock ``offset`` seconds off the true time (whose monotonic clock does not move by itself: a
-    round trip measured on it takes no time, so the error bound is 0)."""
-    return SteppedClock(SYSTEM.now() + timedelta(seconds=offset))
+    return _OffClock(offset)
 
 
 @pytest.mark.parametrize("offset", [4.0, -4.0, 0.0])
