@@ -21,6 +21,7 @@ plan`` and the audit agree on which slots are excluded.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -83,6 +84,22 @@ class Blackout:
                 raise CalendarError(f"blackout {text!r} ends before it starts")
             return cls(str(text), "dates", first_d, last_d)
         raise CalendarError(f"unreadable blackout {text!r}; expected {BLACKOUT_EXPECTED}")
+
+    def reopens_on(self, day: date) -> tuple[time, ...]:
+        """The wall times on ``day`` at which this window ends (the minute after its last one), for a search of
+        the next instant a calendar allows: outside ``covers``, those and the starts of what one looks for are the
+        only candidates. A window that ends at midnight reopens at 00:00 of the next day."""
+        if self.kind == "dates":
+            return (time(),) if day == self.end + timedelta(days=1) else ()
+        if self.kind == "times":
+            after = self.end + _MINUTE
+            return (after.time(),) if after.date() == day else ()
+        end = self.end + 1
+        if self.kind == "daily":
+            return (time((end % 1440) // 60, end % 60),)
+        if (end // 1440) % 7 == day.weekday():
+            return (time((end % 1440) // 60, end % 60),)
+        return ()
 
     def covers(self, wall: datetime) -> bool:
         """Whether the naive local ``wall`` time falls into the window (its last minute or day included)."""
@@ -235,6 +252,15 @@ class Calendar:
                 return f"calendar event: {summary}"
         return None
 
+    def reopens_on(self, day: date) -> tuple[time, ...]:
+        """The wall times on ``day`` at which one of this calendar's blackout windows ends (sorted), and 00:00
+        when the day before was an excluded date or a public holiday; an ``.ics`` event's end is not among them."""
+        found = {t for blackout in self.blackouts for t in blackout.reopens_on(day)}
+        before = day - timedelta(days=1)
+        if before in self.dates or (self.holidays and before in _holidays(self.holidays, self.region, before.year)):
+            found.add(time())
+        return tuple(sorted(found))
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "dates": sorted(d.isoformat() for d in self.dates), "holidays": self.holidays,
                 "region": self.region, "blackout": [b.text for b in self.blackouts], "ics": self.ics,
@@ -255,3 +281,16 @@ def first_exclusion(calendars: tuple[Calendar, ...], slot: datetime, zone: ZoneI
         if reason:
             return calendar.name, reason
     return None
+
+
+def make_calendar(name: str, dates: Iterable[date] = (), holidays: str | None = None,
+                  blackout: Iterable[str] = ()) -> Calendar:
+    """A calendar from plain values, as a pack keeps them in its own tables: local ``dates``, ``holidays`` a
+    country or country-region (``IN``, ``DE-BY``) of the ``holidays`` library, ``blackout`` windows as written
+    in a jobs file. Raises ``CalendarError`` naming the value it cannot read."""
+    country, region = None, None
+    if holidays:
+        country, _, own = str(holidays).strip().upper().partition("-")
+        region = own or None
+        check_holidays(country, region)
+    return Calendar(name, frozenset(dates), country, region, tuple(Blackout.parse(text) for text in blackout))
