@@ -191,12 +191,15 @@ def _ics_reason(events: tuple[_Event, ...], wall: datetime, zone: ZoneInfo) -> s
             begin = start if isinstance(start, datetime) else datetime.combine(start, time())
         if event.rules is None:
             occurrence: datetime | None = begin
+        elif not event.all_day and isinstance(event.start, datetime) and event.start.tzinfo is not None:
+            # Recurrences keep the event's own wall time: look for the one before the slot on that clock (the
+            # job's wall time would be hours off it), then place it in the job's zone.
+            own = event.start.tzinfo
+            occurrence = event.rules.before(wall.replace(tzinfo=zone).astimezone(own).replace(tzinfo=None), inc=True)
+            if occurrence is not None:
+                occurrence = occurrence.replace(tzinfo=own).astimezone(zone).replace(tzinfo=None)
         else:
             occurrence = event.rules.before(wall, inc=True)
-            if occurrence is not None and not event.all_day and isinstance(event.start, datetime) \
-                    and event.start.tzinfo is not None:
-                # Recurrences keep the event's own wall time: place them in the job's zone.
-                occurrence = occurrence.replace(tzinfo=event.start.tzinfo).astimezone(zone).replace(tzinfo=None)
         if occurrence is not None and occurrence <= wall < occurrence + max(event.span, _MINUTE):
             return event.summary
     return None
