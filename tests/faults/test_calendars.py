@@ -1,12 +1,14 @@
 """Calendars with a real worker, redis-server and PostgreSQL: an RFC 5545 file (written here with ``icalendar``)
 whose recurring event covers the first slots of a 1 s job; those slots end ``skipped_calendar`` naming the
-calendar and the event, the ones after it run; ``appliance schedule plan`` shows the same exclusions before they happen; and
-``appliance audit`` counts the excluded slots, holds, and fails when a ``skipped_calendar`` row is missing or
-says what no calendar says."""
+calendar and the event, the ones after it run; ``appliance schedule plan`` shows the same exclusions before
+they happen; ``appliance audit`` counts the excluded slots, holds, and fails when a ``skipped_calendar`` row is
+missing or says what no calendar says; ``appliance schedule diff`` lists what a calendar added to the spec
+removes."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -77,6 +79,10 @@ def _at(report: dict, slot: datetime) -> list[dict]:
     """The report's violations at ``slot``."""
     return [v for v in report["violations"]
             if v["slot"] and datetime.fromisoformat(v["slot"].replace("Z", "+00:00")) == slot]
+
+
+def _hash(cluster, version: int) -> str:
+    return cluster.sql("SELECT hash FROM job_specs WHERE job = 'effect' AND version = %s", (version,))[0][0]
 
 
 def _rows(cluster) -> dict[datetime, tuple[str, str | None]]:
@@ -168,7 +174,24 @@ def test_a_run_committed_on_an_excluded_slot_is_a_calendar_violation(cluster, tm
     assert result.returncode == 0, result.stderr
     changes = json.loads(result.stdout)
     assert (changes["from"], changes["to"], changes["added"]) == (1, 2, [])
-    assert changes["removed"] and all(s["reason"] is None for s in changes["removed"]), changes
+    removed = [datetime.fromisoformat(s["slot"].replace("Z", "+00:00")) for s in changes["removed"]]
+    occurrence = (t0 - timedelta(seconds=60), t0 + timedelta(seconds=540))
+    assert removed and all(occurrence[0] <= s < occurrence[1] for s in removed), (occurrence, removed[:3])
+    assert removed[-1] == occurrence[1] - timedelta(seconds=1), removed[-3:]
+
+    text = _appliance(cluster, jobs_file, "schedule", "diff", "effect", "--from", "1", "--to", "2", "--window", "1h")
+    head = f"effect: version 1 ({_hash(cluster, 1)}) -> 2 ({_hash(cluster, 2)}), 0 added, "
+    assert text.returncode == 0 and re.match(re.escape(head) + r"\d+ removed until ", text.stdout), text.stdout
+
+    # Bad input: one line naming the problem, exit 2.
+    for args, problem in [(("diff", "effect", "--from", "7"), "versions of effect: 1, 2; --from 7 --to 2"),
+                          (("diff", "effect", "--window", "soon"), "--window 'soon': expected a duration"),
+                          (("diff", "nosuch"), "no stored spec of 'nosuch'"),
+                          (("plan", "nosuch"), "unknown job 'nosuch'"),
+                          (("plan", "effect", "--next", "0"), "--next must be from 1 to"),
+                          (("plan", "effect", "--from", "yesterday"), "--from 'yesterday': expected an ISO time")]:
+        bad = _appliance(cluster, jobs_file, "schedule", *args)
+        assert bad.returncode == 2 and problem in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
 
     (success,) = cluster.sql("SELECT slot FROM job_slots WHERE job = 'effect' AND outcome = 'success' "
                              "ORDER BY slot LIMIT 1")
