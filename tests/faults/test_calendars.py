@@ -93,8 +93,8 @@ def _rows(cluster) -> dict[datetime, tuple[str, str | None]]:
 @pytest.mark.process
 @pytest.mark.timeout(90)
 def test_an_ics_event_excludes_its_slots_and_the_audit_accounts_for_them(cluster, tmp_path):
-    """Today's occurrence of the daily event ends at t0 + 4 s (an event covers at least its minute, so it starts
-    56 s before): the worker, started before t0, skips every slot up to t0 + 3 s and runs those after."""
+    """Today's occurrence of the daily event, a minute long, ends at t0 + 4 s: the worker, started before t0,
+    skips every slot up to t0 + 3 s and runs those after."""
     t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
     end = t0 + timedelta(seconds=4)
     jobs_file = _jobs_file(tmp_path, _ics(tmp_path / "maintenance.ics", end - timedelta(seconds=60),

@@ -10,7 +10,8 @@ A calendar is made of any of:
   (``22:00-06:00``, overnight when the end is earlier), a date (``2026-12-25``), dates
   (``2026-12-24/2026-12-26``) or times (``2026-12-24T18:00/2026-12-27T06:00``);
 - ``ics``: the events of an RFC 5545 file (read with ``icalendar``; ``RRULE``, ``RDATE`` and ``EXDATE`` are
-  followed): an all-day event excludes its dates, a timed one its span.
+  followed): an all-day event excludes its dates, a timed one its span (DTEND exclusive; its minute when it
+  has no DTEND or DURATION).
 
 A slot that falls on an excluded date or into an excluded window is not run: the worker records it
 ``skipped_calendar`` with the calendar's name and the reason (``public holiday in IN: Diwali``). Everything
@@ -42,6 +43,7 @@ _DATES = re.compile(r"(\d{4}-\d{2}-\d{2})(?:/(\d{4}-\d{2}-\d{2}))?")
 _TIMES = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})/(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})")
 _WEEK_MINUTES = 7 * 24 * 60
 _MINUTE = timedelta(minutes=1)
+_ZERO = timedelta(0)
 
 
 class CalendarError(ValueError):
@@ -200,7 +202,8 @@ def _ics_reason(events: tuple[_Event, ...], wall: datetime, zone: ZoneInfo) -> s
                 occurrence = occurrence.replace(tzinfo=own).astimezone(zone).replace(tzinfo=None)
         else:
             occurrence = event.rules.before(wall, inc=True)
-        if occurrence is not None and occurrence <= wall < occurrence + max(event.span, _MINUTE):
+        # DTEND is exclusive (RFC 5545): an event covers its span; one without a span covers its minute.
+        if occurrence is not None and occurrence <= wall < occurrence + (event.span if event.span > _ZERO else _MINUTE):
             return event.summary
     return None
 

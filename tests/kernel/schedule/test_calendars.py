@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -68,3 +68,33 @@ def test_a_calendar_reopens_the_day_after_a_holiday_or_date():
 def test_make_calendar_names_what_it_cannot_read(holidays, blackout, problem):
     with pytest.raises(CalendarError, match=problem):
         make_calendar("tenant", (), holidays, blackout)
+
+
+def _one_event(start: datetime, end: datetime | None) -> str:
+    calendar = IcsCalendar()
+    calendar.add("prodid", "-//appliance tests//EN")
+    calendar.add("version", "2.0")
+    event = Event()
+    event.add("uid", "once@appliance.test")
+    event.add("summary", "Deploy")
+    event.add("dtstamp", start)
+    event.add("dtstart", start)
+    if end is not None:
+        event.add("dtend", end)
+    calendar.add_component(event)
+    return calendar.to_ical().decode()
+
+
+@pytest.mark.parametrize("end, last_excluded, first_running", [
+    # DTEND is exclusive: a 20-second event covers 20 seconds, not the rest of its minute
+    (datetime(2026, 3, 10, 10, 0, 20, tzinfo=UTC), 19, 20),
+    # without DTEND or DURATION a timed event covers its minute
+    (None, 59, 60),
+])
+def test_a_timed_event_covers_its_span(end, last_excluded, first_running):
+    start = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
+    calendar = Calendar("deploys", ics=_one_event(start, end))
+    zone = ZoneInfo("Europe/Berlin")
+    at = [start.replace(second=0) + timedelta(seconds=s) for s in (-1, 0, last_excluded, first_running)]
+    assert [calendar.excluded(slot, zone) for slot in at] == [None, "calendar event: Deploy",
+                                                               "calendar event: Deploy", None]
