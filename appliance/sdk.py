@@ -18,7 +18,9 @@ What is here, by concern:
 - failing: ``ApplianceError`` and its children (``Cancelled`` is a ``BaseException``: ``except Exception``
   does not swallow a shutdown);
 - calling out: ``CircuitBreaker``, ``CircuitOpen``, ``BreakerState``;
-- time: ``Clock``, ``SYSTEM``, ``iso``;
+- time: ``Clock``, ``SYSTEM``, ``iso``; calendars (the mechanism of a job's ``calendar`` key, for a pack's own
+  closing times): ``Calendar``, ``make_calendar`` (dates, a country's public holidays, blackout windows),
+  ``first_exclusion``, ``CalendarError``;
 - data: ``connect_db``, ``make_redis``, ``one``, ``migrate``; files: ``write_atomic``, ``write_sparse``; the
   disk: ``measure_disk``, ``is_full_error``, ``size_text``, ``FULL_BELOW``;
 - commands a pack adds to the CLI: ``config_or_exit``, ``jobs_or_exit``, ``Jobs``, ``setup_logs``,
@@ -61,14 +63,14 @@ from appliance.kernel.runtime.logs import fields as log_fields
 from appliance.kernel.runtime.metrics import lazy as lazy_metric
 from appliance.kernel.runtime.output import fail, print_json
 from appliance.kernel.runtime.startup import config_or_exit, jobs_or_exit, setup_logs, use_metrics_dir
+from appliance.kernel.schedule.calendars import Calendar, CalendarError, first_exclusion, make_calendar
 
 __all__ = [
-    "FULL_BELOW", "SYSTEM", "ApplianceError", "BackupPart", "BackupRefused", "BreakerState", "CancelToken",
-    "Cancelled", "CircuitBreaker", "CircuitOpen", "Clock", "ConfigError", "Conflict", "ExitCode", "JobFunc",
-    "JobSpec", "Jobs", "LockLost", "NotFound", "Pack", "Param", "RunContext", "RunOutcome", "ScheduleError",
-    "SeedNames",
-    "Shutdown", "UntrustedService", "check_fence", "complete_slot", "config_or_exit", "connect_db", "fail",
-    "is_full_error", "iso", "issue_fence", "jobs_or_exit", "lazy_metric", "load_settings", "log_fields", "make_redis",
-    "measure_disk", "migrate", "one", "print_json", "run_once", "setup_logs", "size_text", "trigger_job",
-    "use_metrics_dir", "write_atomic", "write_sparse",
+    "FULL_BELOW", "SYSTEM", "ApplianceError", "BackupPart", "BackupRefused", "BreakerState", "Calendar",
+    "CalendarError", "CancelToken", "Cancelled", "CircuitBreaker", "CircuitOpen", "Clock", "ConfigError", "Conflict",
+    "ExitCode", "JobFunc", "JobSpec", "Jobs", "LockLost", "NotFound", "Pack", "Param", "RunContext", "RunOutcome",
+    "ScheduleError", "SeedNames", "Shutdown", "UntrustedService", "check_fence", "complete_slot", "config_or_exit",
+    "connect_db", "fail", "first_exclusion", "is_full_error", "iso", "issue_fence", "jobs_or_exit", "lazy_metric",
+    "load_settings", "log_fields", "make_calendar", "make_redis", "measure_disk", "migrate", "one", "print_json",
+    "run_once", "setup_logs", "size_text", "trigger_job", "use_metrics_dir", "write_atomic", "write_sparse",
 ]

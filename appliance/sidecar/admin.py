@@ -40,6 +40,8 @@ bp = Blueprint("admin_api", __name__, url_prefix="/api")
 bp.before_request(admin_surface)
 
 MAX_LIMIT = 1000
+#: Slots a plan (``GET /api/jobs/NAME/plan?next=N``) lists at most.
+MAX_PLAN = 1000
 #: Largest body a change accepts. Admin calls carry at most a few options; a larger body is refused unread.
 MAX_BODY = 64 * 1024
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
@@ -87,6 +89,16 @@ def _limit(default: int) -> int:
         return default
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, not {raw!r}")
+    return int(raw)
+
+
+def _next(default: int) -> int:
+    """``?next=N``: how many slots a plan lists."""
+    raw = request.args.get("next")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PLAN:
+        raise BadRequest(f"next must be an integer from 1 to {MAX_PLAN}, not {raw!r}")
     return int(raw)
 
 
@@ -150,7 +162,7 @@ def plan(name: str) -> Response:
     published = next(view.published for view in state.jobs.views() if view.name == name)
     if not published.spec:
         raise BadRequest(f"job {name!r} was published by a worker that does not publish its spec yet")
-    count = _limit(10)
+    count = _next(10)
     raw = request.args.get("from")
     try:
         after = datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else \

@@ -118,6 +118,9 @@ class Worker(Recovery):
             slot_job.do(self._slot_due, slot_job)
             if job.name in open_slots:
                 self._watch_holder(job, 0)
+                if job.policy.per_slot:  # each open slot under its own lease
+                    for slot in open_slots[job.name]:
+                        self._watch_holder(job, 0, slot)
 
     def _misfire(self, job: JobSettings, now: datetime, latest: datetime, last: tuple[datetime, Outcome],
                  open_slots: set[datetime]) -> datetime | None:
@@ -417,7 +420,7 @@ class Worker(Recovery):
             self._busy(d if d.job.policy.buffers else replace(d, waited=True), None)
         elif result.claim in (Claim.RUNNING, Claim.LOCKED):
             if d.scheduled:
-                self._watch_holder(job, result.holder_pttl)
+                self._watch_holder(job, result.holder_pttl, d.slot if result.claim is Claim.RUNNING else None)
             elif d.source is Source.QUEUED:
                 # The lease is busy elsewhere: serve the pending trigger as soon as it is free.
                 self.after(max(result.holder_pttl, 0) / 1000 + 0.05,

@@ -20,6 +20,7 @@ import redis
 from appliance.kernel.contract.catalog import JobSettings
 from appliance.kernel.protocol import keys
 from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.protocol.owner import iso
 from appliance.kernel.runtime.clock import Clock
 from appliance.kernel.runtime.logs import fields
 from appliance.worker.dispatch import Dispatch
@@ -96,32 +97,34 @@ class Recovery:
         return True
 
     # -- takeover of a slot whose holder died ---------------------------------------------------------
-    def _watch_holder(self, job: JobSettings, pttl: int) -> None:
-        """Another run holds the job. If its holder dies (the lease expires without a finish) while its slot
-        is still the job's latest and within lock TTL + grace, run that slot here, once."""
+    def _watch_holder(self, job: JobSettings, pttl: int, slot: datetime | None = None) -> None:
+        """Another run holds the job (or, under overlap = allow, ``slot``'s own lease). If its holder dies (the
+        lease expires without a finish) while its slot is still the job's latest (any slot under allow, whose
+        slots run side by side) and within lock TTL + grace, run that slot here, once."""
+        lease = keys.slot_lease(job.name, iso(slot)) if slot is not None and job.policy.per_slot else job.name
         with self._lock:
-            if job.name in self._watching:
+            if lease in self._watching:
                 return
-            self._watching.add(job.name)
+            self._watching.add(lease)
         try:
-            seen = self.redis.hget(keys.RUNNING, job.name)
+            seen = self.redis.hget(keys.RUNNING, lease)
         except redis.RedisError:
             seen = None
         if seen is None:
             with self._lock:
-                self._watching.discard(job.name)
+                self._watching.discard(lease)
             return
-        self.after(max(pttl, 0) / 1000 + 0.05, lambda: self._check_holder(job, seen))
+        self.after(max(pttl, 0) / 1000 + 0.05, lambda: self._check_holder(job, seen, lease))
 
-    def _check_holder(self, job: JobSettings, seen: str) -> None:
+    def _check_holder(self, job: JobSettings, seen: str, lease: str) -> None:
         with self._lock:
-            self._watching.discard(job.name)
+            self._watching.discard(lease)
         if self.stopping:
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hget(keys.RUNNING, job.name)
-            pipe.pttl(keys.lock(job.name))
+            pipe.hget(keys.RUNNING, lease)
+            pipe.pttl(keys.lock(lease))
             current, pttl = pipe.execute()
         except redis.RedisError:
             return
@@ -129,8 +132,8 @@ class Recovery:
             return  # the holder finished (or a newer run started): nothing to take over
         if pttl > 0:
             with self._lock:
-                self._watching.add(job.name)
-            self.after(pttl / 1000 + 0.05, lambda: self._check_holder(job, seen))
+                self._watching.add(lease)
+            self.after(pttl / 1000 + 0.05, lambda: self._check_holder(job, seen, lease))
             return
         held = json.loads(seen)
         if held.get("trigger") != "schedule":
@@ -138,7 +141,9 @@ class Recovery:
         slot = datetime.fromisoformat(held["slot"].replace("Z", "+00:00"))
         now = self.clock.now()
         deadline = slot + timedelta(seconds=job.lock_ttl + job.grace)
-        if job.schedule.last_at_or_before(now) != slot or now > deadline:
+        per_slot = lease != job.name
+        if (not per_slot and job.schedule.last_at_or_before(now) != slot) or now > deadline:
             return  # a later slot runs on its own; its start closes the dead run as abandoned
         log.warning("holder of a slot died; taking the slot over", extra=fields(job=job.name, slot=slot.isoformat()))
-        self._dispatch(Dispatch(job, slot, catch_up=True))
+        # Under allow the slot runs beside later ones: it is not a catch-up that could make them wait or coalesce.
+        self._dispatch(Dispatch(job, slot, catch_up=not per_slot))

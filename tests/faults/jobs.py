@@ -7,7 +7,9 @@ that final transaction, as a job may. It never calls ``ctx.checkpoint()``: the w
 
 Behaviour per worker process, from its environment: ``FAULT_WORK`` seconds of work before the final
 transaction (default 0.2); ``FAULT_BLOCK=before_commit|after_commit`` sleeps a minute at that step, for the
-test to kill the process there; ``FAULT_LINGER`` seconds after the commit before the job returns;
+test to kill the process there (``first_run``: before the commit of the cluster's first run only, so that the
+worker which took it can be killed there while the others, and their takeover of it, run as usual);
+``FAULT_LINGER`` seconds after the commit before the job returns;
 ``FAULT_FAIL=1`` makes every run fail before its final transaction.
 
 ``steady`` is the job that does keep its checkpoints: ``FAULT_WORK`` seconds in steps of 0.1 s (``ctx.sleep``),
@@ -37,10 +39,16 @@ def _mark(ctx, step: str) -> None:
                      (ctx.job, ctx.slot, ctx.run_id, os.getpid(), step))
 
 
+def _first_run(ctx) -> bool:
+    """Whether this run's ``started`` mark is the only one so far."""
+    with ctx.db.connection() as conn:
+        return conn.execute("SELECT count(*) FROM fault_marks WHERE step = 'started'").fetchone()[0] == 1
+
+
 def effect(ctx) -> dict:
     _mark(ctx, "started")
     block = os.environ.get("FAULT_BLOCK", "")
-    if block == "before_commit":
+    if block == "before_commit" or (block == "first_run" and _first_run(ctx)):
         time.sleep(60)
     time.sleep(float(os.environ.get("FAULT_WORK", "0.2")))
     if os.environ.get("FAULT_FAIL") == "1":

@@ -5,6 +5,7 @@ Every slot ends with one row that says what happened, and ``appliance audit`` ho
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 
@@ -154,4 +155,40 @@ def test_allow_runs_slots_side_by_side_each_once_on_three_workers(cluster, tmp_p
     assert len({e[0] for e in effects}) == len(effects), effects
     rows = _rows(cluster)
     assert [r for r in rows if r[1] == "skipped_overlap" and "max_concurrent" in r[2]], rows
+    cluster.assert_audit_clean()
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+def test_allow_takes_a_dead_holders_slot_over_after_its_ttl_with_one_effect(cluster):
+    """overlap = allow, max_concurrent = 2, three workers: the worker that took the first slot is killed -9 in it,
+    before its commit. Its slot's own lease (lock:effect:<slot>) expires after the TTL; a worker that found the
+    slot running watched that lease and runs the slot, once, under a newer fence of that slot; the dead run is
+    closed; every slot ends with at most one effect and the audit holds."""
+    cluster.schedule = "3s"
+    cluster.lock_ttl = 3.0
+    env = {"FAULT_BLOCK": "first_run", "OVERLAP_EFFECT": "allow", "MAX_CONCURRENT_EFFECT": "2"}
+    cluster.start_together(env, env, env)
+    slot, dead_run, pid = cluster.wait_mark("started")[0]
+    victim = next(w for w in cluster.workers if w.pid == pid)
+    victim.kill()
+    killed = time.monotonic()
+    (effect,) = wait_until(lambda: cluster.effects(slot), 20, "the takeover's effect")
+    took = time.monotonic() - killed
+    # Not before the dead holder's lease expired (at most one TTL after its last renewal), well within grace.
+    assert 0.5 < took < cluster.lock_ttl + 3.0, took
+    assert effect[1] != dead_run and effect[3] != pid
+    wait_until(lambda: cluster.run_row(dead_run)[0] != "running", 15, "the dead holder's run closed")
+    assert cluster.run_row(dead_run)[0] in ("abandoned", "lease_lost"), cluster.run_row(dead_run)
+    later = cluster.sql("SELECT count(*) FROM job_slots WHERE job = 'effect' AND slot > %s AND outcome = 'success'",
+                        (slot,))[0][0]
+    wait_until(lambda: cluster.sql("SELECT count(*) FROM job_slots WHERE job = 'effect' AND slot > %s AND "
+                                   "outcome = 'success'", (slot,))[0][0] >= max(later, 2), 20, "later slots")
+    cluster.stop_all()
+    assert cluster.slot_row(slot)[:2] == ("success", effect[1])
+    fences = cluster.sql("SELECT fence FROM job_runs WHERE run_id IN (%s, %s) ORDER BY started_at",
+                         (dead_run, effect[1]))
+    assert fences[0][0] < fences[1][0], fences
+    effects = cluster.effects()
+    assert len({e[0] for e in effects}) == len(effects), effects
     cluster.assert_audit_clean()

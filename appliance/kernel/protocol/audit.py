@@ -10,6 +10,13 @@
   happened); slots before a job's first ledger row are not expected (the job did not exist yet). A UTC day whose
   old rows retention summarised (``job_slot_summaries``, ``appliance.kernel.protocol.retention``) is judged whole,
   by count: its rows and its summaries together must number its expected slots;
+- ``calendar``: no scheduled run commits on a slot the calendars of the spec version it ran under exclude, and
+  a slot recorded ``skipped_calendar`` is one that a version of the job's spec excludes
+  (``appliance.kernel.protocol.exclusions``). Excluded slots are expected like the others, each with its
+  ``skipped_calendar`` row (a missing one is ``unrecorded``, naming the calendar); the report counts them
+  (``excluded``), so ``expected - excluded`` slots were due to run. A buffered slot (overlap ``buffer_one``,
+  ``buffer_all``, ``cancel_other``) has one row, of the run that started when the one before ended or
+  ``skipped_overlap``, and a coalesced one its ``coalesced`` row: both are accounted like any other;
 - ``open``: no run started before the window's end is still recorded as running.
 
 Slots newer than a job's lock TTL + grace may still be running or be caught up, so a job's window ends
@@ -30,6 +37,7 @@ from typing import Any, Protocol
 import psycopg
 
 from appliance.kernel.protocol.db.rows import one
+from appliance.kernel.protocol.exclusions import Exclusions
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.runtime.json_object import JsonObject
 
@@ -73,10 +81,12 @@ class JobAudit:
     outcomes: dict[str, int]
     committed_runs: int
     window_end: str
+    #: Of the expected slots, those the job's calendars exclude (each to be recorded ``skipped_calendar``).
+    excluded: int = 0
 
     def to_json(self) -> JsonObject:
-        return {"expected": self.expected, "recorded": self.recorded, "outcomes": self.outcomes,
-                "committed_runs": self.committed_runs, "window_end": self.window_end}
+        return {"expected": self.expected, "excluded": self.excluded, "recorded": self.recorded,
+                "outcomes": self.outcomes, "committed_runs": self.committed_runs, "window_end": self.window_end}
 
 
 @dataclass
@@ -121,7 +131,8 @@ def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end:
         "SELECT slot, outcome, run_id FROM job_slots WHERE job = %s AND slot >= %s AND slot <= %s",
         (name, since, end)).fetchall()}
     committed = conn.execute(
-        "SELECT run_id, slot, trigger, fence, fence_issued_at, committed_at, commit_seq, lease_scope FROM job_runs "
+        "SELECT run_id, slot, trigger, fence, fence_issued_at, committed_at, commit_seq, lease_scope, spec_version "
+        "FROM job_runs "
         "WHERE job = %(job)s AND committed_at IS NOT NULL AND ((trigger = ANY(%(slot_runs)s) AND slot BETWEEN "
         "%(since)s AND %(end)s) OR fence_issued_at BETWEEN %(since)s AND %(end)s) ORDER BY commit_seq",
         {"job": name, "since": since, "end": end, "slot_runs": list(SLOT_RUNS)}).fetchall()
@@ -141,8 +152,14 @@ def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end:
         violations += _check_commits(name, slot_runs)
     violations += _double_effects(name, committed)
     violations += _check_slots(name, slots, committed)
-    violations += [Violation("unrecorded", name, "no ledger row for this slot", iso(s))
+    exclusions = Exclusions.read(conn, job)
+    excluded = {s: found for s in expected if exclusions.any and (found := exclusions.of(s))}
+    violations += [Violation("unrecorded", name, "no ledger row for this slot" + (
+                       f" (calendar {excluded[s][0]} excludes it: expected a skipped_calendar row)"
+                       if s in excluded else ""), iso(s))
                    for s in expected if s not in slots and s.astimezone(UTC).date() not in summarised]
+    if exclusions.any:
+        violations += _check_calendars(name, exclusions, slots, committed)
     violations += _check_summarised(conn, job, summarised, first, end)
     violations += [Violation("open", name, f"run {run_id} started {iso(started)} is still recorded as running",
                              iso(slot)) for run_id, slot, started in open_runs]
@@ -150,7 +167,22 @@ def _audit_job(conn: psycopg.Connection, job: JobSettings, since: datetime, end:
     for by_outcome in summarised.values():
         outcomes.update(by_outcome)
     report.jobs[name] = JobAudit(expected=len(expected), recorded=sum(outcomes.values()), outcomes=dict(outcomes),
-                                 committed_runs=len(committed), window_end=iso(end))
+                                 committed_runs=len(committed), window_end=iso(end),
+                                 excluded=sum(1 for s in expected if s in excluded))
+
+
+def _check_calendars(name: str, exclusions: Exclusions, slots: dict[datetime, tuple[str, str | None]],
+                     committed: list[tuple]) -> list[Violation]:
+    found: list[Violation] = []
+    for run_id, slot, trigger, *_rest, version in committed:
+        if trigger == "schedule" and (excluded := exclusions.under(version, slot)):
+            found.append(Violation("calendar", name, f"calendar {excluded[0]} excludes this slot ({excluded[1]}) "
+                                   f"under spec version {version}, but run {run_id} committed its effect", iso(slot)))
+    for slot, (outcome, _run_id) in slots.items():
+        if outcome == "skipped_calendar" and not exclusions.by_any(slot):
+            found.append(Violation("calendar", name, "recorded skipped_calendar, but no version of the job's spec "
+                                   "has a calendar that excludes it", iso(slot)))
+    return found
 
 
 def _summaries(conn: psycopg.Connection, name: str, since: datetime, end: datetime) -> dict[date, Counter[str]]:

@@ -10,7 +10,8 @@ A calendar is made of any of:
   (``22:00-06:00``, overnight when the end is earlier), a date (``2026-12-25``), dates
   (``2026-12-24/2026-12-26``) or times (``2026-12-24T18:00/2026-12-27T06:00``);
 - ``ics``: the events of an RFC 5545 file (read with ``icalendar``; ``RRULE``, ``RDATE`` and ``EXDATE`` are
-  followed): an all-day event excludes its dates, a timed one its span.
+  followed): an all-day event excludes its dates, a timed one its span (DTEND exclusive; its minute when it
+  has no DTEND or DURATION).
 
 A slot that falls on an excluded date or into an excluded window is not run: the worker records it
 ``skipped_calendar`` with the calendar's name and the reason (``public holiday in IN: Diwali``). Everything
@@ -21,6 +22,7 @@ plan`` and the audit agree on which slots are excluded.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -41,6 +43,7 @@ _DATES = re.compile(r"(\d{4}-\d{2}-\d{2})(?:/(\d{4}-\d{2}-\d{2}))?")
 _TIMES = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})/(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})")
 _WEEK_MINUTES = 7 * 24 * 60
 _MINUTE = timedelta(minutes=1)
+_ZERO = timedelta(0)
 
 
 class CalendarError(ValueError):
@@ -83,6 +86,22 @@ class Blackout:
                 raise CalendarError(f"blackout {text!r} ends before it starts")
             return cls(str(text), "dates", first_d, last_d)
         raise CalendarError(f"unreadable blackout {text!r}; expected {BLACKOUT_EXPECTED}")
+
+    def reopens_on(self, day: date) -> tuple[time, ...]:
+        """The wall times on ``day`` at which this window ends (the minute after its last one), for a search of
+        the next instant a calendar allows: outside ``covers``, those and the starts of what one looks for are the
+        only candidates. A window that ends at midnight reopens at 00:00 of the next day."""
+        if self.kind == "dates":
+            return (time(),) if day == self.end + timedelta(days=1) else ()
+        if self.kind == "times":
+            after = self.end + _MINUTE
+            return (after.time(),) if after.date() == day else ()
+        end = self.end + 1
+        if self.kind == "daily":
+            return (time((end % 1440) // 60, end % 60),)
+        if (end // 1440) % 7 == day.weekday():
+            return (time((end % 1440) // 60, end % 60),)
+        return ()
 
     def covers(self, wall: datetime) -> bool:
         """Whether the naive local ``wall`` time falls into the window (its last minute or day included)."""
@@ -174,13 +193,17 @@ def _ics_reason(events: tuple[_Event, ...], wall: datetime, zone: ZoneInfo) -> s
             begin = start if isinstance(start, datetime) else datetime.combine(start, time())
         if event.rules is None:
             occurrence: datetime | None = begin
+        elif not event.all_day and isinstance(event.start, datetime) and event.start.tzinfo is not None:
+            # Recurrences keep the event's own wall time: look for the one before the slot on that clock (the
+            # job's wall time would be hours off it), then place it in the job's zone.
+            own = event.start.tzinfo
+            occurrence = event.rules.before(wall.replace(tzinfo=zone).astimezone(own).replace(tzinfo=None), inc=True)
+            if occurrence is not None:
+                occurrence = occurrence.replace(tzinfo=own).astimezone(zone).replace(tzinfo=None)
         else:
             occurrence = event.rules.before(wall, inc=True)
-            if occurrence is not None and not event.all_day and isinstance(event.start, datetime) \
-                    and event.start.tzinfo is not None:
-                # Recurrences keep the event's own wall time: place them in the job's zone.
-                occurrence = occurrence.replace(tzinfo=event.start.tzinfo).astimezone(zone).replace(tzinfo=None)
-        if occurrence is not None and occurrence <= wall < occurrence + max(event.span, _MINUTE):
+        # DTEND is exclusive (RFC 5545): an event covers its span; one without a span covers its minute.
+        if occurrence is not None and occurrence <= wall < occurrence + (event.span if event.span > _ZERO else _MINUTE):
             return event.summary
     return None
 
@@ -235,6 +258,15 @@ class Calendar:
                 return f"calendar event: {summary}"
         return None
 
+    def reopens_on(self, day: date) -> tuple[time, ...]:
+        """The wall times on ``day`` at which one of this calendar's blackout windows ends (sorted), and 00:00
+        when the day before was an excluded date or a public holiday; an ``.ics`` event's end is not among them."""
+        found = {t for blackout in self.blackouts for t in blackout.reopens_on(day)}
+        before = day - timedelta(days=1)
+        if before in self.dates or (self.holidays and before in _holidays(self.holidays, self.region, before.year)):
+            found.add(time())
+        return tuple(sorted(found))
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "dates": sorted(d.isoformat() for d in self.dates), "holidays": self.holidays,
                 "region": self.region, "blackout": [b.text for b in self.blackouts], "ics": self.ics,
@@ -255,3 +287,16 @@ def first_exclusion(calendars: tuple[Calendar, ...], slot: datetime, zone: ZoneI
         if reason:
             return calendar.name, reason
     return None
+
+
+def make_calendar(name: str, dates: Iterable[date] = (), holidays: str | None = None,
+                  blackout: Iterable[str] = ()) -> Calendar:
+    """A calendar from plain values, as a pack keeps them in its own tables: local ``dates``, ``holidays`` a
+    country or country-region (``IN``, ``DE-BY``) of the ``holidays`` library, ``blackout`` windows as written
+    in a jobs file. Raises ``CalendarError`` naming the value it cannot read."""
+    country, region = None, None
+    if holidays:
+        country, _, own = str(holidays).strip().upper().partition("-")
+        region = own or None
+        check_holidays(country, region)
+    return Calendar(name, frozenset(dates), country, region, tuple(Blackout.parse(text) for text in blackout))

@@ -11,8 +11,9 @@ const Charts = (() => {
   const GROUPS = {
     success: "success", failed: "failed", dead_lettered: "failed", failure: "failed",
     skipped_locked: "skipped", skipped_unavailable: "skipped", paused: "skipped", coalesced: "skipped",
+    skipped_overlap: "skipped", skipped_calendar: "calendar",
     missed: "missed", abandoned: "abandoned", lease_lost: "abandoned", cancelled: "abandoned",
-    running: "running", retrying: "running",
+    cancelled_by_newer: "abandoned", timed_out: "failed", running: "running", retrying: "running",
   };
 
   function el(name, attrs, text) {
@@ -43,7 +44,8 @@ const Charts = (() => {
     }
   }
 
-  // One row per job; a mark per slot of job_slots. A slot without a row leaves a blank: a gap.
+  // One row per job; a mark per slot of job_slots, its title saying the outcome and the ledger's reason (why a
+  // slot was skipped, excluded, paused, missed or coalesced). A slot without a row leaves a blank: a gap.
   function timeline(container, data, onPick) {
     container.replaceChildren();
     const names = Object.keys(data.jobs).sort();
@@ -67,7 +69,7 @@ const Charts = (() => {
       for (const slot of data.jobs[name].slots) {
         const mark = el("rect", { x: Math.max(0, x(slot.slot) - 1.5), y: y + 3, width: 3, height: ROW - 6,
                                   class: "mark " + group(slot.outcome), "data-outcome": slot.outcome,
-                                  "data-run-id": slot.run_id || "" });
+                                  "data-run-id": slot.run_id || "", "data-reason": slot.reason || "" });
         mark.append(el("title", {}, `${name} ${new Date(slot.slot).toLocaleString()}: ${slot.outcome}` +
                                    (slot.reason ? ` (${slot.reason})` : "")));
         if (slot.run_id) { mark.addEventListener("click", () => onPick(slot.run_id)); }

@@ -97,7 +97,7 @@ function runRow(run) {
   tr.dataset.runId = run.run_id;
   tr.className = "clickable";
   tr.addEventListener("click", () => pick(run.run_id));
-  tr.append(cell(run.job), cell(when(run.started)), cell(run.duration_ms === undefined ? null : run.duration_ms + " ms"),
+  tr.append(cell(run.job), cell(when(run.started)), cell(run.duration_ms === undefined || run.duration_ms === null ? null : run.duration_ms + " ms"),
             cell(run.outcome, "outcome-" + run.outcome), cell(run.trigger),
             cell(run.params ? Object.entries(run.params).map(([k, v]) => k + "=" + v).join(", ") : null),
             cell(run.attempt), cell(run.processed),
@@ -201,6 +201,7 @@ async function drawLedger() {
   try {
     const data = await api("GET", "/api/timeline?hours=" + hours);
     Charts.timeline(document.getElementById("timeline"), data, pick);
+    Plans.skipped(data);
     Charts.lines(document.getElementById("duration-chart"), data, "duration_ms", "ms");
     Charts.lines(document.getElementById("processed-chart"), data, "processed", "");
   } catch (e) {
@@ -230,6 +231,7 @@ async function refresh() {
   Charts.locks(document.getElementById("lock-strip"), jobs.jobs, locks.locks);
   await drawLedger();
   fill("jobs", jobs.jobs, jobRow, "no job published yet: is a worker running?");
+  await Plans.update(jobs.jobs);
   fill("history", history.runs, runRow, "no runs yet");
   fill("locks", locks.locks, lockRow, "no lock held");
   fill("workers", jobs.workers, workerRow, "no live worker");

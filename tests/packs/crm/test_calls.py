@@ -39,6 +39,39 @@ def test_next_opening(zone, hours, holidays, at, expected):
     assert BusinessHours.parse(zone, hours, holidays).next_opening(at) == expected
 
 
+@pytest.mark.parametrize("zone, country, blackouts, at, expected", [
+    # Republic Day (Monday 26 January 2026) closes a tenant with India's public holidays: Tuesday 09:00 IST
+    ("Asia/Kolkata", "IN", (), utc(2026, 1, 26, 4, 0), utc(2026, 1, 27, 3, 30)),
+    ("Asia/Kolkata", None, (), utc(2026, 1, 26, 4, 0), utc(2026, 1, 26, 4, 0)),
+    # Epiphany (Tuesday 6 January 2026) is a public holiday in Bavaria, not in Berlin
+    ("Europe/Berlin", "DE-BY", (), utc(2026, 1, 6, 9, 0), utc(2026, 1, 7, 8, 0)),
+    ("Europe/Berlin", "DE-BE", (), utc(2026, 1, 6, 9, 0), utc(2026, 1, 6, 9, 0)),
+    # a daily lunch blackout (its last minute included): closed from 12:00, open again at 13:00 (EST)
+    ("America/New_York", None, ("12:00-12:59",), utc(2026, 3, 6, 17, 15), utc(2026, 3, 6, 18, 0)),
+    # dates over Christmas (Thursday to Saturday): the next opening is Monday
+    ("America/New_York", None, ("2026-12-24/2026-12-26",), utc(2026, 12, 23, 22, 0), utc(2026, 12, 28, 14, 0)),
+    # a window ending mid-morning, after the spring change (EDT): open again at 10:30
+    ("America/New_York", None, ("2026-03-10T00:00/2026-03-10T10:29",), utc(2026, 3, 10, 12, 0),
+     utc(2026, 3, 10, 14, 30)),
+    # a weekly window over the weekend and Monday morning: open at 11:00 on Monday
+    ("UTC", None, ("Sat 00:00-Mon 10:59",), utc(2026, 3, 6, 18, 0), utc(2026, 3, 9, 11, 0)),
+])
+def test_next_opening_past_the_tenants_calendar(zone, country, blackouts, at, expected):
+    hours = BusinessHours.parse(zone, WEEKDAYS_9_TO_17, (), country, blackouts)
+    assert hours.next_opening(at) == expected
+    assert hours.closed_because(at) is None or hours.next_opening(at) != at
+
+
+@pytest.mark.parametrize("country, blackouts, problem", [
+    ("XX", (), "bad holidays of the tenant: unknown country or region"),
+    ("DE-ZZ", (), "bad holidays of the tenant: unknown country or region"),
+    (None, ("lunchtime",), "bad holidays of the tenant: unreadable blackout 'lunchtime'"),
+])
+def test_bad_tenant_calendars_are_reported(country, blackouts, problem):
+    with pytest.raises(ValueError, match=problem):
+        BusinessHours.parse("UTC", WEEKDAYS_9_TO_17, (), country, blackouts)
+
+
 @pytest.mark.parametrize("zone, hours, problem", [
     ("Mars/Olympus", {}, "unknown time zone"),
     ("UTC", {"monday": ["09:00-17:00"]}, "unknown weekday"),
@@ -88,6 +121,31 @@ def test_open_tenants_dial_up_to_their_cap_closed_ones_move_to_the_next_opening(
     assert ctx.backlog["calls_queued"] == 3 and ctx.processed_count == 2
     counts, _ = run_tick(make_ctx, MONDAY_10_NY + timedelta(seconds=30))
     assert counts["dialled"] == 2 and sql("SELECT status FROM calls WHERE id = %s", (later[0],)) == [("queued",)]
+
+
+def test_a_tenant_with_its_countrys_public_holidays_waits_for_the_day_after(make_ctx, sql, caplog):
+    """On Republic Day (26 January 2026, a Monday) a tenant closed on India's public holidays moves its due calls
+    to Tuesday 09:00 IST; a tenant of the same zone and hours without them dials; one whose country the
+    ``holidays`` library does not know is skipped (its calls wait) and the log names the problem."""
+    republic_day_10 = utc(2026, 1, 26, 4, 30)
+    closed = tenant(sql, "Pune", timezone="Asia/Kolkata", holiday_country="IN")
+    open_ = tenant(sql, "Pune (no holidays)", timezone="Asia/Kolkata")
+    unknown = tenant(sql, "Nowhere", timezone="Asia/Kolkata", holiday_country="XX")
+    for t in (closed, open_, unknown):
+        queue_calls(sql, t, phones(2, start=10 * t), republic_day_10 - timedelta(minutes=5))
+    counts, _ = run_tick(make_ctx, republic_day_10)
+    assert counts["rescheduled"] == 2 and counts["dialled"] == 2
+    assert sql("SELECT DISTINCT scheduled_at FROM calls WHERE tenant_id = %s", (closed,)) == \
+        [(utc(2026, 1, 27, 3, 30),)]
+    assert sql("SELECT DISTINCT status FROM calls WHERE tenant_id = %s", (open_,)) == [("completed",)]
+    assert sql("SELECT DISTINCT status, scheduled_at FROM calls WHERE tenant_id = %s", (unknown,)) == \
+        [("queued", republic_day_10 - timedelta(minutes=5))]
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(f"tenant {unknown}: calls not dialled: bad holidays of the tenant: unknown country" in line
+               for line in lines), lines
+    counts, _ = run_tick(make_ctx, utc(2026, 1, 27, 3, 30))
+    assert counts["dialled"] == 2 and sql("SELECT DISTINCT status FROM calls WHERE tenant_id = %s", (closed,)) == \
+        [("completed",)]
 
 
 def test_invalid_numbers_fail_with_a_reason_and_suspended_tenants_are_not_dialled(make_ctx, sql):

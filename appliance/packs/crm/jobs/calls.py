@@ -11,8 +11,9 @@ Each tick:
    ``completed`` when answered; otherwise it is queued again after a backoff (``CALL_RETRY_BACKOFF``, doubled
    per attempt) until ``CALL_MAX_ATTEMPTS``, then ``failed``; a call with no final state after
    ``CALL_MAX_DURATION`` fails;
-3. for each active tenant with due calls: outside its business hours (time zone, weekdays, holidays,
-   DST-correct; ``appliance.packs.crm.jobs.hours``) the due calls move to the next opening; inside, up to its free
+3. for each active tenant with due calls: outside its business hours (time zone, weekdays, DST-correct, and
+   its holidays: dates, a country's public holidays, blackout windows; ``appliance.packs.crm.jobs.hours``) the
+   due calls move to the next opening; inside, up to its free
    slots (``max_concurrent_calls`` or ``CALL_MAX_CONCURRENT``, minus calls dialling) are claimed with ``FOR
    UPDATE SKIP LOCKED`` and dialled. An invalid number fails with its reason. With the ``outbox`` channel a
    call is recorded and finished at once (outcome ``recorded``).
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
     from appliance.sdk import RunContext
 
 _DUE_TENANTS = """
-SELECT t.id, t.timezone, t.business_hours, t.holidays, coalesce(t.max_concurrent_calls, %(cap)s),
+SELECT t.id, t.timezone, t.business_hours, t.holidays, t.holiday_country, t.blackouts,
+       coalesce(t.max_concurrent_calls, %(cap)s),
        (SELECT count(*) FROM calls d WHERE d.tenant_id = t.id AND d.status = 'dialing')
 FROM tenants t
 WHERE t.status = 'active'
@@ -86,10 +88,10 @@ def dispatch(conn: psycopg.Connection, ctx: RunContext, channels: Channels, now:
     crm = ctx.config.crm
     closed: dict[int, datetime | None] = {}
     free: dict[int, int] = {}
-    for tenant_id, zone, hours, holidays, cap, dialing in conn.execute(
+    for tenant_id, zone, hours, holidays, country, blackouts, cap, dialing in conn.execute(
             _DUE_TENANTS, {"cap": crm.call_max_concurrent, "now": now}).fetchall():
         try:
-            opening = BusinessHours.parse(zone, hours, holidays).next_opening(now)
+            opening = BusinessHours.parse(zone, hours, holidays, country, blackouts).next_opening(now)
         except ValueError as exc:
             ctx.log.warning("tenant %d: calls not dialled: %s", tenant_id, exc)
             continue

@@ -1,4 +1,8 @@
-"""A tenant's business hours: weekly opening intervals in local wall time, holidays, and a time zone.
+"""A tenant's business hours: weekly opening intervals in local wall time, a time zone, and the tenant's
+holidays as a calendar of the appliance's (``appliance.sdk.Calendar``, the mechanism jobs' ``calendar`` key
+uses): its own dates, the public holidays of a country or region (the ``holidays`` library: ``IN``, ``DE-BY``),
+and blackout windows (``Sat 00:00-Sun 23:59``, ``12:00-12:59``, ``2026-12-24/2026-12-26``). The tenant is
+closed whenever the calendar excludes the time, and its next opening is found past the calendar's exclusions.
 
 Pure functions of time: ``is_open(at)`` and ``next_opening(at)`` take aware datetimes and return UTC ones.
 Wall-clock intervals follow the zone's DST changes (09:00 in New York is 14:00 UTC in winter and 13:00 UTC in
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from appliance.sdk import Calendar, CalendarError, first_exclusion, make_calendar
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: How far ``next_opening`` looks ahead: a year and a bit covers a tenant closed for every holiday of a year.
 HORIZON_DAYS = 400
@@ -26,13 +32,14 @@ Interval = tuple[int, int]  # minutes after local midnight: [start, end)
 class BusinessHours:
     zone: ZoneInfo
     week: tuple[tuple[Interval, ...], ...]  # index 0 is Monday
-    holidays: frozenset[date]
+    closed: Calendar
 
     @classmethod
-    def parse(cls, zone: str, hours: Mapping[str, Iterable[str]] | None,
-              holidays: Iterable[date] = ()) -> BusinessHours:
+    def parse(cls, zone: str, hours: Mapping[str, Iterable[str]] | None, holidays: Iterable[date] = (),
+              country: str | None = None, blackouts: Iterable[str] = ()) -> BusinessHours:
         """Build from a tenant row: ``zone`` an IANA name, ``hours`` like ``{"mon": ["09:00-12:00",
-        "13:00-18:00"]}`` (missing days are closed; ``24:00`` ends a day), ``holidays`` local dates.
+        "13:00-18:00"]}`` (missing days are closed; ``24:00`` ends a day), ``holidays`` local dates, ``country``
+        whose public holidays close the tenant (``IN``, ``DE-BY``), ``blackouts`` windows in local time.
 
         Raises ``ValueError`` naming the bad part.
         """
@@ -46,11 +53,20 @@ class BusinessHours:
         if unknown:
             raise ValueError(f"unknown weekday {unknown[0]!r} in business hours (expected mon..sun)")
         week = tuple(tuple(sorted(_interval(day, text) for text in hours.get(day) or ())) for day in WEEKDAYS)
-        return cls(tz, week, frozenset(holidays))
+        try:
+            closed = make_calendar("tenant", holidays, country, blackouts)
+        except CalendarError as exc:
+            raise ValueError(f"bad holidays of the tenant: {exc}") from None
+        return cls(tz, week, closed)
+
+    def closed_because(self, at: datetime) -> str | None:
+        """Why the tenant's calendar closes it at ``at`` (an excluded date, a public holiday, a blackout), or None."""
+        found = first_exclusion((self.closed,), at, self.zone)
+        return found[1] if found else None
 
     def is_open(self, at: datetime) -> bool:
         local = at.astimezone(self.zone)
-        if local.date() in self.holidays:
+        if self.closed_because(at):
             return False
         minute = local.hour * 60 + local.minute + local.second / 60
         return any(start <= minute < end for start, end in self.week[local.weekday()])
@@ -63,11 +79,10 @@ class BusinessHours:
         first = at.astimezone(self.zone).date()
         for offset in range(HORIZON_DAYS):
             day = first + timedelta(days=offset)
-            if day in self.holidays:
-                continue
-            for start, _end in self.week[day.weekday()]:
-                wall = datetime.combine(day, time(start // 60, start % 60), tzinfo=self.zone)
-                candidate = wall.astimezone(UTC)
+            # An opening, or the end of a calendar window inside an opening interval.
+            starts = {time(start // 60, start % 60) for start, _end in self.week[day.weekday()]}
+            for wall_time in sorted(starts | set(self.closed.reopens_on(day))):
+                candidate = datetime.combine(day, wall_time, tzinfo=self.zone).astimezone(UTC)
                 if candidate > at and self.is_open(candidate):
                     return candidate
         return None
