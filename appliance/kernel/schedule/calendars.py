@@ -26,12 +26,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import holidays as holiday_data
 from dateutil.rrule import rruleset, rrulestr  # type: ignore[import-untyped]
-from icalendar import Calendar as IcsFile
 
 from appliance.kernel.schedule.windows import parse_days
 
@@ -147,6 +146,8 @@ def _naive(value: datetime | date, zone: ZoneInfo) -> datetime | date:
 def parse_ics(text: str, where: str) -> tuple[_Event, ...]:
     """The events of an RFC 5545 document; raises ``CalendarError`` naming ``where`` when it is not one."""
     try:
+        from icalendar import Calendar as IcsFile  # loaded only where an .ics calendar is used (8 MiB)
+
         document = IcsFile.from_ical(text)
     except (ValueError, KeyError, IndexError) as exc:
         raise CalendarError(f"{where} is not an RFC 5545 calendar ({exc})") from None
@@ -210,13 +211,20 @@ def _ics_reason(events: tuple[_Event, ...], wall: datetime, zone: ZoneInfo) -> s
 
 @lru_cache(maxsize=256)
 def _holidays(country: str, region: str | None, year: int) -> dict[date, str]:
-    return dict(holiday_data.country_holidays(country, subdiv=region, years=year).items())
+    return dict(_library().country_holidays(country, subdiv=region, years=year).items())
+
+
+def _library() -> ModuleType:
+    """The ``holidays`` library, loaded only where a calendar names a country."""
+    import holidays
+
+    return holidays
 
 
 def check_holidays(country: str, region: str | None) -> None:
     """Raise ``CalendarError`` unless the ``holidays`` library knows the country (and region)."""
     try:
-        holiday_data.country_holidays(country, subdiv=region, years=2026)
+        _library().country_holidays(country, subdiv=region, years=2026)
     except NotImplementedError as exc:
         raise CalendarError(f"unknown country or region for holidays: {exc}") from None
 

@@ -98,3 +98,17 @@ def test_a_timed_event_covers_its_span(end, last_excluded, first_running):
     at = [start.replace(second=0) + timedelta(seconds=s) for s in (-1, 0, last_excluded, first_running)]
     assert [calendar.excluded(slot, zone) for slot in at] == [None, "calendar event: Deploy",
                                                                "calendar event: Deploy", None]
+
+
+def test_the_calendar_libraries_load_only_where_a_calendar_uses_them():
+    """icalendar (8 MiB) and holidays load when a calendar names an .ics file or a country, not in every
+    worker: a worker whose jobs have no calendar does not pay for them."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, appliance.worker.main, appliance.kernel.schedule.calendars as c; "
+             "before = [m in sys.modules for m in ('icalendar', 'holidays')]; "
+             "c.check_holidays('IN', None); "
+             "print(before, 'holidays' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[False, False] True"
