@@ -95,7 +95,8 @@ class BackfillPump:
         with self._pool.connection(timeout=2.0) as conn:
             if backfill.reclaim(conn, [*live, worker.runner.worker_id]):
                 log.info("backfill slots of workers that are gone planned again")
-            for name in idle:
+            waiting = backfill.waiting(conn, idle)
+            for name in (name for name in idle if name in waiting):
                 claimed = backfill.claim(conn, [name], worker.runner.worker_id)
                 if claimed is None:
                     continue
