@@ -95,8 +95,7 @@ class BackfillPump:
         with self._pool.connection(timeout=2.0) as conn:
             if backfill.reclaim(conn, [*live, worker.runner.worker_id]):
                 log.info("backfill slots of workers that are gone planned again")
-            waiting = backfill.waiting(conn, idle)
-            for name in (name for name in idle if name in waiting):
+            for name in idle:
                 claimed = backfill.claim(conn, [name], worker.runner.worker_id)
                 if claimed is None:
                     continue

@@ -239,15 +239,6 @@ RETURNING u.backfill_id, u.job, u.slot, (SELECT actor FROM backfills WHERE id = 
 """
 
 
-def waiting(conn: psycopg.Connection, jobs: Iterable[str]) -> set[str]:
-    """Those of ``jobs`` with a planned slot in some backfill: one statement for all of them, so a worker's look
-    costs the same for 1,000 jobs as for one when nothing is planned (the usual case)."""
-    rows = conn.execute("SELECT DISTINCT b.job FROM backfills b WHERE b.job = ANY(%s) AND EXISTS "
-                        "(SELECT 1 FROM backfill_slots p WHERE p.backfill_id = b.id AND p.state = 'planned')",
-                        (list(jobs),)).fetchall()
-    return {job for (job,) in rows}
-
-
 def claim(conn: psycopg.Connection, jobs: Iterable[str], worker: str) -> ClaimedSlot | None:
     """The oldest planned slot of ``jobs`` (oldest backfill first), claimed by ``worker``; None when there is
     none or its backfill already runs ``max_parallel`` slots. The backfill's row is locked while claiming (another
