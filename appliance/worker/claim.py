@@ -168,7 +168,7 @@ class Claims:
         if self.starts is None:
             return d.start
         try:
-            return self.starts.reserve(d.start)
+            return self.starts.reserve(d.start, self.clock.now())
         except redis.RedisError:
             return d.start  # the budget spreads starts; without Redis it cannot, and the lease was ours
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -29,6 +30,8 @@ class Cluster:
     lock_ttl: float = 1.0
     #: The job every worker runs (as ``effect``): one of ``tests.faults.jobs``.
     callable: str = "tests.faults.jobs:effect"
+    #: The names it runs under, each a job of its own with the same callable, schedule and lease TTL.
+    names: tuple[str, ...] = (JOB,)
     workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
@@ -36,8 +39,9 @@ class Cluster:
         return self.app_env["DATABASE_URL"]
 
     def env(self, home: str | None = None, **extra: str) -> dict[str, str]:
-        jobs = {JOB: {"callable": self.callable, "schedule": self.schedule, "lock_ttl": self.lock_ttl}}
-        env = worker_env(self.app_env, write_jobs_file(self.tmp / "jobs.toml", jobs), [JOB],
+        jobs = {name: {"callable": self.callable, "schedule": self.schedule, "lock_ttl": self.lock_ttl}
+                for name in self.names}
+        env = worker_env(self.app_env, write_jobs_file(self.tmp / "jobs.toml", jobs), list(self.names),
                          **{"JOB_RETRY_BACKOFF_MS": "200", **extra})
         if home:
             env["APPLIANCE_HOME"] = str(self.tmp / home)
@@ -97,6 +101,15 @@ class Cluster:
         code, report = self.audit("--since", since, "--until", until, env=env)
         assert code == 0 and report["ok"], json.dumps(report["violations"], indent=1)
         return report
+
+    def assert_audit_clean_through(self, last: datetime, grace: float) -> dict:
+        """The audit up to ``last``, once its window reaches that far: a job's window ends lock TTL + grace +
+        ``CLOCK_SKEW_WARN`` (1 s) before PostgreSQL's now. Slots after ``last``, which workers stopped since never
+        reached, are not judged."""
+        reach = last + timedelta(seconds=self.lock_ttl + grace + 1.0)
+        wait_until(lambda: self.sql("SELECT now() > %s", (reach,))[0][0], self.lock_ttl + grace + 60,
+                   f"the audit's window to reach {last.isoformat()}", interval=0.5)
+        return self.assert_audit_clean(until=last.isoformat())
 
     def stop_all(self) -> None:
         for worker in self.workers:

@@ -14,7 +14,8 @@ worker which took it can be killed there while the others, and their takeover of
 
 ``steady`` is the job that does keep its checkpoints: ``FAULT_WORK`` seconds in steps of 0.1 s (``ctx.sleep``),
 each noted with the wall time in the file ``FAULT_TRACE`` (every worker of a test runs on this machine, so on
-one clock), then the same final transaction as ``effect``.
+one clock), then the same final transaction as ``effect``. ``FAULT_FIRST_WORK``, when set, is the work of the
+cluster's first run instead (the one that finds ``FAULT_TRACE`` not yet written).
 """
 
 from __future__ import annotations
@@ -71,9 +72,12 @@ def _note(ctx, event: str) -> None:
 
 
 def steady(ctx) -> dict:
+    work = os.environ.get("FAULT_WORK", "0.2")
+    if not Path(os.environ["FAULT_TRACE"]).exists():
+        work = os.environ.get("FAULT_FIRST_WORK", work)
     _note(ctx, "start")
     try:
-        for _ in range(round(float(os.environ.get("FAULT_WORK", "0.2")) / 0.1)):
+        for _ in range(round(float(work) / 0.1)):
             ctx.sleep(0.1)
             _note(ctx, "step")
         with ctx.db.connection() as conn, conn.transaction():

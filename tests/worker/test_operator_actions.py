@@ -50,7 +50,7 @@ def appliance(tmp_path, app_env, redis_server):
             assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
         return result
 
-    cli.env = env  # type: ignore[attr-defined]
+    cli.env = env
     yield cli, redis_server.client(), app_env["DATABASE_URL"]
     worker.terminate()
 

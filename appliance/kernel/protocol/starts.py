@@ -2,9 +2,11 @@
 on ``0 * * * *``) does not start on the same millisecond on every replica.
 
 Time is cut into ticks of ``1 / rate`` seconds; each tick holds one start, cluster-wide: a run that holds its
-lease takes the first free tick at or after its planned start (``SET appliance:starts:<tick> NX``, all in one
-script) and starts its body then. Ticks are taken only by runs that hold their slot's lease, so each slot still
-runs once, and the ledger records the start it was given.
+lease takes the first free tick at or after its planned start, and not before its claim (``SET
+appliance:starts:<tick> NX``, all in one script), and starts its body then. A late run (a catch-up) is planned
+for an instant that has passed: a tick of the past would start it at once, and the catch-ups of a burst missed
+together (a restart, an outage) would all start at once. Ticks are taken only by runs that hold their slot's
+lease, so each slot still runs once, and the ledger records the start it was given.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ class StartBudget:
         self.rate = rate
         self._reserve = client.register_script(RESERVE)
 
-    def reserve(self, planned: datetime) -> datetime:
-        """The start given to a run planned for ``planned``: the first free tick at or after it."""
-        first = math.ceil(round(planned.timestamp() * self.rate, 6))
+    def reserve(self, planned: datetime, now: datetime) -> datetime:
+        """The start given to a run planned for ``planned`` and claimed at ``now``: the first free tick at or after
+        both."""
+        first = math.ceil(round(max(planned, now).timestamp() * self.rate, 6))
         keep_ms = int(max(60.0, SEARCH / self.rate) * 1000)
         tick = int(self._reserve(keys=[keys.STARTS], args=[first, keep_ms, SEARCH]))
         if tick < 0:
-            return planned
+            return max(planned, now)
         return datetime.fromtimestamp(tick / self.rate, UTC)
