@@ -190,7 +190,8 @@ class Runner:
             if d.job.policy.timeout:
                 self.timeouts.watch(ctx.run_id, d.job.policy.timeout, ctx.cancel, lease,
                                     end_hard=d.job.policy.isolation is Isolation.THREAD)
-            summary = _summary(run_job(d.job, ctx, self.config.core.shutdown_timeout))
+            with tracing.job_calls():
+                summary = _summary(run_job(d.job, ctx, self.config.core.shutdown_timeout))
         except Cancelled as exc:
             outcome = Outcome.LEASE_LOST if lease.lost else Outcome(ctx.cancel.outcome)
             error = str(exc) or ctx.cancel.reason

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing: one span per slot, the PostgreSQL, Redis and HTTP calls under it, the sidecar's
+"""OpenTelemetry tracing: one span per slot, its job's PostgreSQL, Redis and HTTP calls under it, the sidecar's
 requests as server spans, exported over OTLP/HTTP.
 
 Off unless ``config.tracing.enabled`` (an ``OTEL_*`` exporter set: ``appliance.config.tracing``). Off, the
@@ -10,7 +10,7 @@ connection and client made afterwards, so that entry points call it before they 
 The SDK reads ``OTEL_EXPORTER_OTLP_*``, ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``
 and the batch processor's variables itself. One rule is added to the sampler: a client call that starts a trace
 (a PostgreSQL or Redis call the worker makes for itself, its heartbeat or its loop, outside any slot) is not
-recorded; a slot's own calls are, as its children.
+recorded; a slot's job's calls are, as its children.
 """
 
 from __future__ import annotations
@@ -41,10 +41,15 @@ FLUSH_TIMEOUT = 1.0
 class _Tracing:
     """The SDK's objects of this process (only made when tracing is on)."""
 
-    def __init__(self, provider: Any, tracer: Any, trace_api: Any, pid: int):
+    def __init__(self, provider: Any, tracer: Any, pid: int):
+        from opentelemetry import context, trace
+        from opentelemetry.instrumentation.utils import suppress_instrumentation
+
         self.provider = provider
         self.tracer = tracer
-        self.trace = trace_api
+        self.trace = trace
+        self.context = context
+        self.suppress = suppress_instrumentation
         self.pid = pid
 
 
@@ -101,7 +106,7 @@ def _build(config: Config, program: str) -> _Tracing:
     for instrumentor in (PsycopgInstrumentor(), RedisInstrumentor(), HTTPXClientInstrumentor()):
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(tracer_provider=provider)
-    return _Tracing(provider, provider.get_tracer("appliance"), trace, os.getpid())
+    return _Tracing(provider, provider.get_tracer("appliance"), os.getpid())
 
 
 def _own_roots(configured: Any) -> Any:
@@ -143,14 +148,16 @@ def instrument_flask(app: Any) -> None:
 
 # -- slots ------------------------------------------------------------------------------------------------
 class SlotSpan:
-    """The span of one slot (or one attempt at it); its methods do nothing when tracing is off."""
+    """The span of one slot (or one attempt at it); its methods do nothing when tracing is off. ``context``: the
+    span's, in which the job's own calls are traced (``job_calls``)."""
 
-    __slots__ = ("job", "slot", "span")
+    __slots__ = ("context", "job", "slot", "span")
 
-    def __init__(self, job: str, slot: str, span: Any = None):
+    def __init__(self, job: str, slot: str, span: Any = None, context: Any = None):
         self.job = job
         self.slot = slot
         self.span = span
+        self.context = context
 
     def set(self, **attributes: Any) -> None:
         """``appliance.<name>`` attributes; None values are left out."""
@@ -172,8 +179,9 @@ _OFF = SlotSpan("", "")
 
 @contextmanager
 def slot_span(job: str, slot: str, trigger: str, attempt: int | None = None) -> Iterator[SlotSpan]:
-    """The current span while a slot is claimed and run in this thread; the calls made meanwhile are its
-    children, and the log lines written meanwhile carry its ids."""
+    """The current span while a slot is claimed and run in this thread; the log lines written meanwhile carry
+    its ids. The worker's own calls for the slot (lease, fence, ledger rows) are not traced, which keeps a span's
+    cost to the slot's and its job's calls; the job's are, as its children, inside ``job_calls``."""
     if not enabled():
         yield _OFF
         return
@@ -182,12 +190,29 @@ def slot_span(job: str, slot: str, trigger: str, attempt: int | None = None) -> 
     if attempt is not None:
         attributes["appliance.attempt"] = attempt
     with _on.tracer.start_as_current_span(SPAN_PREFIX + job, attributes=attributes) as span:
-        handle = SlotSpan(job, slot, span)
+        handle = SlotSpan(job, slot, span, _on.context.get_current())
         outer, _local.slot = getattr(_local, "slot", None), handle
         try:
-            yield handle
+            with _on.suppress():
+                yield handle
         finally:
             _local.slot = outer
+
+
+@contextmanager
+def job_calls() -> Iterator[None]:
+    """The job body of the slot whose span is current in this thread: its PostgreSQL, Redis and HTTP calls are
+    traced as the span's children (the ``traceparent`` header sent with its HTTP requests)."""
+    current = getattr(_local, "slot", None)
+    if current is None or current.context is None or not enabled():
+        yield
+        return
+    assert _on is not None
+    token = _on.context.attach(current.context)
+    try:
+        yield
+    finally:
+        _on.context.detach(token)
 
 
 def slot_not_run(job: str, slot: str, outcome: Outcome, reason: str | None) -> None:
