@@ -44,6 +44,8 @@ def load_tracing(env: EnvReader) -> TracingConfig:
         env.float("OTEL_TRACES_SAMPLER_ARG", 1.0, min=0.0, max=1.0)
     else:
         env.str("OTEL_TRACES_SAMPLER_ARG", "")
-    headers = env.secret("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or env.secret("OTEL_EXPORTER_OTLP_HEADERS")
+    # Both read, so that both are masked wherever they are shown; the traces' own wins, as in the SDK.
+    headers, traces_headers = env.secret("OTEL_EXPORTER_OTLP_HEADERS"), env.secret("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+    headers = traces_headers or headers
     wanted = exporter == "otlp" or (exporter == "" and bool(endpoint or traces_endpoint))
     return TracingConfig(enabled=wanted and not disabled, service_name=service, headers=headers)
