@@ -24,6 +24,7 @@ JOBS = {
     "traced": {"callable": "tests.worker.sample_jobs:traced", "schedule": "1s"},
     "flaky": {"callable": "tests.worker.sample_jobs:flaky", "schedule": "1s", "max_retries": 0},
     "held": {"callable": "tests.worker.sample_jobs:tick", "schedule": "1s"},
+    "isolated": {"callable": "tests.worker.sample_jobs:traced", "schedule": "2s", "isolation": "process"},
 }
 
 
@@ -79,6 +80,17 @@ def _slots(spans: list[ReceivedSpan], job: str, outcome: str) -> list[ReceivedSp
     return [s for s in spans if s.name == f"slot {job}" and s.attributes.get("appliance.outcome") == outcome]
 
 
+def _children(spans: list[ReceivedSpan], parents: list[ReceivedSpan]) -> list[ReceivedSpan]:
+    ids = {p.span_id for p in parents}
+    return [s for s in spans if s.parent_span_id in ids]
+
+
+def _kinds(spans: list[ReceivedSpan]) -> set[str | None]:
+    return {s.attributes.get("db.system") or s.attributes.get("db.system.name") or
+            ("http" if "http.request.method" in s.attributes or "http.method" in s.attributes else None)
+            for s in spans}
+
+
 def test_every_slot_is_a_span_with_its_calls_as_children_and_its_ids_in_the_log(
         tmp_path, app_env, redis_server, receiver, provider):
     env = worker_env(app_env, write_jobs_file(tmp_path / "jobs.toml", JOBS), list(JOBS),
@@ -86,13 +98,15 @@ def test_every_slot_is_a_span_with_its_calls_as_children_and_its_ids_in_the_log(
                      OTEL_RESOURCE_ATTRIBUTES="deployment.environment=test", OTEL_BSP_SCHEDULE_DELAY="200")
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     client.hset("test:param:traced", "url", provider.url)
+    client.hset("test:param:isolated", "url", provider.url)
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.wait_for_log("worker started")
         _cli(env, "jobs", "pause", "held", "--reason", "held for the tracing test")
         wait_until(lambda: len(_slots(receiver.spans(), "traced", "success")) >= 2
-                   and _slots(receiver.spans(), "flaky", "failure") and _slots(receiver.spans(), "held", "paused"),
-                   20, "spans of successful, failed and paused slots")
+                   and _slots(receiver.spans(), "flaky", "failure") and _slots(receiver.spans(), "held", "paused")
+                   and _children(receiver.spans(), _slots(receiver.spans(), "isolated", "success")),
+                   30, "spans of successful, failed and paused slots, and of a run's child process")
     finally:
         code, _ = worker.terminate()
     assert code == 0
@@ -122,10 +136,7 @@ def test_every_slot_is_a_span_with_its_calls_as_children_and_its_ids_in_the_log(
     # The job's PostgreSQL, Redis and HTTP calls are children of its slot's span, in its trace.
     run = ran[0]
     children = [s for s in spans if s.parent_span_id == run.span_id]
-    kinds = {s.attributes.get("db.system") or s.attributes.get("db.system.name") or
-             ("http" if "http.request.method" in s.attributes or "http.method" in s.attributes else None)
-             for s in children}
-    assert {"postgresql", "redis", "http"} <= kinds, [(s.name, s.attributes) for s in children]
+    assert {"postgresql", "redis", "http"} <= _kinds(children), [(s.name, s.attributes) for s in children]
     assert all(s.kind == "SPAN_KIND_CLIENT" and s.trace_id == run.trace_id for s in children)
     statements = [str(s.attributes.get("db.statement", s.attributes.get("db.query.text", ""))) for s in children
                   if s.attributes.get("db.system") == "postgresql"]
@@ -133,9 +144,16 @@ def test_every_slot_is_a_span_with_its_calls_as_children_and_its_ids_in_the_log(
     assert sorted(s.name for s in children if s.attributes.get("db.system") == "redis") == ["HGET", "RPUSH"], \
         "the job's commands; the lease's own (EVALSHA) are not spans"
 
+    # isolation = process: the child process continues its slot's trace; its calls are the slot span's children.
+    isolated = [s for s in _slots(spans, "isolated", "success") if _children(spans, [s])]
+    assert isolated, "a run in a child process whose calls were exported"
+    calls = _children(spans, isolated[:1])
+    assert {"postgresql", "redis", "http"} <= _kinds(calls) and {s.trace_id for s in calls} == {isolated[0].trace_id}
+    assert {s.resource["appliance.program"] for s in calls} == {"worker"}
+
     # The provider received the request's span as its parent in the W3C traceparent header.
     http_spans = {(s.trace_id, s.span_id) for s in spans if s.kind == "SPAN_KIND_CLIENT"
-                  and by_id.get(s.parent_span_id, s).name == "slot traced"}
+                  and by_id.get(s.parent_span_id, s).name in ("slot traced", "slot isolated")}
     sent = [h["traceparent"].split("-") for h in provider.headers]
     assert sent and all(len(parts) == 4 and parts[0] == "00" for parts in sent)
     assert {(parts[1], parts[2]) for parts in sent} <= http_spans

@@ -230,6 +230,42 @@ def slot_not_run(job: str, slot: str, outcome: Outcome, reason: str | None) -> N
         span.outcome(outcome, reason)
 
 
+# -- a job's body in a child process (isolation = process) ------------------------------------------------
+#: What a forkserver imports ahead when tracing is on, so that a child does not pay for the SDK's import each run.
+PRELOAD = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+           "opentelemetry.instrumentation.psycopg", "opentelemetry.instrumentation.redis",
+           "opentelemetry.instrumentation.httpx")
+
+
+def traceparent() -> str | None:
+    """The W3C ``traceparent`` of the slot span current in this thread, for a child process to continue it."""
+    current = getattr(_local, "slot", None)
+    if current is None or current.context is None or not enabled():
+        return None
+    assert _on is not None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier, context=current.context)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def continued(parent: str | None) -> Iterator[None]:
+    """In a run's child process: its job's calls traced as children of the slot span ``parent`` names."""
+    if parent is None or not enabled():
+        yield
+        return
+    assert _on is not None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    token = _on.context.attach(TraceContextTextMapPropagator().extract({"traceparent": parent}))
+    try:
+        yield
+    finally:
+        _on.context.detach(token)
+
+
 def current_ids() -> tuple[str, str] | None:
     """(trace id, span id) in hex of the span current in this thread, for log lines; None when there is none."""
     if _on is None:
