@@ -87,7 +87,7 @@ class Runner:
     def execute(self, d: Dispatch) -> Attempt:
         """Run ``d`` if its job's lease can be taken (and, for a queued trigger, the trigger is still there),
         under the slot's span (``appliance.kernel.runtime.tracing``): the claim, the run and their calls."""
-        with tracing.slot_span(d.job.name, iso(d.slot), d.reason, d.attempt) as span:
+        with tracing.slot_span(d.job.name, d.slot, d.reason, d.attempt) as span:
             claimed = self.claims.take(d)
             if isinstance(claimed, Attempt):
                 span.set(claim=claimed.claim.value if claimed.claim else None)
@@ -95,7 +95,7 @@ class Runner:
                     span.outcome(claimed.outcome, claimed.error)
                 return claimed
             span.set(run_id=claimed.run_id, fence=claimed.fence, trigger=claimed.reason,
-                     slot=iso(claimed.dispatch.slot))
+                     slot=claimed.dispatch.slot)
             attempt = self._run(claimed)
             span.set(retry=attempt.retry or None)
             if attempt.outcome is not None:

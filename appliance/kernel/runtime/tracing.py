@@ -2,10 +2,11 @@
 requests as server spans, exported over OTLP/HTTP.
 
 Off unless ``config.tracing.enabled`` (an ``OTEL_*`` exporter set: ``appliance.config.tracing``). Off, the
-OpenTelemetry packages are never imported and every function here returns at its first line: a slot pays one
-function call and one ``None`` test. On, ``start`` builds the SDK once per process (and again in a forked child:
-a ``BatchSpanProcessor``'s thread does not survive ``fork``), and instruments psycopg, redis and httpx for every
-connection and client made afterwards, so that entry points call it before they build their clients.
+OpenTelemetry packages are never imported and every function here returns at its first line: a slot pays a
+call, a test, and entering and leaving one shared object. On, ``start`` builds the SDK once per process (and
+again in a forked child: a ``BatchSpanProcessor``'s thread does not survive ``fork``), and instruments psycopg,
+redis and httpx for every connection and client made afterwards, so that entry points call it before they build
+their clients.
 
 The SDK reads ``OTEL_EXPORTER_OTLP_*``, ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``
 and the batch processor's variables itself. One rule is added to the sampler: a client call that starts a trace
@@ -19,11 +20,13 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime
 from typing import Any
 
 from appliance.config import Config
 from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.protocol.owner import iso
 
 log = logging.getLogger("appliance.tracing")
 
@@ -34,6 +37,8 @@ ERRORS = frozenset({Outcome.FAILURE, Outcome.FAILED, Outcome.DEAD_LETTERED, Outc
                     Outcome.ABANDONED, Outcome.SKIPPED_UNAVAILABLE})
 #: Requests the sidecar does not trace: probes and scrapes, polled every few seconds by machines.
 UNTRACED_URLS = r"://[^/]+/health,://[^/]+/metrics"
+#: Slots missed in one go (after downtime) that get spans, the newest; every one has its ledger row.
+MISSED_SPANS = 100
 #: How long a stopping process waits for its last spans to be exported.
 FLUSH_TIMEOUT = 1.0
 
@@ -153,16 +158,17 @@ class SlotSpan:
 
     __slots__ = ("context", "job", "slot", "span")
 
-    def __init__(self, job: str, slot: str, span: Any = None, context: Any = None):
+    def __init__(self, job: str, slot: datetime | None, span: Any = None, context: Any = None):
         self.job = job
         self.slot = slot
         self.span = span
         self.context = context
 
     def set(self, **attributes: Any) -> None:
-        """``appliance.<name>`` attributes; None values are left out."""
+        """``appliance.<name>`` attributes (a time as ISO 8601 UTC); None values are left out."""
         if self.span is not None:
-            self.span.set_attributes({f"appliance.{k}": v for k, v in attributes.items() if v is not None})
+            self.span.set_attributes({f"appliance.{k}": iso(v) if isinstance(v, datetime) else v
+                                      for k, v in attributes.items() if v is not None})
 
     def outcome(self, outcome: Outcome | str, error: str | None = None) -> None:
         """What became of the slot; a failure sets the span's status to error (``error``: its description)."""
@@ -174,19 +180,36 @@ class SlotSpan:
             self.span.set_status(_on.trace.Status(_on.trace.StatusCode.ERROR, error or str(outcome)))
 
 
-_OFF = SlotSpan("", "")
+class _Untraced:
+    """``slot_span`` when tracing is off: one object for every slot, entered and left for nothing."""
+
+    span = SlotSpan("", None)
+
+    def __enter__(self) -> SlotSpan:
+        return self.span
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_UNTRACED = _Untraced()
+_NO_CALLS = nullcontext()
+
+
+def slot_span(job: str, slot: datetime, trigger: str, attempt: int | None = None) -> AbstractContextManager[SlotSpan]:
+    """The current span while a slot is claimed and run in this thread; the log lines written meanwhile carry
+    its ids. The worker's own calls for the slot (lease, fence, ledger rows) are not traced, which keeps a span's
+    cost to the slot's and its job's calls; the job's are, as its children, inside ``job_calls``. Off, this is
+    the whole cost of tracing for a slot: a call, a test, and entering and leaving a shared object."""
+    if _on is None or _on.pid != os.getpid():
+        return _UNTRACED
+    return _traced_slot(job, slot, trigger, attempt)
 
 
 @contextmanager
-def slot_span(job: str, slot: str, trigger: str, attempt: int | None = None) -> Iterator[SlotSpan]:
-    """The current span while a slot is claimed and run in this thread; the log lines written meanwhile carry
-    its ids. The worker's own calls for the slot (lease, fence, ledger rows) are not traced, which keeps a span's
-    cost to the slot's and its job's calls; the job's are, as its children, inside ``job_calls``."""
-    if not enabled():
-        yield _OFF
-        return
+def _traced_slot(job: str, slot: datetime, trigger: str, attempt: int | None) -> Iterator[SlotSpan]:
     assert _on is not None
-    attributes: dict[str, Any] = {"appliance.job": job, "appliance.slot": slot, "appliance.trigger": trigger}
+    attributes: dict[str, Any] = {"appliance.job": job, "appliance.slot": iso(slot), "appliance.trigger": trigger}
     if attempt is not None:
         attributes["appliance.attempt"] = attempt
     with _on.tracer.start_as_current_span(SPAN_PREFIX + job, attributes=attributes) as span:
@@ -199,23 +222,26 @@ def slot_span(job: str, slot: str, trigger: str, attempt: int | None = None) -> 
             _local.slot = outer
 
 
-@contextmanager
-def job_calls() -> Iterator[None]:
+def job_calls() -> AbstractContextManager[object]:
     """The job body of the slot whose span is current in this thread: its PostgreSQL, Redis and HTTP calls are
     traced as the span's children (the ``traceparent`` header sent with its HTTP requests)."""
     current = getattr(_local, "slot", None)
     if current is None or current.context is None or not enabled():
-        yield
-        return
+        return _NO_CALLS
+    return _in_context(current.context)
+
+
+@contextmanager
+def _in_context(context: Any) -> Iterator[None]:
     assert _on is not None
-    token = _on.context.attach(current.context)
+    token = _on.context.attach(context)
     try:
         yield
     finally:
         _on.context.detach(token)
 
 
-def slot_not_run(job: str, slot: str, outcome: Outcome, reason: str | None) -> None:
+def slot_not_run(job: str, slot: datetime, outcome: Outcome, reason: str | None) -> None:
     """A slot that ends without a run: its outcome on the slot's span when that is current in this thread (the
     claim found it done, locked...), otherwise a span of its own (paused, missed, coalesced, a calendar's)."""
     if not enabled():
@@ -250,20 +276,13 @@ def traceparent() -> str | None:
     return carrier.get("traceparent")
 
 
-@contextmanager
-def continued(parent: str | None) -> Iterator[None]:
+def continued(parent: str | None) -> AbstractContextManager[object]:
     """In a run's child process: its job's calls traced as children of the slot span ``parent`` names."""
     if parent is None or not enabled():
-        yield
-        return
-    assert _on is not None
+        return _NO_CALLS
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    token = _on.context.attach(TraceContextTextMapPropagator().extract({"traceparent": parent}))
-    try:
-        yield
-    finally:
-        _on.context.detach(token)
+    return _in_context(TraceContextTextMapPropagator().extract({"traceparent": parent}))
 
 
 def current_ids() -> tuple[str, str] | None:
