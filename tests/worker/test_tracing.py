@@ -11,6 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 
@@ -25,7 +26,10 @@ JOBS = {
     "flaky": {"callable": "tests.worker.sample_jobs:flaky", "schedule": "1s", "max_retries": 0},
     "held": {"callable": "tests.worker.sample_jobs:tick", "schedule": "1s"},
     "isolated": {"callable": "tests.worker.sample_jobs:traced", "schedule": "2s", "isolation": "process"},
+    "late": {"callable": "tests.worker.sample_jobs:tick", "schedule": "1s", "grace": 1},
 }
+#: How long before the worker's start ``late`` last ran: the slots between are missed.
+DOWNTIME = 20
 
 
 class Provider:
@@ -99,6 +103,9 @@ def test_every_slot_is_a_span_with_its_calls_as_children_and_its_ids_in_the_log(
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     client.hset("test:param:traced", "url", provider.url)
     client.hset("test:param:isolated", "url", provider.url)
+    with psycopg.connect(app_env["DATABASE_URL"], autocommit=True) as conn:  # the last run of a worker long gone
+        conn.execute("SELECT appliance_record_slot('late', date_trunc('second', now()) - make_interval(secs => %s),"
+                     " 'success', NULL, NULL, 'gone', NULL)", (DOWNTIME,))
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.wait_for_log("worker started")
@@ -129,9 +136,12 @@ def test_every_slot_is_a_span_with_its_calls_as_children_and_its_ids_in_the_log(
     failed = _slots(spans, "flaky", "failure")[0]
     assert failed.is_error and "flaky job failed on purpose" in failed.status_message
     paused = _slots(spans, "held", "paused")[0]
-    assert paused.attributes["appliance.reason"].endswith("held for the tracing test") or \
-        "held for the tracing test" in paused.attributes["appliance.reason"]
+    assert "held for the tracing test" in paused.attributes["appliance.reason"]
     assert not paused.is_error and "appliance.fence" not in paused.attributes
+    missed = _slots(spans, "late", "missed")
+    assert len(missed) >= DOWNTIME - 2, "every slot from the last run to the worker's start (more if it started slowly)"
+    assert len({s.attributes["appliance.slot"] for s in missed}) == len(missed)
+    assert all(s.attributes["appliance.reason"] == "no worker ran it within its grace" for s in missed)
 
     # The job's PostgreSQL, Redis and HTTP calls are children of its slot's span, in its trace.
     run = ran[0]
