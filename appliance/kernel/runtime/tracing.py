@@ -3,10 +3,10 @@ requests as server spans, exported over OTLP/HTTP.
 
 Off unless ``config.tracing.enabled`` (an ``OTEL_*`` exporter set: ``appliance.config.tracing``). Off, the
 OpenTelemetry packages are never imported and every function here returns at its first line: a slot pays a
-call, a test, and entering and leaving one shared object. On, ``start`` builds the SDK once per process (and
-again in a forked child: a ``BatchSpanProcessor``'s thread does not survive ``fork``), and instruments psycopg,
-redis and httpx for every connection and client made afterwards, so that entry points call it before they build
-their clients.
+call, a test, and entering and leaving one shared object. On, ``start`` builds the SDK once per process (a
+process forked after it, as gunicorn's workers are, builds its own: an exporter belongs to one process), and
+instruments psycopg, redis and httpx: Redis commands and HTTP requests wherever they are made, PostgreSQL
+statements on the connections opened afterwards, so that entry points call it before they build their pools.
 
 The SDK reads ``OTEL_EXPORTER_OTLP_*``, ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``
 and the batch processor's variables itself. One rule is added to the sampler: a client call that starts a trace
@@ -101,7 +101,7 @@ def _build(config: Config, program: str) -> _Tracing:
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: _service_name(config, program)}))
     # No exit handler: its shutdown waits on an export in flight for as long as the exporter's timeout, which a
-    # collector that hangs would add to a worker's stop (``stop`` flushes within its own bound instead).
+    # collector that hangs would add to a worker's stop (``flush`` waits within its own bound instead).
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     provider.sampler = _own_roots(provider.sampler)
     headers = parse_env_headers(config.tracing.headers, liberal=True) if config.tracing.headers else None
