@@ -203,3 +203,15 @@ def test_tracing_off_loads_no_sdk_and_sends_nothing(tmp_path, app_env, redis_ser
                                                    "opentelemetry.instrumentation"))], loaded
     assert all("trace_id" not in line for line in worker.log_lines())
     assert receiver.requests == 0
+
+
+def test_a_run_in_the_foreground_is_traced_as_the_workers_are(tmp_path, app_env, redis_server, receiver):
+    """``appliance jobs run NAME``: the manual run's span (trigger ``cli``, its reason) from the command's own process,
+    exported before it exits, with its job's calls as children."""
+    env = worker_env(app_env, write_jobs_file(tmp_path / "jobs.toml", {"traced": JOBS["traced"]}), ["traced"],
+                     OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
+    _cli(env, "jobs", "run", "traced")
+    (span,) = [s for s in receiver.spans() if s.name == "slot traced"]
+    assert span.attributes["appliance.trigger"] == "cli" and span.attributes["appliance.outcome"] == "success"
+    assert span.resource["service.name"] == "appliance-cli" and span.attributes["appliance.fence"] >= 1
+    assert {"postgresql", "redis"} <= _kinds(_children(receiver.spans(), [span]))

@@ -2,7 +2,8 @@
 requests as server spans, exported over OTLP/HTTP.
 
 Off unless ``config.tracing.enabled`` (an ``OTEL_*`` exporter set: ``appliance.config.tracing``). Off, the
-OpenTelemetry packages are never imported and every function here returns at its first line: a slot pays a
+trace SDK, the exporter and the instrumentations are never imported (redis-py imports OpenTelemetry's metrics SDK
+by itself where it is installed) and every function here returns at its first line: a slot pays a
 call, a test, and entering and leaving one shared object. On, ``start`` builds the SDK once per process (a
 process forked after it, as gunicorn's workers are, builds its own: an exporter belongs to one process), and
 instruments psycopg, redis and httpx: Redis commands and HTTP requests wherever they are made, PostgreSQL
