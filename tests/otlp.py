@@ -12,7 +12,6 @@ import gzip
 import threading
 import zlib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -21,6 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tests.local_http import JsonHandler, LocalServer
 
 
 def _value(value: AnyValue) -> Any:
@@ -49,7 +50,7 @@ class ReceivedSpan:
 
 class Receiver:
     """``Receiver().start()``; ``endpoint`` is what ``OTEL_EXPORTER_OTLP_ENDPOINT`` names; ``spans()`` what
-    arrived so far; ``requests`` counts the export requests."""
+    arrived so far; ``requests`` counts the export requests and ``paths`` their paths."""
 
     def __init__(self) -> None:
         self._spans: list[ReceivedSpan] = []
@@ -58,7 +59,7 @@ class Receiver:
         self.paths: list[str] = []
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 encoding = self.headers.get("Content-Encoding", "")
@@ -74,19 +75,15 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(answer)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = LocalServer(Handler, "otlp-receiver")
+        self.endpoint = self.server.origin
 
     def start(self) -> Receiver:
-        threading.Thread(target=self.server.serve_forever, name="otlp-receiver", daemon=True).start()
+        self.server.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
     def received(self, path: str, body: bytes) -> None:
         request = ExportTraceServiceRequest()

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import psycopg
 import pytest
 import redis
 
+from tests.local_http import JsonHandler, LocalServer
 from tests.otlp import ReceivedSpan, Receiver
 from tests.services import wait_until
 from tests.worker.harness import WorkerProcess, records, worker_env, write_jobs_file
@@ -39,25 +37,16 @@ class Provider:
         self.headers: list[dict[str, str]] = []
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 provider.headers.append({k.lower(): v for k, v in self.headers.items()})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
+                self.send_json(200, {})
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/messages"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LocalServer(Handler, "provider").start()
+        self.url = f"{self.server.origin}/v1/messages"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 @pytest.fixture
