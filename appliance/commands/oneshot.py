@@ -16,6 +16,7 @@ from appliance.kernel.contract.services import RunOutcome
 from appliance.kernel.protocol.ledger import Ledger
 from appliance.kernel.protocol.locks import Claim
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime import tracing
 from appliance.kernel.runtime.clients import make_pool, make_redis
 from appliance.kernel.runtime.clock import SYSTEM
 from appliance.kernel.runtime.exits import ExitCode
@@ -27,7 +28,8 @@ from appliance.worker.runner import Runner
 @contextmanager
 def foreground_runner(config: Config, jobs: Jobs) -> Iterator[Runner]:
     """A runner for one manual run in this process, wired as the worker's (lease keeper, ledger, fence); its
-    heartbeat publishes ``jobs`` as the worker does."""
+    heartbeat publishes ``jobs`` as the worker does; traced as the worker's runs are, when tracing is on."""
+    tracing.start(config, "cli")  # before the pools: the job's statements are its span's children
     client = make_redis(config.core.redis_url)
     db = make_pool(config, max_size=2, name="appliance-cli")
     ledger_pool = make_pool(config, max_size=2, name="appliance-cli-ledger", autocommit=True)
@@ -43,6 +45,7 @@ def foreground_runner(config: Config, jobs: Jobs) -> Iterator[Runner]:
         db.close(timeout=1)
         ledger_pool.close(timeout=1)
         ClusterState(client).workers.forget(assembly.heartbeat.me)
+        tracing.flush()
 
 
 def run_job_once(config: Config, jobs: Jobs, job: str, reason: str, by: str,

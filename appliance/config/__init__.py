@@ -24,6 +24,7 @@ from appliance.config.env import EnvReader, redact_url
 from appliance.config.jobs import JobEnv, read_job_env
 from appliance.config.seed_names import read_seed_names
 from appliance.config.sidecar import SidecarConfig, load_sidecar
+from appliance.config.tracing import TracingConfig, load_tracing
 from appliance.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "JobEnv", "SettingsSource", "declared_settings", "load_config", "masked",
@@ -64,6 +65,8 @@ class Config:
     url_values: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     #: What ``check-config`` says about the seeds' names: which was read for which setting, which mean nothing.
     notes: tuple[str, ...] = ()
+    #: OpenTelemetry tracing (``OTEL_*``): off unless an exporter is set (``appliance.kernel.runtime.tracing``).
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     def __getattr__(self, name: str) -> Any:
         """A job pack's section by the pack's name: ``config.crm``."""
@@ -107,7 +110,7 @@ def read_config(environ: Mapping[str, str] | None = None, env_file: str | Path |
 
 def _read(env: EnvReader, packs: Iterable[SettingsSource]) -> Config:
     read_seed_names(env)
-    core, sidecar = load_core(env), load_sidecar(env)
+    core, sidecar, tracing = load_core(env), load_sidecar(env), load_tracing(env)
     # The alerter warns when a job turns stale by the same measure as /health.
     core = replace(core, alerts=replace(core.alerts, stale_factor=sidecar.stale_factor))
     packs = list(packs)
@@ -116,7 +119,8 @@ def _read(env: EnvReader, packs: Iterable[SettingsSource]) -> Config:
                   job_env=read_job_env(env), secret_names=frozenset(env.secret_names),
                   withheld_secrets=env.withheld, url_names=frozenset(env.url_names),
                   secret_values=tuple(sorted(env.secret_values.items())),
-                  url_values=tuple(sorted(env.url_values.items())), notes=tuple(env.notes))
+                  url_values=tuple(sorted(env.url_values.items())), notes=tuple(env.notes),
+                  tracing=tracing)
 
 
 def declared_settings(packs: Iterable[SettingsSource] = ()) -> dict[str, str]:
@@ -160,7 +164,7 @@ def masked(value: Any) -> Any:
         if isinstance(value, Path):
             return str(value)
         if isinstance(value, str):
-            if value and any(word in key for word in ("token", "secret", "api_key", "password", "webhook")):
+            if value and any(word in key for word in ("token", "secret", "api_key", "password", "webhook", "headers")):
                 return "***"
             return redact_url(value)
         return value

@@ -20,6 +20,7 @@ from appliance.config import Config
 from appliance.errors import Conflict, NotFound
 from appliance.kernel.protocol.actions import Refused
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime import tracing
 from appliance.kernel.runtime.clients import make_redis
 from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.redaction import Redactor
@@ -61,6 +62,8 @@ def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = Non
     from appliance.sidecar import admin, dashboard, health, metrics, operations, seed_api, timeline
 
     config.core.metrics_dir.mkdir(parents=True, exist_ok=True)
+    # In the process that serves: gunicorn calls this after its fork, where the exporter's thread lives on.
+    tracing.start(config, "sidecar")
     # No app-wide static route: the dashboard blueprint serves its own files under its security headers.
     app = Flask(__name__, static_folder=None)
     if isinstance(app.json, DefaultJSONProvider):  # the provider Flask makes by default
@@ -74,6 +77,7 @@ def create_app(config: Config, clock: Clock = SYSTEM, hostname: str | None = Non
     for blueprint in (health.bp, metrics.bp, admin.bp, operations.bp, seed_api.bp, timeline.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     _register_errors(app)
+    tracing.instrument_flask(app)
     redactor = Redactor.from_config(config)
 
     @app.after_request

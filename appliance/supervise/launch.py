@@ -64,6 +64,8 @@ class Policy:
 SERVICE = Policy(allow=BASE_NAMES, allow_prefixes=BASE_PREFIXES)
 #: The secrets only the sidecar uses: its admin credentials.
 ADMIN_SECRETS = frozenset({"ADMIN_TOKEN", "JWT_SECRET"})
+#: The OTLP exporter's headers (a collector's credentials), for every program that exports traces.
+TRACE_EXPORT_SECRETS = frozenset({"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"})
 PROGRAMS: dict[str, Policy] = {
     "redis": SERVICE,
     "postgres": SERVICE,
@@ -72,8 +74,9 @@ PROGRAMS: dict[str, Policy] = {
     "qdrant": Policy(allow=BASE_NAMES, allow_prefixes=(*BASE_PREFIXES, QDRANT_PREFIX)),
     # Jobs may need any secret (a custom job's too), except the admin credentials.
     "worker": Policy(drop=ADMIN_SECRETS, deny_prefixes=(QDRANT_PREFIX,)),
-    # Its admin credentials and the Qdrant API key its readiness check sends; not the providers' keys.
-    "sidecar": Policy(keep=ADMIN_SECRETS | {"QDRANT_API_KEY"}, deny_prefixes=(QDRANT_PREFIX,)),
+    # Its admin credentials, the Qdrant API key its readiness check sends and the trace exporter's headers (it
+    # exports its requests' spans); not the providers' keys.
+    "sidecar": Policy(keep=ADMIN_SECRETS | TRACE_EXPORT_SECRETS | {"QDRANT_API_KEY"}, deny_prefixes=(QDRANT_PREFIX,)),
 }
 
 

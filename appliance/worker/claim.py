@@ -24,7 +24,7 @@ from appliance.kernel.protocol.owner import iso, make_token, new_run_id
 from appliance.kernel.protocol.starts import StartBudget
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.protocol.state.runs import RunInProgress
-from appliance.kernel.runtime import metrics
+from appliance.kernel.runtime import metrics, tracing
 from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.json_object import JsonObject
 from appliance.kernel.runtime.logs import fields
@@ -270,9 +270,13 @@ class Claims:
         with contextlib.suppress(redis.RedisError):
             self.state.history.count(job, str(outcome))
 
-    def record_slot(self, job: str, slot: datetime, outcome: Outcome, reason: str | None = None) -> None:
-        """Put a slot that did not run into the ledger (in the background; kept while PostgreSQL is down)."""
+    def record_slot(self, job: str, slot: datetime, outcome: Outcome, reason: str | None = None,
+                    traced: bool = True) -> None:
+        """Put a slot that did not run into the ledger (in the background; kept while PostgreSQL is down), and
+        its outcome on the slot's span (unless not ``traced``)."""
         self.recorder.put(SlotRecord(job, slot, outcome, self.worker_id, reason))
+        if traced and tracing.enabled():  # spans leave the appliance: the reason is masked like every output
+            tracing.slot_not_run(job, slot, outcome, self.redact.text(reason) if reason else reason)
 
     def slot_not_run(self, d: Dispatch, outcome: Outcome, reason: str) -> None:
         """A scheduled slot that this attempt could not run. A first attempt is skipped; a retry held off by

@@ -27,10 +27,13 @@ from typing import Any
 from appliance.errors import Cancelled, LockLost
 from appliance.kernel.contract.context import CancelToken, RunContext
 from appliance.kernel.contract.policy import Isolation
+from appliance.kernel.runtime import tracing
 from appliance.kernel.runtime.clock import SYSTEM
 
 #: How often the parent looks at the child and the run's cancel token.
 POLL = 0.02
+#: How long a child waits for its last spans to be exported, within the second its parent gives it to end.
+FLUSH_TIMEOUT = 0.5
 
 _context: Any = None
 
@@ -39,7 +42,7 @@ def _forkserver() -> Any:
     global _context
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(["appliance.worker.isolation"])
+        _context.set_forkserver_preload(["appliance.worker.isolation", *(tracing.PRELOAD if tracing.enabled() else ())])
     return _context
 
 
@@ -63,7 +66,7 @@ def _in_child(job: Any, ctx: RunContext, grace: float) -> Any:
     func = job.func
     spec = {"target": f"{func.__module__}:{func.__qualname__}", "job": ctx.job, "slot": ctx.slot.isoformat(),
             "run_id": ctx.run_id, "attempt": ctx.attempt, "owner": ctx.owner, "trigger": ctx.trigger,
-            "fence": ctx.issued_fence}
+            "fence": ctx.issued_fence, "traceparent": tracing.traceparent()}
     proc = _forkserver().Process(target=_child_main, args=(spec, child), name=f"run-{ctx.job}", daemon=True)
     proc.start()
     child.close()
@@ -120,6 +123,7 @@ def _child_main(spec: dict[str, Any], conn: Connection) -> None:
     from appliance.kernel.runtime.clients import make_pool, make_redis
 
     config = load_settings()
+    tracing.start(config, "worker")  # before its clients: their calls are the slot span's children
     db = make_pool(config, max_size=2)
     db.open(wait=False)
     ctx = RunContext(job=spec["job"], slot=datetime.fromisoformat(spec["slot"]), run_id=spec["run_id"],
@@ -128,7 +132,8 @@ def _child_main(spec: dict[str, Any], conn: Connection) -> None:
                      log=logging.LoggerAdapter(logging.getLogger(f"appliance.job.{spec['job']}"), {}),
                      issued_fence=spec["fence"])
     try:
-        summary = load_attribute(spec["target"])(ctx)
+        with tracing.continued(spec.get("traceparent")):
+            summary = load_attribute(spec["target"])(ctx)
         result: tuple[str, dict[str, Any]] = ("ok", {"summary": summary if isinstance(summary, dict) else None})
     except Cancelled as exc:
         result = ("cancelled", {"error": str(exc)})
@@ -139,4 +144,5 @@ def _child_main(spec: dict[str, Any], conn: Connection) -> None:
     result[1].update(processed=ctx.processed_count, backlog=ctx.backlog)
     conn.send(result)
     conn.close()
+    tracing.flush(FLUSH_TIMEOUT)  # the parent waits a second for this process to end before it kills it
     db.close(timeout=1)

@@ -31,6 +31,7 @@ from appliance.kernel.protocol import keys
 from appliance.kernel.protocol.locks import Claim
 from appliance.kernel.protocol.outcomes import RERUNNABLE, Outcome
 from appliance.kernel.protocol.owner import iso
+from appliance.kernel.runtime import tracing
 from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.logs import fields
 from appliance.worker.backfills import BackfillPump
@@ -176,8 +177,10 @@ class Worker(Recovery):
 
     def _missed(self, job: JobSettings, slots: list[datetime]) -> None:
         log.warning("slots missed", extra=fields(job=job.name, missed=len(slots)))
-        for slot in slots:
-            self.runner.claims.record_slot(job.name, slot, Outcome.MISSED, "no worker ran it within its grace")
+        traced_from = len(slots) - tracing.MISSED_SPANS  # a day's downtime of a 1 s job is 86,400 of them
+        for index, slot in enumerate(slots):
+            self.runner.claims.record_slot(job.name, slot, Outcome.MISSED, "no worker ran it within its grace",
+                                           traced=index >= traced_from)
         for _ in range(min(len(slots), 1000)):
             self.runner.claims.skip(job.name, Outcome.MISSED)
 

@@ -30,7 +30,7 @@ from appliance.kernel.protocol.outcomes import Outcome
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
 from appliance.kernel.protocol.state.runs import RunRecord
-from appliance.kernel.runtime import metrics
+from appliance.kernel.runtime import metrics, tracing
 from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.logs import fields
 from appliance.kernel.runtime.redaction import Redactor
@@ -85,11 +85,22 @@ class Runner:
         self.together = StartTogether()
 
     def execute(self, d: Dispatch) -> Attempt:
-        """Run ``d`` if its job's lease can be taken (and, for a queued trigger, the trigger is still there)."""
-        claimed = self.claims.take(d)
-        if isinstance(claimed, Attempt):
-            return claimed
-        return self._run(claimed)
+        """Run ``d`` if its job's lease can be taken (and, for a queued trigger, the trigger is still there),
+        under the slot's span (``appliance.kernel.runtime.tracing``): the claim, the run and their calls."""
+        with tracing.slot_span(d.job.name, d.slot, d.reason, d.attempt) as span:
+            claimed = self.claims.take(d)
+            if isinstance(claimed, Attempt):
+                span.set(claim=claimed.claim.value if claimed.claim else None)
+                if claimed.outcome is not None:
+                    span.outcome(claimed.outcome, claimed.error)
+                return claimed
+            span.set(run_id=claimed.run_id, fence=claimed.fence, trigger=claimed.reason,
+                     slot=claimed.dispatch.slot)
+            attempt = self._run(claimed)
+            span.set(retry=attempt.retry or None)
+            if attempt.outcome is not None:
+                span.outcome(attempt.outcome, attempt.error)
+            return attempt
 
     # -- the run --------------------------------------------------------------------------------------
     def _run(self, run: OpenRun) -> Attempt:
@@ -179,7 +190,8 @@ class Runner:
             if d.job.policy.timeout:
                 self.timeouts.watch(ctx.run_id, d.job.policy.timeout, ctx.cancel, lease,
                                     end_hard=d.job.policy.isolation is Isolation.THREAD)
-            summary = _summary(run_job(d.job, ctx, self.config.core.shutdown_timeout))
+            with tracing.job_calls():
+                summary = _summary(run_job(d.job, ctx, self.config.core.shutdown_timeout))
         except Cancelled as exc:
             outcome = Outcome.LEASE_LOST if lease.lost else Outcome(ctx.cancel.outcome)
             error = str(exc) or ctx.cancel.reason

@@ -49,6 +49,19 @@ def test_the_sidecar_gets_its_credentials_the_qdrant_key_and_the_service_urls():
     assert env[WITHHELD] == "OPENAI_API_KEY,SMTP_PASSWORD", "VOICE_API_TOKEN is empty: not set, not withheld"
 
 
+def test_the_worker_and_the_sidecar_get_the_tracing_settings_and_the_exporters_headers():
+    """Both export spans: the ``OTEL_*`` variables reach them, the headers (a collector's credentials, declared
+    secrets) included; the services get none of them."""
+    traced = {**ENV, SECRET_NAMES: ENV[SECRET_NAMES] + ",OTEL_EXPORTER_OTLP_HEADERS",
+              "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SERVICE_NAME": "crm",
+              "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer s-otel"}
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_HEADERS"}
+    for program in ("worker", "sidecar"):
+        assert otel <= set(program_env(program, traced)), program
+    for program in ("redis", "postgres", "qdrant", "logs", "fatal"):
+        assert not otel & set(program_env(program, traced)), program
+
+
 def test_every_supervised_program_has_a_policy():
     assert set(PROGRAMS) == {"redis", "postgres", "qdrant", "logs", "fatal", "worker", "sidecar"}
 

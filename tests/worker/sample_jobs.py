@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 RUNS = "test:runs"
@@ -68,3 +69,20 @@ def with_params(ctx) -> dict:
     """Records the parameters it was given (``ctx.params``) with its slot and trigger."""
     _record(ctx, "end", params=ctx.params)
     return {"params": ctx.params}
+
+
+def traced(ctx) -> dict:
+    """One call of each kind a job makes: a PostgreSQL query through ``ctx.db``, a Redis command, and an HTTP
+    request to the URL in ``test:param:<job> url`` (a provider stand-in) when set; logs a line; records which
+    OpenTelemetry modules this worker process has loaded."""
+    import httpx
+
+    with ctx.db.connection() as conn:
+        conn.execute("SELECT 1").fetchone()
+    url = ctx.redis.hget(f"test:param:{ctx.job}", "url")
+    if url:
+        httpx.get(url, timeout=5).raise_for_status()
+    ctx.log.info("traced job called its services")
+    loaded = sorted(name for name in sys.modules if name.startswith("opentelemetry"))
+    _record(ctx, "end", modules=loaded)
+    return {"modules": len(loaded)}

@@ -1,7 +1,9 @@
 """Logging: JSON lines in production, readable text in development; secrets never written.
 
 ``LOG_FORMAT=auto`` picks text when the log's stream is a terminal and JSON otherwise (Supervisor, containers).
-Structured fields go in ``extra={"fields": {...}}`` and appear as JSON keys or ``key=value`` pairs.
+Structured fields go in ``extra={"fields": {...}}`` and appear as JSON keys or ``key=value`` pairs. With tracing
+on, a JSON line written while a span is current (a slot's run, a sidecar request) carries its ``trace_id`` and
+``span_id``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from appliance.kernel.protocol.owner import iso
+from appliance.kernel.runtime import tracing
 from appliance.kernel.runtime.json_object import JsonObject
 from appliance.kernel.runtime.redaction import Redactor
 
@@ -59,6 +62,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         doc.update(getattr(record, "fields", None) or {})
+        ids = tracing.current_ids()  # the slot's or request's span, when tracing is on and one is current
+        if ids is not None:
+            doc["trace_id"], doc["span_id"] = ids
         if record.exc_text:
             doc["error"] = record.exc_text
         return json.dumps(doc, default=str)
