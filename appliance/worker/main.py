@@ -48,6 +48,8 @@ from appliance.worker.specs import store_versions
 
 #: Seconds a thread may hold the GIL before one waiting for it gets it (Python's default is 0.005).
 GIL_SWITCH_INTERVAL = 0.0005
+#: The most connections of the ledger's pool (runs alone, a herd's claim, the ends' flights, the recorder).
+LEDGER_CONNECTIONS = 16
 #: The last part of SHUTDOWN_TIMEOUT, kept for recording and releasing what did not stop in time and for
 #: writing the ledger entries still held.
 WRAP_UP = 0.5
@@ -154,10 +156,13 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
     if not start:
         return ExitCode.CONFIG
     runs = max(config.core.worker_threads, len(jobs))
-    # The jobs' pool, and an autocommit pool for the ledger (one round trip per statement), each with a
-    # connection per concurrent run plus spares, so bookkeeping never waits behind the jobs themselves.
+    # The jobs' pool, with a connection per concurrent run plus spares, and an autocommit pool for the ledger
+    # (one round trip per statement), apart so bookkeeping never waits behind the jobs themselves. The ledger's
+    # statements of a herd are one per instant (appliance.worker.herd, .ends): a few connections serve any
+    # number of jobs, and a thousand jobs do not ask PostgreSQL for a thousand connections.
     db = make_pool(config, max_size=runs + 2)
-    ledger_pool = make_pool(config, max_size=runs + 2, name="appliance-ledger", autocommit=True)
+    ledger_pool = make_pool(config, max_size=min(runs + 2, LEDGER_CONNECTIONS), name="appliance-ledger",
+                            autocommit=True)
     db.open(wait=False)
     ledger_pool.open(wait=False)
     metrics.WORKER_START.set(SYSTEM.time())

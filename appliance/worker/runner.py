@@ -2,7 +2,9 @@
 the outcome, release.
 
 The happy path costs two Redis round trips (``acquire``, ``finish``) and two PostgreSQL statements (the
-ledger's ``start``, which issues the fence before the job body runs, and ``finish``). The outcome goes to
+ledger's ``start``, which issues the fence before the job body runs, and ``finish``) for a run alone; the runs of
+a herd share them: one acquire and one opening statement for every slot of the instant (``appliance.worker.herd``),
+and their ends go out together (``appliance.worker.ends``). The outcome goes to
 the ledger and the Redis history, the Prometheus metrics and the alerter; the caller decides about retries.
 Error texts and tracebacks are redacted here, before anything stores them.
 """
@@ -25,7 +27,8 @@ from appliance.kernel.contract.params import validate
 from appliance.kernel.contract.policy import Isolation
 from appliance.kernel.protocol import keys, locks
 from appliance.kernel.protocol.ledger import Ledger
-from appliance.kernel.protocol.locks import Claim
+from appliance.kernel.protocol.ledger_batches import Ending
+from appliance.kernel.protocol.locks import Claim, End
 from appliance.kernel.protocol.outcomes import Outcome
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
@@ -37,6 +40,7 @@ from appliance.kernel.runtime.redaction import Redactor
 from appliance.worker.alerts import Alerter
 from appliance.worker.claim import Claims, OpenRun
 from appliance.worker.dispatch import Attempt, Dispatch
+from appliance.worker.ends import RunEnds
 from appliance.worker.isolation import RunFailed, run_job
 from appliance.worker.leases import Lease, LeaseKeeper
 from appliance.worker.recorder import Recorder
@@ -83,10 +87,13 @@ class Runner:
         #: Seconds the last run of each job took here (how long a catch-up of it is expected to take).
         self.durations: dict[str, float] = {}
         self.together = StartTogether()
+        #: Runs' ends in the ledger and in Redis, each sent with the others waiting (one flight per instant).
+        self.ends = RunEnds(ledger, scripts, config.core.history_limit)
 
-    def execute(self, d: Dispatch) -> Attempt:
-        """Run ``d`` if its job's lease can be taken (and, for a queued trigger, the trigger is still there)."""
-        claimed = self.claims.take(d)
+    def execute(self, d: Dispatch, taken: OpenRun | Attempt | None = None) -> Attempt:
+        """Run ``d`` if its job's lease can be taken (and, for a queued trigger, the trigger is still there);
+        ``taken``: the claim's answer when ``d`` was claimed already, with its herd (``appliance.worker.herd``)."""
+        claimed = taken if taken is not None else self.claims.take(d)
         if isinstance(claimed, Attempt):
             return claimed
         return self._run(claimed)
@@ -202,7 +209,9 @@ class Runner:
         args = (run.run_id, outcome, slot_outcome, error or None, ctx.processed_count, summary,
                 round(duration * 1000, 3), None, d.backfill)
         try:
-            return self.ledger.finish(*args)
+            if d.backfill:
+                return self.ledger.finish(*args)
+            return self.ends.ledger(Ending(d.job.name, *args[:-1]))
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: keep the end and write it when it is back
             log.warning("run end not yet in PostgreSQL; kept until it is back",
                         extra=fields(job=run.dispatch.job.name, run_id=run.run_id, error=type(exc).__name__))
@@ -258,10 +267,9 @@ class Runner:
         "failing often" warning is on."""
         success_at = self.clock.time() if record.outcome == Outcome.SUCCESS.value else None
         try:
-            ours, streak, warned = locks.finish(self.scripts, job.name, owner, json.dumps(record.to_json()),
-                                                record.outcome, done_ms, self.config.core.history_limit,
-                                                success_at, ctx.processed_count,
-                                                lease_name if lease_name and lease_name != job.name else None)
+            ours, streak, warned = self.ends.redis(End(
+                job.name, owner, json.dumps(record.to_json()), record.outcome, done_ms, success_at,
+                ctx.processed_count, lease_name if lease_name and lease_name != job.name else None))
         except redis.RedisError as exc:
             self.claims.keep_for_release(job.name, owner)
             log.warning("could not record the run in Redis; its lease is released when Redis is back",
