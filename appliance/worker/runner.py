@@ -171,6 +171,7 @@ class Runner:
         longer fit fails, saying which)."""
         outcome, error, trace, summary = Outcome.SUCCESS, "", "", None
         t0 = self.clock.monotonic()
+        lag: float | None = None
         start = start or d.slot
         if d.scheduled:
             self.together.claimed(start)
@@ -181,7 +182,7 @@ class Runner:
                     ctx.sleep(self.claims.until(start))  # claimed ahead: the body starts on its planned start
                 finally:
                     self.together.started(start)
-                metrics.SCHEDULE_LAG.observe(max(0.0, -self.claims.until(start)))
+                lag = max(0.0, -self.claims.until(start))  # observed after the body: the metric takes a lock
                 t0 = self.clock.monotonic()
             if d.job.policy.timeout:
                 self.timeouts.watch(ctx.run_id, d.job.policy.timeout, ctx.cancel, lease,
@@ -196,6 +197,8 @@ class Runner:
             outcome, error, trace = Outcome.FAILURE, str(exc), exc.trace
         except Exception as exc:  # noqa: BLE001 - any failure of a job is recorded and retried
             outcome, error, trace = Outcome.FAILURE, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        if lag is not None:
+            metrics.SCHEDULE_LAG.observe(lag)
         return outcome, error, trace, summary, self.clock.monotonic() - t0
 
     def _close(self, run: OpenRun, outcome: Outcome, error: str, ctx: RunContext,

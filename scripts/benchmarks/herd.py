@@ -21,9 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import redis
 
 from scripts.benchmarks.lag_jobs import SLOTS
@@ -40,6 +42,8 @@ class Figures:
     expected: int
     lags_ms: list[float]
     cpu_s: float
+    #: The appliance's ledger rows of the window's slots, by outcome.
+    ledger: dict[str, int] = field(default_factory=dict)
 
     @property
     def missed(self) -> int:
@@ -51,13 +55,13 @@ class Figures:
 
     def __add__(self, other: Figures) -> Figures:
         return Figures(self.runs + other.runs, self.expected + other.expected, self.lags_ms + other.lags_ms,
-                       self.cpu_s + other.cpu_s)
+                       self.cpu_s + other.cpu_s, dict(Counter(self.ledger) + Counter(other.ledger)))
 
     def text(self) -> str:
         per_slot = self.cpu_s / self.runs * 1e6 if self.runs else math.nan
         return (f"{self.runs}/{self.expected} slots run ({self.missed} missed), lag p50 {self.p(50):.1f} ms "
                 f"p99 {self.p(99):.1f} ms max {max(self.lags_ms, default=math.nan):.1f} ms, "
-                f"CPU {per_slot:.0f} us/slot")
+                f"CPU {per_slot:.0f} us/slot{f', ledger rows {self.ledger}' if self.ledger else ''}")
 
 
 def _cpu(pid: int) -> float:
@@ -85,6 +89,11 @@ def _collect(client: redis.Redis, who: str, first: float, last: float, jobs: int
         if first <= float(slot) < last:
             seen.setdefault((name, round(float(slot))), float(lag) * 1000)
     expected = jobs * round((last - first) / period)
+    worst: dict[int, float] = {}
+    for (_, slot_s), lag in seen.items():
+        worst[slot_s] = max(worst.get(slot_s, 0.0), lag)
+    if os.environ.get("HERD_VERBOSE"):
+        print(f"    {who}: worst lag of each instant (ms): {[round(worst[s]) for s in sorted(worst)]}")
     return Figures(len(seen), expected, list(seen.values()), cpu_s)
 
 
@@ -114,7 +123,12 @@ def appliance_round(base: dict[str, str], home: Path, client: redis.Redis, jobs:
     finally:
         for proc in procs:
             proc.terminate(30)
-    return _collect(client, "appliance", first, last, jobs, period, cpu)
+    figures = _collect(client, "appliance", first, last, jobs, period, cpu)
+    with psycopg.connect(base["DATABASE_URL"], autocommit=True) as conn:
+        figures.ledger = dict(conn.execute(
+            "SELECT outcome, count(*) FROM job_slots WHERE job = ANY(%s) AND slot >= to_timestamp(%s) "
+            "AND slot < to_timestamp(%s) GROUP BY outcome", (names, first, last)).fetchall())
+    return figures
 
 
 def aps_round(redis_url: str, client: redis.Redis, jobs: int, period: int, instants: int) -> Figures:
@@ -149,8 +163,9 @@ def side_by_side(redis_url: str, base: dict[str, str], home: Path, jobs: int, pe
 def curve(redis_url: str, base: dict[str, str], home: Path, sizes: list[int], seconds: int) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     best = {1: 0, 3: 0}
+    counts = [int(n) for n in os.environ.get("HERD_WORKERS", "1,3").split(",")]
     for jobs in sizes:
-        for workers in (1, 3):
+        for workers in counts:
             f = appliance_round(base, home, client, jobs, 1, seconds, workers)
             ok = f.p(99) <= 50 and f.missed == 0
             if ok:

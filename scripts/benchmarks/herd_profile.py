@@ -91,7 +91,7 @@ def main() -> None:
         config = load_config(env, env_file=None)
         log_file = open(home / "worker.log", "w")  # noqa: SIM115 - closed at the end
         setup_logging("json", "info", "worker", stream=log_file, background=True)
-        sys.setswitchinterval(worker_main.GIL_SWITCH_INTERVAL)
+        sys.setswitchinterval(worker_main.switch_interval(jobs))
         if profile:  # every thread started from here on: the runs', the loop's, the keeper's, the log writer's
             threading.Thread.run = _profiled(threading.Thread.run)  # type: ignore[method-assign]
         from appliance.worker import loop as worker_loop
