@@ -44,6 +44,7 @@ from appliance.worker.pausing import PauseWatch
 from appliance.worker.pool import RunPool
 from appliance.worker.recovery import Recovery
 from appliance.worker.runner import Runner
+from appliance.worker.shares import REST_BEFORE, Shares
 from appliance.worker.slotjob import Lead, SlotJob, slots_between
 
 log = logging.getLogger("appliance.worker")
@@ -79,6 +80,7 @@ class Worker(Recovery):
         self._herd: list[Dispatch] | None = None  # while the loop collects the slots due in one pass
         self._herd_thread = 0
         self.lead = Lead()  # how long before their instant slots are claimed
+        self.shares = Shares(runner.state, runner.worker_id, clock)  # a herd shared among the live workers
         self.pauses = PauseWatch(self)  # reasons, ends at ``until``, the alert on pauses without one
         self.backfills = BackfillPump(self)  # slots of the past run on purpose (``appliance backfill``)
 
@@ -385,16 +387,33 @@ class Worker(Recovery):
         self._dispatch(d)
 
     def _run_herd(self, herd: list[Dispatch]) -> None:
-        """Claim the slots of one pass together (``appliance.worker.herd``), then run each that holds its lease
-        on a thread of the pool; a slot that does not run is settled here as its own task would settle it."""
+        """Claim the slots of one pass together (``appliance.worker.herd``): this worker's share first, the rest of
+        the herd just before its instant (``appliance.worker.shares``)."""
+        try:
+            mine, rest = self.shares.split(herd)
+        except Exception:  # sharing is a preference: claim the whole herd
+            log.exception("herd not shared")
+            mine, rest = herd, []
+        if mine:
+            self._claim_herd(mine, measure=True)
+        if rest:
+            wait = min((d.start - self.clock.now()).total_seconds() for d in rest) - REST_BEFORE
+            if wait > 0:
+                self.clock.sleep(wait)
+            self._claim_herd(rest, measure=False)
+
+    def _claim_herd(self, herd: list[Dispatch], measure: bool) -> None:
+        """Claim ``herd`` together, then run each slot that holds its lease on a thread of the pool; a slot that
+        does not run is settled here as its own task would settle it."""
         began = self.clock.monotonic()
         try:
             taken = take_herd(self.runner.claims, herd)
-            self.lead.measured(self.clock.monotonic() - began)
         except Exception as exc:  # noqa: BLE001 - a fault outside the jobs: each slot ends as its own task would
             for d in herd:
                 self._run_task(d, self._crashed(d, exc))
             return
+        if measure:
+            self.lead.measured(self.clock.monotonic() - began)
         for d, answer in zip(herd, taken, strict=True):
             if isinstance(answer, Attempt):
                 self._run_task(d, answer)

@@ -20,8 +20,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
+import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
@@ -55,6 +57,30 @@ def _profiled(target):
 
 
 CLAIMS: list[tuple[int, float]] = []  # (slots, seconds) of each herd's claim
+CALLS: Counter[str] = Counter()  # calls of the batched operations, and every Redis command and SQL statement
+
+
+def _counted(name: str, target):
+    def counted(*args, **kwargs):
+        CALLS[name] += 1
+        return target(*args, **kwargs)
+    return counted
+
+
+def count_calls() -> None:
+    """Count, from here on, every Redis round trip and SQL statement of this process, and the herd's batched
+    calls (what each carries is the same as alone)."""
+    from redis.connection import Connection
+
+    from appliance.kernel.protocol import locks
+    from appliance.worker import ends, herd
+
+    Connection.send_packed_command = _counted("redis", Connection.send_packed_command)  # type: ignore[method-assign]
+    psycopg.Connection.execute = _counted("sql", psycopg.Connection.execute)  # type: ignore[method-assign]
+    locks.acquire_many = _counted("acquire_many", locks.acquire_many)  # type: ignore[assignment]
+    locks.finish_many = _counted("finish_many", locks.finish_many)  # type: ignore[assignment]
+    herd.open_runs = _counted("open_runs", herd.open_runs)  # type: ignore[assignment]
+    ends.finish_runs = _counted("finish_runs", ends.finish_runs)  # type: ignore[assignment]
 
 
 def _timed_take(take):
@@ -105,12 +131,18 @@ def main() -> None:
         loop = threading.Thread(target=worker.run_forever, name="loop", daemon=True)
         loop.start()
         time.sleep(3)
+        count_calls()
         LAGS.clear()
         cpu0, wall0 = time.process_time(), time.monotonic()
         time.sleep(seconds)
         cpu, wall, slots = time.process_time() - cpu0, time.monotonic() - wall0, len(LAGS)
         lags = [lag * 1000 for lag in LAGS]
         claims = [seconds * 1000 for _, seconds in CLAIMS[2:]]
+        per = max(slots, 1)
+        print(f"per slot: {CALLS['redis'] / per:.3f} Redis round trips, {CALLS['sql'] / per:.3f} SQL statements "
+              f"(every thread: loop, keeper, heartbeat, recorder, the job's own rpush none here); per "
+              f"{seconds} instants: {CALLS['acquire_many']} acquire_many, {CALLS['open_runs']} open_runs, "
+              f"{CALLS['finish_many']} finish_many, {CALLS['finish_runs']} finish_runs")
         print(f"herd claims: {len(CLAIMS)}, slots each {sorted({n for n, _ in CLAIMS})}, take_herd p50 "
               f"{percentile(claims, 50):.1f} ms max {max(claims, default=0):.1f} ms")
         worker.stop()

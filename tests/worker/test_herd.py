@@ -20,12 +20,15 @@ from appliance.kernel.protocol.ledger import Ledger
 from appliance.kernel.protocol.ledger_batches import Ending
 from appliance.kernel.protocol.locks import End
 from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.protocol.state.workers import Beat
 from appliance.kernel.runtime.clients import make_pool
 from appliance.worker import loop as worker_loop
 from appliance.worker.claim import OpenRun
 from appliance.worker.dispatch import Dispatch
 from appliance.worker.herd import take_herd
 from appliance.worker.main import build
+from appliance.worker.shares import Shares
 from tests.worker.harness import write_jobs_file
 from tests.worker.sample_jobs import RUNS
 
@@ -157,3 +160,24 @@ def test_a_herd_without_postgresql_runs_nothing_and_gives_every_lease_back(tmp_p
     client = redis_server.client()
     assert not any(client.exists(keys.lock(name)) for name in names), "a lease was kept"
     assert worker.runner.recorder.pending() == HERD
+
+
+def test_live_workers_share_a_herd_each_claiming_its_own_jobs_first(tmp_path, app_env, redis_server, names):
+    """Three live workers (heartbeats in Redis), one of which does not run some jobs: their shares of one herd
+    are disjoint, cover it, and give a job only to a worker that runs it; alone, a worker's share is the herd."""
+    worker, pool = _worker(tmp_path, app_env, redis_server, names, me="w-a")
+    herd = [Dispatch(worker.jobs[name], datetime(2026, 12, 1, 10, 0, tzinfo=UTC)) for name in names]
+    assert worker.shares.split(herd) == (herd, [])
+    partial = names[: HERD // 2]
+    state = ClusterState(redis_server.client())
+    for me, jobs in (("w-a", names), ("w-b", names), ("w-c", partial)):
+        state.workers.beat(me, Beat("host", 1, None, time.time(), 60, None, tuple(jobs), ()), 60)
+    shares = {me: Shares(state, me) for me in ("w-a", "w-b", "w-c")}
+    split = {me: s.split(herd) for me, s in shares.items()}
+    owned = {me: {d.job.name for d in mine} for me, (mine, _) in split.items()}
+    assert set().union(*owned.values()) == set(names)
+    assert sum(len(jobs) for jobs in owned.values()) == HERD, "a job in two shares"
+    assert owned["w-c"] <= set(partial) and all(owned.values()), owned
+    for mine, rest in split.values():
+        assert len(mine) + len(rest) == HERD
+    pool.close()
