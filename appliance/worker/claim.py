@@ -2,8 +2,9 @@
 
 A scheduled slot is claimed ``CLAIM_LEAD`` before its instant (see ``appliance.worker.loop``): the lease, the
 fence and the run record are in place when the instant comes. The claim costs one Redis round trip
-(``acquire``) and one PostgreSQL statement (the ledger's ``start``, which issues the fence); a slot that is
-not run is recorded here, in the background, with its reason.
+(``acquire``) and one PostgreSQL statement (the ledger's ``start``, which issues the fence); the slots of a herd
+share one of each (``appliance.worker.herd``, which answers each slot with this module's own methods). A slot
+that is not run is recorded here, in the background, with its reason.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@ file) running N jobs due on the same second, every thread profiled with cProfile
 per slot. Prints the functions with the most time of their own, summed over every thread.
 
     HERD_JOBS=200 HERD_SECONDS=15 scripts/bench herd_profile
+    HERD_PROFILE=0 ...                       # no profile: lag, CPU, round trips and statements per slot
+
+The same script measures an older commit: ``git archive COMMIT | tar -x -C /tmp/before``, then run it with
+``PYTHONPATH=/tmp/before:$PWD`` (the appliance from there, the test services from here).
 
 cProfile runs with each thread's CPU clock (``time.thread_time``) in every thread the worker starts: the figures
 are CPU time, not waits (a thread waiting for the GIL or a lock charges nothing). Starts its own
@@ -73,14 +77,17 @@ def count_calls() -> None:
     from redis.connection import Connection
 
     from appliance.kernel.protocol import locks
-    from appliance.worker import ends, herd
+
 
     Connection.send_packed_command = _counted("redis", Connection.send_packed_command)  # type: ignore[method-assign]
     psycopg.Connection.execute = _counted("sql", psycopg.Connection.execute)  # type: ignore[method-assign]
-    locks.acquire_many = _counted("acquire_many", locks.acquire_many)  # type: ignore[assignment]
-    locks.finish_many = _counted("finish_many", locks.finish_many)  # type: ignore[assignment]
-    herd.open_runs = _counted("open_runs", herd.open_runs)  # type: ignore[assignment]
-    ends.finish_runs = _counted("finish_runs", ends.finish_runs)  # type: ignore[assignment]
+    try:
+        from appliance.worker import ends, herd
+    except ImportError:  # the code before herds: only the totals
+        return
+    for module, name in ((locks, "acquire_many"), (locks, "finish_many"), (herd, "open_runs"),
+                         (ends, "finish_runs")):
+        setattr(module, name, _counted(name, getattr(module, name)))
 
 
 def _timed_take(take):
@@ -116,12 +123,17 @@ def main() -> None:
                "APPLIANCE_JOBS_FILE": str(jobs_file), "JOBS_ENABLED": ",".join(names), "LOG_LEVEL": "info"}
         config = load_config(env, env_file=None)
         log_file = open(home / "worker.log", "w")  # noqa: SIM115 - closed at the end
-        setup_logging("json", "info", "worker", stream=log_file, background=True)
-        sys.setswitchinterval(worker_main.switch_interval(jobs))
+        try:
+            setup_logging("json", "info", "worker", stream=log_file, background=True)
+        except TypeError:  # the code before herds: its handler was the stream's own
+            setup_logging("json", "info", "worker", stream=log_file)
+        switch = getattr(worker_main, "switch_interval", lambda _: worker_main.GIL_SWITCH_INTERVAL)
+        sys.setswitchinterval(switch(jobs))
         if profile:  # every thread started from here on: the runs', the loop's, the keeper's, the log writer's
             threading.Thread.run = _profiled(threading.Thread.run)  # type: ignore[method-assign]
         from appliance.worker import loop as worker_loop
-        worker_loop.take_herd = _timed_take(worker_loop.take_herd)  # type: ignore[assignment]
+        if hasattr(worker_loop, "take_herd"):
+            worker_loop.take_herd = _timed_take(worker_loop.take_herd)  # type: ignore[attr-defined]
         client = redis.Redis.from_url(redis_url := redis_server.url, decode_responses=True)
         ledger_pool = ConnectionPool(url, min_size=4, max_size=jobs + 2, open=True, kwargs={"autocommit": True})
         assembly = worker_main.build(config, client, db=None, ledger=Ledger(ledger_pool))

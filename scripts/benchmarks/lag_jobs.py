@@ -32,7 +32,8 @@ def aps_main(redis_url: str, jobs: int, seconds: float, period: int = 0) -> None
     import redis
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    client = redis.Redis.from_url(redis_url)
+    # A connection per job's thread: redis-py's default pool (100) fails the 101st concurrent run.
+    client = redis.Redis.from_url(redis_url, max_connections=max(100, jobs + 16))
 
     def run(name: str) -> None:
         lock = client.lock(f"lock:{name}", timeout=60)
