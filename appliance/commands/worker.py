@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     config, jobs = jobs_or_exit()
     use_metrics_dir(config)
-    setup_logs(config, "worker", sys.stdout)
+    setup_logs(config, "worker", sys.stdout, background=True)
     from appliance.worker.main import serve  # the worker's modules, for this command only
 
     return serve(config, jobs.enabled)

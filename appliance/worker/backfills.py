@@ -55,6 +55,9 @@ class BackfillPump:
     def __init__(self, worker: Worker):
         self.worker = worker
         self._polling = threading.Lock()
+        self._queued = threading.Lock()  # guards the two flags below
+        self._scheduled = False  # a look is queued or running
+        self._again = False  # asked for again while one was queued or running
         self._failing = False
         #: Whether the last look found work or a busy job: the end of any run then looks again.
         self.pending = True
@@ -65,10 +68,26 @@ class BackfillPump:
         return ledger.pool if ledger is not None else None
 
     def poll_soon(self) -> None:
-        """Look for planned slots on a pool thread (at most one look at a time)."""
+        """Look for planned slots on a pool thread (at most one look at a time). Asked for again while a look is
+        queued or running (every run's end of a herd asks), it makes one more look after it, not one per ask."""
         if self._pool is None or self.worker.stopping:
             return
-        self.worker.pool.submit(self.poll)
+        with self._queued:
+            if self._scheduled:
+                self._again = True
+                return
+            self._scheduled = True
+        self.worker.pool.submit(self._looks)
+
+    def _looks(self) -> None:
+        while True:
+            with self._queued:
+                self._again = False
+            self.poll()
+            with self._queued:
+                if not self._again or self.worker.stopping:
+                    self._scheduled = False
+                    return
 
     def poll(self) -> None:
         if not self._polling.acquire(blocking=False):
@@ -95,7 +114,7 @@ class BackfillPump:
         with self._pool.connection(timeout=2.0) as conn:
             if backfill.reclaim(conn, [*live, worker.runner.worker_id]):
                 log.info("backfill slots of workers that are gone planned again")
-            for name in idle:
+            for name in backfill.with_planned(conn, idle):  # one statement, not one per idle job
                 claimed = backfill.claim(conn, [name], worker.runner.worker_id)
                 if claimed is None:
                     continue

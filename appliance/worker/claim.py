@@ -2,8 +2,9 @@
 
 A scheduled slot is claimed ``CLAIM_LEAD`` before its instant (see ``appliance.worker.loop``): the lease, the
 fence and the run record are in place when the instant comes. The claim costs one Redis round trip
-(``acquire``) and one PostgreSQL statement (the ledger's ``start``, which issues the fence); a slot that is
-not run is recorded here, in the background, with its reason.
+(``acquire``) and one PostgreSQL statement (the ledger's ``start``, which issues the fence); the slots of a herd
+share one of each (``appliance.worker.herd``, which answers each slot with this module's own methods). A slot
+that is not run is recorded here, in the background, with its reason.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime
 import redis
 
 from appliance.kernel.protocol import keys, locks
-from appliance.kernel.protocol.ledger import Ledger, SlotRecord
+from appliance.kernel.protocol.ledger import Ledger, SlotRecord, Started
 from appliance.kernel.protocol.locks import Claim
 from appliance.kernel.protocol.outcomes import Outcome
 from appliance.kernel.protocol.owner import iso, make_token, new_run_id
@@ -108,10 +109,9 @@ class Claims:
         slot_ms = epoch_ms(d.slot) if d.scheduled else None
         per_slot = d.scheduled and job.policy.per_slot
         lease = keys.slot_lease(job.name, iso(d.slot)) if per_slot else job.name
-        running = json.dumps(RunInProgress(self.worker_id, run_id, iso(d.slot), iso(started), d.attempt, d.reason,
-                                           d.catch_up).to_json())
+        running = self.running_json(d, run_id, started)
         try:
-            self._release_leftover(job.name)
+            self.release_leftover(job.name)
             sent = self.clock.monotonic()
             claim, pttl = self._acquire(d, lease, owner, slot_ms, running)
             if claim is Claim.LOCKED and d.scheduled and d.attempt == 1 and self.until(d.start) > 0:
@@ -125,7 +125,7 @@ class Claims:
                 self.slot_not_run(d, Outcome.SKIPPED_UNAVAILABLE, f"Redis unavailable: {exc}")
             return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=str(exc), unavailable="redis")
         if claim is not Claim.OK:
-            return self._not_taken(d, claim, pttl)
+            return self.not_taken(d, claim, pttl)
         request = d.request
         if d.source is Source.QUEUED:
             request = self._take_trigger(job.name, owner)
@@ -133,8 +133,13 @@ class Claims:
                 return Attempt(Claim.DONE)
             if request.trigger is not None and request.trigger.slot:  # the run is for the instant it names
                 d = replace(d, slot=datetime.fromisoformat(request.trigger.slot.replace("Z", "+00:00")))
-        run = OpenRun(d, run_id, started, owner, None, request, sent, lease, self._start_of(d))
+        run = OpenRun(d, run_id, started, owner, None, request, sent, lease, self.start_of(d))
         return self._open(run)
+
+    def running_json(self, d: Dispatch, run_id: str, started: datetime) -> str:
+        """What ``appliance:running`` says of the run while it lasts."""
+        return json.dumps(RunInProgress(self.worker_id, run_id, iso(d.slot), iso(started), d.attempt, d.reason,
+                                        d.catch_up).to_json())
 
     def _acquire(self, d: Dispatch, lease: str, owner: str, slot_ms: int | None, running: str) -> tuple[Claim, int]:
         if lease != d.job.name:
@@ -143,7 +148,7 @@ class Claims:
                                       d.job.policy.max_concurrent)
         return locks.acquire(self.scripts, d.job.name, owner, d.job.lock_ttl, slot_ms, running)
 
-    def _not_taken(self, d: Dispatch, claim: Claim, pttl: int) -> Attempt:
+    def not_taken(self, d: Dispatch, claim: Claim, pttl: int) -> Attempt:
         """The lease was not ours: a first attempt of a slot that finds its job running waits when its overlap
         policy buffers or the run is the catch-up of an earlier slot; otherwise the slot's row says why."""
         first = d.scheduled and d.attempt == 1
@@ -160,7 +165,7 @@ class Claims:
             self.passed_over(d)
         return Attempt(claim, holder_pttl=pttl)
 
-    def _start_of(self, d: Dispatch) -> datetime:
+    def start_of(self, d: Dispatch) -> datetime:
         """When the run's body starts: the planned start, moved on to a free start tick when
         MAX_STARTS_PER_SECOND is set (``appliance.kernel.protocol.starts``); at once for a manual run."""
         if not d.scheduled:
@@ -193,13 +198,23 @@ class Claims:
                                            self.spec_versions.get(d.job.name), run.lease != d.job.name,
                                            params=self.redact.value(run.params))
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: no fence, so the job must not run
-            error = self.redact.text(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
-            self.give_back(run.lease, run.owner, run.request if d.source is Source.QUEUED else None)
-            metrics.JOB_RUNS.labels(d.job.name, Outcome.SKIPPED_UNAVAILABLE.value).inc()
-            if d.scheduled:
-                self.slot_not_run(d, Outcome.SKIPPED_UNAVAILABLE, error)
-            log.warning("slot not run: no fence without PostgreSQL", extra=fields(job=d.job.name, error=error))
-            return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=error, unavailable="postgres")
+            return self.not_opened(run, exc)
+        return self.opened(run, started)
+
+    def not_opened(self, run: OpenRun, exc: Exception) -> Attempt:
+        """The ledger could not open the run: no fence, so it does not run; its lease is given back."""
+        d = run.dispatch
+        error = self.redact.text(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
+        self.give_back(run.lease, run.owner, run.request if d.source is Source.QUEUED else None)
+        metrics.JOB_RUNS.labels(d.job.name, Outcome.SKIPPED_UNAVAILABLE.value).inc()
+        if d.scheduled:
+            self.slot_not_run(d, Outcome.SKIPPED_UNAVAILABLE, error)
+        log.warning("slot not run: no fence without PostgreSQL", extra=fields(job=d.job.name, error=error))
+        return Attempt(None, Outcome.SKIPPED_UNAVAILABLE, error=error, unavailable="postgres")
+
+    def opened(self, run: OpenRun, started: Started) -> OpenRun | Attempt:
+        """The ledger's answer to a run's opening: its fence, or the slot found done (then it does not run)."""
+        d = run.dispatch
         if started.done and d.backfill:
             self.give_back(d.job.name, run.owner, None)
             log.info("backfill slot committed already; not run", extra=fields(job=d.job.name, slot=iso(d.slot)))
@@ -255,7 +270,7 @@ class Claims:
             return None
         return Request.of(trigger)
 
-    def _release_leftover(self, job: str) -> None:
+    def release_leftover(self, job: str) -> None:
         """A lease whose release failed during a Redis outage may have survived a Redis restart (AOF):
         release it now, by its owner, before taking a new one."""
         owner = self._unreleased.get(job)

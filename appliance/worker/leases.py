@@ -102,6 +102,11 @@ class LeaseKeeper:
         self._cond = threading.Condition(lock)  # renewals wait on it
         self._watch = threading.Condition(lock)  # the deadline thread waits on it
         self._stopping = False
+        # When each thread will look next on its own (None: not before it is notified). A new lease notifies a
+        # thread only when it needs it sooner: the leases of a herd, taken by one acquire, wake each thread once,
+        # not once per lease (each wake is a pass over every lease held).
+        self._renew_wake: float | None = None
+        self._deadline_wake: float | None = None
         self._threads = [threading.Thread(target=self._renew_loop, name="lease-keeper", daemon=True),
                          threading.Thread(target=self._deadline_loop, name="lease-deadline", daemon=True)]
 
@@ -112,8 +117,12 @@ class LeaseKeeper:
     def hold(self, lease: Lease) -> Lease:
         with self._cond:
             self._leases[id(lease)] = lease
-            self._cond.notify_all()
-            self._watch.notify_all()
+            if self._renew_wake is None or lease.next_renew < self._renew_wake:
+                self._renew_wake = lease.next_renew
+                self._cond.notify_all()
+            if self._deadline_wake is None or lease.deadline < self._deadline_wake:
+                self._deadline_wake = lease.deadline
+                self._watch.notify_all()
         return lease
 
     def drop(self, lease: Lease) -> None:
@@ -148,7 +157,9 @@ class LeaseKeeper:
                     self._leases.pop(id(lease), None)
                 wake = min([lease.deadline for lease in self._leases.values()], default=None)
                 if not late:
+                    self._deadline_wake = wake
                     self.clock.wait(self._watch, None if wake is None else max(0.0, wake - now))
+                    self._deadline_wake = None
             for lease in late:
                 self._lose(lease, f"lease deadline passed: no renewal reached Redis within "
                                   f"{lease.ttl - lease_margin(lease.ttl):g} s of the last one sent")
@@ -176,7 +187,9 @@ class LeaseKeeper:
                     return
                 wake = min([lease.next_renew for lease in self._leases.values()], default=None)
                 now = self.clock.monotonic()
+                self._renew_wake = wake
                 self.clock.wait(self._cond, None if wake is None else max(0.0, wake - now))
+                self._renew_wake = None
 
     def _renew(self, lease: Lease) -> None:
         sent = self.clock.monotonic()

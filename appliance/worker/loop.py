@@ -12,6 +12,7 @@ slot still within its grace runs once; older slots are recorded (``missed``, ``s
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -36,13 +37,16 @@ from appliance.kernel.runtime.clock import SYSTEM, Clock
 from appliance.kernel.runtime.logs import fields
 from appliance.worker.backfills import BackfillPump
 from appliance.worker.catch_up import coalesced_into, expected_duration, is_late
+from appliance.worker.claim import OpenRun
 from appliance.worker.dispatch import Attempt, Dispatch, Source
+from appliance.worker.herd import joins_herd, take_herd
 from appliance.worker.overlap import REMOTE_POLL, Buffers, Verdict, decide
 from appliance.worker.pausing import PauseWatch
 from appliance.worker.pool import RunPool
 from appliance.worker.recovery import Recovery
 from appliance.worker.runner import Runner
-from appliance.worker.slotjob import CLAIM_LEAD, SlotJob, slots_between
+from appliance.worker.shares import REST_BEFORE, Shares
+from appliance.worker.slotjob import Lead, SlotJob, slots_between
 
 log = logging.getLogger("appliance.worker")
 logging.getLogger("schedule").setLevel(logging.WARNING)
@@ -74,6 +78,10 @@ class Worker(Recovery):
         self._watching: set[str] = set()  # jobs whose lease holder is being watched for a takeover
         self._unavailable: dict[str, Dispatch] = {}  # job -> latest slot (or retry) an outage kept from running
         self._catch_up_armed = False
+        self._herd: list[Dispatch] | None = None  # while the loop collects the slots due in one pass
+        self._herd_thread = 0
+        self.lead = Lead()  # how long before their instant slots are claimed
+        self.shares = Shares(runner.state, runner.worker_id, clock)  # a herd shared among the live workers
         self.pauses = PauseWatch(self)  # reasons, ends at ``until``, the alert on pauses without one
         self.backfills = BackfillPump(self)  # slots of the past run on purpose (``appliance backfill``)
 
@@ -115,7 +123,7 @@ class Worker(Recovery):
             latest = job.schedule.last_at_or_before(now)
             if latest is not None and job.name in last:
                 first = self._misfire(job, now, latest, last[job.name], open_slots.get(job.name, set())) or first
-            slot_job = SlotJob(job, self.scheduler, self.clock, first, self._missed)
+            slot_job = SlotJob(job, self.scheduler, self.clock, first, self._missed, self.lead)
             slot_job.do(self._slot_due, slot_job)
             if job.name in open_slots:
                 self._watch_holder(job, 0)
@@ -189,16 +197,27 @@ class Worker(Recovery):
         while not self.stopping:
             if self.clock.monotonic() >= self._refresh_due:
                 self._refresh()  # first, so pause flags hold from the very first slot
+            # The slots this pass finds due (or that waited for their instant) go together; only this thread's.
+            self._herd, self._herd_thread = [], threading.get_ident()
             self.scheduler.run_pending()
             self.pauses.end_due()
             self._run_timers()
+            self._start_herd()
             self.clock.wait(self._wake, self._sleep_seconds())
             self._wake.clear()
+
+    def _start_herd(self) -> None:
+        """The slots of this pass: one alone claims as it always did; more are claimed together."""
+        herd, self._herd = self._herd or [], None
+        if len(herd) == 1:
+            self.pool.submit(lambda: self._run_task(herd[0]))
+        elif herd:
+            self.pool.submit(lambda: self._run_herd(herd))
 
     def _sleep_seconds(self) -> float:
         waits = [self._refresh_due - self.clock.monotonic()]
         now = self.clock.now()
-        waits += [(cast(SlotJob, job).start - now).total_seconds() - CLAIM_LEAD for job in self.scheduler.jobs]
+        waits += [(cast(SlotJob, job).start - now).total_seconds() - self.lead.seconds for job in self.scheduler.jobs]
         with self._lock:
             if self._timers:
                 waits.append(self._timers[0][0] - self.clock.monotonic())
@@ -280,6 +299,9 @@ class Worker(Recovery):
             return
         if holder is not None:
             self._busy(d, holder)
+            return
+        if self._herd is not None and self._herd_thread == threading.get_ident() and joins_herd(d):
+            self._herd.append(d)
             return
         self.pool.submit(lambda: self._run_task(d))
 
@@ -370,9 +392,43 @@ class Worker(Recovery):
             return
         self._dispatch(d)
 
-    def _run_task(self, d: Dispatch) -> None:
+    def _run_herd(self, herd: list[Dispatch]) -> None:
+        """Claim the slots of one pass together (``appliance.worker.herd``): this worker's share first, the rest of
+        the herd just before its instant (``appliance.worker.shares``)."""
         try:
-            result = self.runner.execute(d)
+            mine, rest = self.shares.split(herd)
+        except Exception:  # sharing is a preference: claim the whole herd
+            log.exception("herd not shared")
+            mine, rest = herd, []
+        if mine:
+            self._claim_herd(mine, measure=True)
+        if rest:
+            wait = min((d.start - self.clock.now()).total_seconds() for d in rest) - REST_BEFORE
+            if wait > 0:
+                self.clock.sleep(wait)
+            self._claim_herd(rest, measure=False)
+
+    def _claim_herd(self, herd: list[Dispatch], measure: bool) -> None:
+        """Claim ``herd`` together, then run each slot that holds its lease on a thread of the pool; a slot that
+        does not run is settled here as its own task would settle it."""
+        began = self.clock.monotonic()
+        try:
+            taken = take_herd(self.runner.claims, herd)
+        except Exception as exc:  # noqa: BLE001 - a fault outside the jobs: each slot ends as its own task would
+            for d in herd:
+                self._run_task(d, self._crashed(d, exc))
+            return
+        if measure:
+            self.lead.measured(self.clock.monotonic() - began)
+        for d, answer in zip(herd, taken, strict=True):
+            if isinstance(answer, Attempt):
+                self._run_task(d, answer)
+            else:
+                self.pool.submit(functools.partial(self._run_task, d, answer))
+
+    def _run_task(self, d: Dispatch, taken: OpenRun | Attempt | None = None) -> None:
+        try:
+            result = self.runner.execute(d) if taken is None else self.runner.execute(d, taken)
         except Exception as exc:  # noqa: BLE001 - a fault outside the job (the job's own are caught in the runner)
             result = self._crashed(d, exc)
         finally:
@@ -387,8 +443,11 @@ class Worker(Recovery):
             self._pump(d.job.name)
         if self.backfills.pending and not d.backfill:  # a backfill slot may have waited for this run
             self.backfills.poll_soon()
-        # After a trigger, look for the next one at once; not while a service is down (it would spin).
-        self.wake(refresh=(not d.scheduled or deferred) and not result.unavailable)
+        # After a trigger, look for the next one at once; not while a service is down (it would spin). Nothing
+        # else a run's end changes needs the loop now (timers wake it themselves): waking it at every end of a
+        # herd would cost a pass over every job per run.
+        if (not d.scheduled or deferred) and not result.unavailable:
+            self.wake(refresh=True)
 
     def _crashed(self, d: Dispatch, exc: Exception) -> Attempt:
         """The runner itself failed (not the job): the slot still ends with a row that says so; a lease it may

@@ -49,6 +49,21 @@ from appliance.worker.specs import store_versions
 
 #: Seconds a thread may hold the GIL before one waiting for it gets it (Python's default is 0.005).
 GIL_SWITCH_INTERVAL = 0.0005
+#: From this many jobs on, Python's default interval instead (see ``switch_interval``).
+HERD_JOBS = 100
+HERD_SWITCH_INTERVAL = 0.005
+
+
+def switch_interval(jobs: int) -> float:
+    """The GIL switch interval for a worker of ``jobs`` jobs. A few threads waiting for their instant must get
+    the GIL soon after it, not after the 5 ms another run's bookkeeping may hold it for (0.5 ms: 10 jobs on one
+    second, p99 lag 8.3 ms at 5 ms, 3.7-4.4 ms at 0.5 ms). Hundreds of threads woken on one instant are the
+    opposite case: each gives the GIL up by itself at its first I/O, and forcing a switch every 0.5 ms among
+    them only adds switches (200 jobs: p99 206-417 ms at 0.5 ms, 60 ms at 5 ms, CPU per slot 1,400-1,700 us
+    against 1,000 us; docs/performance.md "Herds")."""
+    return GIL_SWITCH_INTERVAL if jobs < HERD_JOBS else HERD_SWITCH_INTERVAL
+#: The most connections of the ledger's pool (runs alone, a herd's claim, the ends' flights, the recorder).
+LEDGER_CONNECTIONS = 16
 #: The last part of SHUTDOWN_TIMEOUT, kept for recording and releasing what did not stop in time and for
 #: writing the ledger entries still held.
 WRAP_UP = 0.5
@@ -145,21 +160,24 @@ def serve(config: Config, jobs: Sequence[JobSettings]) -> int:
             signal.signal(sig, lambda *_: stop.set())
         stop.wait()
         return 0
-    # Threads waiting for their slot's instant must get the GIL soon after it, not after the default 5 ms
-    # another run's bookkeeping may hold it for: jobs due on the same second start together.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    # Jobs due on the same second start together: see switch_interval.
+    sys.setswitchinterval(switch_interval(len(jobs)))
+    runs = max(config.core.worker_threads, len(jobs))
     tracing.start(config, "worker")  # before the clients are made: their calls are instrumented from here on
-    client = make_redis(config.core.redis_url)
+    # Every run may use the client at once (ctx.redis): a connection each, and spares for the loop's own calls.
+    client = make_redis(config.core.redis_url, connections=runs + 16)
     needs = {need for job in jobs for need in job.needs}
     wait_for_services(config, client, needs)
     start, eviction = check_eviction(config, client)
     if not start:
         return ExitCode.CONFIG
-    runs = max(config.core.worker_threads, len(jobs))
-    # The jobs' pool, and an autocommit pool for the ledger (one round trip per statement), each with a
-    # connection per concurrent run plus spares, so bookkeeping never waits behind the jobs themselves.
+    # The jobs' pool, with a connection per concurrent run plus spares, and an autocommit pool for the ledger
+    # (one round trip per statement), apart so bookkeeping never waits behind the jobs themselves. The ledger's
+    # statements of a herd are one per instant (appliance.worker.herd, .ends): a few connections serve any
+    # number of jobs, and a thousand jobs do not ask PostgreSQL for a thousand connections.
     db = make_pool(config, max_size=runs + 2)
-    ledger_pool = make_pool(config, max_size=runs + 2, name="appliance-ledger", autocommit=True)
+    ledger_pool = make_pool(config, max_size=min(runs + 2, LEDGER_CONNECTIONS), name="appliance-ledger",
+                            autocommit=True)
     db.open(wait=False)
     ledger_pool.open(wait=False)
     metrics.WORKER_START.set(SYSTEM.time())

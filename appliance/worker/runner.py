@@ -2,7 +2,9 @@
 the outcome, release.
 
 The happy path costs two Redis round trips (``acquire``, ``finish``) and two PostgreSQL statements (the
-ledger's ``start``, which issues the fence before the job body runs, and ``finish``). The outcome goes to
+ledger's ``start``, which issues the fence before the job body runs, and ``finish``) for a run alone; the runs of
+a herd share them: one acquire and one opening statement for every slot of the instant (``appliance.worker.herd``),
+and their ends go out together (``appliance.worker.ends``). The outcome goes to
 the ledger and the Redis history, the Prometheus metrics and the alerter; the caller decides about retries.
 Error texts and tracebacks are redacted here, before anything stores them.
 """
@@ -25,7 +27,8 @@ from appliance.kernel.contract.params import validate
 from appliance.kernel.contract.policy import Isolation
 from appliance.kernel.protocol import keys, locks
 from appliance.kernel.protocol.ledger import Ledger
-from appliance.kernel.protocol.locks import Claim
+from appliance.kernel.protocol.ledger_batches import Ending
+from appliance.kernel.protocol.locks import Claim, End
 from appliance.kernel.protocol.outcomes import Outcome
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
@@ -37,6 +40,7 @@ from appliance.kernel.runtime.redaction import Redactor
 from appliance.worker.alerts import Alerter
 from appliance.worker.claim import Claims, OpenRun
 from appliance.worker.dispatch import Attempt, Dispatch
+from appliance.worker.ends import RunEnds
 from appliance.worker.isolation import RunFailed, run_job
 from appliance.worker.leases import Lease, LeaseKeeper
 from appliance.worker.recorder import Recorder
@@ -83,12 +87,15 @@ class Runner:
         #: Seconds the last run of each job took here (how long a catch-up of it is expected to take).
         self.durations: dict[str, float] = {}
         self.together = StartTogether()
+        #: Runs' ends in the ledger and in Redis, each sent with the others waiting (one flight per instant).
+        self.ends = RunEnds(ledger, scripts, config.core.history_limit)
 
-    def execute(self, d: Dispatch) -> Attempt:
+    def execute(self, d: Dispatch, taken: OpenRun | Attempt | None = None) -> Attempt:
         """Run ``d`` if its job's lease can be taken (and, for a queued trigger, the trigger is still there),
-        under the slot's span (``appliance.kernel.runtime.tracing``): the claim, the run and their calls."""
+        under the slot's span (``appliance.kernel.runtime.tracing``): the claim, the run and their calls.
+        ``taken``: the claim's answer when ``d`` was claimed already, with its herd (``appliance.worker.herd``)."""
         with tracing.slot_span(d.job.name, d.slot, d.reason, d.attempt) as span:
-            claimed = self.claims.take(d)
+            claimed = taken if taken is not None else self.claims.take(d)
             if isinstance(claimed, Attempt):
                 span.set(claim=claimed.claim.value if claimed.claim else None)
                 if claimed.outcome is not None:
@@ -175,6 +182,7 @@ class Runner:
         longer fit fails, saying which)."""
         outcome, error, trace, summary = Outcome.SUCCESS, "", "", None
         t0 = self.clock.monotonic()
+        lag: float | None = None
         start = start or d.slot
         if d.scheduled:
             self.together.claimed(start)
@@ -185,7 +193,7 @@ class Runner:
                     ctx.sleep(self.claims.until(start))  # claimed ahead: the body starts on its planned start
                 finally:
                     self.together.started(start)
-                metrics.SCHEDULE_LAG.observe(max(0.0, -self.claims.until(start)))
+                lag = max(0.0, -self.claims.until(start))  # observed after the body: the metric takes a lock
                 t0 = self.clock.monotonic()
             if d.job.policy.timeout:
                 self.timeouts.watch(ctx.run_id, d.job.policy.timeout, ctx.cancel, lease,
@@ -201,6 +209,8 @@ class Runner:
             outcome, error, trace = Outcome.FAILURE, str(exc), exc.trace
         except Exception as exc:  # noqa: BLE001 - any failure of a job is recorded and retried
             outcome, error, trace = Outcome.FAILURE, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        if lag is not None:
+            metrics.SCHEDULE_LAG.observe(lag)
         return outcome, error, trace, summary, self.clock.monotonic() - t0
 
     def _close(self, run: OpenRun, outcome: Outcome, error: str, ctx: RunContext,
@@ -214,7 +224,9 @@ class Runner:
         args = (run.run_id, outcome, slot_outcome, error or None, ctx.processed_count, summary,
                 round(duration * 1000, 3), None, d.backfill)
         try:
-            return self.ledger.finish(*args)
+            if d.backfill:
+                return self.ledger.finish(*args)
+            return self.ends.ledger(Ending(d.job.name, *args[:-1]))
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: keep the end and write it when it is back
             log.warning("run end not yet in PostgreSQL; kept until it is back",
                         extra=fields(job=run.dispatch.job.name, run_id=run.run_id, error=type(exc).__name__))
@@ -270,10 +282,9 @@ class Runner:
         "failing often" warning is on."""
         success_at = self.clock.time() if record.outcome == Outcome.SUCCESS.value else None
         try:
-            ours, streak, warned = locks.finish(self.scripts, job.name, owner, json.dumps(record.to_json()),
-                                                record.outcome, done_ms, self.config.core.history_limit,
-                                                success_at, ctx.processed_count,
-                                                lease_name if lease_name and lease_name != job.name else None)
+            ours, streak, warned = self.ends.redis(End(
+                job.name, owner, json.dumps(record.to_json()), record.outcome, done_ms, success_at,
+                ctx.processed_count, lease_name if lease_name and lease_name != job.name else None))
         except redis.RedisError as exc:
             self.claims.keep_for_release(job.name, owner)
             log.warning("could not record the run in Redis; its lease is released when Redis is back",

@@ -16,8 +16,24 @@ from appliance.kernel.contract.catalog import JobSettings
 from appliance.kernel.runtime.clock import Clock
 
 CLAIM_LEAD = 0.05
+#: The longest lead a herd's claim may get (``Lead``).
+MAX_LEAD = 0.5
 #: At most this many missed slots are written one by one after downtime (a 1 s job down for a day is 86,400).
 MISSED_LIMIT = 100_000
+
+
+class Lead:
+    """How long before their instant the slots of one pass are claimed: ``CLAIM_LEAD``, plus twice what the last
+    herd's claim took (``appliance.worker.herd``: one acquire, one statement, longer for a thousand slots than for
+    ten), so that a herd of any size holds its leases and fences by its instant. The lead decays by a tenth per
+    herd when claims get faster, and is at most ``MAX_LEAD``. A slot claimed while the run before it still holds
+    its job tries again on its instant, whatever the lead."""
+
+    def __init__(self) -> None:
+        self.seconds = CLAIM_LEAD
+
+    def measured(self, took: float) -> None:
+        self.seconds = min(MAX_LEAD, max(CLAIM_LEAD + 2 * took, self.seconds * 0.9, CLAIM_LEAD))
 
 
 class SlotJob(schedule.Job):
@@ -28,8 +44,9 @@ class SlotJob(schedule.Job):
     """
 
     def __init__(self, settings: JobSettings, scheduler: schedule.Scheduler, clock: Clock, first: datetime,
-                 on_missed: Callable[[JobSettings, list[datetime]], None]):
+                 on_missed: Callable[[JobSettings, list[datetime]], None], lead: Lead | None = None):
         super().__init__(interval=1, scheduler=scheduler)
+        self.lead = lead or Lead()
         self.unit = "seconds"
         self.settings = settings
         self.clock = clock
@@ -40,7 +57,7 @@ class SlotJob(schedule.Job):
 
     @property
     def should_run(self) -> bool:
-        return self.clock.now() >= self.start - timedelta(seconds=CLAIM_LEAD)
+        return self.clock.now() >= self.start - timedelta(seconds=self.lead.seconds)
 
     def _schedule_next_run(self) -> None:
         if self._started:

@@ -247,6 +247,15 @@ def claim(conn: psycopg.Connection, jobs: Iterable[str], worker: str) -> Claimed
     return ClaimedSlot(*row) if row else None
 
 
+def with_planned(conn: psycopg.Connection, jobs: Iterable[str]) -> list[str]:
+    """Those of ``jobs`` that have a planned backfill slot, oldest backfill first (what ``claim`` looks for)."""
+    rows = conn.execute(
+        "SELECT b.job FROM backfills b WHERE b.job = ANY(%s) AND EXISTS (SELECT 1 FROM backfill_slots p "
+        "WHERE p.backfill_id = b.id AND p.state = 'planned') GROUP BY b.job ORDER BY min(b.created_at)",
+        (list(jobs),)).fetchall()
+    return [job for (job,) in rows]
+
+
 def settle(conn: psycopg.Connection, ident: str, slot: datetime, state: str, outcome: str | None) -> None:
     """A claimed slot ends: ``done`` with the outcome its run recorded, ``committed`` (found committed already),
     or back to ``planned`` (the lease was busy, a service down: claimed again later)."""

@@ -133,6 +133,102 @@ return {ours, streak, warned}
 """
 
 
+# Every lease due on one instant (a herd), each exactly as ACQUIRE takes it, in one round trip.
+# KEYS[1] appliance:running; then for the i-th run (from 0): KEYS[2+2i] lock:<job>, KEYS[3+2i] appliance:slot:<job>
+# ARGV for the i-th run: ARGV[1+5i] owner token, ARGV[2+5i] ttl ms, ARGV[3+5i] slot epoch ms, ARGV[4+5i] job name,
+# ARGV[5+5i] JSON of the run, stored in appliance:running while it lasts
+# Returns {claim, pttl, claim, pttl, ...}, one pair per run in the order given.
+ACQUIRE_MANY = """
+local out = {}
+for i = 0, (#KEYS - 1) / 2 - 1 do
+  local lock, marker, a = KEYS[2 + 2 * i], KEYS[3 + 2 * i], 5 * i
+  local slot = tonumber(ARGV[a + 3])
+  local done = tonumber(redis.call('HGET', marker, 'done') or '-1')
+  local claim, pttl = 'ok', 0
+  if done == slot then claim = 'done'
+  elseif done > slot then claim = 'passed'
+  elseif redis.call('EXISTS', lock) == 1 then
+    pttl = redis.call('PTTL', lock)
+    if redis.call('HGET', marker, 'claimed') == ARGV[a + 3] then claim = 'running' else claim = 'locked' end
+  else
+    redis.call('SET', lock, ARGV[a + 1], 'PX', ARGV[a + 2])
+    redis.call('HSET', marker, 'claimed', ARGV[a + 3])
+    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
+  end
+  out[#out + 1] = claim
+  out[#out + 1] = pttl
+end
+return out
+"""
+
+# The ends of many runs, each exactly as FINISH records it, in one round trip.
+# KEYS[1] appliance:running  KEYS[2] appliance:last-run  KEYS[3] appliance:last-success  KEYS[4] appliance:counts
+# KEYS[5] appliance:alerts  KEYS[6] appliance:alert-states; then for the i-th run (from 0): KEYS[7+3i] its lease
+# (lock:<job>, or lock:<job>:<slot>), KEYS[8+3i] appliance:slot:<job>, KEYS[9+3i] appliance:history:<job>
+# ARGV[1] history length; then for the i-th run: ARGV[2+8i] owner token, ARGV[3+8i] job, ARGV[4+8i] run JSON,
+# ARGV[5+8i] outcome, ARGV[6+8i] slot epoch ms to mark done or "", ARGV[7+8i] epoch seconds of success or "",
+# ARGV[8+8i] items processed, ARGV[9+8i] the run's field in appliance:running
+# Returns {ours, streak, warned, ours, streak, warned, ...}, FINISH's answer for each run in the order given.
+FINISH_MANY = """
+local out = {}
+for i = 0, (#KEYS - 6) / 3 - 1 do
+  local lock, marker, history, a = KEYS[7 + 3 * i], KEYS[8 + 3 * i], KEYS[9 + 3 * i], 1 + 8 * i
+  local owner, job, record, outcome = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local ours = 0
+  if redis.call('GET', lock) == owner then
+    redis.call('DEL', lock)
+    ours = 1
+  end
+  if ARGV[a + 5] ~= '' then
+    local done = tonumber(redis.call('HGET', marker, 'done') or '-1')
+    if tonumber(ARGV[a + 5]) > done then redis.call('HSET', marker, 'done', ARGV[a + 5]) end
+  end
+  redis.call('HDEL', KEYS[1], ARGV[a + 8])
+  redis.call('LPUSH', history, record)
+  redis.call('LTRIM', history, 0, tonumber(ARGV[1]) - 1)
+  redis.call('HSET', KEYS[2], job, record)
+  if ARGV[a + 6] ~= '' then redis.call('HSET', KEYS[3], job, ARGV[a + 6]) end
+  redis.call('HINCRBY', KEYS[4], job .. ':' .. outcome, 1)
+  if tonumber(ARGV[a + 7]) > 0 then redis.call('HINCRBY', KEYS[4], job .. ':processed', ARGV[a + 7]) end
+  local streak, warned = 0, 0
+  if outcome == 'success' then
+    streak = tonumber(redis.call('HGET', KEYS[5], job) or '0')
+    if streak > 0 then redis.call('HDEL', KEYS[5], job) end
+    if redis.call('HGET', KEYS[6], 'intermittent:' .. job) == 'warning' then warned = 1 end
+  end
+  out[#out + 1] = ours
+  out[#out + 1] = streak
+  out[#out + 1] = warned
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Take:
+    """One lease of a herd (``acquire_many``): as ``acquire``'s arguments, for a scheduled slot."""
+
+    job: str
+    token: str
+    ttl: float
+    slot_ms: int
+    running_json: str
+
+
+@dataclass(frozen=True)
+class End:
+    """One run's end (``finish_many``): as ``finish``'s arguments."""
+
+    job: str
+    token: str
+    record_json: str
+    outcome: str
+    done_slot_ms: int | None
+    success_at: float | None
+    processed: int
+    lease: str | None = None
+
+
 @dataclass
 class Scripts:
     acquire: Callable[..., Any]
@@ -140,11 +236,38 @@ class Scripts:
     release: Callable[..., Any]
     finish: Callable[..., Any]
     acquire_slot: Callable[..., Any]
+    acquire_many: Callable[..., Any]
+    finish_many: Callable[..., Any]
 
 
 def register(client: redis.Redis) -> Scripts:
     """Register the scripts (EVALSHA with a transparent reload after a Redis restart)."""
-    return Scripts(*(client.register_script(s) for s in (ACQUIRE, RENEW, RELEASE, FINISH, ACQUIRE_SLOT)))
+    return Scripts(*(client.register_script(s) for s in (ACQUIRE, RENEW, RELEASE, FINISH, ACQUIRE_SLOT,
+                                                          ACQUIRE_MANY, FINISH_MANY)))
+
+
+def acquire_many(scripts: Scripts, takes: list[Take]) -> list[tuple[Claim, int]]:
+    """``acquire`` for every lease of a herd in one round trip; the answers in the order of ``takes``."""
+    lock_keys: list[str] = [keys.RUNNING]
+    args: list[Any] = []
+    for t in takes:
+        lock_keys += [keys.lock(t.job), keys.slot(t.job)]
+        args += [t.token, int(t.ttl * 1000), t.slot_ms, t.job, t.running_json]
+    flat = scripts.acquire_many(keys=lock_keys, args=args)
+    return [(Claim(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+def finish_many(scripts: Scripts, ends: list[End], history_limit: int) -> list[tuple[bool, int, bool]]:
+    """``finish`` for many runs in one round trip; the answers in the order of ``ends``."""
+    run_keys: list[str] = [keys.RUNNING, keys.LAST_RUN, keys.LAST_SUCCESS, keys.COUNTS, keys.ALERTS,
+                           keys.ALERT_STATES]
+    args: list[Any] = [history_limit]
+    for e in ends:
+        run_keys += [keys.lock(e.lease or e.job), keys.slot(e.job), keys.history(e.job)]
+        args += [e.token, e.job, e.record_json, e.outcome, "" if e.done_slot_ms is None else e.done_slot_ms,
+                 "" if e.success_at is None else f"{e.success_at:.3f}", e.processed, e.lease or e.job]
+    flat = scripts.finish_many(keys=run_keys, args=args)
+    return [(bool(flat[i]), int(flat[i + 1]), bool(flat[i + 2])) for i in range(0, len(flat), 3)]
 
 
 def acquire_slot(scripts: Scripts, job: str, lease: str, token: str, ttl: float, slot_ms: int, running_json: str,

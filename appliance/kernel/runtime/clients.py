@@ -28,8 +28,9 @@ REDIS_CONNECT_TIMEOUT = 2.0
 PG_CONNECT_TIMEOUT = 3
 
 
-class RedisOptions(TypedDict):
-    """The settings every Redis client of the appliance is made with (redis-py's keyword arguments)."""
+class RedisOptions(TypedDict, total=False):
+    """The settings every Redis client of the appliance is made with (redis-py's keyword arguments); all but
+    ``max_connections`` always set."""
 
     decode_responses: bool
     socket_timeout: float
@@ -37,14 +38,17 @@ class RedisOptions(TypedDict):
     health_check_interval: int
     driver_info: None
     maint_notifications_config: MaintNotificationsConfig
+    max_connections: int
 
 
 #: libpq's words for a server certificate it refused (psycopg passes libpq's message on unchanged).
 _PG_REFUSED = ("certificate verify failed", "does not match host name", "root certificate file")
 
 
-def make_redis(url: str, timeout: float = REDIS_SOCKET_TIMEOUT) -> redis.Redis:
+def make_redis(url: str, timeout: float = REDIS_SOCKET_TIMEOUT, connections: int | None = None) -> redis.Redis:
     """A Redis client returning ``str``; short timeouts so an outage fails fast instead of hanging a run.
+    ``connections``: the most its pool opens (redis-py's default, 100, fails the 101st caller at once: the
+    worker passes one per run it may run at once, plus its own).
 
     ``url``: ``redis://``, ``rediss://`` (certificates verified; ``ssl_ca_certs`` names the CA), ``unix://``
     or ``redis+sentinel://`` / ``rediss+sentinel://`` (the master is found through the sentinels and found
@@ -59,6 +63,8 @@ def make_redis(url: str, timeout: float = REDIS_SOCKET_TIMEOUT) -> redis.Redis:
         "driver_info": None,
         "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
+    if connections is not None:
+        options["max_connections"] = connections
     if is_sentinel(url):
         return _sentinel_master(parse_sentinel_url(url), options)
     return redis.Redis.from_url(url, **options)

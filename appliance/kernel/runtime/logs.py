@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.runtime import tracing
 from appliance.kernel.runtime.json_object import JsonObject
+from appliance.kernel.runtime.log_queue import BackgroundHandler
 from appliance.kernel.runtime.redaction import Redactor
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "fields"}
@@ -62,7 +63,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         doc.update(getattr(record, "fields", None) or {})
-        ids = tracing.current_ids()  # the slot's or request's span, when tracing is on and one is current
+        # The slot's or request's span, when tracing is on and one is current where the record was made.
+        ids = record.trace_ids if hasattr(record, "trace_ids") else tracing.current_ids()
         if ids is not None:
             doc["trace_id"], doc["span_id"] = ids
         if record.exc_text:
@@ -83,14 +85,16 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(log_format: str, level: str, process: str, redactor: Redactor | None = None,
-                  stream: TextIO | None = None) -> None:
+                  stream: TextIO | None = None, background: bool = False) -> None:
     """Configure the root logger once for this process; ``redactor`` (the secret registry,
     ``Redactor.from_config(config)``) masks every record. Without one, URL passwords are still masked.
 
     ``stream`` receives the lines: stderr by default, since commands print their results on stdout. The
     programs Supervisor runs pass stdout, so that their log is seed 004's ``worker.log`` / ``sidecar.log``
     and ``*-error.log`` keeps only what escapes logging (a crash's traceback): each line is written once,
-    and once in ``docker logs``, which mirrors both files."""
+    and once in ``docker logs``, which mirrors both files. ``background``: lines are masked, formatted and
+    written by a thread of their own (``appliance.kernel.runtime.log_queue``), so that many threads logging at
+    once never wait for one another (the worker)."""
     stream = sys.stderr if stream is None else stream
     if log_format == "auto":
         log_format = "text" if stream.isatty() else "json"
@@ -100,7 +104,9 @@ def setup_logging(log_format: str, level: str, process: str, redactor: Redactor 
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+        if isinstance(old, BackgroundHandler):
+            old.close()  # its thread writes what it holds, then ends
+    root.addHandler(BackgroundHandler(handler) if background else handler)
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "urllib3", "openai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

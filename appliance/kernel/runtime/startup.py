@@ -57,7 +57,9 @@ def use_metrics_dir(config: Config) -> None:
     set_process_env("PROMETHEUS_MULTIPROC_DIR", str(config.core.metrics_dir))
 
 
-def setup_logs(config: Config, process: str, stream: TextIO | None = None) -> None:
+def setup_logs(config: Config, process: str, stream: TextIO | None = None, background: bool = False) -> None:
     """This process's logging, masked by the configuration's secret registry; on stderr unless ``stream``
-    (the supervised programs log to stdout: see ``appliance.kernel.runtime.logs.setup_logging``)."""
-    setup_logging(config.core.log_format, config.core.log_level, process, Redactor.from_config(config), stream)
+    (the supervised programs log to stdout: see ``appliance.kernel.runtime.logs.setup_logging``);
+    ``background``: written by a thread of their own (the worker's runs never wait for one another's lines)."""
+    setup_logging(config.core.log_format, config.core.log_level, process, Redactor.from_config(config), stream,
+                  background)
