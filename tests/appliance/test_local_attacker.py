@@ -36,7 +36,7 @@ import supervisor
 
 from appliance.kernel.contract.packs import load_settings
 from appliance.supervise.embedded import PG_SUPERUSER
-from appliance.supervise.launch import ADMIN_SECRETS, BASE_NAMES, BASE_PREFIXES
+from appliance.supervise.launch import ADMIN_SECRETS, BASE_NAMES, BASE_PREFIXES, TRACE_EXPORT_SECRETS
 from tests.appliance.harness import APP_PROGRAMS, STANDIN_QDRANT, Appliance, appliance_home, base_env
 from tests.services import free_port, short_tmpdir
 from tests.worker.harness import write_jobs_file
@@ -145,10 +145,11 @@ def listening_ports(pids: list[int]) -> set[int]:
 def test_each_program_gets_only_its_share_of_the_secrets(running):
     """/proc/PID/environ of every supervised process (children included: gunicorn's workers, PostgreSQL's
     backends): services get no secret and only the base variables; qdrant its own API key; the worker all
-    but the admin credentials; the sidecar the admin credentials and the Qdrant key."""
+    but the admin credentials; the sidecar the admin credentials, the Qdrant key and the trace exporter's
+    headers (it exports its requests' spans)."""
     every = set(running.canaries)
     wanted = {"redis": set(), "postgres": set(), "logs": set(), "fatal": set(), "qdrant": {"QDRANT_API_KEY"},
-              "worker": every - ADMIN_SECRETS, "sidecar": ADMIN_SECRETS | {"QDRANT_API_KEY"}}
+              "worker": every - ADMIN_SECRETS, "sidecar": ADMIN_SECRETS | TRACE_EXPORT_SECRETS | {"QDRANT_API_KEY"}}
     status = running.app.status()
     checked = 0
     for program, secrets_wanted in wanted.items():

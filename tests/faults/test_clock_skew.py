@@ -21,6 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from appliance.kernel.protocol.owner import iso
 from appliance.kernel.protocol.state import ClusterState
+from appliance.kernel.runtime.skew import Offset
 from appliance.worker.claim import PASSED_OVER
 from tests.faults.skew import SteppableClock, skewed
 from tests.services import wait_until
@@ -44,10 +45,16 @@ def _check_history(cluster, until: datetime) -> dict:
     return report
 
 
-def _offsets(redis_server) -> dict[int, float]:
-    """pid -> the clock offset each live worker published in its heartbeat."""
-    return {w.beat.pid: w.beat.clock.seconds for w in ClusterState(redis_server.client()).workers.live()
+def _offsets(redis_server) -> dict[int, Offset]:
+    """pid -> the clock offset (and its error bound) each live worker published in its heartbeat."""
+    return {w.beat.pid: w.beat.clock for w in ClusterState(redis_server.client()).workers.live()
             if w.beat.clock is not None}
+
+
+def _near(measured: Offset, offset: float) -> bool:
+    """Within 50 ms of ``offset`` beyond the measure's own error bound (half its round trip to Redis, which a
+    loaded machine can stretch to hundreds of ms)."""
+    return abs(measured.seconds - offset) < 0.05 + measured.error
 
 
 @pytest.mark.long
@@ -68,7 +75,7 @@ def test_replicas_whose_clocks_disagree_run_each_slot_once_and_account_for_every
     print(f"skew run: {counts}; measured offsets {measured}")
     assert counts["outcomes"].get("success", 0) >= 0.8 * SECONDS, counts
     for worker, offset in zip(workers, OFFSETS, strict=True):
-        assert abs(measured[worker.pid] - offset) < 0.05, (worker.pid, offset, measured)
+        assert _near(measured[worker.pid], offset), (worker.pid, offset, measured)
         warned = [line for line in worker.log_lines() if line.get("msg", "").startswith("CLOCK SKEW")]
         assert len(warned) == (1 if offset else 0), warned
     passed = cluster.sql("SELECT count(*) FROM job_slots WHERE reason = %s", (PASSED_OVER,))[0][0]
@@ -154,10 +161,10 @@ def test_a_worker_warns_once_when_its_clock_goes_off_and_once_when_it_comes_back
         return [line for line in worker.log_lines() if line.get("msg", "").startswith(msg)]
 
     wait_until(lambda: warnings("CLOCK SKEW"), 10, "the skew warning")
-    assert abs(_offsets(redis_server)[worker.pid] - 2.5) < 0.05
+    assert _near(_offsets(redis_server)[worker.pid], 2.5), _offsets(redis_server)
     clock.set(0.3)
     wait_until(lambda: warnings("clock skew over"), 10, "the end of the skew")
-    wait_until(lambda: abs(_offsets(redis_server)[worker.pid] - 0.3) < 0.05, 5, "the new offset published")
+    wait_until(lambda: _near(_offsets(redis_server)[worker.pid], 0.3), 5, "the new offset published")
     time.sleep(1.5)  # three more heartbeats, and no more lines
     assert len(warnings("CLOCK SKEW")) == 1 and len(warnings("clock skew over")) == 1
     (line,) = warnings("CLOCK SKEW")
