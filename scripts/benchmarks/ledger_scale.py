@@ -3,7 +3,9 @@
 
 Starts its own PostgreSQL in a temp dir (removed at the end) and loads it server side with
 ``INSERT ... SELECT generate_series(...)``: 10 jobs due every second back from now, one run row per slot that
-ran (98% success, 1% failed, 1% skipped_locked with no run), in time order as a worker writes them. The tables
+ran (98% success, 1% failed, 1% skipped_locked with no run; job-09 a healthy job whose every slot succeeded), in
+time order as a worker writes them. Run ids are
+12 hex digits as the worker's, random in front and unique (48 random bits would repeat among 50 million). The tables
 are made by the kernel's migrations up to ``BENCH_LEDGER_BASE`` (default: every one); their indexes are dropped
 for the load and rebuilt after it (as a restore does), then ANALYZE. Each figure is p50 / p99 over
 ``BENCH_LEDGER_REPEAT`` (default 20) repetitions of what the appliance runs:
@@ -40,6 +42,7 @@ from appliance.kernel.protocol import audit as audit_module
 from appliance.kernel.protocol.db.migrate import available, migrate
 from appliance.kernel.protocol.ledger import _HISTORY, Ledger, read_history
 from appliance.kernel.protocol.outcomes import Outcome
+from appliance.kernel.protocol.owner import new_run_id
 from appliance.kernel.schedule.model import parse_schedule
 from appliance.sidecar import timeline
 from tests.services import PostgresServer
@@ -72,8 +75,8 @@ SELECT job, slot, outcome, CASE WHEN outcome <> 'skipped_locked' THEN run_id END
        CASE WHEN outcome <> 'skipped_locked' THEN i END, 'bench:1',
        CASE WHEN outcome = 'skipped_locked' THEN 'another worker held the lease' END, slot + interval '8 ms'
 FROM (SELECT i, 'job-' || lpad(j::text, 2, '0') AS job, %(t0)s::timestamptz + i * interval '1 s' AS slot,
-             substr(md5(i::text || '-' || j::text), 1, 12) AS run_id,
-             CASE WHEN (i * 7 + j * 13) %% 100 = 0 THEN 'failed'
+             substr(md5(i::text || '-' || j::text), 1, 4) || lpad(to_hex(i * %(jobs)s + j), 8, '0') AS run_id,
+             CASE WHEN j = %(jobs)s - 1 THEN 'success' WHEN (i * 7 + j * 13) %% 100 = 0 THEN 'failed'
                   WHEN (i * 7 + j * 13) %% 100 = 1 THEN 'skipped_locked' ELSE 'success' END AS outcome
       FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i CROSS JOIN generate_series(0, %(jobs)s - 1) AS j) AS g
 """
@@ -87,9 +90,10 @@ SELECT run_id, job, slot, 'schedule', 1, i, 'bench:1', 'bench pid=1 run=' || run
        CASE WHEN NOT failed THEN slot + interval '6 ms' END, CASE WHEN NOT failed THEN i * %(jobs)s + j END,
        slot, 1, 'job'
 FROM (SELECT i, j, 'job-' || lpad(j::text, 2, '0') AS job, %(t0)s::timestamptz + i * interval '1 s' AS slot,
-             substr(md5(i::text || '-' || j::text), 1, 12) AS run_id, (i * 7 + j * 13) %% 100 = 0 AS failed
+             substr(md5(i::text || '-' || j::text), 1, 4) || lpad(to_hex(i * %(jobs)s + j), 8, '0') AS run_id,
+             j < %(jobs)s - 1 AND (i * 7 + j * 13) %% 100 = 0 AS failed
       FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i CROSS JOIN generate_series(0, %(jobs)s - 1) AS j
-      WHERE (i * 7 + j * 13) %% 100 <> 1) AS g
+      WHERE j = %(jobs)s - 1 OR (i * 7 + j * 13) %% 100 <> 1) AS g
 """
 _INDEXES = """
 SELECT c.relname, i.relname, pg_get_indexdef(x.indexrelid), k.conname, pg_get_constraintdef(k.oid)
@@ -123,9 +127,10 @@ def load(conn: psycopg.Connection, rows: int) -> datetime:
                  "%s::timestamptz + make_interval(secs => %s) FROM generate_series(0, %s - 1) AS j",
                  (seconds, t0, seconds, JOBS))
     analysed = time.perf_counter()
+    runs = conn.execute("SELECT count(*) FROM job_runs").fetchone()[0]
     conn.execute("VACUUM ANALYZE job_slots")
     conn.execute("VACUUM ANALYZE job_runs")
-    print(f"load: {rows:,} slot rows, {rows * 99 // 100:,} run rows: inserted in {built - started:.0f} s, indexes "
+    print(f"load: {rows:,} slot rows, {runs:,} run rows: inserted in {built - started:.0f} s, indexes "
           f"built in {analysed - built:.0f} s, VACUUM ANALYZE in {time.perf_counter() - analysed:.0f} s", flush=True)
     return t0 + timedelta(seconds=seconds)
 
@@ -172,6 +177,7 @@ def reads(conn: psycopg.Connection, now: datetime) -> None:
     timed("jobs history job-03 (20)", lambda: read_history(conn, "job-03", 20))
     timed("/api/history (all jobs, 50)", lambda: read_history(conn, None, 50))
     timed("/api/history?job=job-03 (50)", lambda: read_history(conn, "job-03", 50))
+    timed("/api/history?job=job-09 (50; every slot ran)", lambda: read_history(conn, "job-09", 50))
     for hours in (timeline.DEFAULT_HOURS, timeline.MAX_HOURS):
         params = {"since": now - timedelta(hours=hours), "until": now, "limit": timeline.MAX_MARKS}
         timed(f"timeline {hours} h", lambda p=params: (conn.execute(timeline._SLOTS, p).fetchall(),
@@ -183,6 +189,7 @@ def reads(conn: psycopg.Connection, now: datetime) -> None:
                 ("timeline slots 48 h", timeline._SLOTS, window), ("timeline runs 48 h", timeline._RUNS, window),
                 ("history (all jobs, 50)", _HISTORY, {"job": None, "limit": 50}),
                 ("history job-03 (50)", _HISTORY, {"job": "job-03", "limit": 50}),
+                ("history job-09 (50)", _HISTORY, {"job": "job-09", "limit": 50}),
                 ("audit committed runs of job-03", _AUDIT_COMMITTED, {"job": "job-03", "since": since, "end": end,
                                                                       "slot_runs": list(audit_module.SLOT_RUNS)}),
                 ("audit slots of job-03", _AUDIT_SLOTS, {"job": "job-03", "since": since, "end": end})):
@@ -208,7 +215,7 @@ def worker_statements(url: str, label: str, job: str, first: datetime, n: int = 
     try:
         for i in range(n + 20):
             slot = first + timedelta(seconds=i)
-            run_id = f"b{i:011d}"
+            run_id = new_run_id()
             started = time.perf_counter()
             ledger.open(job, slot, "schedule", run_id, f"bench run={run_id}", "bench:2", 1, slot, slot, 1, False)
             ledger.finish(run_id, Outcome.SUCCESS, Outcome.SUCCESS, None, 1, {"sent": 1}, 5.0, None)
