@@ -19,10 +19,11 @@ for the load and rebuilt after it (as a restore does), then ANALYZE. Each figure
   ``appliance_finish_run``) on this ledger and on an empty one in the same cluster, side by side.
 
 When migrations newer than ``BENCH_LEDGER_BASE`` exist, the figures are taken, those migrations are applied to
-the loaded ledger (timed) and the figures are taken again. ``BENCH_LEDGER_EXPLAIN=1`` prints EXPLAIN (ANALYZE,
-BUFFERS) of the reads that take longer than 100 ms.
+the loaded ledger (timed) and the figures are taken again (only then with ``BENCH_LEDGER_BASE_FIGURES=0``).
+``BENCH_LEDGER_EXPLAIN=1`` prints EXPLAIN (ANALYZE, BUFFERS) of the reads that take longer than 100 ms.
 
     BENCH_LEDGER_ROWS=1000000 scripts/bench ledger_scale
+    BENCH_LEDGER_BASE=50 BENCH_LEDGER_BASE_FIGURES=0 scripts/bench ledger_scale   # load at 0050, then migrate
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ ROWS = int(os.environ.get("BENCH_LEDGER_ROWS", "50000000"))
 REPEAT = int(os.environ.get("BENCH_LEDGER_REPEAT", "20"))
 BASE = int(os.environ.get("BENCH_LEDGER_BASE", "0")) or None
 EXPLAIN = os.environ.get("BENCH_LEDGER_EXPLAIN") == "1"
+#: "0": no figures before the later migrations, only after them (the load is the longest part of a run).
+BASE_FIGURES = os.environ.get("BENCH_LEDGER_BASE_FIGURES", "1") != "0"
 #: Seconds of slots loaded per statement (10 slot rows each).
 CHUNK = 500_000
 #: Bulk load and index builds only; the appliance's embedded PostgreSQL keeps its defaults otherwise.
@@ -252,7 +255,9 @@ def main() -> None:
             now = load(conn, ROWS)
         with psycopg.connect(empty_url, autocommit=True) as conn:
             migrate(conn, base)
-        measure(server, url, empty_url, now, f"before migrations after {base[-1].version:04d}" if later else "as is")
+        if BASE_FIGURES or not later:
+            phase = f"before migrations after {base[-1].version:04d}" if later else "as is"
+            measure(server, url, empty_url, now, phase)
         if later:
             with psycopg.connect(url, autocommit=True) as conn, psycopg.connect(empty_url, autocommit=True) as empty:
                 started = time.perf_counter()
