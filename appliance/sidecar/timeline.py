@@ -57,8 +57,10 @@ _RUN_COLUMNS = ("run_id, job, slot, trigger, attempt, fence, worker, owner, star
 def _connect() -> psycopg.Connection:
     url = current_app.extensions["appliance"].config.core.database_url
     try:
+        # jit off: on a large ledger the planner's estimates pass jit_above_cost, and compiling the timeline's
+        # index ranges took longer than reading them (91 of 106 ms at 50 million rows).
         return psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT, autocommit=True,
-                               application_name="appliance-dashboard")
+                               application_name="appliance-dashboard", options="-c jit=off")
     except psycopg.Error as exc:
         raise ServiceUnavailable("PostgreSQL is unavailable, so the ledger cannot be read; try again shortly") \
             from exc

@@ -53,6 +53,8 @@ ROWS = int(os.environ.get("BENCH_LEDGER_ROWS", "50000000"))
 REPEAT = int(os.environ.get("BENCH_LEDGER_REPEAT", "20"))
 BASE = int(os.environ.get("BENCH_LEDGER_BASE", "0")) or None
 EXPLAIN = os.environ.get("BENCH_LEDGER_EXPLAIN") == "1"
+#: The reads' session as the appliance's from 0070 on: jit off (the audit's and the timeline's connections).
+JIT_OFF = any(m.version >= 70 for m in available())
 #: "0": no figures before the later migrations, only after them (the load is the longest part of a run).
 BASE_FIGURES = os.environ.get("BENCH_LEDGER_BASE_FIGURES", "1") != "0"
 #: Seconds of slots loaded per statement (10 slot rows each).
@@ -234,6 +236,8 @@ def worker_statements(url: str, label: str, job: str, first: datetime, n: int = 
 def measure(server: PostgresServer, url: str, empty_url: str, now: datetime, phase: str) -> None:
     print(f"{phase}:", flush=True)
     with psycopg.connect(url, autocommit=True) as conn:
+        if JIT_OFF:  # as `appliance audit` and the timeline's connections do (from migration 0070 on)
+            conn.execute("SET jit = off")
         sizes(conn)
         reads(conn, now)
     stamp = now + timedelta(days=1 if phase.startswith("before") else 2)

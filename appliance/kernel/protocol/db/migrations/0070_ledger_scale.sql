@@ -15,11 +15,12 @@
 -- job_runs_job_slot). Without it, the audit read every run of the job. Only committed runs are in it.
 CREATE INDEX job_runs_committed ON job_runs (job, fence_issued_at) WHERE committed_at IS NOT NULL;
 
--- jobs history and /api/history: the newest slots that did not run (skipped, paused, missed), of a job or of all.
--- On a healthy ledger nearly every slot has a run, so without these the history read every slot row of the job
--- (or of the ledger) looking for one that has none. They hold only those rows: the worker's rows never enter.
+-- jobs history and /api/history: the newest slots that did not run (skipped, paused, missed), of a job or of all
+-- (read per job, appliance.kernel.protocol.ledger._HISTORY). On a healthy ledger nearly every slot has a run, so
+-- without it the history read every slot row of the job (or of the ledger) looking for one that has none. It holds
+-- only those rows: the worker's rows never enter it. No index of them by slot alone: the planner would take it for
+-- one job too, filtering every other job's rows.
 CREATE INDEX job_slots_no_run ON job_slots (job, slot) WHERE run_id IS NULL;
-CREATE INDEX job_slots_no_run_slot ON job_slots (slot) WHERE run_id IS NULL;
 
 -- A time range of every job (an operator's query of one hour of the ledger): slots are written in time order,
 -- so a BRIN index finds it at a small fraction of the btree's size and without its cost on every insert
