@@ -216,7 +216,16 @@ class Ledger:
         return {job: (slot, Outcome(outcome)) for job, slot, outcome in rows}
 
 
+#: The newest runs, and the newest slots that did not run: those are read per job from the partial index of slots
+#: without a run (job_slots_no_run, migration 0070), the jobs found by skipping from one to the next along it, so
+#: a ledger whose every slot ran answers at once instead of reading every row looking for one.
 _HISTORY = """
+WITH RECURSIVE skipped AS (
+    (SELECT job FROM job_slots WHERE run_id IS NULL AND (%(job)s::text IS NULL OR job = %(job)s) ORDER BY job LIMIT 1)
+    UNION ALL
+    SELECT (SELECT s.job FROM job_slots s WHERE s.run_id IS NULL AND s.job > k.job
+              AND (%(job)s::text IS NULL OR s.job = %(job)s) ORDER BY s.job LIMIT 1)
+    FROM skipped k WHERE k.job IS NOT NULL)
 SELECT * FROM (
     (SELECT r.run_id, r.job, r.slot, r.trigger, r.attempt, r.worker, r.started_at, r.finished_at, r.duration_ms,
             r.outcome, s.outcome AS slot_outcome, r.processed, r.error, r.fence, r.summary, r.reason,
@@ -228,7 +237,8 @@ SELECT * FROM (
     UNION ALL
     (SELECT NULL, s.job, s.slot, 'schedule', NULL, s.worker, NULL, NULL, NULL, s.outcome, s.outcome, 0, NULL,
             s.fence, NULL, s.reason, NULL, s.slot
-     FROM job_slots s WHERE s.run_id IS NULL AND (%(job)s::text IS NULL OR s.job = %(job)s)
+     FROM skipped k CROSS JOIN LATERAL (
+         SELECT * FROM job_slots WHERE job = k.job AND run_id IS NULL ORDER BY slot DESC LIMIT %(limit)s) AS s
      ORDER BY s.slot DESC LIMIT %(limit)s)
 ) AS h ORDER BY at DESC LIMIT %(limit)s
 """

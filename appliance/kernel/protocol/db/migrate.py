@@ -2,8 +2,9 @@
 ``Pack.migrations``), applied in order, each in its own transaction, under a PostgreSQL advisory lock so
 replicas that start together do not race.
 
-Version ranges keep the parts of the project apart: 1-9 the kernel (runs, fences, the ledger), 10-49 the CRM
-job pack, 50-69 the knowledge indexer; a pack of one's own takes a range no other uses (100 and up).
+Version ranges keep the parts of the project apart: 1-9 and then 70-99 the kernel (runs, fences, the ledger),
+10-49 the CRM job pack, 50-69 the knowledge indexer; a pack of one's own takes a range no other uses (100 and up).
+A kernel migration of the second range applies after the packs' of a new database: none of theirs may need it.
 """
 
 from __future__ import annotations
