@@ -164,11 +164,14 @@ def test_a_worker_warns_once_when_its_clock_goes_off_and_once_when_it_comes_back
     assert _near(_offsets(redis_server)[worker.pid], 2.5), _offsets(redis_server)
     clock.set(0.3)
     wait_until(lambda: warnings("clock skew over"), 10, "the end of the skew")
-    wait_until(lambda: _near(_offsets(redis_server)[worker.pid], 0.3), 5, "the new offset published")
+    published = wait_until(lambda: (o := _offsets(redis_server)[worker.pid]) and _near(o, 0.3) and o, 5,
+                           "the new offset published")
     time.sleep(1.5)  # three more heartbeats, and no more lines
     assert len(warnings("CLOCK SKEW")) == 1 and len(warnings("clock skew over")) == 1
     (line,) = warnings("CLOCK SKEW")
-    assert line["level"] == "warning" and abs(line["offset_seconds"] - 2.5) < 0.05 and "early" in line["msg"]
+    assert line["level"] == "warning" and "early" in line["msg"]
+    assert _near(Offset(line["offset_seconds"], line["error_seconds"]), 2.5), line
     gauge = [sample.value for metric in MultiProcessCollector(None, path=f"{cluster.app_env['APPLIANCE_HOME']}/metrics")
              .collect() for sample in metric.samples if sample.name == "appliance_clock_offset_seconds"]
-    assert len(gauge) == 1 and abs(gauge[0] - 0.3) < 0.05, gauge
+    # The gauge is the latest measure (its error bound is not exported): the new offset, far from the old 2.5 s.
+    assert len(gauge) == 1 and abs(gauge[0] - 0.3) < 0.5, (gauge, published)
